@@ -1,0 +1,57 @@
+//! A fixed-capacity octet string: the storage behind [`ServerId`](crate::ServerId) and
+//! [`ConnectionId`](crate::ConnectionId), so neither ever touches the heap.
+
+use std::fmt;
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct Octets<const N: usize> {
+    len: u8,
+    bytes: [u8; N],
+}
+
+impl<const N: usize> Octets<N> {
+    /// Copies `src`; `None` when it does not fit.
+    pub(crate) fn copy_from(src: &[u8]) -> Option<Self> {
+        if src.len() > N {
+            return None;
+        }
+        let mut bytes = [0u8; N];
+        bytes[..src.len()].copy_from_slice(src);
+        Some(Self {
+            len: src.len() as u8,
+            bytes,
+        })
+    }
+
+    /// The first `len` octets of `bytes` (all of them if `len` is larger).
+    pub(crate) fn from_parts(bytes: [u8; N], len: usize) -> Self {
+        Self {
+            len: len.min(N) as u8,
+            bytes,
+        }
+    }
+
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+
+    pub(crate) fn fmt_hex(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.as_slice()
+            .iter()
+            .try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_from_refuses_oversize_input() {
+        assert!(Octets::<2>::copy_from(&[1, 2, 3]).is_none());
+        assert_eq!(
+            Octets::<4>::copy_from(&[1, 2]).expect("fits").as_slice(),
+            &[1, 2]
+        );
+    }
+}
