@@ -1,0 +1,1 @@
+//! The qlb load balancer routing core (in progress).
