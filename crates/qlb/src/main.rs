@@ -1,1 +1,37 @@
-fn main() {}
+//! `qlb`: QUIC-LB tooling, and (as the project grows) the load balancer, the HTTP/3 server
+//! and client, and the demo that runs them together.
+
+mod cid;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Keep QUIC connections alive behind load balancers.
+#[derive(Parser)]
+#[command(name = "qlb", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// QUIC-LB connection IDs: encode, decode, generate a configuration.
+    #[command(subcommand)]
+    Cid(cid::CidCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Cid(command) => command.run(),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("qlb: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

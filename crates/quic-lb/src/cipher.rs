@@ -3,7 +3,8 @@
 //! four-pass Feistel network with AES-128 as its round function (section 5.4.2).
 
 use aes::Aes128;
-use aes::cipher::{Array, BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
+use aes::cipher::generic_array::GenericArray;
+use aes::cipher::{BlockDecrypt, BlockEncrypt, KeyInit};
 
 const BLOCK_LEN: usize = 16;
 /// `half_len` for the longest plaintext block, 19 octets.
@@ -19,14 +20,14 @@ pub(crate) struct Cipher {
 impl Cipher {
     pub(crate) fn new(key: &[u8; 16]) -> Self {
         Self {
-            aes: Aes128::new(&Array::from(*key)),
+            aes: Aes128::new(&GenericArray::from(*key)),
         }
     }
 
     /// Encrypts `block` in place.
     pub(crate) fn encrypt(&self, block: &mut [u8]) {
         match <&mut [u8; BLOCK_LEN]>::try_from(&mut *block) {
-            Ok(whole) => self.aes.encrypt_block(whole.into()),
+            Ok(whole) => self.aes.encrypt_block(GenericArray::from_mut_slice(whole)),
             Err(_) => Halves::split(block).encrypt(self).join(block),
         }
     }
@@ -36,7 +37,7 @@ impl Cipher {
     /// the prefix reaches past the left half (draft section 5.5.2).
     pub(crate) fn decrypt_prefix(&self, block: &mut [u8], prefix_len: usize) {
         match <&mut [u8; BLOCK_LEN]>::try_from(&mut *block) {
-            Ok(whole) => self.aes.decrypt_block(whole.into()),
+            Ok(whole) => self.aes.decrypt_block(GenericArray::from_mut_slice(whole)),
             Err(_) => {
                 let needs_fourth_pass = prefix_len > block.len() / 2;
                 Halves::split(block)
@@ -52,7 +53,8 @@ impl Cipher {
         block[..half.len()].copy_from_slice(half);
         block[BLOCK_LEN - 2] = len as u8;
         block[BLOCK_LEN - 1] = pass;
-        self.aes.encrypt_block((&mut block).into());
+        self.aes
+            .encrypt_block(GenericArray::from_mut_slice(&mut block));
         target.iter_mut().zip(block).for_each(|(t, k)| *t ^= k);
     }
 }
