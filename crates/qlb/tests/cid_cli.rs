@@ -27,6 +27,16 @@ fn stdout(output: &Output) -> String {
     String::from_utf8(output.stdout.clone()).expect("utf-8")
 }
 
+/// Runs `qlb cid COMMAND --batch` on `input` and parses its JSON lines.
+fn batch(command: &str, input: &str) -> Vec<Value> {
+    let output = qlb(&["cid", command, "--batch"], input);
+    assert!(output.status.success());
+    stdout(&output)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect()
+}
+
 /// The `ok` vectors, plus erratum 2's config-3 variant of B.2 row 3.
 fn ok_vectors() -> Vec<Value> {
     let all: Value = serde_json::from_str(include_str!(
@@ -73,12 +83,7 @@ fn batch_encode_and_decode_reproduce_every_vector_in_order() {
         })
         .collect::<String>()
         + "{\"config_id\": 0}\n";
-    let output = qlb(&["cid", "encode", "--batch"], &encode_input);
-    assert!(output.status.success());
-    let lines: Vec<Value> = stdout(&output)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect();
+    let lines = batch("encode", &encode_input);
     assert_eq!(lines.len(), vectors.len() + 1);
     for (v, line) in vectors.iter().zip(&lines) {
         assert_eq!(line["cid"], v["expected_cid"], "{}", v["id"]);
@@ -102,12 +107,7 @@ fn batch_encode_and_decode_reproduce_every_vector_in_order() {
         })
         .collect::<String>()
         + "{\"server_id_len\": 3, \"nonce_len\": 4, \"key\": null, \"cid\": \"ff\"}\n";
-    let output = qlb(&["cid", "decode", "--batch"], &decode_input);
-    assert!(output.status.success());
-    let lines: Vec<Value> = stdout(&output)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect();
+    let lines = batch("decode", &decode_input);
     assert_eq!(lines.len(), all.len() + 1);
     for (v, line) in all.iter().zip(&lines) {
         assert_eq!(line["server_id"], v["server_id"], "{}", v["id"]);

@@ -103,16 +103,10 @@ impl FromStr for ConnectionId {
 
     /// Parses hex.
     fn from_str(s: &str) -> Result<Self, ConnectionIdError> {
-        if s.len() % 2 != 0 {
-            return Err(ConnectionIdError::Hex);
-        }
-        let len = s.len() / 2;
-        if len > Self::MAX_LEN {
-            return Err(ConnectionIdError::TooLong(len));
-        }
-        let mut bytes = [0u8; Self::MAX_LEN];
-        hex::decode_to_slice(s, &mut bytes[..len]).map_err(|_| ConnectionIdError::Hex)?;
-        Ok(Self::from_array(bytes, len))
+        Octets::<{ Self::MAX_LEN }>::from_hex(s)
+            .map_err(ConnectionIdError::TooLong)?
+            .map(Self)
+            .ok_or(ConnectionIdError::Hex)
     }
 }
 

@@ -23,6 +23,22 @@ impl<const N: usize> Octets<N> {
         })
     }
 
+    /// Parses hex: `None` inner means not hex (odd length or a bad digit), an `Err` the
+    /// number of octets that did not fit.
+    pub(crate) fn from_hex(s: &str) -> Result<Option<Self>, usize> {
+        if s.len() % 2 != 0 {
+            return Ok(None);
+        }
+        let len = s.len() / 2;
+        if len > N {
+            return Err(len);
+        }
+        let mut bytes = [0u8; N];
+        Ok(hex::decode_to_slice(s, &mut bytes[..len])
+            .ok()
+            .map(|()| Self::from_parts(bytes, len)))
+    }
+
     /// The first `len` octets of `bytes` (all of them if `len` is larger).
     pub(crate) fn from_parts(bytes: [u8; N], len: usize) -> Self {
         Self {

@@ -62,16 +62,10 @@ impl FromStr for ServerId {
 
     /// Parses hex, as in configuration files and `qlb cid`.
     fn from_str(s: &str) -> Result<Self, ConfigError> {
-        let mut buf = [0u8; MAX_SERVER_ID_LEN];
-        let len = s.len() / 2;
-        if s.len() % 2 != 0 {
-            return Err(ConfigError::ServerIdHex);
-        }
-        if len > MAX_SERVER_ID_LEN {
-            return Err(ConfigError::ServerIdLen(len));
-        }
-        hex::decode_to_slice(s, &mut buf[..len]).map_err(|_| ConfigError::ServerIdHex)?;
-        Self::new(&buf[..len])
+        let octets = Octets::<MAX_SERVER_ID_LEN>::from_hex(s)
+            .map_err(ConfigError::ServerIdLen)?
+            .ok_or(ConfigError::ServerIdHex)?;
+        Self::new(octets.as_slice())
     }
 }
 

@@ -25,6 +25,17 @@ fn number(v: &Value, name: &str) -> usize {
         .unwrap_or_else(|| panic!("{name} is not a number: {v}")) as usize
 }
 
+/// The vector with this id among the main vectors.
+fn vector(all: &Value, id: &str) -> Value {
+    field(all, "vectors")
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|v| text(v, "id") == id)
+        .unwrap_or_else(|| panic!("no vector {id}"))
+        .clone()
+}
+
 fn unhex(s: &str) -> Vec<u8> {
     hex::decode(s).expect("hex")
 }
@@ -94,12 +105,7 @@ fn every_ok_vector_encodes_and_decodes_exactly() {
 #[test]
 fn b2_row3_holds_under_both_corrections() {
     let all = vectors();
-    let row = field(&all, "vectors")
-        .as_array()
-        .expect("array")
-        .iter()
-        .find(|v| text(v, "id") == "d21-B2-3")
-        .expect("row present");
+    let row = &vector(&all, "d21-B2-3");
     let variants = field(row, "corrected_variants").as_array().expect("array");
     assert_eq!(variants.len(), 2);
     for variant in variants {
@@ -116,12 +122,7 @@ fn b2_row3_holds_under_both_corrections() {
 #[test]
 fn b1_row1_is_refused_as_defective() {
     let all = vectors();
-    let row = field(&all, "vectors")
-        .as_array()
-        .expect("array")
-        .iter()
-        .find(|v| text(v, "id") == "d21-B1-1")
-        .expect("row present");
+    let row = &vector(&all, "d21-B1-1");
     assert_eq!(text(row, "status"), "defective_in_source");
     assert!(hex::decode(text(row, "nonce")).is_err());
 }
