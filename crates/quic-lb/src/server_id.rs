@@ -43,6 +43,17 @@ impl ServerId {
     }
 }
 
+impl ServerId {
+    /// Copies a server ID whose length the caller has validated (1..=15 octets); a longer
+    /// input is cut to 15 octets rather than refused.
+    pub(crate) fn from_validated(bytes: &[u8]) -> Self {
+        let mut fixed = [0u8; MAX_SERVER_ID_LEN];
+        let len = bytes.len().min(MAX_SERVER_ID_LEN);
+        fixed[..len].copy_from_slice(&bytes[..len]);
+        Self(Octets::from_parts(fixed, len))
+    }
+}
+
 impl Deref for ServerId {
     type Target = [u8];
 
