@@ -81,7 +81,10 @@ impl Encoder {
         let bits = 8 * config.nonce_len().min(16) as u32;
         let nonce_permutation = match config.key() {
             Some(_) => None,
-            None => Some(NoncePermutation(Cipher::new(&rand::random()))),
+            None => Some(NoncePermutation(Cipher::new(
+                &rand::random(),
+                config.nonce_len(),
+            ))),
         };
         Ok(Self {
             counter: NonceCounter::new(bits, start),

@@ -1,9 +1,13 @@
 //! A fixed-capacity octet string: the storage behind [`ServerId`](crate::ServerId) and
 //! [`ConnectionId`](crate::ConnectionId), so neither ever touches the heap.
 
+use std::cmp::Ordering;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Equality, ordering and hashing look at the first `len` octets only: the storage past them
+/// may hold anything (the decoder fills it with fixed-size copies).
+#[derive(Clone, Copy)]
 pub(crate) struct Octets<const N: usize> {
     len: u8,
     bytes: [u8; N],
@@ -58,6 +62,32 @@ impl<const N: usize> Octets<N> {
     }
 }
 
+impl<const N: usize> PartialEq for Octets<N> {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl<const N: usize> Eq for Octets<N> {}
+
+impl<const N: usize> Hash for Octets<N> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_slice().hash(state);
+    }
+}
+
+impl<const N: usize> PartialOrd for Octets<N> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<const N: usize> Ord for Octets<N> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.as_slice().cmp(other.as_slice())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,5 +99,20 @@ mod tests {
             Octets::<4>::copy_from(&[1, 2]).expect("fits").as_slice(),
             &[1, 2]
         );
+    }
+
+    #[test]
+    fn storage_past_the_length_is_ignored() {
+        let a = Octets::<4>::from_parts([1, 2, 3, 4], 2);
+        let b = Octets::<4>::from_parts([1, 2, 9, 9], 2);
+        assert!(a == b);
+        assert_eq!(a.cmp(&b), Ordering::Equal);
+        let hash = |o: &Octets<4>| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            o.hash(&mut h);
+            h.finish()
+        };
+        assert_eq!(hash(&a), hash(&b));
+        assert!(a != Octets::<4>::from_parts([1, 2, 3, 4], 3));
     }
 }

@@ -4,6 +4,7 @@ use std::fmt;
 use std::ops::Deref;
 use std::str::FromStr;
 
+use crate::cipher::Block;
 use crate::config::{MAX_SERVER_ID_LEN, MIN_SERVER_ID_LEN};
 use crate::error::ConfigError;
 use crate::octets::Octets;
@@ -50,6 +51,16 @@ impl ServerId {
         let mut fixed = [0u8; MAX_SERVER_ID_LEN];
         let len = bytes.len().min(MAX_SERVER_ID_LEN);
         fixed[..len].copy_from_slice(&bytes[..len]);
+        Self(Octets::from_parts(fixed, len))
+    }
+}
+
+impl ServerId {
+    /// The first `len` (validated, 1..=15) octets of a decrypted block's head, with a
+    /// fixed-size copy: the decode path avoids variable-length copies.
+    pub(crate) fn from_head(head: &Block, len: usize) -> Self {
+        let mut fixed = [0u8; MAX_SERVER_ID_LEN];
+        fixed.copy_from_slice(&head[..MAX_SERVER_ID_LEN]);
         Self(Octets::from_parts(fixed, len))
     }
 }
