@@ -4,7 +4,7 @@ use std::fmt;
 use std::ops::Deref;
 use std::str::FromStr;
 
-use rand::RngCore;
+use rand::Rng;
 
 use crate::config::first_octet;
 use crate::error::ConnectionIdError;
@@ -79,6 +79,7 @@ impl ConnectionId {
     /// assert_eq!(quic_lb::ConnectionId::new(&[0x45])?.codepoint(), Some(2));
     /// # Ok::<(), quic_lb::ConnectionIdError>(())
     /// ```
+    #[inline]
     pub fn codepoint(&self) -> Option<u8> {
         self.first().map(|b| b >> 5)
     }
@@ -87,12 +88,14 @@ impl ConnectionId {
 impl Deref for ConnectionId {
     type Target = [u8];
 
+    #[inline]
     fn deref(&self) -> &[u8] {
         self.0.as_slice()
     }
 }
 
 impl AsRef<[u8]> for ConnectionId {
+    #[inline]
     fn as_ref(&self) -> &[u8] {
         self
     }

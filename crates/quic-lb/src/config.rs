@@ -53,6 +53,7 @@ impl ConfigId {
     /// assert_eq!(quic_lb::ConfigId::new(3)?.get(), 3);
     /// # Ok::<(), quic_lb::ConfigError>(())
     /// ```
+    #[inline]
     pub fn get(self) -> u8 {
         self.0
     }
@@ -223,6 +224,7 @@ impl Config {
     /// assert_eq!(config.id().get(), 5);
     /// # Ok::<(), quic_lb::ConfigError>(())
     /// ```
+    #[inline]
     pub fn id(&self) -> ConfigId {
         self.id
     }
@@ -234,6 +236,7 @@ impl Config {
     /// assert_eq!(Config::new(ConfigId::new(0)?, 2, 6, None)?.server_id_len(), 2);
     /// # Ok::<(), quic_lb::ConfigError>(())
     /// ```
+    #[inline]
     pub fn server_id_len(&self) -> usize {
         usize::from(self.server_id_len)
     }
@@ -245,6 +248,7 @@ impl Config {
     /// assert_eq!(Config::new(ConfigId::new(0)?, 2, 6, None)?.nonce_len(), 6);
     /// # Ok::<(), quic_lb::ConfigError>(())
     /// ```
+    #[inline]
     pub fn nonce_len(&self) -> usize {
         usize::from(self.nonce_len)
     }
@@ -256,6 +260,7 @@ impl Config {
     /// assert_eq!(Config::new(ConfigId::new(0)?, 2, 6, None)?.plaintext_len(), 8);
     /// # Ok::<(), quic_lb::ConfigError>(())
     /// ```
+    #[inline]
     pub fn plaintext_len(&self) -> usize {
         self.server_id_len() + self.nonce_len()
     }
@@ -268,6 +273,7 @@ impl Config {
     /// assert_eq!(Config::new(ConfigId::new(0)?, 2, 6, None)?.cid_len(), 9);
     /// # Ok::<(), quic_lb::ConfigError>(())
     /// ```
+    #[inline]
     pub fn cid_len(&self) -> usize {
         1 + self.plaintext_len()
     }

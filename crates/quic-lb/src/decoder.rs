@@ -89,6 +89,7 @@ impl Decoder {
     /// assert_eq!(decoder.get(ConfigId::new(2)?).map(|c| c.nonce_len()), Some(6));
     /// # Ok::<(), quic_lb::ConfigError>(())
     /// ```
+    #[inline]
     pub fn get(&self, id: ConfigId) -> Option<&Config> {
         self.configs[usize::from(id.get())].as_ref()
     }
@@ -119,6 +120,7 @@ impl Decoder {
     /// assert!(decoder.config_for(0xe8).is_none());
     /// # Ok::<(), quic_lb::ConfigError>(())
     /// ```
+    #[inline]
     pub fn config_for(&self, first_octet: u8) -> Option<&Config> {
         self.configs.get(usize::from(first_octet >> 5))?.as_ref()
     }

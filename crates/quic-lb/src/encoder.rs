@@ -1,6 +1,6 @@
 //! The server side: issuing connection IDs for one server ID (draft section 5.4).
 
-use rand::{Rng, RngCore};
+use rand::{Rng, RngExt};
 
 use crate::cid::ConnectionId;
 use crate::cipher::Cipher;

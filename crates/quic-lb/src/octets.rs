@@ -51,6 +51,7 @@ impl<const N: usize> Octets<N> {
         }
     }
 
+    #[inline]
     pub(crate) fn as_slice(&self) -> &[u8] {
         &self.bytes[..usize::from(self.len)]
     }

@@ -68,12 +68,14 @@ impl ServerId {
 impl Deref for ServerId {
     type Target = [u8];
 
+    #[inline]
     fn deref(&self) -> &[u8] {
         self.0.as_slice()
     }
 }
 
 impl AsRef<[u8]> for ServerId {
+    #[inline]
     fn as_ref(&self) -> &[u8] {
         self
     }

@@ -1,32 +1,11 @@
 //! Encoding and decoding never touch the heap: a counting global allocator proves it for
 //! every mode. (Its own test binary, so no other test's allocations are counted.)
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use quic_lb::{Config, ConfigId, Decoder, Encoder, Key};
-
-struct CountingAllocator;
-
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-// The only unsafe code in the project: a test allocator that forwards to `System`.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
 #[global_allocator]
-static GLOBAL: CountingAllocator = CountingAllocator;
+static GLOBAL: &StatsAlloc<std::alloc::System> = &INSTRUMENTED_SYSTEM;
 
 #[test]
 fn encode_and_decode_do_not_allocate() {
@@ -49,16 +28,16 @@ fn encode_and_decode_do_not_allocate() {
         // The thread-local random generator is set up on first use; warm it up.
         let cid = encoder.generate();
 
-        let before = ALLOCATIONS.load(Ordering::SeqCst);
+        let region = Region::new(GLOBAL);
         let mut routed = 0;
         for _ in 0..1_000 {
             let cid = encoder.generate();
             routed += usize::from(decoder.decode(&cid).is_ok_and(|d| d.server_id == sid));
         }
         routed += usize::from(decoder.decode(&cid).is_ok());
-        let after = ALLOCATIONS.load(Ordering::SeqCst);
+        let allocations = region.change().allocations;
 
         assert_eq!(routed, 1_001);
-        assert_eq!(after - before, 0, "allocations in 1000 encode+decode");
+        assert_eq!(allocations, 0, "allocations in 1000 encode+decode");
     }
 }
