@@ -1,0 +1,25 @@
+//! The qlb load balancer daemon. So far: its configuration ([`config`]), the TOML file that
+//! `qlb lb` runs from and that `qlb serve` backends read their QUIC-LB tables and cluster
+//! secret from.
+//!
+//! ```
+//! use qlb_lb::config::LbConfig;
+//!
+//! let config = LbConfig::from_toml(r#"
+//!     listen = ["127.0.0.1:4433"]
+//!
+//!     [[quic_lb]]
+//!     config_id = 0
+//!     server_id_len = 2
+//!     nonce_len = 6
+//!
+//!     [[backend]]
+//!     name = "b1"
+//!     addr = "127.0.0.1:5001"
+//!     server_id = "0001"
+//! "#, ".".as_ref())?;
+//! assert_eq!(config.backends[0].name, "b1");
+//! # Ok::<(), qlb_lb::config::ConfigError>(())
+//! ```
+
+pub mod config;

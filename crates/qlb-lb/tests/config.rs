@@ -1,0 +1,286 @@
+//! The load balancer's configuration file: the documented example loads, and every bad
+//! value is refused with a message that names its field.
+
+use std::fs;
+use std::path::Path;
+use std::time::Duration;
+
+use qlb_lb::config::{ConfigError, LbConfig};
+use qlb_router::BackendState;
+use quic_lb::Mode;
+
+/// The example of `docs/config.md`, with its files.
+const EXAMPLE: &str = r#"
+cluster_secret_file = "cluster.secret"
+listen = ["127.0.0.1:4433", "[::1]:4433"]
+workers = 2
+mode = "proxy"
+flow_idle_timeout = "60s"
+
+[[quic_lb]]
+config_id = 0
+server_id_len = 2
+nonce_len = 6
+key = "00112233445566778899aabbccddeeff"
+length_self_encoding = true
+
+[[quic_lb]]
+config_id = 1
+server_id_len = 2
+nonce_len = 14
+key_file = "quic_lb_1.key"
+
+[[backend]]
+name = "b1"
+addr = "127.0.0.1:5001"
+server_id = "0001"
+weight = 1
+state = "active"
+
+[[backend]]
+name = "b2"
+addr = "127.0.0.1:5002"
+server_id = "0002"
+weight = 3
+state = "draining"
+
+[health]
+enabled = true
+interval = "1s"
+timeout = "500ms"
+path = "/healthz"
+healthy_threshold = 2
+unhealthy_threshold = 3
+
+[admin]
+listen = "0.0.0.0:9901"
+token_file = "admin.token"
+"#;
+
+fn with_files(dir: &Path) {
+    fs::write(
+        dir.join("cluster.secret"),
+        "00112233445566778899aabbccddeeff0011\n",
+    )
+    .expect("write");
+    fs::write(
+        dir.join("quic_lb_1.key"),
+        "ffeeddccbbaa99887766554433221100\n",
+    )
+    .expect("write");
+    fs::write(dir.join("admin.token"), "s3cret-token\n").expect("write");
+}
+
+fn load(text: &str) -> Result<LbConfig, ConfigError> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    with_files(dir.path());
+    let path = dir.path().join("lb.toml");
+    fs::write(&path, text).expect("write");
+    LbConfig::from_file(&path)
+}
+
+/// The example with `from` replaced by `to`; the replacement must apply.
+fn variant(from: &str, to: &str) -> String {
+    assert!(EXAMPLE.contains(from), "example lacks {from:?}");
+    EXAMPLE.replacen(from, to, 1)
+}
+
+fn refusal(text: &str) -> String {
+    match load(text) {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn the_documented_example_loads() {
+    let config = load(EXAMPLE).expect("valid");
+    assert_eq!(config.listen.len(), 2);
+    assert_eq!(config.workers.get(), 2);
+    assert_eq!(config.flow_idle_timeout, Duration::from_secs(60));
+    assert_eq!(config.quic_lb.len(), 2);
+    assert_eq!(config.quic_lb[0].mode(), Mode::FourPass);
+    assert_eq!(config.quic_lb[1].mode(), Mode::SinglePass);
+    assert_eq!(
+        config.quic_lb[1].key().map(|k| hex::encode(k.as_bytes())),
+        Some("ffeeddccbbaa99887766554433221100".to_owned())
+    );
+    assert_eq!(config.backends[1].weight, 3);
+    assert_eq!(config.backends[1].state, BackendState::Draining);
+    assert_eq!(config.health.unhealthy_threshold, 3);
+    let admin = config.admin.as_ref().expect("admin");
+    assert_eq!(
+        admin.token.as_ref().map(|t| t.as_bytes()),
+        Some(&b"s3cret-token"[..])
+    );
+    assert_eq!(
+        config.cluster_secret.as_ref().map(|s| s.as_bytes().len()),
+        Some(18)
+    );
+    let pool = config.pool(|name| name == "b1").expect("pool");
+    assert_eq!(pool.backends().len(), 2);
+}
+
+#[test]
+fn secrets_never_show_in_debug_output() {
+    let shown = format!("{:?}", load(EXAMPLE).expect("valid"));
+    for secret in ["s3cret-token", "0011223344", "ffeeddcc", "00, 17, 34"] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+}
+
+#[test]
+fn defaults_fill_what_is_left_out() {
+    let config = load(
+        r#"
+        listen = ["127.0.0.1:4433"]
+        [[backend]]
+        name = "b1"
+        addr = "127.0.0.1:5001"
+        server_id = "01"
+        "#,
+    )
+    .expect("valid");
+    assert!(config.health.enabled);
+    assert_eq!(config.health.interval, Duration::from_secs(1));
+    assert_eq!(config.health.path, "/healthz");
+    assert!(config.admin.is_none());
+    assert!(config.cluster_secret.is_none());
+    assert_eq!(config.backends[0].weight, 1);
+    assert_eq!(config.backends[0].state, BackendState::Active);
+}
+
+#[test]
+fn every_bad_value_is_refused_naming_its_field() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("workers = 2", "workerz = 2", "workerz"),
+        ("workers = 2", "workers = 0", "workers:"),
+        ("mode = \"proxy\"", "mode = \"dsr\"", "mode:"),
+        (
+            "flow_idle_timeout = \"60s\"",
+            "flow_idle_timeout = \"60\"",
+            "flow_idle_timeout:",
+        ),
+        (
+            "flow_idle_timeout = \"60s\"",
+            "flow_idle_timeout = \"0s\"",
+            "flow_idle_timeout:",
+        ),
+        (
+            "listen = [\"127.0.0.1:4433\", \"[::1]:4433\"]",
+            "listen = []",
+            "listen:",
+        ),
+        ("\"[::1]:4433\"", "\"localhost:4433\"", "listen[1]:"),
+        ("config_id = 1", "config_id = 7", "quic_lb[1].config_id:"),
+        (
+            "config_id = 1",
+            "config_id = 0",
+            "quic_lb[1].config_id: 0 is already used",
+        ),
+        ("config_id = 1", "config_id = 300", "quic_lb[1].config_id:"),
+        ("nonce_len = 6", "nonce_len = 3", "quic_lb[0].nonce_len:"),
+        ("nonce_len = 14", "nonce_len = 18", "quic_lb[1].nonce_len:"),
+        (
+            "server_id_len = 2\nnonce_len = 6",
+            "server_id_len = 0\nnonce_len = 6",
+            "quic_lb[0].server_id_len:",
+        ),
+        (
+            "key = \"00112233445566778899aabbccddeeff\"",
+            "key = \"0011\"",
+            "quic_lb[0].key:",
+        ),
+        (
+            "key_file = \"quic_lb_1.key\"",
+            "key_file = \"missing.key\"",
+            "quic_lb[1].key_file: cannot read",
+        ),
+        (
+            "key_file = \"quic_lb_1.key\"",
+            "key_file = \"quic_lb_1.key\"\nkey = \"00112233445566778899aabbccddeeff\"",
+            "quic_lb[1].key: give quic_lb[1].key or quic_lb[1].key_file, not both",
+        ),
+        (
+            "server_id = \"0001\"",
+            "server_id = \"01\"",
+            "backend[0].server_id: 1 octets",
+        ),
+        (
+            "server_id = \"0001\"",
+            "server_id = \"zz\"",
+            "backend[0].server_id:",
+        ),
+        (
+            "server_id = \"0002\"",
+            "server_id = \"0001\"",
+            "backend[1].server_id:",
+        ),
+        ("name = \"b2\"", "name = \"b1\"", "backend[1].name:"),
+        ("name = \"b2\"", "name = \" \"", "backend[1].name:"),
+        (
+            "addr = \"127.0.0.1:5002\"",
+            "addr = \"nowhere\"",
+            "backend[1].addr:",
+        ),
+        ("weight = 3", "weight = 0", "backend[1].weight:"),
+        (
+            "state = \"draining\"",
+            "state = \"down\"",
+            "backend[1].state:",
+        ),
+        (
+            "interval = \"1s\"",
+            "interval = \"100ms\"",
+            "health.timeout:",
+        ),
+        ("path = \"/healthz\"", "path = \"healthz\"", "health.path:"),
+        (
+            "healthy_threshold = 2",
+            "healthy_threshold = 0",
+            "health.healthy_threshold:",
+        ),
+        (
+            "token_file = \"admin.token\"",
+            "",
+            "admin.token_file: required",
+        ),
+        (
+            "token_file = \"admin.token\"",
+            "token_file = \"nope\"",
+            "admin.token_file: cannot read",
+        ),
+        (
+            "cluster_secret_file = \"cluster.secret\"",
+            "cluster_secret = \"0011\"",
+            "cluster_secret: at least 16 octets",
+        ),
+        (
+            "cluster_secret_file = \"cluster.secret\"",
+            "cluster_secret = \"xyz\"",
+            "cluster_secret: must be hex",
+        ),
+        (
+            "cluster_secret_file = \"cluster.secret\"",
+            "cluster_secret_file = \"cluster.secret\"\ncluster_secret = \"00112233445566778899aabbccddeeff\"",
+            "cluster_secret: give cluster_secret or cluster_secret_file, not both",
+        ),
+    ];
+    for &(from, to, expected) in cases {
+        let message = refusal(&variant(from, to));
+        assert!(
+            message.contains(expected),
+            "{to:?}: expected {expected:?} in {message:?}"
+        );
+    }
+}
+
+#[test]
+fn a_missing_file_names_the_path() {
+    let err = LbConfig::from_file(Path::new("/nonexistent/lb.toml")).expect_err("missing");
+    assert!(
+        err.to_string()
+            .starts_with("config: cannot read /nonexistent/lb.toml"),
+        "{err}"
+    );
+}
