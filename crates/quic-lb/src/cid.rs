@@ -26,10 +26,27 @@ pub struct ConnectionId(Octets<{ ConnectionId::MAX_LEN }>);
 
 impl ConnectionId {
     /// The longest connection ID QUIC v1 allows (RFC 9000 section 17.2).
+    ///
+    /// ```
+    /// assert!(quic_lb::ConnectionId::new(&[0; quic_lb::ConnectionId::MAX_LEN]).is_ok());
+    /// ```
     pub const MAX_LEN: usize = 20;
     /// The shortest config-failover CID the draft recommends (section 3.2).
+    ///
+    /// ```
+    /// use quic_lb::ConnectionId;
+    ///
+    /// assert_eq!(ConnectionId::failover(1).len(), ConnectionId::MIN_FAILOVER_LEN);
+    /// ```
     pub const MIN_FAILOVER_LEN: usize = 8;
     /// The reserved config rotation codepoint 0b111.
+    ///
+    /// ```
+    /// use quic_lb::ConnectionId;
+    ///
+    /// assert_eq!(ConnectionId::new(&[0xe5])?.codepoint(), Some(ConnectionId::FAILOVER_CODEPOINT));
+    /// # Ok::<(), quic_lb::ConnectionIdError>(())
+    /// ```
     pub const FAILOVER_CODEPOINT: u8 = 7;
 
     /// Copies up to 20 octets.

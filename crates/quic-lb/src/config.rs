@@ -32,6 +32,13 @@ pub struct ConfigId(u8);
 
 impl ConfigId {
     /// The number of usable codepoints (0..=6).
+    ///
+    /// ```
+    /// use quic_lb::ConfigId;
+    ///
+    /// assert!(ConfigId::new(ConfigId::COUNT as u8 - 1).is_ok());
+    /// assert!(ConfigId::new(ConfigId::COUNT as u8).is_err());
+    /// ```
     pub const COUNT: usize = 7;
 
     /// Checks that `id` is 0..=6.
@@ -125,6 +132,16 @@ impl fmt::Debug for Key {
 }
 
 /// How a configuration protects the server ID; it follows from the parameters.
+///
+/// ```
+/// use quic_lb::{Config, ConfigId, Key, Mode};
+///
+/// let key = || Some(Key::new([1; 16]));
+/// assert_eq!(Config::new(ConfigId::new(0)?, 2, 6, None)?.mode(), Mode::Plaintext);
+/// assert_eq!(Config::new(ConfigId::new(0)?, 4, 12, key())?.mode(), Mode::SinglePass);
+/// assert_eq!(Config::new(ConfigId::new(0)?, 2, 6, key())?.mode(), Mode::FourPass);
+/// # Ok::<(), quic_lb::ConfigError>(())
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Mode {
     /// No key: the server ID is in the clear (draft section 5.4).

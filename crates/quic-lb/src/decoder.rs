@@ -6,6 +6,16 @@ use crate::error::Unroutable;
 use crate::server_id::ServerId;
 
 /// What a routable connection ID says: which configuration, which server.
+///
+/// ```
+/// use quic_lb::{Config, ConfigId, Decoder};
+///
+/// let mut decoder = Decoder::new();
+/// decoder.insert(Config::new(ConfigId::new(2)?, 1, 4, None)?);
+/// let decoded = decoder.decode(&[0x45, 0x07, 1, 2, 3, 4])?;
+/// assert_eq!((decoded.config_id.get(), decoded.server_id.as_ref()), (2, &[7][..]));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct Decoded {
     /// The config rotation codepoint the CID was issued under.

@@ -4,6 +4,15 @@ use thiserror::Error;
 
 /// A refused configuration or encoder input. Each message starts with the name of the field
 /// at fault, as it is spelled in configuration files and on the `qlb cid` command line.
+///
+/// ```
+/// use quic_lb::{Config, ConfigError, ConfigId};
+///
+/// let err = Config::new(ConfigId::new(0)?, 2, 2, None).unwrap_err();
+/// assert_eq!(err, ConfigError::NonceLen(2));
+/// assert_eq!(err.to_string(), "nonce_len: must be 4..=18 octets, got 2");
+/// # Ok::<(), ConfigError>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum ConfigError {
@@ -64,6 +73,14 @@ pub enum ConfigError {
 ///
 /// An unroutable packet is not necessarily bad: Initial and 0-RTT packets carry client-chosen
 /// DCIDs and go to the load balancer's fallback.
+///
+/// ```
+/// use quic_lb::{Decoder, Unroutable};
+///
+/// let decoder = Decoder::new();
+/// assert_eq!(decoder.decode(&[0x00, 1, 2]), Err(Unroutable::UnknownConfig(0)));
+/// assert_eq!(Unroutable::FailoverCodepoint.to_string(), "config-failover codepoint 7");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Error)]
 #[non_exhaustive]
 pub enum Unroutable {
@@ -87,6 +104,12 @@ pub enum Unroutable {
 }
 
 /// A connection ID that cannot be parsed.
+///
+/// ```
+/// use quic_lb::{ConnectionId, ConnectionIdError};
+///
+/// assert_eq!("abc".parse::<ConnectionId>(), Err(ConnectionIdError::Hex));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum ConnectionIdError {
