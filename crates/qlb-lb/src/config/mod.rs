@@ -27,6 +27,13 @@ pub use secret::Secret;
 const MIN_CLUSTER_SECRET_LEN: usize = 16;
 
 /// Why a configuration file was refused.
+///
+/// ```
+/// use qlb_lb::config::{ConfigError, LbConfig};
+///
+/// let err = LbConfig::from_toml("listen = [\"nowhere\"]", ".".as_ref()).unwrap_err();
+/// assert!(matches!(&err, ConfigError::Invalid { field, .. } if field == "listen[0]"));
+/// ```
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum ConfigError {
@@ -63,6 +70,20 @@ impl ConfigError {
 }
 
 /// How the load balancer forwards datagrams.
+///
+/// ```
+/// use qlb_lb::config::LbConfig;
+///
+/// let config = LbConfig::from_toml(r#"
+///     listen = ["127.0.0.1:4433"]
+///     [[backend]]
+///     name = "b1"
+///     addr = "127.0.0.1:5001"
+///     server_id = "01"
+/// "#, ".".as_ref())?;
+/// assert_eq!(config.mode, qlb_lb::config::ForwardingMode::Proxy);
+/// # Ok::<(), qlb_lb::config::ConfigError>(())
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[non_exhaustive]
 pub enum ForwardingMode {
@@ -72,6 +93,21 @@ pub enum ForwardingMode {
 }
 
 /// One `[[backend]]` table.
+///
+/// ```
+/// use qlb_lb::config::LbConfig;
+///
+/// let config = LbConfig::from_toml(r#"
+///     listen = ["127.0.0.1:4433"]
+///     [[backend]]
+///     name = "b1"
+///     addr = "127.0.0.1:5001"
+///     server_id = "01"
+/// "#, ".".as_ref())?;
+/// assert_eq!(config.backends[0].server_id.to_string(), "01");
+/// assert_eq!(config.backends[0].weight, 1);
+/// # Ok::<(), qlb_lb::config::ConfigError>(())
+/// ```
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct BackendConfig {
     /// Unique name, used by the admin API and in metrics.
@@ -87,6 +123,14 @@ pub struct BackendConfig {
 }
 
 /// The `[health]` table: active HTTP/3 health checks.
+///
+/// ```
+/// use qlb_lb::config::HealthConfig;
+/// use std::time::Duration;
+///
+/// let health = HealthConfig::default();
+/// assert_eq!((health.interval, health.unhealthy_threshold), (Duration::from_secs(1), 2));
+/// ```
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct HealthConfig {
     /// Off: every backend is assumed up.
@@ -117,6 +161,17 @@ impl Default for HealthConfig {
 }
 
 /// The `[admin]` table: the HTTP admin API.
+///
+/// ```
+/// use qlb_lb::config::LbConfig;
+///
+/// let config = LbConfig::from_toml(r#"
+///     listen = ["127.0.0.1:4433"]
+///     [admin]
+/// "#, ".".as_ref())?;
+/// assert_eq!(config.admin.map(|a| a.listen.to_string()), Some("127.0.0.1:9901".to_owned()));
+/// # Ok::<(), qlb_lb::config::ConfigError>(())
+/// ```
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct AdminConfig {
     /// Its TCP address.
