@@ -6,6 +6,27 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# Third-party QUIC peers the interop tests run against: ngtcp2's gtlsclient/gtlsserver
+# (Debian) and aioquic (PyPI). Installed when missing; in CI a test whose peer is still
+# missing fails rather than skipping.
+install_peers() {
+    local packages=()
+    [ -x /usr/bin/gtlsclient ] || packages+=(ngtcp2-client)
+    [ -x /usr/sbin/gtlsserver ] || packages+=(ngtcp2-server)
+    if [ ${#packages[@]} -gt 0 ]; then
+        step "installing ${packages[*]} (Debian)"
+        local sudo=()
+        [ "$(id -u)" = 0 ] || sudo=(sudo)
+        "${sudo[@]}" apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${packages[@]}" >/dev/null
+    fi
+    if ! python3 -c 'import aioquic' 2>/dev/null; then
+        step "installing aioquic (PyPI)"
+        python3 -m pip install --quiet --disable-pip-version-check aioquic
+    fi
+}
+install_peers
+
 # Formatting and lints are part of the suite wherever the components exist (they do in CI).
 if cargo fmt --version >/dev/null 2>&1; then
     step "cargo fmt --check"

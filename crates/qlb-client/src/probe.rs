@@ -1,0 +1,220 @@
+//! One HTTP/3 health probe: a fresh QUIC handshake and a `GET`, within a deadline.
+//! The load balancer's health checker runs these; a fresh connection each time is the point,
+//! since it proves the backend still accepts new connections.
+
+use std::future::poll_fn;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::Buf;
+use thiserror::Error;
+
+use crate::tls::{TlsError, Trust};
+
+/// HTTP/3's "no error" code (RFC 9114 section 8.1), for closing a probe's connection.
+const H3_NO_ERROR: u32 = 0x100;
+/// A probe reads at most this much of a response body, then stops.
+const MAX_BODY: usize = 64 * 1024;
+
+/// Why a probe failed. Any of these counts as a failed health check.
+///
+/// ```
+/// use qlb_client::{ProbeError, Prober, Trust};
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let prober = Prober::new(&Trust::Insecure)?;
+/// // Nothing listens on this port: the handshake cannot finish in time.
+/// let result = prober
+///     .probe("127.0.0.1:9".parse()?, "localhost", "/healthz", Duration::from_millis(200))
+///     .await;
+/// assert!(matches!(result, Err(ProbeError::Timeout(_))));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ProbeError {
+    /// No answer within the deadline.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The connection could not be started (a bad server name, say).
+    #[error("connect: {0}")]
+    Connect(#[from] quinn::ConnectError),
+    /// The QUIC handshake or connection failed.
+    #[error("QUIC: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    /// The HTTP/3 connection failed.
+    #[error("HTTP/3: {0}")]
+    Http3(#[from] h3::error::ConnectionError),
+    /// The HTTP/3 request failed.
+    #[error("HTTP/3 request: {0}")]
+    Request(#[from] h3::error::StreamError),
+    /// The request could not be formed from the server name and path.
+    #[error("request: {0}")]
+    Uri(#[from] http::Error),
+    /// The local UDP socket could not be opened.
+    #[error("local socket: {0}")]
+    Socket(#[from] std::io::Error),
+}
+
+/// What a probe saw.
+///
+/// ```
+/// use qlb_client::ProbeOutcome;
+/// use std::time::Duration;
+///
+/// let outcome = ProbeOutcome { status: http::StatusCode::OK, elapsed: Duration::from_millis(3) };
+/// assert!(outcome.is_healthy());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProbeOutcome {
+    /// The response status.
+    pub status: http::StatusCode,
+    /// From the start of the handshake to the end of the response.
+    pub elapsed: Duration,
+}
+
+impl ProbeOutcome {
+    /// Whether the status is 2xx.
+    ///
+    /// ```
+    /// use qlb_client::ProbeOutcome;
+    ///
+    /// let outcome = ProbeOutcome { status: http::StatusCode::SERVICE_UNAVAILABLE, elapsed: Default::default() };
+    /// assert!(!outcome.is_healthy());
+    /// ```
+    pub fn is_healthy(&self) -> bool {
+        self.status.is_success()
+    }
+}
+
+/// Runs HTTP/3 health probes from one local UDP socket per address family.
+///
+/// ```no_run
+/// use qlb_client::{Prober, Trust};
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let prober = Prober::new(&Trust::Insecure)?;
+/// let outcome = prober
+///     .probe("127.0.0.1:5001".parse()?, "localhost", "/healthz", Duration::from_millis(500))
+///     .await?;
+/// println!("{} in {:?}", outcome.status, outcome.elapsed);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Prober {
+    client_config: quinn::ClientConfig,
+    v4: quinn::Endpoint,
+    /// `None` where the host has no IPv6.
+    v6: Option<quinn::Endpoint>,
+}
+
+impl Prober {
+    /// A prober trusting `trust`. Must be called inside a tokio runtime.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let prober = qlb_client::Prober::new(&qlb_client::Trust::Insecure)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn new(trust: &Trust) -> Result<Self, ProberError> {
+        Ok(Self {
+            client_config: trust.client_config()?,
+            v4: quinn::Endpoint::client((Ipv4Addr::UNSPECIFIED, 0).into())?,
+            v6: quinn::Endpoint::client((Ipv6Addr::UNSPECIFIED, 0).into()).ok(),
+        })
+    }
+
+    /// Connects to `addr` (TLS server name `server_name`), sends `GET path` and reads the
+    /// response, all within `timeout`, then closes the connection.
+    ///
+    /// ```no_run
+    /// # use qlb_client::{Prober, Trust};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let prober = Prober::new(&Trust::Insecure)?;
+    /// let healthy = prober
+    ///     .probe("[::1]:5001".parse()?, "localhost", "/healthz", std::time::Duration::from_secs(1))
+    ///     .await
+    ///     .is_ok_and(|outcome| outcome.is_healthy());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn probe(
+        &self,
+        addr: SocketAddr,
+        server_name: &str,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<ProbeOutcome, ProbeError> {
+        let started = Instant::now();
+        let status = tokio::time::timeout(timeout, self.get(addr, server_name, path))
+            .await
+            .map_err(|_| ProbeError::Timeout(timeout))??;
+        Ok(ProbeOutcome {
+            status,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    async fn get(
+        &self,
+        addr: SocketAddr,
+        server_name: &str,
+        path: &str,
+    ) -> Result<http::StatusCode, ProbeError> {
+        let endpoint = match (addr, &self.v6) {
+            (SocketAddr::V6(_), Some(v6)) => v6,
+            _ => &self.v4,
+        };
+        let connection = endpoint
+            .connect_with(self.client_config.clone(), addr, server_name)?
+            .await?;
+        let (mut driver, mut send_request) =
+            h3::client::new(h3_quinn::Connection::new(connection.clone())).await?;
+        let request = http::Request::get(format!("https://{server_name}{path}")).body(())?;
+        let exchange = async {
+            let mut stream = send_request.send_request(request).await?;
+            stream.finish().await?;
+            let status = stream.recv_response().await?.status();
+            let mut read = 0;
+            while read < MAX_BODY {
+                match stream.recv_data().await? {
+                    Some(chunk) => read += chunk.remaining(),
+                    None => break,
+                }
+            }
+            Ok::<_, ProbeError>(status)
+        };
+        let status = tokio::select! {
+            status = exchange => status,
+            closed = poll_fn(|cx| driver.poll_close(cx)) => Err(closed.into()),
+        };
+        connection.close(H3_NO_ERROR.into(), b"");
+        status
+    }
+}
+
+/// Why a [`Prober`] could not be made.
+///
+/// ```
+/// let err: qlb_client::ProberError = std::io::Error::other("no socket").into();
+/// assert!(err.to_string().starts_with("local socket"));
+/// ```
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ProberError {
+    /// The TLS configuration was refused.
+    #[error("{0}")]
+    Tls(#[from] TlsError),
+    /// The local UDP socket could not be opened.
+    #[error("local socket: {0}")]
+    Socket(#[from] std::io::Error),
+}
