@@ -1,6 +1,12 @@
-//! The qlb load balancer daemon. So far: its configuration ([`config`]), the TOML file that
-//! `qlb lb` runs from and that `qlb serve` backends read their QUIC-LB tables and cluster
-//! secret from.
+//! The qlb load balancer daemon's parts:
+//!
+//! * [`config`]: the TOML file that `qlb lb` runs from and that `qlb serve` backends read
+//!   their QUIC-LB tables and cluster secret from, validated, and the routing
+//!   [`Pool`](qlb_router::Pool) it describes;
+//! * [`dataplane`]: the forwarding data plane in `proxy` mode: worker threads on
+//!   SO_REUSEPORT sockets with batched I/O (GRO, GSO, ECN) that route client datagrams with
+//!   [`qlb_router`] and relay them through per-flow upstream sockets, with a handle to swap the
+//!   pool and read the counters.
 //!
 //! ```
 //! use qlb_lb::config::LbConfig;
@@ -23,3 +29,4 @@
 //! ```
 
 pub mod config;
+pub mod dataplane;

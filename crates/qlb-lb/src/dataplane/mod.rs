@@ -1,0 +1,555 @@
+//! The forwarding data plane, `proxy` mode: worker threads that receive client datagrams on
+//! the listening addresses, route each with a [`qlb_router::Router`], relay it to its backend
+//! through a per-flow upstream socket, and relay the backends' datagrams back to the client
+//! from the address the client sent to.
+//!
+//! # Design
+//!
+//! * **Workers.** `workers` threads, each with its own socket per listening address, all
+//!   bound with SO_REUSEPORT (the kernel spreads clients over them by 4-tuple hash), its own
+//!   routers (one per listening address: a router's 4-tuple table is keyed by the client's
+//!   half only) and its own flow table. Nothing is shared per datagram: counters are plain
+//!   integers a worker alone writes, and the routers' QUIC-LB and Maglev state comes from an
+//!   immutable [`Pool`] behind an `Arc`.
+//! * **Threads and `mio`, not tokio.** A worker is one single-threaded event loop over one
+//!   edge-triggered poll holding its listening sockets and the upstream socket of every flow
+//!   (up to [`DataplaneOptions::max_flows`]), so the reply path needs no thread or task per
+//!   flow. The loop owns its routers and flows outright (no `Rc<RefCell>`, no locks, no task
+//!   wake-ups per socket) and decides the serving order itself: one receive batch per ready
+//!   socket per round, so a flooded listener cannot starve established flows' replies. A tokio
+//!   current-thread runtime would add a scheduler and per-socket waker machinery to the same
+//!   `try_io` calls into `quinn-udp` without buying anything here; the control plane (admin
+//!   API, health checks) can run on tokio and talk to the workers through a
+//!   [`DataplaneHandle`].
+//! * **Batched I/O** through `quinn-udp`: `recvmmsg` with GRO on receive (the batch's
+//!   datagrams are routed one by one), `sendmsg` with GSO for runs of datagrams of one buffer
+//!   bound for one destination, ECN codepoints copied from each received buffer to its
+//!   sends, and the client-facing source address (`IP_PKTINFO`) set from the address the
+//!   client sent to when a listening address is a wildcard. Datagrams are forwarded whole and
+//!   unchanged; a datagram that cannot be sent is dropped and counted, never queued.
+//! * **Flows.** A flow is a client address on one listening address (and the address family
+//!   of its backends: an IPv4 and an IPv6 backend need two upstream sockets). Its upstream
+//!   socket sends every datagram of the flow wherever the router decides, per datagram (a
+//!   CID-routed datagram may name another backend than the flow's last one), and takes
+//!   replies from any backend of the pool. Flows are bounded per worker (new ones are refused
+//!   and counted when full, old ones keep working) and forgotten after
+//!   [`DataplaneOptions::flow_idle_timeout`] without traffic either way. Each flow holds a
+//!   file descriptor, and opening one (socket, bind, `quinn-udp` setup with GRO and ECN,
+//!   registration) costs about 0.1 ms of the worker's time: the table's bound also bounds
+//!   what a flood of new client addresses can cost.
+//! * **Pool changes** ([`Dataplane::set_pool`]) are published to every worker, which takes
+//!   the new pool up between batches with [`Router::set_pool`](qlb_router::Router::set_pool):
+//!   sockets, flows and the routers' tables stay, so nothing is lost. The call returns once
+//!   every worker routes with the new pool.
+//! * **Restarts.** A restarted data plane knows no flows, but the router sends established
+//!   connections' datagrams to their backends by connection ID, and the client's next
+//!   datagram opens a new flow: connections survive without state carried over.
+
+mod control;
+mod counters;
+mod flow_table;
+mod segments;
+mod socket;
+mod stats;
+mod worker;
+
+use std::io;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use mio::{Poll, Waker};
+use qlb_router::{Pool, TableLimits};
+use thiserror::Error;
+
+use crate::config::LbConfig;
+use control::Control;
+pub use stats::{DataplaneDrop, Stats};
+use worker::{WAKER, Worker};
+
+/// How long [`DataplaneHandle::stats`] and [`DataplaneHandle::set_pool`] wait for a worker
+/// that does not answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why the data plane could not start, or failed.
+///
+/// ```
+/// use qlb_lb::dataplane::{Dataplane, DataplaneError, DataplaneOptions};
+/// use std::{num::NonZeroUsize, sync::Arc};
+///
+/// let pool = Arc::new(qlb_router::Pool::new(quic_lb::Decoder::new(), [])?);
+/// let err = Dataplane::start(&[], NonZeroUsize::MIN, pool, DataplaneOptions::default())
+///     .unwrap_err();
+/// assert!(matches!(err, DataplaneError::NoListenAddress));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum DataplaneError {
+    /// No listening address was given.
+    #[error("listen: at least one address is required")]
+    NoListenAddress,
+    /// A listening address was given twice.
+    #[error("listen: {address} is given twice")]
+    DuplicateListenAddress {
+        /// The address.
+        address: SocketAddr,
+    },
+    /// A listening address could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// What the operating system said.
+        source: io::Error,
+    },
+    /// A worker could not be set up or started, or its event loop failed.
+    #[error("data plane worker {worker}: {source}")]
+    Worker {
+        /// The worker's number, from 0.
+        worker: usize,
+        /// What the operating system said.
+        source: io::Error,
+    },
+    /// A worker thread panicked (a bug).
+    #[error("data plane worker {worker} panicked")]
+    WorkerPanicked {
+        /// The worker's number, from 0.
+        worker: usize,
+    },
+}
+
+/// Settings of a [`Dataplane`] beyond its addresses, workers and pool.
+///
+/// ```
+/// use qlb_lb::dataplane::DataplaneOptions;
+/// use std::time::Duration;
+///
+/// let options = DataplaneOptions { max_flows: 1024, ..DataplaneOptions::default() };
+/// assert_eq!(options.flow_idle_timeout, Duration::from_secs(60));
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct DataplaneOptions {
+    /// A flow without traffic in either direction for this long is forgotten and its
+    /// upstream socket closed. Default 60 s.
+    pub flow_idle_timeout: Duration,
+    /// The most flows per worker; 0 refuses every flow. Default 65536. Each flow holds a
+    /// socket: the process's file descriptor limit must allow `workers * max_flows` and some.
+    pub max_flows: usize,
+    /// The size and idle timeout of each router's DCID and 4-tuple tables.
+    pub table_limits: TableLimits,
+}
+
+impl Default for DataplaneOptions {
+    fn default() -> Self {
+        Self {
+            flow_idle_timeout: Duration::from_secs(60),
+            max_flows: 1 << 16,
+            table_limits: TableLimits::default(),
+        }
+    }
+}
+
+impl DataplaneOptions {
+    /// The defaults, with the settings a configuration file has (`flow_idle_timeout`).
+    ///
+    /// ```
+    /// use qlb_lb::{config::LbConfig, dataplane::DataplaneOptions};
+    /// use std::time::Duration;
+    ///
+    /// let config = LbConfig::from_toml(
+    ///     "listen = [\"127.0.0.1:4433\"]\nflow_idle_timeout = \"5s\"",
+    ///     ".".as_ref(),
+    /// )?;
+    /// let options = DataplaneOptions::from_config(&config);
+    /// assert_eq!(options.flow_idle_timeout, Duration::from_secs(5));
+    /// # Ok::<(), qlb_lb::config::ConfigError>(())
+    /// ```
+    pub fn from_config(config: &LbConfig) -> Self {
+        Self {
+            flow_idle_timeout: config.flow_idle_timeout,
+            ..Self::default()
+        }
+    }
+}
+
+/// The running data plane: worker threads forwarding between clients and backends until
+/// [`Dataplane::shutdown`] (or drop).
+///
+/// ```
+/// use qlb_lb::dataplane::{Dataplane, DataplaneOptions};
+/// use qlb_router::{Backend, Pool};
+/// use std::{net::UdpSocket, num::NonZeroUsize, sync::Arc, time::Duration};
+///
+/// // A backend, and a pool with it.
+/// let backend = UdpSocket::bind("127.0.0.1:0")?;
+/// backend.set_read_timeout(Some(Duration::from_secs(10)))?;
+/// let pool = Pool::new(quic_lb::Decoder::new(), [Backend::new("b1", backend.local_addr()?)])?;
+///
+/// let dataplane = Dataplane::start(
+///     &["127.0.0.1:0".parse()?],
+///     NonZeroUsize::MIN,
+///     Arc::new(pool),
+///     DataplaneOptions::default(),
+/// )?;
+/// let lb = dataplane.local_addrs()[0];
+///
+/// // A client sends a short-header datagram; the backend gets it and answers.
+/// let client = UdpSocket::bind("127.0.0.1:0")?;
+/// client.set_read_timeout(Some(Duration::from_secs(10)))?;
+/// client.send_to(&[0x40, 1, 2, 3, 4, 5, 6, 7, 8], lb)?;
+/// let mut buffer = [0; 64];
+/// let (len, flow) = backend.recv_from(&mut buffer)?;
+/// assert_eq!(&buffer[..len], [0x40, 1, 2, 3, 4, 5, 6, 7, 8]);
+/// backend.send_to(b"reply", flow)?;
+///
+/// // The reply comes from the load balancer's address.
+/// let (len, from) = client.recv_from(&mut buffer)?;
+/// assert_eq!((&buffer[..len], from), (&b"reply"[..], lb));
+///
+/// let stats = dataplane.shutdown()?;
+/// assert_eq!(stats.flows_created, 1);
+/// assert_eq!(stats.to_client("b1").packets, 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Dataplane {
+    handle: DataplaneHandle,
+    local_addrs: Vec<SocketAddr>,
+    threads: Vec<JoinHandle<io::Result<()>>>,
+}
+
+impl Dataplane {
+    /// Binds `workers` sockets to each of `listen` (port 0: a free port that the workers'
+    /// sockets share) and starts the workers, routing with `pool`.
+    ///
+    /// ```
+    /// use qlb_lb::dataplane::{Dataplane, DataplaneOptions};
+    /// use std::{num::NonZeroUsize, sync::Arc};
+    ///
+    /// let pool = Arc::new(qlb_router::Pool::new(quic_lb::Decoder::new(), [])?);
+    /// // Two addresses, each on a free port of its own.
+    /// let listen = ["127.0.0.1:0".parse()?, "127.0.0.1:0".parse()?];
+    /// let workers = NonZeroUsize::new(2).expect("two");
+    /// let dataplane = Dataplane::start(&listen, workers, pool, DataplaneOptions::default())?;
+    /// let [first, second] = dataplane.local_addrs() else { panic!("two addresses") };
+    /// assert_ne!(first.port(), second.port());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn start(
+        listen: &[SocketAddr],
+        workers: NonZeroUsize,
+        pool: Arc<Pool>,
+        options: DataplaneOptions,
+    ) -> Result<Self, DataplaneError> {
+        check_listen(listen)?;
+        let workers = workers.get();
+        let mut sockets: Vec<Vec<std::net::UdpSocket>> = (0..workers)
+            .map(|_| Vec::with_capacity(listen.len()))
+            .collect();
+        let mut local_addrs = Vec::with_capacity(listen.len());
+        for &address in listen {
+            let bind_error = |source| DataplaneError::Bind { address, source };
+            let bound = socket::listeners(address, workers).map_err(bind_error)?;
+            let local = match bound.first() {
+                Some(first) => first.local_addr().map_err(bind_error)?,
+                None => address,
+            };
+            local_addrs.push(local);
+            for (worker, socket) in sockets.iter_mut().zip(bound) {
+                worker.push(socket);
+            }
+        }
+        let polls = (0..workers)
+            .map(|worker| Poll::new().map_err(|source| DataplaneError::Worker { worker, source }))
+            .collect::<Result<Vec<_>, _>>()?;
+        let wakers = polls
+            .iter()
+            .enumerate()
+            .map(|(worker, poll)| {
+                Waker::new(poll.registry(), WAKER)
+                    .map_err(|source| DataplaneError::Worker { worker, source })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let control = Arc::new(Control::new(pool, wakers));
+        let prepared = polls
+            .into_iter()
+            .zip(sockets)
+            .enumerate()
+            .map(|(worker, (poll, sockets))| {
+                Worker::new(worker, Arc::clone(&control), poll, sockets, &options)
+                    .map_err(|source| DataplaneError::Worker { worker, source })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut dataplane = Self {
+            handle: DataplaneHandle { control },
+            local_addrs,
+            threads: Vec::with_capacity(workers),
+        };
+        for worker in prepared {
+            let index = worker.index();
+            let thread = std::thread::Builder::new()
+                .name(format!("qlb-lb-worker-{index}"))
+                .spawn(move || worker.run())
+                // Dropping `dataplane` stops and joins the workers already started.
+                .map_err(|source| DataplaneError::Worker {
+                    worker: index,
+                    source,
+                })?;
+            dataplane.threads.push(thread);
+        }
+        Ok(dataplane)
+    }
+
+    /// The bound listening addresses, in the order given to [`Dataplane::start`], with
+    /// port 0 resolved.
+    ///
+    /// ```
+    /// use qlb_lb::dataplane::{Dataplane, DataplaneOptions};
+    /// use std::{num::NonZeroUsize, sync::Arc};
+    ///
+    /// let pool = Arc::new(qlb_router::Pool::new(quic_lb::Decoder::new(), [])?);
+    /// let dataplane = Dataplane::start(
+    ///     &["127.0.0.1:0".parse()?], NonZeroUsize::MIN, pool, DataplaneOptions::default())?;
+    /// assert!(dataplane.local_addrs()[0].ip().is_loopback());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// A handle for the control plane: pool changes and stats, from any thread.
+    ///
+    /// ```
+    /// use qlb_lb::dataplane::{Dataplane, DataplaneOptions};
+    /// use std::{num::NonZeroUsize, sync::Arc};
+    ///
+    /// let pool = Arc::new(qlb_router::Pool::new(quic_lb::Decoder::new(), [])?);
+    /// let dataplane = Dataplane::start(
+    ///     &["127.0.0.1:0".parse()?], NonZeroUsize::MIN, pool, DataplaneOptions::default())?;
+    /// let handle = dataplane.handle();
+    /// std::thread::spawn(move || handle.stats().flows_active).join().expect("stats");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn handle(&self) -> DataplaneHandle {
+        self.handle.clone()
+    }
+
+    /// Replaces the pool; see [`DataplaneHandle::set_pool`].
+    ///
+    /// ```
+    /// use qlb_lb::dataplane::{Dataplane, DataplaneOptions};
+    /// use std::{num::NonZeroUsize, sync::Arc};
+    ///
+    /// let empty = || Arc::new(qlb_router::Pool::new(quic_lb::Decoder::new(), []).expect("pool"));
+    /// let dataplane = Dataplane::start(
+    ///     &["127.0.0.1:0".parse()?], NonZeroUsize::MIN, empty(), DataplaneOptions::default())?;
+    /// let next = empty();
+    /// dataplane.set_pool(next.clone());
+    /// assert!(Arc::ptr_eq(&dataplane.pool(), &next));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_pool(&self, pool: Arc<Pool>) {
+        self.handle.set_pool(pool);
+    }
+
+    /// The current pool; see [`DataplaneHandle::pool`].
+    ///
+    /// ```
+    /// use qlb_lb::dataplane::{Dataplane, DataplaneOptions};
+    /// use std::{num::NonZeroUsize, sync::Arc};
+    ///
+    /// let pool = Arc::new(qlb_router::Pool::new(quic_lb::Decoder::new(), [])?);
+    /// let dataplane = Dataplane::start(
+    ///     &["127.0.0.1:0".parse()?], NonZeroUsize::MIN, pool.clone(), DataplaneOptions::default())?;
+    /// assert!(Arc::ptr_eq(&dataplane.pool(), &pool));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn pool(&self) -> Arc<Pool> {
+        self.handle.pool()
+    }
+
+    /// Fresh stats from every worker; see [`DataplaneHandle::stats`].
+    ///
+    /// ```
+    /// use qlb_lb::dataplane::{Dataplane, DataplaneOptions};
+    /// use std::{num::NonZeroUsize, sync::Arc};
+    ///
+    /// let pool = Arc::new(qlb_router::Pool::new(quic_lb::Decoder::new(), [])?);
+    /// let dataplane = Dataplane::start(
+    ///     &["127.0.0.1:0".parse()?], NonZeroUsize::MIN, pool, DataplaneOptions::default())?;
+    /// assert_eq!(dataplane.stats().router.decisions(), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stats(&self) -> Stats {
+        self.handle.stats()
+    }
+
+    /// Stops the workers, closes every socket, and returns the final stats; fails if a worker
+    /// had failed or panicked. Dropping a `Dataplane` stops it too, without the report.
+    ///
+    /// ```
+    /// use qlb_lb::dataplane::{Dataplane, DataplaneOptions};
+    /// use std::{num::NonZeroUsize, sync::Arc};
+    ///
+    /// let pool = Arc::new(qlb_router::Pool::new(quic_lb::Decoder::new(), [])?);
+    /// let dataplane = Dataplane::start(
+    ///     &["127.0.0.1:0".parse()?], NonZeroUsize::MIN, pool, DataplaneOptions::default())?;
+    /// let address = dataplane.local_addrs()[0];
+    /// assert_eq!(dataplane.shutdown()?.flows_active, 0);
+    /// // The address is free again.
+    /// std::net::UdpSocket::bind(address)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn shutdown(mut self) -> Result<Stats, DataplaneError> {
+        self.stop_and_join()?;
+        Ok(self.handle.control.stats(Duration::ZERO))
+    }
+
+    /// Stops every worker and waits for its thread; the first failure is reported.
+    fn stop_and_join(&mut self) -> Result<(), DataplaneError> {
+        self.handle.control.stop();
+        let mut outcome = Ok(());
+        for (worker, thread) in self.threads.drain(..).enumerate() {
+            let joined = match thread.join() {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(source)) => Err(DataplaneError::Worker { worker, source }),
+                Err(_) => Err(DataplaneError::WorkerPanicked { worker }),
+            };
+            outcome = outcome.and(joined);
+        }
+        outcome
+    }
+}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        // Failures were the caller's to collect with `shutdown`.
+        self.stop_and_join().ok();
+    }
+}
+
+/// A cloneable handle to a running [`Dataplane`] for the control plane (reloads, health
+/// checks, the admin API): it publishes pools and collects stats, from any thread. After
+/// the data plane has stopped, pools go nowhere and stats are the final ones.
+///
+/// ```
+/// use qlb_lb::dataplane::{Dataplane, DataplaneOptions};
+/// use std::{num::NonZeroUsize, sync::Arc};
+///
+/// let pool = Arc::new(qlb_router::Pool::new(quic_lb::Decoder::new(), [])?);
+/// let dataplane = Dataplane::start(
+///     &["127.0.0.1:0".parse()?], NonZeroUsize::MIN, pool, DataplaneOptions::default())?;
+/// let handle = dataplane.handle();
+/// dataplane.shutdown()?;
+/// assert_eq!(handle.stats().flows_created, 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct DataplaneHandle {
+    control: Arc<Control>,
+}
+
+impl DataplaneHandle {
+    /// Replaces the pool (after a reload or a health change). Every worker takes it up
+    /// between two receive batches; sockets, flows and routing tables stay, so no datagram
+    /// and no flow is lost. Returns once every worker routes with the new pool (so a datagram
+    /// that arrives afterwards is routed with it), normally within a batch; a worker that does
+    /// not answer within 2 s is not waited for further. It blocks meanwhile: from async code,
+    /// call it where blocking is allowed (`spawn_blocking`).
+    ///
+    /// ```
+    /// use qlb_lb::dataplane::{Dataplane, DataplaneOptions};
+    /// use qlb_router::{Backend, Pool};
+    /// use std::{num::NonZeroUsize, sync::Arc};
+    ///
+    /// let empty = Arc::new(Pool::new(quic_lb::Decoder::new(), [])?);
+    /// let dataplane = Dataplane::start(
+    ///     &["127.0.0.1:0".parse()?], NonZeroUsize::MIN, empty, DataplaneOptions::default())?;
+    /// let bigger = Pool::new(quic_lb::Decoder::new(), [Backend::new("a", "192.0.2.1:443".parse()?)])?;
+    /// dataplane.handle().set_pool(Arc::new(bigger));
+    /// assert_eq!(dataplane.pool().backends().len(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_pool(&self, pool: Arc<Pool>) {
+        self.control.set_pool(pool, ANSWER_TIMEOUT);
+    }
+
+    /// The pool last given (workers may take a batch to take it up).
+    ///
+    /// ```
+    /// use qlb_lb::dataplane::{Dataplane, DataplaneOptions};
+    /// use std::{num::NonZeroUsize, sync::Arc};
+    ///
+    /// let pool = Arc::new(qlb_router::Pool::new(quic_lb::Decoder::new(), [])?);
+    /// let dataplane = Dataplane::start(
+    ///     &["127.0.0.1:0".parse()?], NonZeroUsize::MIN, pool.clone(), DataplaneOptions::default())?;
+    /// assert!(Arc::ptr_eq(&dataplane.handle().pool(), &pool));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn pool(&self) -> Arc<Pool> {
+        self.control.pool()
+    }
+
+    /// Fresh stats, summed over workers: every worker publishes its counters between two
+    /// batches when asked, so everything a worker had forwarded before the call is in them.
+    /// A worker that does not answer within 2 s contributes its last published stats.
+    ///
+    /// ```
+    /// use qlb_lb::dataplane::{Dataplane, DataplaneOptions};
+    /// use std::{net::UdpSocket, num::NonZeroUsize, sync::Arc};
+    ///
+    /// let pool = Arc::new(qlb_router::Pool::new(quic_lb::Decoder::new(), [])?);
+    /// let dataplane = Dataplane::start(
+    ///     &["127.0.0.1:0".parse()?], NonZeroUsize::MIN, pool, DataplaneOptions::default())?;
+    /// // An empty datagram: the router drops it.
+    /// UdpSocket::bind("127.0.0.1:0")?.send_to(&[], dataplane.local_addrs()[0])?;
+    /// let handle = dataplane.handle();
+    /// while handle.stats().router.dropped(qlb_router::DropReason::Empty) == 0 {
+    ///     std::thread::sleep(std::time::Duration::from_millis(5));
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stats(&self) -> Stats {
+        self.control.stats(ANSWER_TIMEOUT)
+    }
+}
+
+fn check_listen(listen: &[SocketAddr]) -> Result<(), DataplaneError> {
+    if listen.is_empty() {
+        return Err(DataplaneError::NoListenAddress);
+    }
+    // Port 0 is a different free port each time it is listed.
+    for (position, address) in listen.iter().enumerate().filter(|(_, a)| a.port() != 0) {
+        if listen
+            .get(..position)
+            .is_some_and(|before| before.contains(address))
+        {
+            return Err(DataplaneError::DuplicateListenAddress { address: *address });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses_must_be_given_once_each() {
+        let a: SocketAddr = "127.0.0.1:4433".parse().expect("addr");
+        let b: SocketAddr = "[::1]:4433".parse().expect("addr");
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        assert!(check_listen(&[a, b, any, any]).is_ok());
+        assert!(matches!(
+            check_listen(&[]),
+            Err(DataplaneError::NoListenAddress)
+        ));
+        assert!(matches!(
+            check_listen(&[a, b, a]),
+            Err(DataplaneError::DuplicateListenAddress { address }) if address == a
+        ));
+    }
+}

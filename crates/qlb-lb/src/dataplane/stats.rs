@@ -1,0 +1,222 @@
+//! What the data plane has done: the routers' counters, traffic back to clients, flows, and
+//! the datagrams the data plane itself dropped, summed over workers.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use qlb_router::{CounterSnapshot, Traffic};
+
+/// Why the data plane dropped a datagram the router had decided to forward, or one a backend
+/// sent. (The router counts its own drops: [`qlb_router::DropReason`].)
+///
+/// ```
+/// use qlb_lb::dataplane::DataplaneDrop;
+///
+/// let labels: Vec<&str> = DataplaneDrop::ALL.iter().map(|d| d.as_str()).collect();
+/// assert_eq!(labels, [
+///     "flow_table_full", "upstream_socket", "unknown_source", "send_blocked", "oversized",
+///     "send_error",
+/// ]);
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum DataplaneDrop {
+    /// A new flow while the worker's flow table was full.
+    FlowTableFull,
+    /// A new flow whose upstream socket could not be opened (out of file descriptors or
+    /// ports, for example).
+    UpstreamSocket,
+    /// A datagram on an upstream socket from an address that is no backend of the pool.
+    UnknownSource,
+    /// The socket's send buffer was full.
+    SendBlocked,
+    /// The datagram is larger than the path to its destination takes (`EMSGSIZE`).
+    Oversized,
+    /// Any other send error.
+    SendError,
+}
+
+impl DataplaneDrop {
+    /// Every reason.
+    pub const ALL: [DataplaneDrop; 6] = [
+        Self::FlowTableFull,
+        Self::UpstreamSocket,
+        Self::UnknownSource,
+        Self::SendBlocked,
+        Self::Oversized,
+        Self::SendError,
+    ];
+
+    /// A stable snake_case label, for metrics and logs.
+    ///
+    /// ```
+    /// assert_eq!(qlb_lb::dataplane::DataplaneDrop::FlowTableFull.as_str(), "flow_table_full");
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::FlowTableFull => "flow_table_full",
+            Self::UpstreamSocket => "upstream_socket",
+            Self::UnknownSource => "unknown_source",
+            Self::SendBlocked => "send_blocked",
+            Self::Oversized => "oversized",
+            Self::SendError => "send_error",
+        }
+    }
+}
+
+/// A copy of the data plane's counters, summed over its workers. Counts only grow over the
+/// data plane's life (they export as Prometheus counters), except [`Stats::flows_active`].
+///
+/// Client to backend: [`Stats::router`] holds every routing decision, drops by reason and
+/// datagrams and octets per backend as routed; datagrams the data plane then failed to send
+/// are in [`Stats::dropped`]. Backend to client: [`Stats::to_clients`], counted as received
+/// from a backend of the pool.
+///
+/// ```
+/// use qlb_lb::dataplane::{DataplaneDrop, Stats};
+///
+/// let stats = Stats::default();
+/// assert_eq!(stats.flows_active, 0);
+/// assert_eq!(stats.dropped(DataplaneDrop::FlowTableFull), 0);
+/// assert_eq!(stats.to_clients().count(), 0);
+/// ```
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct Stats {
+    /// The routers' counters (client to backend), merged over listening addresses and workers.
+    pub router: CounterSnapshot,
+    /// Flows now in the flow tables.
+    pub flows_active: u64,
+    /// Flows opened.
+    pub flows_created: u64,
+    /// Flows forgotten after `flow_idle_timeout` without traffic.
+    pub flows_expired: u64,
+    /// Receive calls that failed with an error (not datagrams; should stay 0).
+    pub receive_errors: u64,
+    dropped: [u64; DataplaneDrop::ALL.len()],
+    to_clients: BTreeMap<Arc<str>, Traffic>,
+}
+
+impl Stats {
+    /// Datagrams the data plane dropped for `reason`.
+    ///
+    /// ```
+    /// use qlb_lb::dataplane::{DataplaneDrop, Stats};
+    ///
+    /// assert_eq!(Stats::default().dropped(DataplaneDrop::SendError), 0);
+    /// ```
+    pub fn dropped(&self, reason: DataplaneDrop) -> u64 {
+        self.dropped.get(reason as usize).copied().unwrap_or(0)
+    }
+
+    /// Datagrams and octets received from each backend and sent on to clients, by backend
+    /// name, sorted; a backend appears once it has sent something.
+    ///
+    /// ```
+    /// let stats = qlb_lb::dataplane::Stats::default();
+    /// assert!(stats.to_clients().all(|(_, traffic)| traffic.packets > 0));
+    /// ```
+    pub fn to_clients(&self) -> impl Iterator<Item = (&str, Traffic)> {
+        self.to_clients
+            .iter()
+            .map(|(name, traffic)| (name.as_ref(), *traffic))
+    }
+
+    /// The traffic from backend `name` to clients (zero if none).
+    ///
+    /// ```
+    /// use qlb_router::Traffic;
+    ///
+    /// assert_eq!(qlb_lb::dataplane::Stats::default().to_client("b1"), Traffic::default());
+    /// ```
+    pub fn to_client(&self, name: &str) -> Traffic {
+        self.to_clients.get(name).copied().unwrap_or_default()
+    }
+
+    /// Adds `other` in: the sum over workers.
+    ///
+    /// ```
+    /// use qlb_lb::dataplane::Stats;
+    ///
+    /// let mut worker = Stats::default();
+    /// worker.flows_created = 2;
+    /// let mut total = worker.clone();
+    /// total.merge(&worker);
+    /// assert_eq!(total.flows_created, 4);
+    /// ```
+    pub fn merge(&mut self, other: &Stats) {
+        self.router.merge(&other.router);
+        self.flows_active += other.flows_active;
+        self.flows_created += other.flows_created;
+        self.flows_expired += other.flows_expired;
+        self.receive_errors += other.receive_errors;
+        for (sum, count) in self.dropped.iter_mut().zip(&other.dropped) {
+            *sum += count;
+        }
+        for (name, traffic) in &other.to_clients {
+            self.add_to_client(name, *traffic);
+        }
+    }
+
+    pub(crate) fn add_dropped(&mut self, reason: DataplaneDrop, datagrams: u64) {
+        if let Some(count) = self.dropped.get_mut(reason as usize) {
+            *count += datagrams;
+        }
+    }
+
+    pub(crate) fn add_to_client(&mut self, name: &Arc<str>, traffic: Traffic) {
+        *self.to_clients.entry(Arc::clone(name)).or_default() += traffic;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_unique_and_in_order() {
+        let labels: std::collections::HashSet<&str> =
+            DataplaneDrop::ALL.iter().map(|d| d.as_str()).collect();
+        assert_eq!(labels.len(), DataplaneDrop::ALL.len());
+        for (position, reason) in DataplaneDrop::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, position);
+        }
+    }
+
+    #[test]
+    fn merge_sums_everything() {
+        let name: Arc<str> = Arc::from("b1");
+        let mut one = Stats {
+            flows_active: 1,
+            flows_created: 2,
+            flows_expired: 1,
+            receive_errors: 1,
+            ..Stats::default()
+        };
+        one.add_dropped(DataplaneDrop::SendBlocked, 3);
+        one.add_to_client(
+            &name,
+            Traffic {
+                packets: 1,
+                bytes: 100,
+            },
+        );
+        let mut total = one.clone();
+        total.merge(&one);
+        assert_eq!(
+            (
+                total.flows_active,
+                total.flows_created,
+                total.flows_expired,
+                total.receive_errors
+            ),
+            (2, 4, 2, 2)
+        );
+        assert_eq!(total.dropped(DataplaneDrop::SendBlocked), 6);
+        assert_eq!(
+            total.to_client("b1"),
+            Traffic {
+                packets: 2,
+                bytes: 200
+            }
+        );
+    }
+}
