@@ -2,6 +2,7 @@
 //! and client, and the demo that runs them together.
 
 mod cid;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -20,12 +21,15 @@ enum Command {
     /// QUIC-LB connection IDs: encode, decode, generate a configuration.
     #[command(subcommand)]
     Cid(cid::CidCommand),
+    /// Run an HTTP/3 backend with QUIC-LB connection IDs and a graceful shutdown.
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Cid(command) => command.run(),
+        Command::Serve(args) => args.run(),
     };
     match result {
         Ok(code) => code,

@@ -38,14 +38,15 @@ const MIN_CLUSTER_SECRET_LEN: usize = 16;
 #[non_exhaustive]
 pub enum ConfigError {
     /// The file, or a file it names, could not be read.
-    #[error("{field}: cannot read {}: {source}", path.display())]
+    #[error("{field}: cannot read {}: {cause}", path.display())]
     Read {
         /// The field naming the file (`config` for the configuration file itself).
         field: String,
         /// The path as resolved.
         path: PathBuf,
-        /// What the operating system said.
-        source: std::io::Error,
+        /// What the operating system said. Part of the message, so deliberately not
+        /// `source()` too: error chains would print it twice.
+        cause: std::io::Error,
     },
     /// Not valid TOML, or a key of the wrong type or an unknown key.
     #[error("{0}")]
@@ -312,10 +313,10 @@ fn pool_error(error: &PoolError) -> ConfigError {
 }
 
 fn read_file(field: &str, path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
         field: field.to_owned(),
         path: path.to_owned(),
-        source,
+        cause,
     })
 }
 

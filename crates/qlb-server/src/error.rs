@@ -1,0 +1,62 @@
+//! Errors of building a server: refused configuration, TLS material, socket. Messages say
+//! what failed; the cause is the error's `source()`, as error chains expect.
+
+use thiserror::Error;
+
+/// Why a [`ServerBuilder`](crate::ServerBuilder) could not make a server.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The QUIC-LB configuration and server ID do not fit together.
+    #[error(transparent)]
+    QuicLb(#[from] quic_lb::ConfigError),
+    /// The configuration's CIDs are too short for a server (see [`crate::QuicLbCidGenerator`]).
+    #[error(
+        "quic_lb config {config_id}: its CIDs are {cid_len} octets; a server needs at least 8 \
+         (1 + server_id_len + nonce_len >= 8), so that config-failover CIDs issued after nonce \
+         exhaustion keep the same length"
+    )]
+    CidTooShort {
+        /// The config rotation codepoint.
+        config_id: u8,
+        /// `1 + server_id_len + nonce_len`.
+        cid_len: usize,
+    },
+    /// The certificate or key is unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The UDP socket could not be bound or set up.
+    #[error("binding UDP {addr}")]
+    Bind {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+}
+
+/// Why a TLS identity could not be loaded or used.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A PEM file could not be read or parsed.
+    #[error("{path}: reading PEM")]
+    Pem {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        source: rustls::pki_types::pem::Error,
+    },
+    /// The certificate file holds no certificate.
+    #[error("{0}: no certificate found")]
+    NoCertificate(String),
+    /// rustls refused the certificate or key.
+    #[error("TLS configuration refused")]
+    Rustls(#[from] rustls::Error),
+    /// Generating a self-signed certificate failed.
+    #[error("generating a self-signed certificate")]
+    SelfSigned(#[from] rcgen::Error),
+    /// The TLS configuration has no cipher suite QUIC can use.
+    #[error("TLS: no TLS 1.3 cipher suite usable by QUIC")]
+    NoQuicCipherSuite,
+}

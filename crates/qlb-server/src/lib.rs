@@ -1,0 +1,88 @@
+//! An HTTP/3 server for backends behind a QUIC-LB load balancer: every connection ID it
+//! issues routes back to it, and it can be deployed, scaled and restarted without failing a
+//! request.
+//!
+//! * **Routable connection IDs.** A [`QuicLbCidGenerator`] writes the server ID into every
+//!   CID quinn issues (handshake, Retry, NEW_CONNECTION_ID), so the load balancer keeps
+//!   routing a connection to this server after the client migrates or its NAT rebinds.
+//! * **Cluster keys.** The stateless-reset and token keys derive from a cluster secret, so a
+//!   server that restarts under the same server ID resets connections it has no state for.
+//! * **Any tower service.** Requests are `http::Request<`[`RequestBody`]`>` with streaming
+//!   bodies both ways; an axum `Router` runs unchanged. Each request carries a
+//!   [`ConnectionInfo`] in its extensions.
+//! * **Graceful lifecycle.** [`Server::shutdown`] refuses new connections, sends the RFC 9114
+//!   two-phase GOAWAY, lets in-flight requests finish, rejects later ones with
+//!   H3_REQUEST_REJECTED and closes with H3_NO_ERROR. Max connection age (+-10% jitter),
+//!   age grace and max idle recycle long-lived connections, as in gRPC.
+//! * **Metrics** for Prometheus: [`Metrics`].
+//!
+//! Serving an axum `Router`, with the built-in routes, until Ctrl-C:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! use axum::{Extension, Router, routing::get};
+//! use qlb_server::{ConnectionInfo, Server, builtin_routes};
+//! use quic_lb::{Config, ConfigId, Key};
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     // The load balancer's configuration and this server's ID in it.
+//!     let config = Config::new(ConfigId::new(0)?, 2, 6, Some("8f95f09245765f80256934e50c66207f".parse::<Key>()?))?;
+//!     let server = Server::builder(config, "0a01".parse()?)
+//!         .name("backend-a")
+//!         .cluster_secret(b"the cluster's shared secret")
+//!         .max_connection_age(Duration::from_secs(600))
+//!         .bind("[::]:4433".parse()?)?;
+//!
+//!     let app = Router::new()
+//!         .route("/", get(|Extension(info): Extension<ConnectionInfo>| async move {
+//!             format!("hello {} from {}\n", info.peer, info.server_name)
+//!         }))
+//!         .merge(builtin_routes(server.drain_state()));
+//!
+//!     let serving = tokio::spawn({
+//!         let server = server.clone();
+//!         async move { server.serve(app).await }
+//!     });
+//!     tokio::signal::ctrl_c().await?;
+//!     server.shutdown(Duration::from_secs(30)).await;
+//!     serving.await?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Known limits: quinn issues at most 7 spare CIDs at a time (it keeps 8 per connection and
+//! replaces each one the client retires), which is enough for several migrations. Rejected
+//! requests after the final GOAWAY stay in h3's table of open streams until the connection
+//! closes (h3 0.0.8 only forgets streams it handed out as requests).
+
+mod body;
+mod builder;
+mod cid_generator;
+mod connection;
+mod drain;
+mod error;
+mod goaway;
+mod info;
+mod keys;
+mod lifecycle;
+mod metrics;
+mod migration;
+mod request;
+mod routes;
+mod server;
+mod service;
+mod tls;
+
+pub use body::{BodyError, RequestBody};
+pub use builder::ServerBuilder;
+pub use cid_generator::QuicLbCidGenerator;
+pub use drain::DrainState;
+pub use error::{BuildError, TlsError};
+pub use info::ConnectionInfo;
+pub use metrics::Metrics;
+pub use routes::builtin_routes;
+pub use server::Server;
+pub use service::{BoxError, HttpService, ResponseBody};
+pub use tls::{ALPN_H3, Identity};

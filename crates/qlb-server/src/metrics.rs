@@ -1,0 +1,263 @@
+//! The server's Prometheus metrics: connections, requests by status, GOAWAYs, closes by
+//! reason, peer address changes, issued connection IDs.
+
+use std::sync::{Arc, OnceLock};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::cid_generator::CidCounters;
+use crate::lifecycle::CloseReason;
+
+type Label<V> = [(&'static str, V); 1];
+
+/// The server's metrics. Clones share the same values; [`Metrics::register`] exposes them.
+///
+/// ```
+/// use prometheus_client::registry::Registry;
+///
+/// let metrics = qlb_server::Metrics::default();
+/// let mut registry = Registry::default();
+/// metrics.register(&mut registry);
+/// let mut text = String::new();
+/// prometheus_client::encoding::text::encode(&mut text, &registry)?;
+/// assert!(text.contains("qlb_server_active_connections 0"), "{text}");
+/// # Ok::<(), std::fmt::Error>(())
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Metrics(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    active_connections: Gauge,
+    handshakes: Family<Label<&'static str>, Counter>,
+    connections_refused: Counter,
+    requests: Family<Label<u16>, Counter>,
+    /// The `requests` counters of statuses 100..=599, looked up once each: a request then
+    /// costs one atomic add, not a family lookup under a lock.
+    requests_by_status: Box<[OnceLock<Counter>]>,
+    requests_rejected: Counter,
+    goaways: Family<Label<&'static str>, Counter>,
+    closes: Family<Label<&'static str>, Counter>,
+    peer_address_changes: Counter,
+    cids: CidCounters,
+}
+
+/// The status codes whose counters are cached.
+const CACHED_STATUSES: std::ops::RangeInclusive<u16> = 100..=599;
+
+impl Default for Inner {
+    fn default() -> Self {
+        Self {
+            active_connections: Gauge::default(),
+            handshakes: Family::default(),
+            connections_refused: Counter::default(),
+            requests: Family::default(),
+            requests_by_status: CACHED_STATUSES.map(|_| OnceLock::new()).collect(),
+            requests_rejected: Counter::default(),
+            goaways: Family::default(),
+            closes: Family::default(),
+            peer_address_changes: Counter::default(),
+            cids: CidCounters::default(),
+        }
+    }
+}
+
+/// Which GOAWAY of the two-phase shutdown was sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum GoawayKind {
+    /// The first, with the maximum stream ID.
+    Initial,
+    /// The second, with the real boundary.
+    Final,
+}
+
+impl Metrics {
+    /// Registers every metric under the `qlb_server_` prefix.
+    ///
+    /// ```
+    /// let mut registry = prometheus_client::registry::Registry::default();
+    /// qlb_server::Metrics::default().register(&mut registry);
+    /// ```
+    pub fn register(&self, registry: &mut Registry) {
+        let registry = registry.sub_registry_with_prefix("qlb_server");
+        let metrics = &self.0;
+        registry.register(
+            "active_connections",
+            "Established HTTP/3 connections",
+            metrics.active_connections.clone(),
+        );
+        registry.register(
+            "handshakes",
+            "QUIC handshakes by result (ok, failed)",
+            metrics.handshakes.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connection attempts refused because the server is draining",
+            metrics.connections_refused.clone(),
+        );
+        registry.register(
+            "requests",
+            "Requests whose handler finished, by response status",
+            metrics.requests.clone(),
+        );
+        registry.register(
+            "requests_rejected",
+            "Requests reset with H3_REQUEST_REJECTED because they came after the final GOAWAY",
+            metrics.requests_rejected.clone(),
+        );
+        registry.register(
+            "goaways_sent",
+            "HTTP/3 GOAWAY frames sent, by kind (initial: max stream ID, final: last request)",
+            metrics.goaways.clone(),
+        );
+        registry.register(
+            "connection_closes",
+            "Connections ended, by reason",
+            metrics.closes.clone(),
+        );
+        registry.register(
+            "peer_address_changes",
+            "Client address changes seen on a connection (migrations, NAT rebindings)",
+            metrics.peer_address_changes.clone(),
+        );
+        registry.register(
+            "cids_issued",
+            "QUIC-LB connection IDs issued that route to this server",
+            metrics.cids.routable.clone(),
+        );
+        registry.register(
+            "failover_cids_issued",
+            "Config-failover connection IDs issued after QUIC-LB nonce exhaustion",
+            metrics.cids.failover.clone(),
+        );
+    }
+
+    /// Counts a handshake; returns a guard that holds the connection in the active gauge.
+    pub(crate) fn handshake_completed(&self) -> ActiveConnection {
+        self.0.handshakes.get_or_create(&[("result", "ok")]).inc();
+        self.0.active_connections.inc();
+        ActiveConnection(self.0.active_connections.clone())
+    }
+
+    pub(crate) fn handshake_failed(&self) {
+        self.0
+            .handshakes
+            .get_or_create(&[("result", "failed")])
+            .inc();
+    }
+
+    /// The counters the CID generator feeds.
+    pub(crate) fn cid_counters(&self) -> CidCounters {
+        self.0.cids.clone()
+    }
+
+    pub(crate) fn connection_refused(&self) {
+        self.0.connections_refused.inc();
+    }
+
+    pub(crate) fn request_answered(&self, status: http::StatusCode) {
+        let status = status.as_u16();
+        let family = &self.0.requests;
+        let count = || family.get_or_create(&[("status", status)]).clone();
+        match self
+            .0
+            .requests_by_status
+            .get(usize::from(status.wrapping_sub(*CACHED_STATUSES.start())))
+        {
+            Some(cached) => cached.get_or_init(count).inc(),
+            None => count().inc(),
+        };
+    }
+
+    pub(crate) fn request_rejected(&self) {
+        self.0.requests_rejected.inc();
+    }
+
+    pub(crate) fn goaway_sent(&self, kind: GoawayKind) {
+        let kind = match kind {
+            GoawayKind::Initial => "initial",
+            GoawayKind::Final => "final",
+        };
+        self.0.goaways.get_or_create(&[("kind", kind)]).inc();
+    }
+
+    pub(crate) fn connection_closed(&self, reason: CloseReason) {
+        self.0
+            .closes
+            .get_or_create(&[("reason", reason.as_str())])
+            .inc();
+    }
+
+    pub(crate) fn peer_address_changed(&self) {
+        self.0.peer_address_changes.inc();
+    }
+}
+
+/// Decrements the active-connections gauge when the connection task ends.
+#[derive(Debug)]
+pub(crate) struct ActiveConnection(Gauge);
+
+impl Drop for ActiveConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(metrics: &Metrics) -> String {
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        text
+    }
+
+    #[test]
+    fn every_event_shows_in_the_text_format() {
+        let metrics = Metrics::default();
+        let active = metrics.handshake_completed();
+        metrics.handshake_failed();
+        metrics.connection_refused();
+        metrics.request_answered(http::StatusCode::OK);
+        metrics.request_answered(http::StatusCode::OK);
+        metrics.request_answered(http::StatusCode::SERVICE_UNAVAILABLE);
+        metrics.request_answered(http::StatusCode::from_u16(799).expect("valid"));
+        metrics.request_rejected();
+        metrics.goaway_sent(GoawayKind::Initial);
+        metrics.goaway_sent(GoawayKind::Final);
+        metrics.connection_closed(CloseReason::MaxAgeGrace);
+        metrics.peer_address_changed();
+        metrics.0.cids.routable.inc();
+        let text = encoded(&metrics);
+        for line in [
+            "qlb_server_active_connections 1",
+            "qlb_server_handshakes_total{result=\"ok\"} 1",
+            "qlb_server_handshakes_total{result=\"failed\"} 1",
+            "qlb_server_connections_refused_total 1",
+            "qlb_server_requests_total{status=\"200\"} 2",
+            "qlb_server_requests_total{status=\"503\"} 1",
+            "qlb_server_requests_total{status=\"799\"} 1",
+            "qlb_server_requests_rejected_total 1",
+            "qlb_server_goaways_sent_total{kind=\"initial\"} 1",
+            "qlb_server_goaways_sent_total{kind=\"final\"} 1",
+            "qlb_server_connection_closes_total{reason=\"max_age_grace\"} 1",
+            "qlb_server_peer_address_changes_total 1",
+            "qlb_server_cids_issued_total 1",
+            "qlb_server_failover_cids_issued_total 0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        drop(active);
+        assert!(encoded(&metrics).contains("qlb_server_active_connections 0"));
+    }
+}

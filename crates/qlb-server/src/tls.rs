@@ -1,0 +1,167 @@
+//! The server's TLS identity (certificate chain and key) and its QUIC TLS configuration:
+//! TLS 1.3 on ring, ALPN `h3`.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use quinn::crypto::rustls::QuicServerConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+use crate::error::TlsError;
+
+/// The ALPN protocol of HTTP/3 (RFC 9114 section 3.1).
+pub const ALPN_H3: &[u8] = b"h3";
+
+/// A certificate chain and its private key. `Debug` shows the chain length, never the key.
+///
+/// ```
+/// use qlb_server::Identity;
+///
+/// let identity = Identity::self_signed(&["localhost"])?;
+/// assert_eq!(identity.certificate_chain().len(), 1);
+/// assert_eq!(format!("{identity:?}"), "Identity { certificates: 1, key: .. }");
+/// # Ok::<(), qlb_server::TlsError>(())
+/// ```
+pub struct Identity {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+impl Identity {
+    /// An identity from DER values.
+    ///
+    /// ```
+    /// use qlb_server::Identity;
+    ///
+    /// let generated = Identity::self_signed(&["example.test"])?;
+    /// let copy = Identity::new(generated.certificate_chain().to_vec(), generated.private_key());
+    /// assert_eq!(copy.certificate_chain(), generated.certificate_chain());
+    /// # Ok::<(), qlb_server::TlsError>(())
+    /// ```
+    pub fn new(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Self {
+        Self { chain, key }
+    }
+
+    /// A fresh self-signed certificate for `names` (DNS names or IP addresses).
+    ///
+    /// ```
+    /// let identity = qlb_server::Identity::self_signed(&["localhost", "127.0.0.1"])?;
+    /// # Ok::<(), qlb_server::TlsError>(())
+    /// ```
+    pub fn self_signed(names: &[&str]) -> Result<Self, TlsError> {
+        let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
+        let certified = rcgen::generate_simple_self_signed(names)?;
+        Ok(Self {
+            chain: vec![certified.cert.der().clone()],
+            key: PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der()).into(),
+        })
+    }
+
+    /// Reads a PEM certificate chain and a PEM private key (PKCS#8, PKCS#1 or SEC1).
+    ///
+    /// ```
+    /// let err = qlb_server::Identity::from_pem_files("/nonexistent.pem", "/nonexistent.key")
+    ///     .err()
+    ///     .unwrap();
+    /// assert!(err.to_string().contains("/nonexistent.pem"), "{err}");
+    /// ```
+    pub fn from_pem_files(cert: impl AsRef<Path>, key: impl AsRef<Path>) -> Result<Self, TlsError> {
+        let (cert, key) = (cert.as_ref(), key.as_ref());
+        let pem_error = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| TlsError::Pem { path, source }
+        };
+        let chain = CertificateDer::pem_file_iter(cert)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(pem_error(cert))?;
+        if chain.is_empty() {
+            return Err(TlsError::NoCertificate(cert.display().to_string()));
+        }
+        let key = PrivateKeyDer::from_pem_file(key).map_err(pem_error(key))?;
+        Ok(Self { chain, key })
+    }
+
+    /// The certificate chain, leaf first (clients of a self-signed server trust its leaf).
+    ///
+    /// ```
+    /// let identity = qlb_server::Identity::self_signed(&["localhost"])?;
+    /// assert!(!identity.certificate_chain()[0].is_empty());
+    /// # Ok::<(), qlb_server::TlsError>(())
+    /// ```
+    pub fn certificate_chain(&self) -> &[CertificateDer<'static>] {
+        &self.chain
+    }
+
+    /// A copy of the private key.
+    ///
+    /// ```
+    /// let identity = qlb_server::Identity::self_signed(&["localhost"])?;
+    /// assert!(matches!(identity.private_key(), rustls::pki_types::PrivateKeyDer::Pkcs8(_)));
+    /// # Ok::<(), qlb_server::TlsError>(())
+    /// ```
+    pub fn private_key(&self) -> PrivateKeyDer<'static> {
+        self.key.clone_key()
+    }
+
+    /// The QUIC server TLS configuration: TLS 1.3 only, ring, ALPN `h3`.
+    pub(crate) fn quic_server_config(&self) -> Result<QuicServerConfig, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_no_client_auth()
+            .with_single_cert(self.chain.clone(), self.key.clone_key())?;
+        tls.alpn_protocols = vec![ALPN_H3.to_vec()];
+        QuicServerConfig::try_from(tls).map_err(|_| TlsError::NoQuicCipherSuite)
+    }
+}
+
+impl Clone for Identity {
+    fn clone(&self) -> Self {
+        Self::new(self.chain.clone(), self.key.clone_key())
+    }
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Identity {{ certificates: {}, key: .. }}",
+            self.chain.len()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_signed_identity_makes_a_quic_config() {
+        let identity = Identity::self_signed(&["localhost"]).expect("rcgen");
+        assert!(identity.quic_server_config().is_ok());
+    }
+
+    #[test]
+    fn pem_files_round_trip_and_errors_name_the_file() {
+        let dir = std::env::temp_dir().join(format!("qlb-server-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let certified =
+            rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("rcgen");
+        let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert_path, certified.cert.pem()).expect("write");
+        std::fs::write(&key_path, certified.signing_key.serialize_pem()).expect("write");
+
+        let identity = Identity::from_pem_files(&cert_path, &key_path).expect("valid PEM");
+        assert_eq!(identity.certificate_chain()[0], *certified.cert.der());
+        assert!(identity.quic_server_config().is_ok());
+
+        // The key file holds no certificate, the certificate file no key.
+        let err = Identity::from_pem_files(&key_path, &key_path).expect_err("no cert");
+        assert!(err.to_string().contains("key.pem"), "{err}");
+        let err = Identity::from_pem_files(&cert_path, &cert_path).expect_err("no key");
+        assert!(err.to_string().contains("cert.pem"), "{err}");
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+}

@@ -1,0 +1,66 @@
+//! A handler that holds a request open until the test releases it, for requests that must
+//! be in flight at a chosen moment.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use qlb_server::{Server, ServerBuilder, builtin_routes};
+use tokio::sync::{Notify, mpsc};
+
+use super::{Running, TestResult, start};
+
+/// `GET /hold` reports that it started, then waits until released; it answers whether the
+/// server was draining by then ("draining" or "serving").
+pub struct Hold {
+    started: mpsc::UnboundedReceiver<()>,
+    release: Arc<Notify>,
+}
+
+impl Hold {
+    /// Waits until a `/hold` request has reached its handler.
+    pub async fn started(&mut self) -> TestResult {
+        within(Duration::from_secs(5), "a /hold request to start", async {
+            self.started.recv().await;
+        })
+        .await
+    }
+
+    /// Lets one held request answer.
+    pub fn release(&self) {
+        self.release.notify_one();
+    }
+}
+
+/// A server with `/hold` and the built-in routes.
+pub fn start_with_hold(builder: ServerBuilder) -> TestResult<(Running, Hold)> {
+    let (started_tx, started) = mpsc::unbounded_channel();
+    let release = Arc::new(Notify::new());
+    let released = release.clone();
+    let running = start(builder, move |server: &Server| {
+        let drain = server.drain_state();
+        Router::new()
+            .route(
+                "/hold",
+                get(move || async move {
+                    let _ = started_tx.send(());
+                    released.notified().await;
+                    if drain.is_draining() {
+                        "draining"
+                    } else {
+                        "serving"
+                    }
+                }),
+            )
+            .merge(builtin_routes(server.drain_state()))
+    })?;
+    Ok((running, Hold { started, release }))
+}
+
+/// `future`, or an error naming `what` after `limit`.
+pub async fn within(limit: Duration, what: &str, future: impl Future<Output = ()>) -> TestResult {
+    tokio::time::timeout(limit, future)
+        .await
+        .map_err(|_| format!("{what}: still waiting after {limit:?}").into())
+}

@@ -1,0 +1,215 @@
+//! `qlb serve`: an HTTP/3 backend for the load balancer, serving the built-in routes
+//! (`/whoami`, `/healthz`, `/bytes/N`, `/delay/MS`, `/echo`) with QUIC-LB connection IDs,
+//! until SIGTERM or SIGINT starts a graceful shutdown. Scripts rely on this interface:
+//! extend it, do not rename.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use axum::response::IntoResponse;
+use clap::Args;
+use prometheus_client::registry::Registry;
+use qlb_lb::config::{LbConfig, parse_duration};
+use qlb_server::{Identity, Server, builtin_routes};
+use quic_lb::{Config, ServerId};
+use tokio::signal::unix::{SignalKind, signal};
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// UDP address to serve HTTP/3 on.
+    #[arg(long)]
+    listen: SocketAddr,
+    /// This server's name, reported by /whoami.
+    #[arg(long)]
+    name: String,
+    /// This server's QUIC-LB server ID, hex (the load balancer's `backend.server_id`).
+    #[arg(long)]
+    server_id: ServerId,
+    /// The load balancer's TOML file: its [[quic_lb]] tables and cluster secret are used,
+    /// other sections are ignored.
+    #[arg(long)]
+    config: PathBuf,
+    /// Issue CIDs under this config rotation codepoint [default: the file's first table].
+    #[arg(long)]
+    config_id: Option<u8>,
+    /// TLS certificate chain, PEM [default: a fresh self-signed certificate for localhost].
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    /// TLS private key, PEM.
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+    /// Serve Prometheus metrics over HTTP on this TCP address (path /metrics).
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
+    /// On SIGTERM/SIGINT, close connections still busy after this long.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    shutdown_timeout: Duration,
+    /// Drain connections (GOAWAY) once this old, +-10% jitter [default: never].
+    #[arg(long, value_parser = parse_duration)]
+    max_connection_age: Option<Duration>,
+    /// After the max-age GOAWAY, close connections this much later [default: never].
+    #[arg(long, value_parser = parse_duration)]
+    max_connection_age_grace: Option<Duration>,
+    /// Drain connections that have had no request in flight for this long [default: never].
+    #[arg(long, value_parser = parse_duration)]
+    idle_timeout: Option<Duration>,
+}
+
+impl ServeArgs {
+    pub fn run(self) -> Result<ExitCode> {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            )
+            .with_writer(std::io::stderr)
+            .init();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        runtime.block_on(self.serve())?;
+        Ok(ExitCode::SUCCESS)
+    }
+
+    async fn serve(self) -> Result<()> {
+        let lb = LbConfig::from_file(&self.config)
+            .with_context(|| format!("reading {}", self.config.display()))?;
+        let config = select_config(&lb.quic_lb, self.config_id)
+            .with_context(|| format!("{}: quic_lb", self.config.display()))?;
+        let mut builder = Server::builder(config, self.server_id).name(&self.name);
+        match &lb.cluster_secret {
+            Some(secret) => builder = builder.cluster_secret(secret.as_bytes()),
+            None => tracing::warn!(
+                "{} has no cluster_secret: stateless resets will not work across servers",
+                self.config.display()
+            ),
+        }
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            builder = builder.identity(Identity::from_pem_files(cert, key)?);
+        }
+        if let Some(age) = self.max_connection_age {
+            builder = builder.max_connection_age(age);
+        }
+        if let Some(grace) = self.max_connection_age_grace {
+            builder = builder.max_connection_age_grace(grace);
+        }
+        if let Some(idle) = self.idle_timeout {
+            builder = builder.max_connection_idle(idle);
+        }
+        let server = builder.bind(self.listen)?;
+        let addr = server.local_addr().context("reading the bound address")?;
+
+        if let Some(metrics_addr) = self.metrics {
+            let listener = tokio::net::TcpListener::bind(metrics_addr)
+                .await
+                .with_context(|| format!("--metrics {metrics_addr}"))?;
+            let bound = listener
+                .local_addr()
+                .context("reading the metrics address")?;
+            tracing::info!("metrics on http://{bound}/metrics");
+            tokio::spawn(serve_metrics(listener, server.metrics().clone()));
+        }
+
+        let serving = tokio::spawn({
+            let server = server.clone();
+            let routes = builtin_routes(server.drain_state());
+            async move { server.serve(routes).await }
+        });
+        tracing::info!(
+            name = %self.name,
+            server_id = %server.server_id(),
+            "serving HTTP/3 on {addr}"
+        );
+
+        let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM")?;
+        let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT")?;
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        tracing::info!(timeout = ?self.shutdown_timeout, "shutting down");
+        let shutdown = server.shutdown(self.shutdown_timeout);
+        tokio::pin!(shutdown);
+        tokio::select! {
+            () = &mut shutdown => {}
+            // A second signal: close what is left now (still with H3_NO_ERROR).
+            _ = async { tokio::select! { _ = terminate.recv() => {}, _ = interrupt.recv() => {} } } => {
+                tracing::info!("second signal: closing every connection now");
+                server.shutdown(Duration::ZERO).await;
+                shutdown.await;
+            }
+        }
+        serving.await.context("the server task failed")?;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// The `[[quic_lb]]` table with codepoint `config_id`, or the first one.
+fn select_config(configs: &[Config], config_id: Option<u8>) -> Result<Config> {
+    let found = match config_id {
+        Some(id) => configs.iter().find(|config| config.id().get() == id),
+        None => configs.first(),
+    };
+    found.cloned().ok_or_else(|| match config_id {
+        Some(id) => anyhow!("no [[quic_lb]] table has config_id = {id} (--config-id)"),
+        None => anyhow!("no [[quic_lb]] table: the server needs one to issue routable CIDs"),
+    })
+}
+
+/// Answers `GET /metrics` with the server's metrics in the Prometheus text format.
+async fn serve_metrics(listener: tokio::net::TcpListener, metrics: qlb_server::Metrics) {
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let registry = std::sync::Arc::new(registry);
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let registry = registry.clone();
+            async move {
+                let mut text = String::new();
+                match prometheus_client::encoding::text::encode(&mut text, &registry) {
+                    Ok(()) => (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        text,
+                    )
+                        .into_response(),
+                    Err(_) => axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                }
+            }
+        }),
+    );
+    if let Err(err) = axum::serve(listener, app).await {
+        tracing::error!(%err, "metrics endpoint failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quic_lb::ConfigId;
+
+    fn config(id: u8) -> Config {
+        Config::new(ConfigId::new(id).expect("codepoint"), 2, 6, None).expect("valid")
+    }
+
+    #[test]
+    fn picks_the_asked_codepoint_or_the_first_table() {
+        let configs = [config(3), config(1)];
+        assert_eq!(select_config(&configs, None).expect("first").id().get(), 3);
+        assert_eq!(
+            select_config(&configs, Some(1)).expect("found").id().get(),
+            1
+        );
+        let err = select_config(&configs, Some(5)).expect_err("absent");
+        assert!(err.to_string().contains("config_id = 5"), "{err}");
+        assert!(select_config(&[], None).is_err());
+    }
+}
