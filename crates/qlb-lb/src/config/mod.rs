@@ -261,7 +261,9 @@ impl LbConfig {
         };
         // Duplicate server IDs and the like are the pool's to find; finding them here makes
         // `--check-config` and reloads refuse them too.
-        config.pool(|_| false).map_err(|e| pool_error(&e))?;
+        config
+            .pool(|_| false)
+            .map_err(|e| field_error(&e.to_string(), None, "backend"))?;
         Ok(config)
     }
 
@@ -303,12 +305,16 @@ impl LbConfig {
     }
 }
 
-/// Pool errors already name `backend[i].field`; wrap them as such.
-fn pool_error(error: &PoolError) -> ConfigError {
-    let text = error.to_string();
-    match text.split_once(": ") {
-        Some((field, problem)) => ConfigError::invalid(field, problem),
-        None => ConfigError::invalid("backend", text),
+/// quic-lb's and qlb-router's errors start with the field they concern ("field: problem");
+/// this makes one ours, its field placed under `table` (e.g. `quic_lb[0]`) when given, and
+/// named `whole` when the message names no field.
+fn field_error(message: &str, table: Option<&str>, whole: &str) -> ConfigError {
+    match (message.split_once(": "), table) {
+        (Some((field, problem)), Some(table)) => {
+            ConfigError::invalid(format!("{table}.{field}"), problem)
+        }
+        (Some((field, problem)), None) => ConfigError::invalid(field, problem),
+        (None, _) => ConfigError::invalid(whole, message),
     }
 }
 
@@ -419,16 +425,8 @@ fn quic_lb_configs(raw: &[RawQuicLb], base: &Path) -> Result<Vec<Config>, Config
     let mut configs: Vec<Config> = Vec::with_capacity(raw.len());
     for (i, table) in raw.iter().enumerate() {
         let prefix = format!("quic_lb[{i}]");
-        // quic-lb's own messages start with the field name: prefix the table.
-        let in_table = |e: quic_lb::ConfigError| {
-            let text = e.to_string();
-            match text.split_once(": ") {
-                Some((field, problem)) => {
-                    ConfigError::invalid(format!("{prefix}.{field}"), problem)
-                }
-                None => ConfigError::invalid(prefix.clone(), text),
-            }
-        };
+        let in_table =
+            |e: quic_lb::ConfigError| field_error(&e.to_string(), Some(&prefix), &prefix);
         let id = ConfigId::new(small_number(
             &format!("{prefix}.config_id"),
             table.config_id,
