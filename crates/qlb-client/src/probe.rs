@@ -54,9 +54,6 @@ pub enum ProbeError {
     /// The request could not be formed from the server name and path.
     #[error("request: {0}")]
     Uri(#[from] http::Error),
-    /// The local UDP socket could not be opened.
-    #[error("local socket: {0}")]
-    Socket(#[from] std::io::Error),
 }
 
 /// What a probe saw.
@@ -193,9 +190,14 @@ impl Prober {
             }
             Ok::<_, ProbeError>(status)
         };
+        tokio::pin!(exchange);
         let status = tokio::select! {
-            status = exchange => status,
-            closed = poll_fn(|cx| driver.poll_close(cx)) => Err(closed.into()),
+            status = &mut exchange => status,
+            closed = poll_fn(|cx| driver.poll_close(cx)) => {
+                // A server may close right after its response (a draining one does, with
+                // H3_NO_ERROR): what it sent is still readable, so the exchange decides.
+                exchange.await.map_err(|_| closed.into())
+            }
         };
         connection.close(H3_NO_ERROR.into(), b"");
         status
