@@ -23,6 +23,11 @@ const AGE_JITTER: f64 = 0.1;
 const MIN_GOAWAY_SETTLE: Duration = Duration::from_millis(10);
 /// Longest wait between the two GOAWAYs, whatever the RTT estimate says.
 const MAX_GOAWAY_SETTLE: Duration = Duration::from_secs(2);
+/// How long a drained connection with nothing in flight stays open before the server closes
+/// it, so that the client can read its last response and close first: a CONNECTION_CLOSE
+/// right behind the response makes the client's QUIC stack discard what its application had
+/// not read yet (seen with `qlb serve` on a loaded machine). The drain deadline still wins.
+const CLOSE_LINGER: Duration = Duration::from_millis(200);
 
 /// `max_age` moved by `unit * 10%`; `unit` is a random draw from -1.0..=1.0 (clamped).
 pub(crate) fn jittered_age(max_age: Duration, unit: f64) -> Duration {
@@ -119,6 +124,9 @@ struct Drain {
     final_goaway_sent: bool,
     /// Close even with requests in flight at this instant; `None` waits for them.
     close_at: Option<Instant>,
+    /// Once the final GOAWAY is out and nothing is in flight: close at this instant, after
+    /// [`CLOSE_LINGER`], unless the client has closed first.
+    idle_close_at: Option<Instant>,
 }
 
 /// One connection's lifecycle: serving, then draining (two GOAWAYs), then closed.
@@ -207,7 +215,11 @@ impl Lifecycle {
             return Step::Wait(earliest(Some(drain.final_goaway_at), drain.close_at));
         }
         if in_flight == 0 {
-            return Step::Close(drain.reason.close_reason(false));
+            let idle_close_at = *drain.idle_close_at.get_or_insert(now + CLOSE_LINGER);
+            if idle_close_at <= now {
+                return Step::Close(drain.reason.close_reason(false));
+            }
+            return Step::Wait(earliest(Some(idle_close_at), drain.close_at));
         }
         Step::Wait(drain.close_at)
     }
@@ -229,6 +241,7 @@ impl Lifecycle {
             final_goaway_at: now + settle,
             final_goaway_sent: false,
             close_at,
+            idle_close_at: None,
         });
     }
 }
@@ -318,8 +331,13 @@ mod tests {
             run(&mut lc, at + SETTLE, 1),
             [Step::SendFinalGoaway, Step::Wait(None)]
         );
+        let quiet = at + Duration::from_secs(3600);
         assert_eq!(
-            run(&mut lc, at + Duration::from_secs(3600), 0),
+            run(&mut lc, quiet, 0),
+            [Step::Wait(Some(quiet + CLOSE_LINGER))]
+        );
+        assert_eq!(
+            run(&mut lc, quiet + CLOSE_LINGER, 0),
             [Step::Close(CloseReason::MaxAge)]
         );
     }
@@ -351,6 +369,10 @@ mod tests {
         run(&mut lc, t0 + ms(1000) + SETTLE, 1);
         assert_eq!(
             run(&mut lc, t0 + ms(1200), 0),
+            [Step::Wait(Some(t0 + ms(1200) + CLOSE_LINGER))]
+        );
+        assert_eq!(
+            run(&mut lc, t0 + ms(1200) + CLOSE_LINGER, 0),
             [Step::Close(CloseReason::MaxAge)]
         );
     }
@@ -383,7 +405,14 @@ mod tests {
         );
         assert_eq!(
             run(&mut lc, at + SETTLE, 0),
-            [Step::SendFinalGoaway, Step::Close(CloseReason::MaxIdle)]
+            [
+                Step::SendFinalGoaway,
+                Step::Wait(Some(at + SETTLE + CLOSE_LINGER))
+            ]
+        );
+        assert_eq!(
+            run(&mut lc, at + SETTLE + CLOSE_LINGER, 0),
+            [Step::Close(CloseReason::MaxIdle)]
         );
     }
 
@@ -407,7 +436,14 @@ mod tests {
         );
         assert_eq!(
             run(&mut quiet, t0 + SETTLE, 0),
-            [Step::SendFinalGoaway, Step::Close(CloseReason::Shutdown)]
+            [
+                Step::SendFinalGoaway,
+                Step::Wait(Some(t0 + SETTLE + CLOSE_LINGER))
+            ]
+        );
+        assert_eq!(
+            run(&mut quiet, t0 + SETTLE + CLOSE_LINGER, 0),
+            [Step::Close(CloseReason::Shutdown)]
         );
 
         let mut busy = Lifecycle::new(t0, &ConnectionLimits::default(), 0.0);

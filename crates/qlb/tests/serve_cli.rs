@@ -94,10 +94,12 @@ async fn sigterm_lets_the_request_in_flight_finish_then_exits_zero() {
 
     let in_flight = tokio::spawn(async move {
         prober
-            .probe(addr, "localhost", "/delay/800", Duration::from_secs(10))
+            .probe(addr, "localhost", "/delay/3000", Duration::from_secs(15))
             .await
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The probe makes a fresh handshake first: leave it ample time to have its request
+    // accepted, even on a loaded machine, before the signal (200 ms was seen to fall short).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     sigterm(&serve.0);
 
     let finished = in_flight
@@ -105,7 +107,7 @@ async fn sigterm_lets_the_request_in_flight_finish_then_exits_zero() {
         .expect("task")
         .expect("the request completes");
     assert_eq!(finished.status, http::StatusCode::OK);
-    assert!(finished.elapsed >= Duration::from_millis(800));
+    assert!(finished.elapsed >= Duration::from_millis(3000));
 
     let status = tokio::task::spawn_blocking(move || {
         let status = serve.0.wait().expect("qlb serve exits");
