@@ -2,6 +2,7 @@
 //! and client, and the demo that runs them together.
 
 mod cid;
+mod lb;
 mod serve;
 
 use std::process::ExitCode;
@@ -23,6 +24,8 @@ enum Command {
     Cid(cid::CidCommand),
     /// Run an HTTP/3 backend with QUIC-LB connection IDs and a graceful shutdown.
     Serve(serve::ServeArgs),
+    /// Run the QUIC load balancer (`--config FILE`), or validate a file (`--check-config FILE`).
+    Lb(lb::LbArgs),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +33,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Cid(command) => command.run(),
         Command::Serve(args) => args.run(),
+        Command::Lb(args) => args.run(),
     };
     match result {
         Ok(code) => code,
