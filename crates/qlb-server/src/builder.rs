@@ -174,6 +174,7 @@ impl ServerBuilder {
         let metrics = Metrics::default();
         let generator = QuicLbCidGenerator::new(self.config, self.server_id)?
             .with_counters(metrics.cid_counters());
+        let issuing = generator.issuing();
         let keys = self.keys.unwrap_or_else(|| {
             tracing::warn!(
                 "no cluster secret: stateless-reset and token keys are random, so other servers \
@@ -210,6 +211,7 @@ impl ServerBuilder {
             .unwrap_or_else(|| format!("qlb-{}", self.server_id));
         Ok(Server::new(
             endpoint,
+            issuing,
             ConnectionSettings {
                 server_id: self.server_id,
                 server_name: server_name.into(),

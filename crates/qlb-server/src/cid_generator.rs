@@ -2,6 +2,8 @@
 //! (handshake, Retry, NEW_CONNECTION_ID) carries its server ID, so the load balancer routes
 //! packets to it whatever the client's address has become.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
@@ -12,6 +14,9 @@ use quinn_proto::InvalidCid;
 use crate::error::BuildError;
 
 /// A [`quinn::ConnectionIdGenerator`] issuing QUIC-LB connection IDs for one server ID.
+///
+/// The configuration can be rotated live to another codepoint with CIDs of the same length;
+/// CIDs issued before keep validating.
 ///
 /// `validate` accepts the CIDs of the whole cluster: any CID that decodes under this
 /// configuration, whatever server ID it carries. quinn answers a packet for an unknown
@@ -43,8 +48,10 @@ use crate::error::BuildError;
 /// ```
 pub struct QuicLbCidGenerator {
     encoder: Encoder,
-    /// The same configuration, for `validate`.
-    decoder: Decoder,
+    /// The configuration this server issues under, shared by all its generators.
+    issuing: IssuingConfig,
+    /// The generation of `issuing` that `encoder` was built from.
+    generation: u64,
     issued: CidCounters,
     exhaustion_reported: bool,
 }
@@ -56,6 +63,77 @@ pub(crate) struct CidCounters {
     pub routable: Counter,
     /// Config-failover CIDs issued after nonce exhaustion.
     pub failover: Counter,
+}
+
+/// The QUIC-LB configuration a server issues CIDs under, shared by its generators so that it
+/// can be rotated while connections run ([`Server::rotate_config`](crate::Server::rotate_config)).
+#[derive(Clone, Debug)]
+pub(crate) struct IssuingConfig {
+    shared: Arc<IssuingState>,
+}
+
+#[derive(Debug)]
+struct IssuingState {
+    server_id: ServerId,
+    /// Bumped by every rotation; generators compare it on each CID, without a lock.
+    generation: AtomicU64,
+    current: RwLock<Config>,
+    /// Every configuration rotated through, for `validate`: CIDs issued under an old codepoint
+    /// still belong to the cluster (stateless resets keep working for them).
+    decoder: RwLock<Decoder>,
+}
+
+impl IssuingConfig {
+    fn new(config: Config, server_id: ServerId) -> Self {
+        let mut decoder = Decoder::new();
+        decoder.insert(config.clone());
+        Self {
+            shared: Arc::new(IssuingState {
+                server_id,
+                generation: AtomicU64::new(0),
+                current: RwLock::new(config),
+                decoder: RwLock::new(decoder),
+            }),
+        }
+    }
+
+    /// The configuration new CIDs are issued under.
+    pub(crate) fn current(&self) -> Config {
+        read(&self.shared.current).clone()
+    }
+
+    /// Issues every CID from now on under `config`. It must be at a different codepoint and
+    /// give CIDs of the same length (quinn parses short headers with one length per endpoint).
+    pub(crate) fn rotate(&self, config: Config) -> Result<(), BuildError> {
+        let encoder = Encoder::new(config.clone(), self.shared.server_id)?;
+        let mut current = write(&self.shared.current);
+        let from = Encoder::new(current.clone(), self.shared.server_id)?.cid_len();
+        if config.id() == current.id() {
+            return Err(BuildError::RotationSameCodepoint {
+                config_id: config.id().get(),
+            });
+        }
+        if encoder.cid_len() != from {
+            return Err(BuildError::RotationCidLength {
+                from,
+                to: encoder.cid_len(),
+            });
+        }
+        write(&self.shared.decoder).insert(config.clone());
+        *current = config;
+        self.shared.generation.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+}
+
+/// A poisoned lock only means another thread panicked while holding it; the data (a config)
+/// is still whole.
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl QuicLbCidGenerator {
@@ -80,11 +158,10 @@ impl QuicLbCidGenerator {
                 cid_len: encoder.cid_len(),
             });
         }
-        let mut decoder = Decoder::new();
-        decoder.insert(config);
         Ok(Self {
             encoder,
-            decoder,
+            issuing: IssuingConfig::new(config, server_id),
+            generation: 0,
             issued: CidCounters::default(),
             exhaustion_reported: false,
         })
@@ -96,23 +173,45 @@ impl QuicLbCidGenerator {
         self
     }
 
+    /// The handle that rotates this generator's configuration (and that of its `fresh` copies).
+    pub(crate) fn issuing(&self) -> IssuingConfig {
+        self.issuing.clone()
+    }
+
     /// A generator with a fresh random nonce counter for the same configuration and server ID
     /// (each endpoint needs its own, or two would issue the same CIDs).
     pub(crate) fn fresh(&self) -> Self {
-        let encoder = Encoder::new(self.encoder.config().clone(), *self.encoder.server_id())
-            // The same inputs built `self.encoder`; a clone keeps working if that ever changed.
-            .unwrap_or_else(|_| self.encoder.clone());
-        Self {
-            encoder,
-            decoder: self.decoder.clone(),
+        let mut fresh = Self {
+            encoder: self.encoder.clone(),
+            issuing: self.issuing.clone(),
+            generation: u64::MAX,
             issued: self.issued.clone(),
             exhaustion_reported: false,
+        };
+        fresh.follow_rotation();
+        fresh
+    }
+
+    /// Rebuilds the encoder (with a new random nonce start) when the issuing configuration has
+    /// changed since it was built.
+    fn follow_rotation(&mut self) {
+        let generation = self.issuing.shared.generation.load(Ordering::Acquire);
+        if generation == self.generation {
+            return;
         }
+        let config = self.issuing.current();
+        // `IssuingConfig::rotate` built an encoder from the same inputs before accepting them.
+        if let Ok(encoder) = Encoder::new(config, self.issuing.shared.server_id) {
+            self.encoder = encoder;
+            self.exhaustion_reported = false;
+        }
+        self.generation = generation;
     }
 }
 
 impl ConnectionIdGenerator for QuicLbCidGenerator {
     fn generate_cid(&mut self) -> quinn::ConnectionId {
+        self.follow_rotation();
         let cid = self.encoder.generate();
         if cid.codepoint() == Some(ConnectionId::FAILOVER_CODEPOINT) {
             self.issued.failover.inc();
@@ -131,7 +230,10 @@ impl ConnectionIdGenerator for QuicLbCidGenerator {
     }
 
     fn validate(&self, cid: &quinn::ConnectionId) -> Result<(), InvalidCid> {
-        self.decoder.decode(cid).map(|_| ()).map_err(|_| InvalidCid)
+        read(&self.issuing.shared.decoder)
+            .decode(cid)
+            .map(|_| ())
+            .map_err(|_| InvalidCid)
     }
 
     fn cid_len(&self) -> usize {
@@ -195,6 +297,34 @@ mod tests {
                 "{junk:?}"
             );
         }
+    }
+
+    /// After a rotation, every generator of the server (including `fresh` copies made before)
+    /// issues under the new codepoint, and CIDs of the old one still validate.
+    #[test]
+    fn rotation_reaches_every_generator_and_old_cids_stay_valid() {
+        let mut first = generator(config(None), "000001");
+        let mut second = first.fresh();
+        let old_cid = first.generate_cid();
+        let next = Config::new(ConfigId::new(4).expect("valid"), 3, 8, Some(Key::random()))
+            .expect("valid");
+        first.issuing().rotate(next.clone()).expect("same length");
+        let mut decoder = Decoder::new();
+        decoder.insert(next);
+        for generator in [&mut first, &mut second] {
+            let cid = generator.generate_cid();
+            assert_eq!(cid[0] >> 5, 4);
+            assert_eq!(
+                decoder
+                    .decode(&cid)
+                    .expect("routable")
+                    .server_id
+                    .to_string(),
+                "000001"
+            );
+            assert!(generator.validate(&old_cid).is_ok());
+        }
+        assert_eq!(first.fresh().generate_cid()[0] >> 5, 4);
     }
 
     #[test]

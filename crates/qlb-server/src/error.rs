@@ -22,6 +22,26 @@ pub enum BuildError {
         /// `1 + server_id_len + nonce_len`.
         cid_len: usize,
     },
+    /// A rotation must move to another codepoint.
+    #[error(
+        "quic_lb config {config_id}: the server already issues CIDs under this codepoint; rotate to another config_id"
+    )]
+    RotationSameCodepoint {
+        /// The codepoint asked for.
+        config_id: u8,
+    },
+    /// A rotation must keep the CID length: quinn reads short headers with one CID length
+    /// per endpoint, so the running connections' CIDs would stop parsing.
+    #[error(
+        "quic_lb: rotating from {from}-octet to {to}-octet CIDs; the new config must keep \
+         1 + server_id_len + nonce_len = {from}"
+    )]
+    RotationCidLength {
+        /// The current CID length.
+        from: usize,
+        /// The new configuration's CID length.
+        to: usize,
+    },
     /// The certificate or key is unusable.
     #[error(transparent)]
     Tls(#[from] TlsError),

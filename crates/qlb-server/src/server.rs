@@ -10,8 +10,10 @@ use quic_lb::{Config, ServerId};
 use tokio::sync::watch;
 
 use crate::builder::ServerBuilder;
+use crate::cid_generator::IssuingConfig;
 use crate::connection::{ConnectionSettings, H3_NO_ERROR, serve_connection};
 use crate::drain::{self, DrainSender, DrainState};
+use crate::error::BuildError;
 use crate::{HttpService, Metrics, ResponseBody};
 
 /// After the shutdown deadline, how long connection tasks get to notice and close before the
@@ -32,6 +34,7 @@ pub struct Server {
 #[derive(Debug)]
 struct Shared {
     endpoint: quinn::Endpoint,
+    issuing: IssuingConfig,
     settings: Arc<ConnectionSettings>,
     drain: DrainSender,
     /// Connection tasks running (handshaking or established).
@@ -54,10 +57,15 @@ impl Server {
         ServerBuilder::new(config, server_id)
     }
 
-    pub(crate) fn new(endpoint: quinn::Endpoint, settings: ConnectionSettings) -> Self {
+    pub(crate) fn new(
+        endpoint: quinn::Endpoint,
+        issuing: IssuingConfig,
+        settings: ConnectionSettings,
+    ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 endpoint,
+                issuing,
                 settings: Arc::new(settings),
                 drain: watch::Sender::new(None),
                 connections: watch::Sender::new(0),
@@ -96,6 +104,55 @@ impl Server {
     /// ```
     pub fn server_id(&self) -> &ServerId {
         &self.shared.settings.server_id
+    }
+
+    /// The QUIC-LB configuration new CIDs are issued under.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use quic_lb::{Config, ConfigId};
+    /// let config = Config::new(ConfigId::new(0)?, 2, 6, None)?;
+    /// let server = qlb_server::Server::builder(config.clone(), "0001".parse()?).bind("127.0.0.1:0".parse()?)?;
+    /// assert_eq!(server.config(), config);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn config(&self) -> Config {
+        self.shared.issuing.current()
+    }
+
+    /// Rotates the QUIC-LB configuration live: every CID issued from now on (new connections,
+    /// NEW_CONNECTION_ID frames) is under `config`, with a fresh nonce counter. Connections keep
+    /// the CIDs they hold, so the load balancers must decode both codepoints until those
+    /// connections are gone (see `docs/operations.md`).
+    ///
+    /// `config` must be at another codepoint and give CIDs of the same length, since the
+    /// endpoint parses every short header with one CID length.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use quic_lb::{Config, ConfigId, Key};
+    ///
+    /// let old = Config::new(ConfigId::new(0)?, 2, 6, Some(Key::random()))?;
+    /// let server = qlb_server::Server::builder(old, "0001".parse()?).bind("127.0.0.1:0".parse()?)?;
+    ///
+    /// let new = Config::new(ConfigId::new(1)?, 2, 6, Some(Key::random()))?;
+    /// server.rotate_config(new)?;
+    /// assert_eq!(server.config().id().get(), 1);
+    ///
+    /// // Other CID lengths are refused.
+    /// let longer = Config::new(ConfigId::new(2)?, 2, 8, None)?;
+    /// assert!(server.rotate_config(longer).is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn rotate_config(&self, config: Config) -> Result<(), BuildError> {
+        let id = config.id().get();
+        self.shared.issuing.rotate(config)?;
+        tracing::info!(config_id = id, "QUIC-LB configuration rotated");
+        Ok(())
     }
 
     /// The server's metrics; register them in a Prometheus registry to expose them.
