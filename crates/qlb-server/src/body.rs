@@ -15,6 +15,9 @@ pub(crate) type RecvStream = h3::server::RequestStream<h3_quinn::RecvStream, Byt
 pub struct RequestBody {
     stream: RecvStream,
     state: BodyState,
+    /// A read is under way: h3-quinn holds the QUIC stream inside its read future then, and
+    /// its `stop_sending` would panic.
+    reading: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -34,6 +37,19 @@ impl RequestBody {
         Self {
             stream,
             state: BodyState::Data,
+            reading: false,
+        }
+    }
+}
+
+/// A handler that answers without reading the whole request (a GET whose client has not sent
+/// the end of its stream yet, say) drops the body early. Dropped as is, quinn would stop the
+/// stream with code 0, which clients read as an error; RFC 9114 section 4.1.1 asks for
+/// H3_NO_ERROR, so that the complete response counts.
+impl Drop for RequestBody {
+    fn drop(&mut self) {
+        if self.state != BodyState::Done && !self.reading {
+            self.stream.stop_sending(h3::error::Code::H3_NO_ERROR);
         }
     }
 }
@@ -43,6 +59,18 @@ impl std::fmt::Debug for RequestBody {
         f.debug_struct("RequestBody")
             .field("stream", &self.stream.id())
             .finish_non_exhaustive()
+    }
+}
+
+impl RequestBody {
+    fn poll_data(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<impl Buf + use<>>, h3::error::StreamError>> {
+        self.reading = true;
+        let polled = ready!(self.stream.poll_recv_data(cx));
+        self.reading = false;
+        Poll::Ready(polled)
     }
 }
 
@@ -56,7 +84,7 @@ impl http_body::Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         loop {
             let polled = match self.state {
-                BodyState::Data => match ready!(self.stream.poll_recv_data(cx)) {
+                BodyState::Data => match ready!(self.poll_data(cx)) {
                     Ok(Some(mut data)) => {
                         Ok(Some(Frame::data(data.copy_to_bytes(data.remaining()))))
                     }
@@ -67,7 +95,9 @@ impl http_body::Body for RequestBody {
                     Err(err) => Err(err),
                 },
                 BodyState::Trailers => {
+                    self.reading = true;
                     let trailers = ready!(self.stream.poll_recv_trailers(cx));
+                    self.reading = false;
                     self.state = BodyState::Done;
                     trailers.map(|trailers| trailers.map(Frame::trailers))
                 }

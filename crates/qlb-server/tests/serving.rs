@@ -192,3 +192,32 @@ async fn a_migrated_client_keeps_its_connection_and_shows_its_new_address() -> T
     assert_eq!(running.metric("qlb_server_active_connections"), 1.0);
     Ok(())
 }
+
+/// A handler that answers without reading the request to its end (a GET whose client has not
+/// finished its stream yet) asks the client to stop sending with H3_NO_ERROR, as RFC 9114
+/// section 4.1.1 wants, not with quinn's default code 0, which clients take for an error.
+#[tokio::test]
+async fn an_unread_request_is_stopped_with_h3_no_error() -> TestResult {
+    let running = start_builtin(builder("0a07"))?;
+    let client = running.connect().await?;
+    let mut send = client.sender();
+    let request = http::Request::get("https://localhost/whoami").body(())?;
+    let mut stream = send.send_request(request).await?;
+    let response = stream.recv_response().await?;
+    assert_eq!(response.status(), http::StatusCode::OK);
+    while stream.recv_data().await?.is_some() {}
+    // The server's STOP_SENDING has arrived by the time the response has ended.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let finished = stream.finish().await;
+    match finished {
+        Ok(()) => {}
+        Err(err) => {
+            let text = format!("{err:?}");
+            assert!(
+                text.contains("256") || text.contains("H3_NO_ERROR"),
+                "{text}"
+            );
+        }
+    }
+    Ok(())
+}
