@@ -1,24 +1,87 @@
-//! The HTTP/3 client side of qlb. So far: the health prober the load balancer runs against
-//! its backends, and the TLS trust settings it shares with the coming client.
+//! The HTTP/3 client side of qlb: a client that balances its requests over a pool of backends
+//! itself, explicit connection migration, and the health prober the load balancer runs.
+//!
+//! * **[`Client`]** over a [`Target`]: one `host:port`, a list, a [`BackendList`] the
+//!   application updates, or `dns://name:port` (every A and AAAA record, polled; optional
+//!   rendezvous subsetting). A picker ([`PickerKind`]: round robin, random, least-loaded,
+//!   power of two choices, peak EWMA) chooses the backend of each request among the healthy
+//!   ones ([`HealthCheck`]). Each backend has a pool of connections: `min_connections`,
+//!   `max_lifetime` with jitter (the replacement is ready before the old connection stops
+//!   taking requests, which then drains), idle timeout. After GOAWAY a connection takes no
+//!   new request and is replaced; a request no server processed is retried once elsewhere,
+//!   nothing else is. Streaming bodies both ways, a per-request timeout, numbers per backend
+//!   ([`ClientSnapshot`], Prometheus).
+//! * **[`Connection`]**: one connection on its own UDP endpoint, pooled or opened alone,
+//!   that can move to another local socket: [`Connection::add_path`], then
+//!   [`Path::probe`] and [`Path::switch`].
+//! * **[`Prober`]**: one health probe (fresh handshake and `GET`), with [`Trust`] settings.
+//!
+//! Against a `qlb serve`-like backend on loopback:
 //!
 //! ```
-//! use qlb_client::{Prober, Trust};
 //! use std::time::Duration;
+//! use http_body_util::BodyExt;
+//! use qlb_client::{Client, Trust};
+//! use qlb_server::{Server, builtin_routes};
+//! use quic_lb::{Config, ConfigId};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let prober = Prober::new(&Trust::Insecure)?;
-//! // A backend that does not answer fails its check within the timeout.
-//! let check = prober
-//!     .probe("127.0.0.1:9".parse()?, "localhost", "/healthz", Duration::from_millis(100))
-//!     .await;
-//! assert!(check.is_err());
+//! let server = Server::builder(Config::new(ConfigId::new(0)?, 2, 6, None)?, "0a01".parse()?)
+//!     .name("backend-a")
+//!     .bind("127.0.0.1:0".parse()?)?;
+//! tokio::spawn({
+//!     let server = server.clone();
+//!     async move { server.serve(builtin_routes(server.drain_state())).await }
+//! });
+//!
+//! let client = Client::builder(server.local_addr()?.into(), Trust::Insecure)
+//!     .server_name("localhost")
+//!     .timeout(Duration::from_secs(10))
+//!     .build()?;
+//! let response = client.send(http::Request::get("/whoami").body(String::new())?).await?;
+//! assert_eq!(response.status(), 200);
+//! let whoami = response.into_body().collect().await?.to_bytes();
+//! assert!(String::from_utf8_lossy(&whoami).contains("backend-a"));
+//! assert_eq!(client.snapshot().requests(), 1);
+//! # server.shutdown(Duration::from_secs(1)).await;
 //! # Ok(())
 //! # }
 //! ```
 
+mod backend;
+mod balancer;
+mod body;
+mod builder;
+mod checker;
+mod client;
+mod connection;
+mod error;
+mod ewma;
+mod health;
+mod lease;
+mod metrics;
+mod migration;
+mod picker;
+mod pool;
 mod probe;
+mod request;
+mod resolver;
+mod stats;
+mod subset;
+mod sync;
+mod target;
 mod tls;
 
+pub use body::ResponseBody;
+pub use builder::ClientBuilder;
+pub use client::{Client, RequestTimeout, ServedBy};
+pub use connection::Connection;
+pub use error::{BoxError, BuildError, ConnectError, Error};
+pub use health::HealthCheck;
+pub use migration::{MigrationError, Path};
+pub use picker::{PickerKind, UnknownPicker};
 pub use probe::{ProbeError, ProbeOutcome, Prober, ProberError};
+pub use stats::{BackendSnapshot, ClientSnapshot, CloseCounts, CloseReason};
+pub use target::{BackendList, HostPort, Target, TargetError};
 pub use tls::{ALPN_H3, TlsError, Trust};

@@ -6,7 +6,13 @@
 //! * [`dataplane`]: the forwarding data plane in `proxy` mode: worker threads on
 //!   SO_REUSEPORT sockets with batched I/O (GRO, GSO, ECN) that route client datagrams with
 //!   [`qlb_router`] and relay them through per-flow upstream sockets, with a handle to swap the
-//!   pool and read the counters.
+//!   pool and read the counters;
+//! * [`health`]: active HTTP/3 health checks and the threshold logic that turns their results
+//!   into up and down;
+//! * [`daemon`]: the [`Balancer`], which runs all of it from a configuration: health checks,
+//!   admin drains and reloads swap the data plane's pool without losing a flow;
+//! * [`admin`]: the admin HTTP API (status, drain, reload, Prometheus metrics) the balancer
+//!   serves on `admin.listen`.
 //!
 //! ```
 //! use qlb_lb::config::LbConfig;
@@ -28,5 +34,10 @@
 //! # Ok::<(), qlb_lb::config::ConfigError>(())
 //! ```
 
+pub mod admin;
 pub mod config;
+pub mod daemon;
 pub mod dataplane;
+pub mod health;
+
+pub use daemon::Balancer;

@@ -172,6 +172,11 @@ fn every_bad_value_is_refused_naming_its_field() {
             "listen:",
         ),
         ("\"[::1]:4433\"", "\"localhost:4433\"", "listen[1]:"),
+        (
+            "\"[::1]:4433\"",
+            "\"[::1]:4433\", \"127.0.0.1:4433\"",
+            "listen[2]: 127.0.0.1:4433 is also listen[0]",
+        ),
         ("config_id = 1", "config_id = 7", "quic_lb[1].config_id:"),
         (
             "config_id = 1",
@@ -251,6 +256,16 @@ fn every_bad_value_is_refused_naming_its_field() {
             "admin.token_file: cannot read",
         ),
         (
+            "token_file = \"admin.token\"",
+            "token_file = \"admin.token\"\ntoken = \"inline\"",
+            "admin.token: give admin.token or admin.token_file, not both",
+        ),
+        (
+            "token_file = \"admin.token\"",
+            "token = \"  \"",
+            "admin.token: the token is empty",
+        ),
+        (
             "cluster_secret_file = \"cluster.secret\"",
             "cluster_secret = \"0011\"",
             "cluster_secret: at least 16 octets",
@@ -283,4 +298,35 @@ fn a_missing_file_names_the_path() {
             .starts_with("config: cannot read /nonexistent/lb.toml"),
         "{err}"
     );
+}
+
+#[test]
+fn syntax_errors_name_the_line_without_quoting_it() {
+    // A line holding a key, broken: the message must not repeat it (it reaches logs).
+    let broken = variant(
+        "key = \"00112233445566778899aabbccddeeff\"",
+        "key = \"00112233445566778899aabbccddeeff",
+    );
+    let message = refusal(&broken);
+    assert!(message.starts_with("line 12: "), "{message}");
+    assert!(!message.contains("0011223344"), "{message}");
+}
+
+#[test]
+fn an_inline_admin_token_and_repeated_free_ports_are_accepted() {
+    let config = load(&variant(
+        "token_file = \"admin.token\"",
+        "token = \" inline-token \"",
+    ))
+    .expect("valid");
+    let token = config.admin.and_then(|a| a.token);
+    assert_eq!(
+        token.as_ref().map(|t| t.as_bytes()),
+        Some(&b"inline-token"[..])
+    );
+    let two_free_ports = variant(
+        "listen = [\"127.0.0.1:4433\", \"[::1]:4433\"]",
+        "listen = [\"127.0.0.1:0\", \"127.0.0.1:0\"]",
+    );
+    assert_eq!(load(&two_free_ports).expect("valid").listen.len(), 2);
 }

@@ -1,20 +1,22 @@
 //! `qlb lb`: run the load balancer from a TOML file, or check one. Scripts rely on this
-//! interface: extend it, do not rename.
+//! interface: extend it, do not rename. A thin layer over [`qlb_lb::Balancer`]: signals
+//! become reloads and a stop, and the process's file descriptor limit is raised for the
+//! data plane's per-flow sockets.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use qlb_lb::Balancer;
 use qlb_lb::config::LbConfig;
-use qlb_lb::dataplane::{Dataplane, DataplaneOptions};
+use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Args)]
 #[group(required = true, multiple = false)]
 pub struct LbArgs {
-    /// Run the load balancer from this TOML file.
+    /// Run the load balancer from this TOML file (SIGHUP re-reads it, SIGTERM/SIGINT stop).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Validate this TOML file and exit: 0 if it is valid, 1 with the bad field named.
@@ -25,10 +27,8 @@ pub struct LbArgs {
 impl LbArgs {
     pub fn run(self) -> Result<ExitCode> {
         if let Some(path) = self.check_config {
-            let config = load(&path)?;
-            config
-                .pool(|_| false)
-                .with_context(|| format!("{}: backend", path.display()))?;
+            // Loading validates everything, the routing pool included.
+            load(&path)?;
             println!("{}: ok", path.display());
             return Ok(ExitCode::SUCCESS);
         }
@@ -42,6 +42,9 @@ impl LbArgs {
             )
             .with_writer(std::io::stderr)
             .init();
+        raise_open_files_limit();
+        // The control plane (health checks, admin API, signals) is light: one thread. The data
+        // plane runs its own worker threads.
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -51,26 +54,45 @@ impl LbArgs {
     }
 }
 
-fn load(path: &std::path::Path) -> Result<LbConfig> {
+fn load(path: &Path) -> Result<LbConfig> {
     LbConfig::from_file(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// Each proxy-mode flow holds a socket: take the soft limit on open files up to the hard one.
+fn raise_open_files_limit() {
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current == limit.maximum {
+        return;
+    }
+    let raised = Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    match setrlimit(Resource::Nofile, raised) {
+        Ok(()) => tracing::debug!(limit = ?limit.maximum, "raised the open files limit"),
+        Err(err) => tracing::warn!(
+            %err,
+            soft = ?limit.current,
+            "cannot raise the open files limit: the flow table may run out of sockets"
+        ),
+    }
 }
 
 async fn run(path: PathBuf) -> Result<()> {
     let config = load(&path)?;
-    let pool = config.pool(|_| false).context("backend")?;
-    let dataplane = Dataplane::start(
-        &config.listen,
-        config.workers,
-        Arc::new(pool),
-        DataplaneOptions::from_config(&config),
-    )
-    .context("starting the data plane")?;
-    let addrs: Vec<String> = dataplane
-        .local_addrs()
+    let workers = config.workers.get();
+    let balancer = Balancer::start(config, Some(path.clone()))
+        .await
+        .context("starting the load balancer")?;
+    let addrs: Vec<String> = balancer
+        .listen_addrs()
         .iter()
         .map(ToString::to_string)
         .collect();
-    tracing::info!(workers = config.workers.get(), "load balancing on {}", addrs.join(", "));
+    tracing::info!(workers, "load balancing on {}", addrs.join(", "));
+    if let Some(admin) = balancer.admin_addr() {
+        tracing::info!("admin API on http://{admin}");
+    }
 
     let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT")?;
@@ -79,16 +101,17 @@ async fn run(path: PathBuf) -> Result<()> {
         tokio::select! {
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
-            _ = hangup.recv() => match load(&path).and_then(|c| c.pool(|_| false).context("backend")) {
-                Ok(pool) => {
-                    dataplane.set_pool(Arc::new(pool));
-                    tracing::info!("reloaded {}", path.display());
-                }
-                Err(err) => tracing::error!("reload refused, the running config stays: {err:#}"),
-            },
+            _ = hangup.recv() => {
+                // The balancer logs what changed, or why the file was refused.
+                let _ = balancer.reload().await;
+            }
         }
     }
-    dataplane.shutdown().context("stopping the data plane")?;
-    tracing::info!("stopped");
+    tracing::info!("stopping");
+    let stats = balancer
+        .shutdown()
+        .await
+        .context("stopping the data plane")?;
+    tracing::info!(flows = stats.flows_created, "stopped");
     Ok(())
 }

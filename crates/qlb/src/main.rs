@@ -2,8 +2,13 @@
 //! and client, and the demo that runs them together.
 
 mod cid;
+mod client_args;
+mod demo;
+mod get;
 mod lb;
+mod load;
 mod serve;
+mod traffic;
 
 use std::process::ExitCode;
 
@@ -26,6 +31,13 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Run the QUIC load balancer (`--config FILE`), or validate a file (`--check-config FILE`).
     Lb(lb::LbArgs),
+    /// Fetch one HTTP/3 URL: the body to stdout (`-v`: the heads to stderr).
+    Get(get::GetArgs),
+    /// Run it all on loopback: a load balancer, three backends, clients; migrations, a
+    /// backend restart and a key rotation under load; then a report.
+    Demo(demo::DemoArgs),
+    /// Load-test an HTTP/3 URL with the balancing client: progress, then a summary.
+    Load(load::LoadArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +46,9 @@ fn main() -> ExitCode {
         Command::Cid(command) => command.run(),
         Command::Serve(args) => args.run(),
         Command::Lb(args) => args.run(),
+        Command::Get(args) => args.run(),
+        Command::Load(args) => args.run(),
+        Command::Demo(args) => args.run(),
     };
     match result {
         Ok(code) => code,

@@ -48,9 +48,15 @@ pub enum ConfigError {
         /// `source()` too: error chains would print it twice.
         cause: std::io::Error,
     },
-    /// Not valid TOML, or a key of the wrong type or an unknown key.
-    #[error("{0}")]
-    Syntax(#[from] toml::de::Error),
+    /// Not valid TOML, or a key of the wrong type or an unknown key. The message is the
+    /// parser's without the quoted source line, which may hold a secret.
+    #[error("{}{message}", line.map(|l| format!("line {l}: ")).unwrap_or_default())]
+    Syntax {
+        /// The line at fault, from 1, when the parser says.
+        line: Option<usize>,
+        /// What is wrong.
+        message: String,
+    },
     /// A field with a value that is not allowed.
     #[error("{field}: {problem}")]
     Invalid {
@@ -242,7 +248,14 @@ impl LbConfig {
     /// assert!(err.to_string().contains("workerz"), "{err}");
     /// ```
     pub fn from_toml(text: &str, base: &Path) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text)?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            line: e.span().map(|span| {
+                1 + text
+                    .get(..span.start)
+                    .map_or(0, |t| t.matches('\n').count())
+            }),
+            message: e.message().trim().to_owned(),
+        })?;
         let quic_lb = quic_lb_configs(&raw.quic_lb, base)?;
         let config = Self {
             listen: listen_addresses(&raw.listen)?,
@@ -284,20 +297,46 @@ impl LbConfig {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn pool(&self, is_down: impl Fn(&str) -> bool) -> Result<Pool, PoolError> {
+        self.pool_with(|b| {
+            if is_down(&b.name) {
+                BackendState::Down
+            } else {
+                b.state
+            }
+        })
+    }
+
+    /// The routing pool this configuration describes, each backend in the state `state_of`
+    /// gives it (the daemon combines the file's state, admin drains and health this way).
+    ///
+    /// ```
+    /// use qlb_lb::config::LbConfig;
+    /// use qlb_router::BackendState;
+    ///
+    /// let config = LbConfig::from_toml(r#"
+    ///     listen = ["127.0.0.1:4433"]
+    ///     [[backend]]
+    ///     name = "b1"
+    ///     addr = "127.0.0.1:5001"
+    ///     server_id = "01"
+    /// "#, ".".as_ref())?;
+    /// let pool = config.pool_with(|_| BackendState::Draining)?;
+    /// assert_eq!(pool.backends()[0].state(), BackendState::Draining);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn pool_with(
+        &self,
+        state_of: impl Fn(&BackendConfig) -> BackendState,
+    ) -> Result<Pool, PoolError> {
         let mut decoder = Decoder::new();
         for config in &self.quic_lb {
             decoder.insert(config.clone());
         }
         let backends = self.backends.iter().map(|b| {
-            let state = if is_down(&b.name) {
-                BackendState::Down
-            } else {
-                b.state
-            };
             self.quic_lb.iter().fold(
                 Backend::new(b.name.clone(), b.addr)
                     .with_weight(b.weight)
-                    .with_state(state),
+                    .with_state(state_of(b)),
                 |backend, config| backend.with_server_id(config.id(), b.server_id),
             )
         });
@@ -354,10 +393,23 @@ fn listen_addresses(raw: &[String]) -> Result<Vec<SocketAddr>, ConfigError> {
             "at least one UDP address is required, e.g. [\"127.0.0.1:4433\"]",
         ));
     }
-    raw.iter()
-        .enumerate()
-        .map(|(i, addr)| socket_addr(&format!("listen[{i}]"), addr))
-        .collect()
+    let mut addresses: Vec<SocketAddr> = Vec::with_capacity(raw.len());
+    for (i, text) in raw.iter().enumerate() {
+        let field = format!("listen[{i}]");
+        let address = socket_addr(&field, text)?;
+        // Port 0 asks for a free port, a different one each time it is listed.
+        if let Some(first) = addresses
+            .iter()
+            .position(|a| *a == address && address.port() != 0)
+        {
+            return Err(ConfigError::invalid(
+                field,
+                format!("{address} is also listen[{first}]"),
+            ));
+        }
+        addresses.push(address);
+    }
+    Ok(addresses)
 }
 
 fn socket_addr(field: &str, text: &str) -> Result<SocketAddr, ConfigError> {
@@ -555,22 +607,26 @@ fn admin(raw: &RawAdmin, base: &Path) -> Result<AdminConfig, ConfigError> {
         "admin.listen",
         raw.listen.as_deref().unwrap_or("127.0.0.1:9901"),
     )?;
-    let token = raw
-        .token_file
-        .as_deref()
-        .map(|path| read_file("admin.token_file", &base.join(path)))
-        .transpose()?
-        .map(|text| text.trim().to_owned());
+    let token = inline_or_file(
+        "admin.token",
+        raw.token.as_deref(),
+        raw.token_file.as_deref(),
+        base,
+    )?;
+    let token_field = if raw.token.is_some() {
+        "admin.token"
+    } else {
+        "admin.token_file"
+    };
     if token.as_deref() == Some("") {
-        return Err(ConfigError::invalid(
-            "admin.token_file",
-            "the file is empty",
-        ));
+        return Err(ConfigError::invalid(token_field, "the token is empty"));
     }
     if token.is_none() && !listen.ip().is_loopback() {
         return Err(ConfigError::invalid(
             "admin.token_file",
-            format!("required when admin.listen ({listen}) is not a loopback address"),
+            format!(
+                "required (or admin.token) when admin.listen ({listen}) is not a loopback address"
+            ),
         ));
     }
     Ok(AdminConfig {

@@ -57,5 +57,6 @@ pub(super) struct RawHealth {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAdmin {
     pub listen: Option<String>,
+    pub token: Option<String>,
     pub token_file: Option<String>,
 }

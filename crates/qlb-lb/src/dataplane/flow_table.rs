@@ -50,8 +50,11 @@ pub(crate) struct FlowTable<K, V> {
 
 impl<K: Hash + Eq + Clone, V> FlowTable<K, V> {
     /// A table of at most `capacity` flows (0 refuses every flow) that forgets a flow
-    /// `idle_timeout` after its last use.
+    /// `idle_timeout` (at least 1 ns) after its last use.
     pub(crate) fn new(capacity: usize, idle_timeout: Duration) -> Self {
+        // Never zero, so that a flow used at `now` does not lapse at `now`: the worker holds
+        // the IDs of a batch's flows until it sends, while opening others may expire some.
+        let idle_timeout = idle_timeout.max(Duration::from_nanos(1));
         Self {
             index: HashMap::new(),
             slots: Vec::new(),

@@ -1,53 +1,58 @@
 //! Datagrams in receive buffers and transmits, without I/O.
 //!
 //! A receive buffer holds one datagram, or with GRO several from one sender: all `stride`
-//! octets long but the last, which may be shorter. They are routed one by one; consecutive
-//! datagrams of one buffer bound for one place leave as one transmit, with GSO when there are
-//! several (`segment_size = stride`), so nothing is copied and every datagram keeps its
-//! boundaries and octets.
+//! octets long but the last, which may be shorter. They are routed one by one. Consecutive
+//! datagrams of a receive batch bound for one place leave as one transmit, with GSO when
+//! there are several (the segment size is the first one's length): those of one GRO buffer as
+//! they lie, and single datagrams of several buffers (received without GRO) gathered into one.
+//! A transmit of several takes the shape GSO requires (every datagram as long as the first
+//! but the last, which may be shorter), so every datagram keeps its boundaries and octets: a
+//! sendmsg per datagram costs about as much as the whole rest of forwarding it.
 
 use std::ops::Range;
 
-/// The datagrams of a buffer received with GRO `stride`. An empty buffer is one empty
-/// datagram (so that the router counts it); a zero stride means one datagram.
-pub(crate) fn datagrams(buffer: &[u8], stride: usize) -> impl Iterator<Item = &[u8]> {
-    buffer
-        .chunks(effective_stride(buffer, stride))
-        .chain(buffer.is_empty().then_some(buffer))
+/// The largest UDP payload over IPv4 (65535 - 20 - 8): the most one transmit may carry.
+pub(crate) const MAX_TRANSMIT_OCTETS: usize = 65_507;
+
+/// The octet ranges of the datagrams of a `len`-octet buffer received with GRO `stride`. An
+/// empty buffer is one empty datagram (so that the router counts it); a zero stride means
+/// one datagram.
+pub(crate) fn datagrams(len: usize, stride: usize) -> impl Iterator<Item = Range<usize>> {
+    let stride = if stride == 0 { len } else { stride }.max(1);
+    (0..len.div_ceil(stride).max(1)).map(move |i| i * stride..len.min((i + 1) * stride))
 }
 
-/// How many datagrams [`datagrams`] yields.
-pub(crate) fn datagram_count(buffer: &[u8], stride: usize) -> usize {
-    buffer
-        .len()
-        .div_ceil(effective_stride(buffer, stride))
-        .max(1)
-}
-
-fn effective_stride(buffer: &[u8], stride: usize) -> usize {
-    if stride == 0 { buffer.len() } else { stride }.max(1)
-}
-
-/// Runs of equal consecutive targets: `(target, datagram indices)`; `None` (a dropped
-/// datagram) ends a run and starts none.
-pub(crate) fn runs<T: Copy + PartialEq>(
-    targets: &[Option<T>],
+/// Transmits for a sequence of datagrams, given each one's target (`None`: dropped, leaves in
+/// none) and length: maximal runs of consecutive datagrams with equal targets in which every
+/// datagram but the last is as long as the first, the last no longer, and all together at
+/// most `max_octets` long. An empty datagram leaves alone (GSO has no zero segment size).
+pub(crate) fn transmits<T: Copy + PartialEq>(
+    datagrams: &[(Option<T>, usize)],
+    max_octets: usize,
 ) -> impl Iterator<Item = (T, Range<usize>)> + '_ {
     let mut start = 0;
     std::iter::from_fn(move || {
-        let first = start + targets.get(start..)?.iter().position(Option::is_some)?;
-        let target = targets.get(first).copied().flatten()?;
-        let len = targets
-            .get(first..)?
-            .iter()
-            .take_while(|t| **t == Some(target))
-            .count();
-        start = first + len;
-        Some((target, first..start))
+        let rest = datagrams.get(start..)?;
+        let first = start + rest.iter().position(|(target, _)| target.is_some())?;
+        let (target, segment) = match datagrams.get(first) {
+            Some(&(Some(target), segment)) => (target, segment),
+            _ => return None,
+        };
+        let (mut end, mut octets, mut last) = (first + 1, segment, segment);
+        while let Some(&(next, len)) = datagrams.get(end) {
+            let fits = octets + len <= max_octets;
+            if next != Some(target) || segment == 0 || last != segment || len > segment || !fits {
+                break;
+            }
+            (end, octets, last) = (end + 1, octets + len, len);
+        }
+        start = end;
+        Some((target, first..end))
     })
 }
 
-/// `range` cut into pieces of at most `max` (at least 1) datagrams: one transmit each.
+/// `range` cut into pieces of at most `max` (at least 1) datagrams: one transmit each, for a
+/// socket that takes at most `max` segments per GSO send.
 pub(crate) fn chunks(range: Range<usize>, max: usize) -> impl Iterator<Item = Range<usize>> {
     let max = max.max(1);
     let end = range.end;
@@ -56,54 +61,73 @@ pub(crate) fn chunks(range: Range<usize>, max: usize) -> impl Iterator<Item = Ra
         .map(move |start| start..end.min(start + max))
 }
 
-/// The octets of datagrams `range` of a buffer with `stride`, and the GSO segment size to
-/// send them with (`None` for a single datagram). Out-of-range indices yield nothing.
-pub(crate) fn span(buffer: &[u8], stride: usize, range: Range<usize>) -> (&[u8], Option<usize>) {
-    let stride = effective_stride(buffer, stride);
-    let start = range.start.saturating_mul(stride).min(buffer.len());
-    let end = range.end.saturating_mul(stride).min(buffer.len());
-    let octets = buffer.get(start..end).unwrap_or_default();
-    let segment_size = (range.len() > 1).then_some(stride);
-    (octets, segment_size)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The datagrams' (start, end) octets.
+    fn ranges(len: usize, stride: usize) -> Vec<(usize, usize)> {
+        datagrams(len, stride).map(|r| (r.start, r.end)).collect()
+    }
+
     #[test]
     fn a_gro_buffer_splits_at_the_stride_with_a_short_last_datagram() {
-        let buffer: Vec<u8> = (0..10).collect();
-        let parts: Vec<&[u8]> = datagrams(&buffer, 4).collect();
-        assert_eq!(parts, [&[0, 1, 2, 3][..], &[4, 5, 6, 7], &[8, 9]]);
-        assert_eq!(datagram_count(&buffer, 4), 3);
+        assert_eq!(ranges(10, 4), [(0, 4), (4, 8), (8, 10)]);
+        assert_eq!(ranges(8, 4), [(0, 4), (4, 8)]);
     }
 
     #[test]
     fn single_empty_and_strideless_buffers_are_one_datagram() {
-        assert_eq!(datagrams(&[1, 2, 3], 3).count(), 1);
-        assert_eq!(datagrams(&[1, 2, 3], 0).collect::<Vec<_>>(), [&[1, 2, 3]]);
-        assert_eq!(datagrams(&[], 0).collect::<Vec<_>>(), [&[] as &[u8]]);
-        assert_eq!(datagrams(&[], 1200).count(), 1);
-        assert_eq!(datagram_count(&[], 0), 1);
-        assert_eq!(datagram_count(&[1, 2, 3], 0), 1);
+        assert_eq!(ranges(3, 3), [(0, 3)]);
+        assert_eq!(ranges(3, 0), [(0, 3)]);
+        assert_eq!(ranges(3, 1200), [(0, 3)]);
+        assert_eq!(ranges(0, 0), [(0, 0)]);
+        assert_eq!(ranges(0, 1200), [(0, 0)]);
+    }
+
+    fn all(datagrams: &[(Option<char>, usize)], max_octets: usize) -> Vec<(char, Range<usize>)> {
+        transmits(datagrams, max_octets).collect()
     }
 
     #[test]
-    fn runs_group_equal_neighbours_and_skip_drops() {
-        let targets = [
-            Some('a'),
-            Some('a'),
-            None,
-            Some('a'),
-            Some('b'),
-            Some('b'),
-            None,
+    fn equal_neighbours_leave_together_and_drops_split_them() {
+        let datagrams = [
+            (Some('a'), 10),
+            (Some('a'), 10),
+            (None, 10),
+            (Some('a'), 10),
+            (Some('b'), 10),
+            (Some('b'), 4),
+            (None, 10),
         ];
-        let found: Vec<(char, Range<usize>)> = runs(&targets).collect();
-        assert_eq!(found, [('a', 0..2), ('a', 3..4), ('b', 4..6)]);
-        assert_eq!(runs::<char>(&[None, None]).count(), 0);
-        assert_eq!(runs::<char>(&[]).count(), 0);
+        assert_eq!(
+            all(&datagrams, MAX_TRANSMIT_OCTETS),
+            [('a', 0..2), ('a', 3..4), ('b', 4..6)]
+        );
+        assert_eq!(all(&[(None, 1), (None, 1)], 100), []);
+        assert_eq!(all(&[], 100), []);
+    }
+
+    #[test]
+    fn a_transmit_takes_the_gso_shape() {
+        let a = |len| (Some('a'), len);
+        // A shorter datagram ends a transmit; a longer one starts the next.
+        assert_eq!(
+            all(&[a(10), a(10), a(7), a(10), a(12), a(12)], 100),
+            [('a', 0..3), ('a', 3..4), ('a', 4..6)]
+        );
+        // Empty datagrams leave alone.
+        assert_eq!(
+            all(&[a(0), a(0), a(5), a(0)], 100),
+            [('a', 0..1), ('a', 1..2), ('a', 2..4)]
+        );
+        // The octet limit.
+        assert_eq!(
+            all(&[a(10), a(10), a(10), a(10), a(10)], 25),
+            [('a', 0..2), ('a', 2..4), ('a', 4..5)]
+        );
+        // A datagram longer than the limit still leaves, alone.
+        assert_eq!(all(&[a(30), a(30)], 25), [('a', 0..1), ('a', 1..2)]);
     }
 
     #[test]
@@ -113,64 +137,43 @@ mod tests {
         assert_eq!(chunks(4..4, 8).count(), 0);
     }
 
-    #[test]
-    fn spans_are_contiguous_octets_with_a_segment_size_for_several() {
-        let buffer: Vec<u8> = (0..10).collect();
-        assert_eq!(span(&buffer, 4, 0..2), (&buffer[0..8], Some(4)));
-        assert_eq!(span(&buffer, 4, 1..3), (&buffer[4..10], Some(4)));
-        assert_eq!(span(&buffer, 4, 2..3), (&buffer[8..10], None));
-        assert_eq!(span(&buffer, 4, 5..9), (&[][..], Some(4)));
-        assert_eq!(span(&buffer, 0, 0..1), (&buffer[..], None));
-    }
-
     proptest::proptest! {
-        /// Whatever the network hands over (any length, any stride, any routing outcome),
-        /// the split never panics, and the transmits carry exactly the routed datagrams.
+        /// Whatever the network hands over (any lengths, any strides, any routing outcome),
+        /// nothing panics, every routed datagram leaves exactly once, in order, to its
+        /// target, and every transmit has the shape and size GSO takes.
         #[test]
-        fn any_buffer_splits_and_reassembles(
-            buffer in proptest::collection::vec(proptest::num::u8::ANY, 0..3000),
-            stride in 0usize..1500,
-            routed in proptest::collection::vec(proptest::option::of(0u8..3), 0..80),
-            max in 0usize..70,
+        fn every_routed_datagram_leaves_once_in_a_gso_shaped_transmit(
+            buffers in proptest::collection::vec((0usize..3000, 0usize..1500), 0..8),
+            routed in proptest::collection::vec(proptest::option::of(0u8..3), 0..200),
+            max_octets in 1usize..5000,
+            max_segments in 0usize..70,
         ) {
-            let parts: Vec<&[u8]> = datagrams(&buffer, stride).collect();
-            proptest::prop_assert_eq!(parts.len(), datagram_count(&buffer, stride));
-            proptest::prop_assert_eq!(parts.concat(), buffer.clone());
-            let targets: Vec<Option<u8>> =
-                (0..parts.len()).map(|i| routed.get(i).copied().flatten()).collect();
+            let lengths: Vec<usize> = buffers
+                .iter()
+                .flat_map(|&(len, stride)| datagrams(len, stride).map(|r| r.len()))
+                .collect();
+            let datagrams: Vec<(Option<u8>, usize)> = lengths
+                .iter()
+                .enumerate()
+                .map(|(i, &len)| (routed.get(i).copied().flatten(), len))
+                .collect();
             let mut sent = Vec::new();
-            for (target, run) in runs(&targets) {
-                for piece in chunks(run, max) {
-                    proptest::prop_assert!(piece.len() <= max.max(1));
-                    let (octets, segment_size) = span(&buffer, stride, piece.clone());
-                    proptest::prop_assert_eq!(segment_size.is_some(), piece.len() > 1);
-                    sent.push((target, octets.to_vec()));
+            for (target, run) in transmits(&datagrams, max_octets) {
+                let group = &datagrams[run.clone()];
+                let segment = group[0].1;
+                proptest::prop_assert!(group.iter().all(|(t, _)| *t == Some(target)));
+                proptest::prop_assert!(group.iter().all(|(_, len)| *len <= segment));
+                proptest::prop_assert!(group[..group.len() - 1].iter().all(|(_, len)| *len == segment));
+                let octets: usize = group.iter().map(|(_, len)| len).sum();
+                proptest::prop_assert!(group.len() == 1 || (octets <= max_octets && segment > 0));
+                for piece in chunks(run, max_segments) {
+                    proptest::prop_assert!(piece.len() <= max_segments.max(1));
+                    sent.extend(piece);
                 }
             }
-            let expected: Vec<u8> = parts
-                .iter()
-                .zip(&targets)
-                .filter(|(_, t)| t.is_some())
-                .flat_map(|(p, _)| p.iter().copied())
-                .collect();
-            let sent_octets: Vec<u8> = sent.iter().flat_map(|(_, o)| o.iter().copied()).collect();
-            proptest::prop_assert_eq!(sent_octets, expected);
+            let expected: Vec<usize> =
+                (0..datagrams.len()).filter(|&i| datagrams[i].0.is_some()).collect();
+            proptest::prop_assert_eq!(sent, expected);
         }
-    }
-
-    #[test]
-    fn spans_of_runs_reassemble_the_buffer() {
-        let buffer: Vec<u8> = (0..=255).cycle().take(1000).collect();
-        let stride = 96;
-        let targets: Vec<Option<u8>> = (0..datagram_count(&buffer, stride))
-            .map(|i| Some(u8::from(i % 3 == 0)))
-            .collect();
-        let mut joined = Vec::new();
-        for (_, run) in runs(&targets) {
-            for piece in chunks(run, 2) {
-                joined.extend_from_slice(span(&buffer, stride, piece).0);
-            }
-        }
-        assert_eq!(joined, buffer);
     }
 }

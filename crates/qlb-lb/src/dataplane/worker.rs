@@ -8,13 +8,15 @@
 //! stats when asked, and forgets idle flows; it sleeps until the next flow lapses or a waker
 //! call.
 //!
-//! Client to backend: each datagram of a batch is routed by the listener's router; runs of
-//! consecutive datagrams of one buffer for one backend leave through the flow's upstream
-//! socket as one send (GSO for several). Backend to client: a batch received on an upstream
-//! socket from a backend of the pool leaves through the listening socket the client used,
-//! from the address the client sent to, with its ECN codepoint.
+//! Client to backend: each datagram of a batch is routed by the listener's router and leaves
+//! through its flow's upstream socket. Backend to client: the datagrams received on an
+//! upstream socket from a backend of the pool leave through the listening socket the client
+//! used, from the address the client sent to. Both ways, each datagram keeps its ECN
+//! codepoint, and consecutive datagrams of a batch bound for one place with one codepoint
+//! leave as one send, with GSO for several ([`super::segments`]).
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
@@ -24,13 +26,13 @@ use std::time::{Duration, Instant};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Registry, Token};
 use qlb_router::{Decision, Pool, Router};
-use quinn_udp::{BATCH_SIZE, RecvMeta, Transmit, UdpSocketState};
+use quinn_udp::{BATCH_SIZE, EcnCodepoint, RecvMeta, Transmit, UdpSocketState};
 
 use super::DataplaneOptions;
 use super::control::Control;
 use super::counters::WorkerCounters;
 use super::flow_table::{FlowId, FlowTable};
-use super::segments::{chunks, datagram_count, datagrams, runs, span};
+use super::segments::{MAX_TRANSMIT_OCTETS, chunks, datagrams, transmits};
 use super::socket;
 use super::stats::{DataplaneDrop, Stats};
 
@@ -65,8 +67,29 @@ struct Forwarder {
     /// Backend address -> index in `pool`: replies are taken from these addresses only.
     sources: HashMap<SocketAddr, usize>,
     counters: WorkerCounters,
-    /// Scratch: the routing outcome of each datagram of the buffer being forwarded.
-    targets: Vec<Option<SocketAddr>>,
+    /// Scratch, per datagram of the batch being forwarded: where it lies in the buffers,
+    /// where the router sends it (client batches), and where it leaves with its length.
+    places: Vec<Place>,
+    routes: Vec<Option<SocketAddr>>,
+    exits: Vec<(Option<Exit>, usize)>,
+    /// Scratch: single datagrams of several buffers gathered into one transmit.
+    gather: Vec<u8>,
+}
+
+/// Where a datagram of the batch lies: its buffer, and its octets in the buffer.
+struct Place {
+    buffer: usize,
+    octets: Range<usize>,
+}
+
+/// How a datagram leaves: through which socket, to where, with which codepoint, from which
+/// local address. Neighbours with equal exits may leave in one transmit.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Exit {
+    via: Source,
+    destination: SocketAddr,
+    ecn: Option<EcnCodepoint>,
+    src_ip: Option<IpAddr>,
 }
 
 struct Listener {
@@ -79,11 +102,30 @@ struct Listener {
 }
 
 /// A flow: one client of one listening address, to backends of one address family.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 struct FlowKey {
     listener: usize,
     client: SocketAddr,
     ipv6_upstream: bool,
+}
+
+/// A few integer writes instead of the derived field-by-field ones: the flow table's keyed
+/// SipHash runs for every datagram, and each write costs about as much as the hashing.
+/// Equal keys hash equally (the fields left out, IPv6 flow info and scope, only make more
+/// keys share a hash).
+impl Hash for FlowKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let ip = match self.client.ip() {
+            IpAddr::V4(ip) => u128::from(ip.to_bits()),
+            IpAddr::V6(ip) => ip.to_bits(),
+        };
+        state.write_u128(ip);
+        state.write_u64(
+            (self.listener as u64) << 17
+                | u64::from(self.ipv6_upstream) << 16
+                | u64::from(self.client.port()),
+        );
+    }
 }
 
 struct Flow {
@@ -95,7 +137,7 @@ struct Flow {
 }
 
 /// A socket the worker receives on.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Source {
     Listener(usize),
     Flow(FlowId),
@@ -147,7 +189,10 @@ impl Worker {
                 sources: sources(&pool),
                 counters: WorkerCounters::new(&pool),
                 pool,
-                targets: Vec::new(),
+                places: Vec::new(),
+                routes: Vec::new(),
+                exits: Vec::new(),
+                gather: Vec::new(),
             },
             pool_version,
             stats_generation: 0,
@@ -253,8 +298,8 @@ impl Worker {
                 None => return true,
             },
         };
-        let received = match received {
-            Ok(received) => received,
+        let count = match received {
+            Ok(count) => count,
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => return true,
             Err(_) => {
                 // Nothing to retry: the next datagram brings a new event.
@@ -262,14 +307,14 @@ impl Worker {
                 return true;
             }
         };
+        let batch = Batch {
+            buffers: &self.buffers,
+            count,
+        };
         let now = Instant::now();
-        for (meta, data) in received {
-            match source {
-                Source::Listener(listener) => {
-                    self.forwarder.client_buffer(listener, meta, data, now)
-                }
-                Source::Flow(id) => self.forwarder.backend_buffer(id, meta, data, now),
-            }
+        match source {
+            Source::Listener(listener) => self.forwarder.client_batch(listener, batch, now),
+            Source::Flow(id) => self.forwarder.backend_batch(id, batch, now),
         }
         false
     }
@@ -323,62 +368,113 @@ impl Forwarder {
         }
     }
 
-    /// Routes the datagrams of one receive buffer from a client and forwards them.
-    fn client_buffer(&mut self, listener: usize, meta: &RecvMeta, data: &[u8], now: Instant) {
+    /// Routes the datagrams of a receive batch from clients of `listener` and forwards them.
+    fn client_batch(&mut self, listener: usize, batch: Batch<'_>, now: Instant) {
         let Some(l) = self.listeners.get_mut(listener) else {
             return;
         };
-        let mut targets = std::mem::take(&mut self.targets);
-        targets.clear();
-        targets.extend(datagrams(data, meta.stride).map(|datagram| {
-            match l.router.route(datagram, meta.addr, now) {
-                Decision::Forward(forward) => Some(forward.address),
-                // The router counts its drops.
-                Decision::Drop(_) => None,
+        self.places.clear();
+        self.routes.clear();
+        for (buffer, (meta, data)) in batch.iter().enumerate() {
+            for octets in datagrams(data.len(), meta.stride) {
+                let datagram = data.get(octets.clone()).unwrap_or_default();
+                self.routes
+                    .push(match l.router.route(datagram, meta.addr, now) {
+                        Decision::Forward(forward) => Some(forward.address),
+                        // The router counts its drops.
+                        Decision::Drop(_) => None,
+                    });
+                self.places.push(Place { buffer, octets });
             }
-        }));
-        let local_ip = if l.wildcard { meta.dst_ip } else { None };
-        for (backend, run) in runs(&targets) {
+        }
+        let wildcard = l.wildcard;
+        let routes = std::mem::take(&mut self.routes);
+        let places = std::mem::take(&mut self.places);
+        self.exits.clear();
+        // Consecutive datagrams of one client mostly share a flow: look it up (or fail to
+        // open it) once.
+        let mut last: Option<(FlowKey, Result<FlowId, DataplaneDrop>)> = None;
+        for (route, place) in routes.iter().zip(&places) {
+            let (Some(backend), Some(meta)) = (*route, batch.meta(place.buffer)) else {
+                self.exits.push((None, place.octets.len()));
+                continue;
+            };
             let key = FlowKey {
                 listener,
                 client: meta.addr,
                 ipv6_upstream: backend.is_ipv6(),
             };
-            match self.flow(key, backend, now) {
-                Ok(id) => self.send_run(id, local_ip, backend, meta, data, run),
-                Err(reason) => self.counters.dropped(reason, run.len()),
-            }
+            let id = match last {
+                Some((last_key, id)) if last_key == key => id,
+                _ => self.flow(key, backend, now),
+            };
+            last = Some((key, id));
+            let exit = match id {
+                Ok(id) => {
+                    if wildcard && meta.dst_ip.is_some() {
+                        if let Some((_, flow)) = self.flows.get_mut(id) {
+                            flow.local_ip = meta.dst_ip;
+                        }
+                    }
+                    Some(Exit {
+                        via: Source::Flow(id),
+                        destination: backend,
+                        ecn: meta.ecn,
+                        src_ip: None,
+                    })
+                }
+                Err(reason) => {
+                    self.counters.dropped(reason, 1);
+                    None
+                }
+            };
+            self.exits.push((exit, place.octets.len()));
         }
-        self.targets = targets;
+        (self.routes, self.places) = (routes, places);
+        self.send(batch);
     }
 
-    /// Sends datagrams `run` of `data` to `backend` through flow `id`.
-    fn send_run(
-        &mut self,
-        id: FlowId,
-        local_ip: Option<IpAddr>,
-        backend: SocketAddr,
-        meta: &RecvMeta,
-        data: &[u8],
-        run: Range<usize>,
-    ) {
-        let Some((_, flow)) = self.flows.get_mut(id) else {
-            return;
-        };
-        if local_ip.is_some() {
-            flow.local_ip = local_ip;
-        }
-        for piece in chunks(run, flow.state.max_gso_segments()) {
-            let (contents, segment_size) = span(data, meta.stride, piece.clone());
-            let transmit = Transmit {
-                destination: backend,
-                ecn: meta.ecn,
-                contents,
-                segment_size,
-                src_ip: None,
+    /// Sends the datagrams of `batch` as `places` and `exits` say.
+    fn send(&mut self, batch: Batch<'_>) {
+        for (exit, run) in transmits(&self.exits, MAX_TRANSMIT_OCTETS) {
+            let (socket, state) = match exit.via {
+                Source::Listener(listener) => match self.listeners.get(listener) {
+                    Some(l) => (&l.socket, &l.state),
+                    None => continue,
+                },
+                Source::Flow(id) => match self.flows.get(id) {
+                    Some(flow) => (&flow.socket, &flow.state),
+                    None => continue,
+                },
             };
-            if let Err(reason) = send(&flow.socket, &flow.state, &transmit) {
-                self.counters.dropped(reason, piece.len());
+            for piece in chunks(run, state.max_gso_segments()) {
+                let Some(places) = self.places.get(piece.clone()) else {
+                    continue;
+                };
+                let (Some(first), Some(last)) = (places.first(), places.last()) else {
+                    continue;
+                };
+                let contents = if first.buffer == last.buffer {
+                    // Consecutive datagrams of one buffer lie back to back.
+                    batch.octets(first.buffer, first.octets.start..last.octets.end)
+                } else {
+                    self.gather.clear();
+                    for place in places {
+                        self.gather
+                            .extend_from_slice(batch.octets(place.buffer, place.octets.clone()));
+                    }
+                    &self.gather
+                };
+                let transmit = Transmit {
+                    destination: exit.destination,
+                    ecn: exit.ecn,
+                    contents,
+                    segment_size: (places.len() > 1).then_some(first.octets.len()),
+                    src_ip: exit.src_ip,
+                };
+                if let Err(reason) = send(socket, state, &transmit) {
+                    self.counters.dropped(reason, piece.len());
+                }
             }
         }
     }
@@ -429,34 +525,47 @@ impl Forwarder {
         Ok(id)
     }
 
-    /// Relays one receive buffer from a backend to the client of flow `id`.
-    fn backend_buffer(&mut self, id: FlowId, meta: &RecvMeta, data: &[u8], now: Instant) {
-        let count = datagram_count(data, meta.stride);
-        let Some(&backend) = self.sources.get(&meta.addr) else {
-            self.counters.dropped(DataplaneDrop::UnknownSource, count);
+    /// Relays a receive batch from backends to the client of flow `id`.
+    fn backend_batch(&mut self, id: FlowId, batch: Batch<'_>, now: Instant) {
+        let Some((key, local_ip)) = self
+            .flows
+            .get_mut(id)
+            .map(|(key, flow)| (*key, flow.local_ip))
+        else {
             return;
         };
-        self.counters.replied(backend, count, data.len());
-        self.flows.touch(id, now);
-        let Some((key, flow)) = self.flows.get_mut(id) else {
-            return;
-        };
-        let Some(listener) = self.listeners.get(key.listener) else {
-            return;
-        };
-        for piece in chunks(0..count, listener.state.max_gso_segments()) {
-            let (contents, segment_size) = span(data, meta.stride, piece.clone());
-            let transmit = Transmit {
-                destination: key.client,
-                ecn: meta.ecn,
-                contents,
-                segment_size,
-                src_ip: flow.local_ip,
+        self.places.clear();
+        self.exits.clear();
+        let mut touched = false;
+        for (buffer, (meta, data)) in batch.iter().enumerate() {
+            let start = self.places.len();
+            self.places
+                .extend(datagrams(data.len(), meta.stride).map(|octets| Place { buffer, octets }));
+            let count = self.places.len() - start;
+            let exit = match self.sources.get(&meta.addr) {
+                Some(&backend) => {
+                    self.counters.replied(backend, count, data.len());
+                    touched = true;
+                    Some(Exit {
+                        via: Source::Listener(key.listener),
+                        destination: key.client,
+                        ecn: meta.ecn,
+                        src_ip: local_ip,
+                    })
+                }
+                None => {
+                    self.counters.dropped(DataplaneDrop::UnknownSource, count);
+                    None
+                }
             };
-            if let Err(reason) = send(&listener.socket, &listener.state, &transmit) {
-                self.counters.dropped(reason, piece.len());
-            }
+            let places = self.places.get(start..).unwrap_or_default();
+            self.exits
+                .extend(places.iter().map(|place| (exit, place.octets.len())));
         }
+        if touched {
+            self.flows.touch(id, now);
+        }
+        self.send(batch);
     }
 }
 
@@ -515,24 +624,47 @@ impl Buffers {
         }
     }
 
-    /// One batch from `socket`: each buffer received, with its metadata.
-    fn recv<'a>(
-        &'a mut self,
-        socket: &UdpSocket,
-        state: &UdpSocketState,
-    ) -> io::Result<impl Iterator<Item = (&'a RecvMeta, &'a [u8])> + use<'a>> {
-        let count = {
-            let mut buffers = self.storage.chunks_mut(BUFFER_SIZE);
-            let mut slices: [IoSliceMut<'_>; BATCH_SIZE] =
-                std::array::from_fn(|_| IoSliceMut::new(buffers.next().unwrap_or_default()));
-            state.recv(socket.into(), &mut slices, &mut self.metas)?
-        };
-        Ok(self
+    /// Receives one batch from `socket`; returns how many buffers were filled.
+    fn recv(&mut self, socket: &UdpSocket, state: &UdpSocketState) -> io::Result<usize> {
+        let mut buffers = self.storage.chunks_mut(BUFFER_SIZE);
+        let mut slices: [IoSliceMut<'_>; BATCH_SIZE] =
+            std::array::from_fn(|_| IoSliceMut::new(buffers.next().unwrap_or_default()));
+        state.recv(socket.into(), &mut slices, &mut self.metas)
+    }
+}
+
+/// The buffers filled by the last receive.
+#[derive(Clone, Copy)]
+struct Batch<'a> {
+    buffers: &'a Buffers,
+    count: usize,
+}
+
+impl<'a> Batch<'a> {
+    /// Each buffer received, with its metadata.
+    fn iter(self) -> impl Iterator<Item = (&'a RecvMeta, &'a [u8])> {
+        self.buffers
             .storage
             .chunks(BUFFER_SIZE)
-            .zip(&self.metas)
-            .take(count)
-            .filter_map(|(buffer, meta)| Some((meta, buffer.get(..meta.len)?))))
+            .zip(&self.buffers.metas)
+            .take(self.count)
+            .map(|(buffer, meta)| (meta, buffer.get(..meta.len).unwrap_or_default()))
+    }
+
+    fn meta(self, buffer: usize) -> Option<&'a RecvMeta> {
+        self.buffers
+            .metas
+            .get(buffer)
+            .filter(|_| buffer < self.count)
+    }
+
+    /// Octets `range` of buffer `buffer`.
+    fn octets(self, buffer: usize, range: Range<usize>) -> &'a [u8] {
+        let start = buffer * BUFFER_SIZE;
+        self.buffers
+            .storage
+            .get(start + range.start..start + range.end)
+            .unwrap_or_default()
     }
 }
 
@@ -586,5 +718,153 @@ mod tests {
             forwarder.source(forwarder.flow_token(flow)),
             Some(Source::Flow(id)) if id == flow
         ));
+    }
+
+    /// A socket on 127.0.0.1 set up by quinn-udp (GRO on, non-blocking).
+    fn quinn_socket() -> (UdpSocket, UdpSocketState) {
+        let socket = UdpSocket::bind("127.0.0.1:0".parse().expect("address")).expect("bind");
+        let state = UdpSocketState::new((&socket).into()).expect("quinn-udp");
+        (socket, state)
+    }
+
+    /// Buffers received on `socket` until `wanted` datagrams have come, or 10 s: each as
+    /// (sender, octets, datagram lengths).
+    fn receive(
+        socket: &UdpSocket,
+        state: &UdpSocketState,
+        wanted: usize,
+    ) -> Vec<(SocketAddr, Vec<u8>, Vec<usize>)> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut buffers = Buffers::new();
+        let mut received: Vec<(SocketAddr, Vec<u8>, Vec<usize>)> = Vec::new();
+        while received.iter().map(|(_, _, l)| l.len()).sum::<usize>() < wanted
+            && Instant::now() < deadline
+        {
+            let count = match buffers.recv(socket, state) {
+                Ok(count) => count,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+                Err(e) => panic!("receive: {e}"),
+            };
+            let batch = Batch {
+                buffers: &buffers,
+                count,
+            };
+            received.extend(batch.iter().map(|(meta, data)| {
+                let lengths = datagrams(data.len(), meta.stride)
+                    .map(|r| r.len())
+                    .collect();
+                (meta.addr, data.to_vec(), lengths)
+            }));
+        }
+        received
+    }
+
+    /// The octets of every buffer `receive` returned, in order.
+    fn joined(received: &[(SocketAddr, Vec<u8>, Vec<usize>)]) -> Vec<u8> {
+        received
+            .iter()
+            .flat_map(|(_, octets, _)| octets.clone())
+            .collect()
+    }
+
+    /// A short-header datagram of `len` octets, filled with `fill`.
+    fn datagram(len: usize, fill: u8) -> Vec<u8> {
+        let mut datagram = vec![fill; len];
+        datagram[0] = 0x40;
+        datagram
+    }
+
+    #[test]
+    fn consecutive_datagrams_of_a_flow_leave_together_whole_and_in_order_both_ways() {
+        let (backend, backend_state) = quinn_socket();
+        let pool = Pool::new(
+            quic_lb::Decoder::new(),
+            [qlb_router::Backend::new(
+                "b1",
+                backend.local_addr().expect("bound"),
+            )],
+        )
+        .expect("pool");
+        let control = Arc::new(Control::new(Arc::new(pool), Vec::new()));
+        let listener = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let listen = listener.local_addr().expect("bound");
+        let mut worker = Worker::new(
+            0,
+            control,
+            Poll::new().expect("poll"),
+            vec![listener],
+            &DataplaneOptions::default(),
+        )
+        .expect("worker");
+        let (a, a_state) = quinn_socket();
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+
+        // Queued before the worker looks, so that one receive batch takes them all: client a
+        // sends a run of four (the last shorter), two more, then b one, then a one.
+        let from_a = [
+            (1200, 1),
+            (1200, 2),
+            (1200, 3),
+            (700, 4),
+            (1200, 5),
+            (1200, 6),
+        ];
+        for (len, fill) in from_a {
+            a.send_to(&datagram(len, fill), listen).expect("send");
+        }
+        b.send_to(&datagram(1200, 7), listen).expect("send");
+        a.send_to(&datagram(1200, 8), listen).expect("send");
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!worker.serve_batch(Token(FIRST_LISTENER)), "a batch came");
+
+        let received = receive(&backend, &backend_state, 8);
+        let sent = from_a.into_iter().chain([(1200, 7), (1200, 8)]);
+        assert_eq!(
+            joined(&received),
+            sent.flat_map(|(len, fill)| datagram(len, fill))
+                .collect::<Vec<_>>(),
+            "every octet, in order"
+        );
+        let flow_a = received[0].0;
+        let shape: Vec<(bool, Vec<usize>)> = received
+            .iter()
+            .map(|(from, _, lengths)| (*from == flow_a, lengths.clone()))
+            .collect();
+        if worker.forwarder.listeners[0].state.max_gso_segments() >= 4 {
+            assert_eq!(
+                shape,
+                [
+                    (true, vec![1200, 1200, 1200, 700]),
+                    (true, vec![1200, 1200]),
+                    (false, vec![1200]),
+                    (true, vec![1200]),
+                ]
+            );
+        }
+
+        // Three replies to a, sent one by one, reach a the same way, from the listen address.
+        let replies = [(1200, 9), (1200, 10), (300, 11)];
+        for (len, fill) in replies {
+            backend.send_to(&datagram(len, fill), flow_a).expect("send");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let flow_token = worker.forwarder.flow_token(FlowId::new(0));
+        assert!(!worker.serve_batch(flow_token), "a batch came");
+        let received = receive(&a, &a_state, 3);
+        let sent = replies
+            .into_iter()
+            .flat_map(|(len, fill)| datagram(len, fill));
+        assert_eq!(
+            joined(&received),
+            sent.collect::<Vec<_>>(),
+            "every octet, in order"
+        );
+        assert!(received.iter().all(|(from, _, _)| *from == listen));
+        if worker.forwarder.listeners[0].state.max_gso_segments() >= 3 {
+            assert_eq!(received.len(), 1, "one send");
+        }
     }
 }

@@ -1,0 +1,127 @@
+//! One backend of a client: its connection pool, health, latency estimate and counters.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http_body::Body;
+
+use crate::body::{Deadline, ResponseBody};
+use crate::connection::ConnectSettings;
+use crate::error::BoxError;
+use crate::ewma::PeakEwma;
+use crate::health::{HealthCheck, HealthTracker};
+use crate::picker::Load;
+use crate::pool::{Pool, plan};
+use crate::request::{self, Failure, RequestHead};
+use crate::stats::{BackendSnapshot, bump, read};
+use crate::sync::lock;
+
+/// A backend address and everything the client keeps about it.
+pub(crate) struct Backend {
+    pub addr: SocketAddr,
+    pub pool: Arc<Pool>,
+    health: Mutex<HealthTracker>,
+    latency: Mutex<PeakEwma>,
+}
+
+impl Backend {
+    pub(crate) fn new(
+        addr: SocketAddr,
+        settings: Arc<ConnectSettings>,
+        limits: plan::Limits,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            addr,
+            pool: Pool::new(addr, settings, limits),
+            health: Mutex::default(),
+            latency: Mutex::default(),
+        })
+    }
+
+    /// Sends one attempt of a request here: a connection from the pool, then the exchange.
+    /// A failed connection attempt leaves the request unprocessed.
+    pub(crate) async fn send<B>(
+        self: &Arc<Self>,
+        head: &RequestHead,
+        body: B,
+        deadline: Deadline,
+    ) -> Result<http::Response<ResponseBody>, Failure<B>>
+    where
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let lease = match self.pool.acquire(self).await {
+            Ok(lease) => lease,
+            Err(error) => {
+                // Counted here: no lease was made to count it.
+                bump(&self.pool.stats.requests);
+                self.request_failed();
+                return Err(Failure::Unprocessed { error, body });
+            }
+        };
+        request::send_on(lease, head, body, Some(deadline)).await
+    }
+
+    /// Whether health checks find it healthy (always, without health checks).
+    pub(crate) fn is_healthy(&self) -> bool {
+        lock(&self.health).is_healthy()
+    }
+
+    /// Whether its last connection attempt failed.
+    pub(crate) fn is_failing(&self) -> bool {
+        self.pool.is_failing()
+    }
+
+    /// Records a health check result; returns the new state when it changed.
+    pub(crate) fn observe_health(&self, ok: bool, check: &HealthCheck) -> Option<bool> {
+        lock(&self.health).observe(ok, check)
+    }
+
+    /// What the picker needs to know now.
+    pub(crate) fn load(&self, now: Instant) -> Load {
+        Load {
+            in_flight: usize::try_from(read(&self.pool.stats.in_flight)).unwrap_or(usize::MAX),
+            latency: lock(&self.latency).estimate(now),
+        }
+    }
+
+    pub(crate) fn request_started(&self) {
+        let stats = &self.pool.stats;
+        bump(&stats.requests);
+        bump(&stats.in_flight);
+    }
+
+    pub(crate) fn request_failed(&self) {
+        bump(&self.pool.stats.errors);
+    }
+
+    pub(crate) fn request_ended(&self) {
+        self.pool.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.pool.touch();
+    }
+
+    pub(crate) fn observe_latency(&self, latency: Duration) {
+        lock(&self.latency).observe(latency, Instant::now());
+    }
+
+    pub(crate) fn snapshot(&self) -> BackendSnapshot {
+        let stats = &self.pool.stats;
+        BackendSnapshot {
+            addr: self.addr,
+            healthy: self.is_healthy(),
+            failing: self.is_failing(),
+            in_flight: read(&stats.in_flight),
+            requests: read(&stats.requests),
+            errors: read(&stats.errors),
+            connections_open: self.pool.open_count() as u64,
+            connections_opened: read(&stats.connections_opened),
+            connect_failures: read(&stats.connect_failures),
+            connections_closed: stats.close_counts(),
+            replacements: read(&stats.replacements),
+            latency: lock(&self.latency).estimate(Instant::now()),
+        }
+    }
+}

@@ -1,0 +1,399 @@
+//! Configuring a [`Client`]: every setting, validated at `build` with the setting named.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::MissedTickBehavior;
+
+use crate::balancer::{Balancer, Subsetting};
+use crate::checker;
+use crate::client::{Client, Inner};
+use crate::connection::{ConnectSettings, DEFAULT_CONNECT_TIMEOUT};
+use crate::error::BuildError;
+use crate::health::HealthCheck;
+use crate::picker::PickerKind;
+use crate::pool::plan;
+use crate::probe::{Prober, ProberError};
+use crate::resolver::{self, DnsSettings};
+use crate::target::Target;
+use crate::tls::Trust;
+
+/// The default per-request timeout.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the pools look at expiries, idleness and back-offs.
+const MAINTENANCE_TICK: Duration = Duration::from_millis(100);
+
+/// Configures a [`Client`]; made by [`Client::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// use qlb_client::{Client, HealthCheck, PickerKind, Trust};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = Client::builder("10.0.0.1:443,10.0.0.2:443".parse()?, Trust::Insecure)
+///     .server_name("api.internal")
+///     .timeout(Duration::from_secs(10))
+///     .picker(PickerKind::PowerOfTwoChoices)
+///     .min_connections(1)
+///     .max_lifetime(Duration::from_secs(120))
+///     .idle_timeout(Duration::from_secs(60))
+///     .health_check(HealthCheck { interval: Duration::from_secs(2), ..HealthCheck::default() })
+///     .build()?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+#[must_use]
+pub struct ClientBuilder {
+    target: Target,
+    trust: Trust,
+    server_name: Option<String>,
+    timeout: Duration,
+    connect_timeout: Duration,
+    picker: PickerKind,
+    limits: plan::Limits,
+    max_lifetime: Option<Duration>,
+    health_check: Option<HealthCheck>,
+    dns: DnsSettings,
+    subset: Option<usize>,
+    client_id: Option<u64>,
+}
+
+impl ClientBuilder {
+    pub(crate) fn new(target: Target, trust: Trust) -> Self {
+        Self {
+            target,
+            trust,
+            server_name: None,
+            timeout: DEFAULT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            picker: PickerKind::default(),
+            limits: plan::Limits::default(),
+            max_lifetime: None,
+            health_check: None,
+            dns: DnsSettings::default(),
+            subset: None,
+            client_id: None,
+        }
+    }
+
+    /// The TLS server name (SNI, certificate check) and the authority of relative request
+    /// URIs. Defaults to the target's first host ([`Target::host`]), else `localhost`.
+    ///
+    /// ```
+    /// # let target = "10.0.0.1:443".parse().unwrap();
+    /// let builder = qlb_client::Client::builder(target, qlb_client::Trust::Insecure).server_name("api.internal");
+    /// ```
+    pub fn server_name(mut self, name: impl Into<String>) -> Self {
+        self.server_name = Some(name.into());
+        self
+    }
+
+    /// The whole-exchange timeout of each request (override per request with
+    /// [`RequestTimeout`](crate::RequestTimeout)). Default 30 s.
+    ///
+    /// ```
+    /// # let target = "10.0.0.1:443".parse().unwrap();
+    /// let builder = qlb_client::Client::builder(target, qlb_client::Trust::Insecure)
+    ///     .timeout(std::time::Duration::from_secs(5));
+    /// ```
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How long a QUIC handshake may take. Default 10 s.
+    ///
+    /// ```
+    /// # let target = "10.0.0.1:443".parse().unwrap();
+    /// let builder = qlb_client::Client::builder(target, qlb_client::Trust::Insecure)
+    ///     .connect_timeout(std::time::Duration::from_secs(2));
+    /// ```
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How the backend of each request is chosen. Default round robin.
+    ///
+    /// ```
+    /// # let target = "10.0.0.1:443".parse().unwrap();
+    /// let builder = qlb_client::Client::builder(target, qlb_client::Trust::Insecure)
+    ///     .picker(qlb_client::PickerKind::LeastLoaded);
+    /// ```
+    pub fn picker(mut self, picker: PickerKind) -> Self {
+        self.picker = picker;
+        self
+    }
+
+    /// Connections kept open to every backend even before the first request and while
+    /// idle. Default 0: a backend's first request opens its connection.
+    ///
+    /// ```
+    /// # let target = "10.0.0.1:443".parse().unwrap();
+    /// let builder = qlb_client::Client::builder(target, qlb_client::Trust::Insecure).min_connections(2);
+    /// ```
+    pub fn min_connections(mut self, count: usize) -> Self {
+        self.limits.min_connections = count;
+        self
+    }
+
+    /// Retire connections this old (+-10% jitter): a replacement is opened first, the old
+    /// connection takes requests until the replacement is ready, then finishes the ones it
+    /// carries and closes. Default: never.
+    ///
+    /// ```
+    /// # let target = "10.0.0.1:443".parse().unwrap();
+    /// let builder = qlb_client::Client::builder(target, qlb_client::Trust::Insecure)
+    ///     .max_lifetime(std::time::Duration::from_secs(300));
+    /// ```
+    pub fn max_lifetime(mut self, lifetime: Duration) -> Self {
+        self.max_lifetime = Some(lifetime);
+        self
+    }
+
+    /// Close connections beyond `min_connections` once their backend had no request for
+    /// this long. Default: never.
+    ///
+    /// ```
+    /// # let target = "10.0.0.1:443".parse().unwrap();
+    /// let builder = qlb_client::Client::builder(target, qlb_client::Trust::Insecure)
+    ///     .idle_timeout(std::time::Duration::from_secs(90));
+    /// ```
+    pub fn idle_timeout(mut self, idle: Duration) -> Self {
+        self.limits.idle_timeout = Some(idle);
+        self
+    }
+
+    /// Check every backend actively; unhealthy ones get no requests while healthy ones
+    /// exist. Default: no checks (every backend counts as healthy).
+    ///
+    /// ```
+    /// # let target = "10.0.0.1:443".parse().unwrap();
+    /// let builder = qlb_client::Client::builder(target, qlb_client::Trust::Insecure)
+    ///     .health_check(qlb_client::HealthCheck::default());
+    /// ```
+    pub fn health_check(mut self, check: HealthCheck) -> Self {
+        self.health_check = Some(check);
+        self
+    }
+
+    /// How often a `dns://` target is resolved again. Default 30 s; at least 5 s. While
+    /// half the backends are unhealthy or unreachable, it is resolved again sooner (every
+    /// 5 s at most).
+    ///
+    /// ```
+    /// # let target = "dns://api.internal:443".parse().unwrap();
+    /// let builder = qlb_client::Client::builder(target, qlb_client::Trust::Insecure)
+    ///     .dns_interval(std::time::Duration::from_secs(10));
+    /// ```
+    pub fn dns_interval(mut self, interval: Duration) -> Self {
+        self.dns.interval = interval;
+        self
+    }
+
+    /// Ask this name server (UDP) instead of the system's; call again to add more.
+    ///
+    /// ```
+    /// # let target = "dns://api.internal:443".parse().unwrap();
+    /// let builder = qlb_client::Client::builder(target, qlb_client::Trust::Insecure)
+    ///     .dns_nameserver("10.96.0.10:53".parse().unwrap());
+    /// ```
+    pub fn dns_nameserver(mut self, addr: SocketAddr) -> Self {
+        self.dns.nameservers.push(addr);
+        self
+    }
+
+    /// Use at most `size` of the target's backends, chosen by rendezvous hashing on the
+    /// client ID: stable per client, and spread evenly over many clients. Default: all.
+    ///
+    /// ```
+    /// # let target = "dns://api.internal:443".parse().unwrap();
+    /// let builder = qlb_client::Client::builder(target, qlb_client::Trust::Insecure)
+    ///     .subset(3)
+    ///     .client_id(0x5eed);
+    /// ```
+    pub fn subset(mut self, size: usize) -> Self {
+        self.subset = Some(size);
+        self
+    }
+
+    /// The ID subsetting hashes on (a stable one, such as a hash of the pod name, keeps the
+    /// subset across restarts). Default: random per client.
+    ///
+    /// ```
+    /// # let target = "dns://api.internal:443".parse().unwrap();
+    /// let builder = qlb_client::Client::builder(target, qlb_client::Trust::Insecure).client_id(7);
+    /// ```
+    pub fn client_id(mut self, id: u64) -> Self {
+        self.client_id = Some(id);
+        self
+    }
+
+    /// Validates the settings and starts the client's tasks (resolver, pool maintenance,
+    /// health checks). Must be called inside a tokio runtime.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let err = qlb_client::Client::builder("127.0.0.1:443".parse()?, qlb_client::Trust::Insecure)
+    ///     .subset(0)
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert_eq!(err.to_string(), "subset: must be at least 1");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn build(self) -> Result<Client, BuildError> {
+        self.validate()?;
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(BuildError::Field {
+                field: "runtime",
+                problem: "build() must be called inside a tokio runtime".to_owned(),
+            });
+        }
+        let server_name: Arc<str> = self
+            .server_name
+            .as_deref()
+            .or(self.target.host())
+            .unwrap_or("localhost")
+            .into();
+        let mut settings = ConnectSettings::new(&self.trust, &server_name)?;
+        settings.connect_timeout = self.connect_timeout;
+        settings.max_lifetime = self.max_lifetime;
+        let subsetting = self.subset.map(|size| Subsetting {
+            size,
+            client_id: self.client_id.unwrap_or_else(rand::random),
+        });
+        let balancer = Arc::new(Balancer::new(
+            self.picker,
+            Arc::new(settings),
+            self.limits,
+            subsetting,
+        ));
+        let dns = match &self.target {
+            Target::Dns(_) => Some(self.dns.resolver()?),
+            _ => None,
+        };
+        let mut tasks = vec![
+            tokio::spawn(resolver::run(
+                self.target,
+                dns,
+                self.dns.interval,
+                balancer.clone(),
+            ))
+            .abort_handle(),
+            tokio::spawn(maintain(balancer.clone())).abort_handle(),
+        ];
+        if let Some(check) = self.health_check {
+            let prober = Prober::new(&self.trust).map_err(|err| match err {
+                ProberError::Tls(tls) => BuildError::Tls(tls),
+                other => BuildError::Field {
+                    field: "health_check",
+                    problem: other.to_string(),
+                },
+            })?;
+            let task = checker::run(check, prober, server_name.clone(), balancer.clone());
+            tasks.push(tokio::spawn(task).abort_handle());
+        }
+        Ok(Client::from_inner(Inner {
+            balancer,
+            server_name,
+            timeout: self.timeout,
+            retries: Arc::default(),
+            tasks,
+        }))
+    }
+
+    fn validate(&self) -> Result<(), BuildError> {
+        let positive = |field: &'static str, value: Option<Duration>| match value {
+            Some(value) if value.is_zero() => Err(BuildError::Field {
+                field,
+                problem: "must be more than zero".to_owned(),
+            }),
+            _ => Ok(()),
+        };
+        positive("timeout", Some(self.timeout))?;
+        positive("connect_timeout", Some(self.connect_timeout))?;
+        positive("max_lifetime", self.max_lifetime)?;
+        positive("idle_timeout", self.limits.idle_timeout)?;
+        if self.subset == Some(0) {
+            return Err(BuildError::Field {
+                field: "subset",
+                problem: "must be at least 1".to_owned(),
+            });
+        }
+        if let Target::Static(list) = &self.target {
+            if list.is_empty() {
+                return Err(BuildError::Field {
+                    field: "target",
+                    problem: "no backend".to_owned(),
+                });
+            }
+        }
+        self.dns.validate()?;
+        self.health_check
+            .as_ref()
+            .map_or(Ok(()), HealthCheck::validate)
+    }
+}
+
+/// Runs every pool's plan each tick: expiries, idleness, minimums, back-offs.
+async fn maintain(balancer: Arc<Balancer>) {
+    let mut ticks = tokio::time::interval(MAINTENANCE_TICK);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        for backend in balancer.backends().iter() {
+            backend.pool.maintain();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn builder() -> ClientBuilder {
+        ClientBuilder::new("127.0.0.1:443".parse().expect("target"), Trust::Insecure)
+    }
+
+    #[test]
+    fn bad_settings_name_their_field() {
+        let zero = Duration::ZERO;
+        for (bad, field) in [
+            (builder().timeout(zero), "timeout"),
+            (builder().connect_timeout(zero), "connect_timeout"),
+            (builder().max_lifetime(zero), "max_lifetime"),
+            (builder().idle_timeout(zero), "idle_timeout"),
+            (builder().subset(0), "subset"),
+            (
+                builder().dns_interval(Duration::from_millis(4999)),
+                "dns_interval",
+            ),
+            (
+                builder().health_check(HealthCheck {
+                    unhealthy_threshold: 0,
+                    ..HealthCheck::default()
+                }),
+                "health_check.unhealthy_threshold",
+            ),
+            (
+                ClientBuilder::new(Target::Static(Vec::new()), Trust::Insecure),
+                "target",
+            ),
+        ] {
+            let message = bad.validate().expect_err(field).to_string();
+            assert!(message.starts_with(&format!("{field}: ")), "{message}");
+        }
+        assert!(builder().validate().is_ok());
+    }
+
+    #[test]
+    fn building_outside_a_runtime_is_refused() {
+        let message = builder().build().expect_err("no runtime").to_string();
+        assert!(message.starts_with("runtime: "), "{message}");
+    }
+}

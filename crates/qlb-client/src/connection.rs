@@ -1,0 +1,457 @@
+//! One HTTP/3 connection on its own endpoint (so that it can migrate), the task that drives it
+//! and notices GOAWAY, and the public [`Connection`] handle.
+
+use std::fmt;
+use std::future::poll_fn;
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use h3::ConnectionState as _;
+use http_body::Body;
+
+use crate::body::ResponseBody;
+use crate::error::{BoxError, ConnectError, Error};
+use crate::lease::Lease;
+use crate::migration::{MigrationError, Path, Paths};
+use crate::pool::plan::jittered;
+use crate::request::{self, RequestHead};
+use crate::stats::CloseReason;
+use crate::tls::Trust;
+
+/// HTTP/3's "no error" code (RFC 9114 section 8.1), for closing a connection we are done with.
+pub(crate) const H3_NO_ERROR: u32 = 0x100;
+/// How long a handshake may take by default.
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// QUIC keep-alive, so that idle pooled connections (and NAT bindings) stay up.
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
+
+/// The sending half of an h3 client connection.
+pub(crate) type SendRequest = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
+type Driver = h3::client::Connection<h3_quinn::Connection, Bytes>;
+
+/// Told when the driver sees GOAWAY or the connection closes: the pool's hook.
+pub(crate) type Listener = Arc<dyn Fn(u64, Event) + Send + Sync>;
+
+/// What the driver task reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Event {
+    /// The server sent GOAWAY: the connection takes no new requests.
+    GoAway,
+    /// The connection is closed.
+    Closed,
+}
+
+/// How connections are opened: TLS and transport, server name, handshake timeout.
+#[derive(Clone)]
+pub(crate) struct ConnectSettings {
+    pub client_config: quinn::ClientConfig,
+    pub server_name: Arc<str>,
+    pub connect_timeout: Duration,
+    pub max_lifetime: Option<Duration>,
+}
+
+impl fmt::Debug for ConnectSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectSettings")
+            .field("server_name", &self.server_name)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_lifetime", &self.max_lifetime)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConnectSettings {
+    /// Settings trusting `trust`, with keep-alive on.
+    pub(crate) fn new(trust: &Trust, server_name: &str) -> Result<Self, crate::TlsError> {
+        let mut client_config = trust.client_config()?;
+        let mut transport = quinn::TransportConfig::default();
+        transport.keep_alive_interval(Some(KEEP_ALIVE));
+        client_config.transport_config(Arc::new(transport));
+        Ok(Self {
+            client_config,
+            server_name: server_name.into(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            max_lifetime: None,
+        })
+    }
+}
+
+/// Connection ids, unique in the process (metrics and logs tell connections apart by them).
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+pub(crate) fn next_id() -> u64 {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The state of one open connection, shared by the pool, the requests on it, its driver task
+/// and the [`Connection`] handles given out.
+pub(crate) struct ConnShared {
+    pub id: u64,
+    quic: quinn::Connection,
+    send: SendRequest,
+    paths: Paths,
+    server_name: Arc<str>,
+    /// When its max lifetime is up; None: never.
+    pub expires_at: Option<Instant>,
+    in_flight: AtomicUsize,
+    draining: AtomicBool,
+    /// Why it drains, once it does.
+    reason: OnceLock<CloseReason>,
+}
+
+impl ConnShared {
+    /// Opens connection `id` to `addr` on an endpoint of its own, within the connect timeout,
+    /// and starts its driver task, which reports to `listener`.
+    pub(crate) async fn open(
+        id: u64,
+        addr: SocketAddr,
+        settings: &ConnectSettings,
+        listener: Listener,
+    ) -> Result<Arc<Self>, ConnectError> {
+        let timeout = settings.connect_timeout;
+        tokio::time::timeout(timeout, Self::handshake(id, addr, settings, listener))
+            .await
+            .map_err(|_| ConnectError::Timeout(timeout))?
+    }
+
+    async fn handshake(
+        id: u64,
+        addr: SocketAddr,
+        settings: &ConnectSettings,
+        listener: Listener,
+    ) -> Result<Arc<Self>, ConnectError> {
+        let local = match addr {
+            SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+            SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
+        };
+        let (endpoint, paths) = Paths::bind(local)?;
+        let quic = endpoint
+            .connect_with(settings.client_config.clone(), addr, &settings.server_name)?
+            .await?;
+        paths.attach(&quic);
+        let (driver, send) = h3::client::builder()
+            .build::<_, _, Bytes>(h3_quinn::Connection::new(quic.clone()))
+            .await?;
+        let expires_at = settings
+            .max_lifetime
+            .map(|lifetime| Instant::now() + jittered(lifetime, rand::random()));
+        let shared = Arc::new(Self {
+            id,
+            quic,
+            send,
+            paths,
+            server_name: settings.server_name.clone(),
+            expires_at,
+            in_flight: AtomicUsize::new(0),
+            draining: AtomicBool::new(false),
+            reason: OnceLock::new(),
+        });
+        tokio::spawn(drive(driver, Arc::downgrade(&shared), listener));
+        Ok(shared)
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Counts a request in, unless the connection drains. Counting first and checking
+    /// second (sequentially consistent, against `start_draining`'s store then load) means a
+    /// drain either sees this request or this request sees the drain: a connection is never
+    /// closed under a request that joined it.
+    pub(crate) fn try_acquire(&self) -> bool {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        if self.is_draining() {
+            self.release();
+            return false;
+        }
+        true
+    }
+
+    /// Counts a request out; the last one out of a draining connection closes it.
+    pub(crate) fn release(&self) {
+        if self.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 && self.is_draining() {
+            self.close();
+        }
+    }
+
+    pub(crate) fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Takes no new requests from now on; closes when the last request in flight ends.
+    /// The first reason given sticks.
+    pub(crate) fn start_draining(&self, reason: CloseReason) {
+        let _ = self.reason.set(reason);
+        self.draining.store(true, Ordering::SeqCst);
+        if self.in_flight() == 0 {
+            self.close();
+        }
+    }
+
+    /// Why it drained; `Lost` if it closed without draining.
+    pub(crate) fn close_reason(&self) -> CloseReason {
+        self.reason.get().copied().unwrap_or(CloseReason::Lost)
+    }
+
+    fn close(&self) {
+        self.quic.close(H3_NO_ERROR.into(), b"");
+    }
+
+    pub(crate) fn sender(&self) -> SendRequest {
+        self.send.clone()
+    }
+
+    pub(crate) fn server_name(&self) -> &str {
+        &self.server_name
+    }
+
+    pub(crate) fn remote_addr(&self) -> SocketAddr {
+        self.quic.remote_address()
+    }
+}
+
+impl Drop for ConnShared {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Drives the h3 connection until it closes. h3 reports no GOAWAY event (DESIGN.md section
+/// 2): after each poll, `is_closing()` says whether one arrived.
+async fn drive(mut driver: Driver, conn: Weak<ConnShared>, listener: Listener) {
+    let Some(id) = conn.upgrade().map(|conn| conn.id) else {
+        return;
+    };
+    let mut goaway = false;
+    let error = poll_fn(|cx| match driver.poll_close(cx) {
+        Poll::Ready(error) => Poll::Ready(error),
+        Poll::Pending => {
+            if !goaway && driver.is_closing() {
+                goaway = true;
+                if let Some(conn) = conn.upgrade() {
+                    conn.start_draining(CloseReason::GoAway);
+                }
+                listener(id, Event::GoAway);
+            }
+            Poll::Pending
+        }
+    })
+    .await;
+    tracing::debug!(connection = id, %error, "connection closed");
+    listener(id, Event::Closed);
+}
+
+/// One HTTP/3 connection: from a client's pool ([`Client::connections`](crate::Client::connections)),
+/// or opened alone with [`Connection::connect`] for migration without pooling. Clones are
+/// handles to the same connection; an unpooled connection closes when its last handle goes.
+///
+/// ```no_run
+/// use qlb_client::{Connection, Trust};
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let connection = Connection::connect("127.0.0.1:4433".parse()?, "localhost", &Trust::Insecure).await?;
+/// let response = connection.send(http::Request::get("/whoami").body(String::new())?).await?;
+/// println!("{} from {}", response.status(), connection.remote_addr());
+///
+/// // Move it to another local socket.
+/// let path = connection.add_path(std::net::UdpSocket::bind("0.0.0.0:0")?)?;
+/// path.probe(std::time::Duration::from_secs(1)).await?;
+/// path.switch().await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Connection {
+    shared: Arc<ConnShared>,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("id", &self.shared.id)
+            .field("remote", &self.remote_addr())
+            .field("in_flight", &self.in_flight())
+            .field("draining", &self.is_draining())
+            .finish()
+    }
+}
+
+impl Connection {
+    pub(crate) fn new(shared: Arc<ConnShared>) -> Self {
+        Self { shared }
+    }
+
+    /// Opens a connection to `addr`, presenting `server_name` in TLS and trusting `trust`,
+    /// on an endpoint of its own. Unpooled: no max lifetime, no replacement; after GOAWAY,
+    /// [`send`](Connection::send) returns [`Error::GoingAway`]. Must run inside a tokio runtime.
+    ///
+    /// ```
+    /// use qlb_client::{ConnectError, Connection, Trust};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // A server name that is not one is refused before anything is sent.
+    /// let err = Connection::connect("127.0.0.1:9".parse()?, "not a name", &Trust::Insecure).await;
+    /// assert!(matches!(err, Err(ConnectError::Start(_))));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn connect(
+        addr: SocketAddr,
+        server_name: &str,
+        trust: &Trust,
+    ) -> Result<Self, ConnectError> {
+        let settings = ConnectSettings::new(trust, server_name)?;
+        let listener: Listener = Arc::new(|_, _| {});
+        let shared = ConnShared::open(next_id(), addr, &settings, listener).await?;
+        Ok(Self::new(shared))
+    }
+
+    /// Sends `request` and returns the response once its headers arrive; the body streams
+    /// in as it is read. A relative URI (`/path`) goes to the connection's server name. The
+    /// request body streams out from a task while the response comes in.
+    ///
+    /// No timeout of its own: wrap it in `tokio::time::timeout` (or use a
+    /// [`Client`](crate::Client)).
+    ///
+    /// ```no_run
+    /// # async fn demo(connection: qlb_client::Connection) -> Result<(), Box<dyn std::error::Error>> {
+    /// use http_body_util::BodyExt;
+    ///
+    /// let request = http::Request::post("/echo").body(String::from("hello"))?;
+    /// let body = connection.send(request).await?.into_body().collect().await?.to_bytes();
+    /// assert_eq!(&body[..], b"hello");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn send<B>(
+        &self,
+        request: http::Request<B>,
+    ) -> Result<http::Response<ResponseBody>, Error>
+    where
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let (parts, body) = request.into_parts();
+        let head = RequestHead::new(parts, self.shared.server_name())?;
+        if !self.shared.try_acquire() {
+            return Err(Error::GoingAway);
+        }
+        let lease = Lease::new(self.shared.clone(), None);
+        request::send_on(lease, &head, body, None)
+            .await
+            .map_err(request::Failure::into_error)
+    }
+
+    /// A candidate path over `socket` (bound by the caller, e.g. on another interface):
+    /// probe it, then switch the connection onto it. See [`Path`].
+    ///
+    /// ```no_run
+    /// # async fn demo(connection: qlb_client::Connection) -> Result<(), Box<dyn std::error::Error>> {
+    /// let path = connection.add_path(std::net::UdpSocket::bind("0.0.0.0:0")?)?;
+    /// let rtt = path.probe(std::time::Duration::from_millis(500)).await?;
+    /// path.switch().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn add_path(&self, socket: std::net::UdpSocket) -> Result<Path, MigrationError> {
+        self.shared.paths.add_path(socket)
+    }
+
+    /// The server's address.
+    ///
+    /// ```no_run
+    /// # fn demo(connection: qlb_client::Connection) {
+    /// println!("connected to {}", connection.remote_addr());
+    /// # }
+    /// ```
+    pub fn remote_addr(&self) -> SocketAddr {
+        self.shared.remote_addr()
+    }
+
+    /// The local address packets leave from now (it changes with a path switch).
+    ///
+    /// ```no_run
+    /// # fn demo(connection: qlb_client::Connection) -> std::io::Result<()> {
+    /// println!("from {}", connection.local_addr()?);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.shared.paths.local_addr()
+    }
+
+    /// A number that tells this connection apart from the others of the process.
+    ///
+    /// ```no_run
+    /// # fn demo(a: qlb_client::Connection, b: qlb_client::Connection) {
+    /// assert_ne!(a.id(), b.id());
+    /// # }
+    /// ```
+    pub fn id(&self) -> u64 {
+        self.shared.id
+    }
+
+    /// Requests in flight on it.
+    ///
+    /// ```no_run
+    /// # fn demo(connection: qlb_client::Connection) {
+    /// println!("{} requests in flight", connection.in_flight());
+    /// # }
+    /// ```
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight()
+    }
+
+    /// Whether it takes no new requests: GOAWAY, or its pool retired it (max lifetime, idle,
+    /// backend removed). Requests in flight still finish.
+    ///
+    /// ```no_run
+    /// # fn demo(connection: qlb_client::Connection) {
+    /// if connection.is_draining() { println!("going away"); }
+    /// # }
+    /// ```
+    pub fn is_draining(&self) -> bool {
+        self.shared.is_draining()
+    }
+
+    /// Whether it is closed.
+    ///
+    /// ```no_run
+    /// # fn demo(connection: qlb_client::Connection) {
+    /// assert!(!connection.is_closed());
+    /// # }
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        self.shared.quic.close_reason().is_some()
+    }
+
+    /// The current round-trip time estimate.
+    ///
+    /// ```no_run
+    /// # fn demo(connection: qlb_client::Connection) {
+    /// println!("rtt {:?}", connection.rtt());
+    /// # }
+    /// ```
+    pub fn rtt(&self) -> Duration {
+        self.shared.quic.rtt()
+    }
+
+    /// Waits until the connection is closed, by either side.
+    ///
+    /// ```no_run
+    /// # async fn demo(connection: qlb_client::Connection) {
+    /// connection.closed().await;
+    /// # }
+    /// ```
+    pub async fn closed(&self) {
+        self.shared.quic.closed().await;
+    }
+}

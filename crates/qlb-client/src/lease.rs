@@ -1,0 +1,77 @@
+//! A request's hold on its connection (and backend): counted in flight from the moment it is
+//! given a connection until its response body ends or is dropped.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::backend::Backend;
+use crate::connection::ConnShared;
+
+/// How the request fared so far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    /// No response yet: ending like this (timeout, caller gave up) counts as an error.
+    Pending,
+    /// The response headers came.
+    Responded,
+    /// An error was counted already.
+    Failed,
+}
+
+/// One request in flight on one connection; the counts go back down when it is dropped.
+pub(crate) struct Lease {
+    conn: Arc<ConnShared>,
+    /// None for an unpooled [`Connection`](crate::Connection).
+    backend: Option<Arc<Backend>>,
+    started: Instant,
+    outcome: Outcome,
+}
+
+impl Lease {
+    /// A lease on `conn`, which the caller has already counted in (`try_acquire`).
+    pub(crate) fn new(conn: Arc<ConnShared>, backend: Option<Arc<Backend>>) -> Self {
+        if let Some(backend) = &backend {
+            backend.request_started();
+        }
+        Self {
+            conn,
+            backend,
+            started: Instant::now(),
+            outcome: Outcome::Pending,
+        }
+    }
+
+    pub(crate) fn connection(&self) -> &Arc<ConnShared> {
+        &self.conn
+    }
+
+    /// The response headers arrived: feeds the backend's latency estimate.
+    pub(crate) fn responded(&mut self) {
+        if let Some(backend) = &self.backend {
+            backend.observe_latency(self.started.elapsed());
+        }
+        self.outcome = Outcome::Responded;
+    }
+
+    /// The request failed: counted once as an error of the backend.
+    pub(crate) fn failed(&mut self) {
+        if self.outcome != Outcome::Failed {
+            if let Some(backend) = &self.backend {
+                backend.request_failed();
+            }
+        }
+        self.outcome = Outcome::Failed;
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.outcome == Outcome::Pending {
+            self.failed();
+        }
+        self.conn.release();
+        if let Some(backend) = &self.backend {
+            backend.request_ended();
+        }
+    }
+}

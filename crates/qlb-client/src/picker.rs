@@ -1,0 +1,334 @@
+//! Which backend serves the next request: pure choices over a snapshot of the candidates'
+//! load, so that each policy is tested without sockets.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use rand::rngs::SmallRng;
+use rand::{Rng, RngExt, SeedableRng};
+use thiserror::Error;
+
+use crate::sync::lock;
+
+/// The latency a peak-EWMA picker assumes for a backend it has not measured yet: low enough
+/// that new backends get tried, as linkerd's default RTT estimate.
+pub(crate) const DEFAULT_LATENCY: Duration = Duration::from_millis(30);
+
+/// How a client picks the backend of each request.
+///
+/// ```
+/// use qlb_client::PickerKind;
+///
+/// let kind: PickerKind = "peak-ewma".parse()?;
+/// assert_eq!(kind, PickerKind::PeakEwma);
+/// assert_eq!(PickerKind::default(), PickerKind::RoundRobin);
+/// # Ok::<(), qlb_client::UnknownPicker>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PickerKind {
+    /// Each backend in turn (`round-robin`).
+    #[default]
+    RoundRobin,
+    /// Uniformly at random (`random`).
+    Random,
+    /// The backend with the fewest requests in flight; ties broken at random
+    /// (`least-loaded`).
+    LeastLoaded,
+    /// Of two backends drawn at random, the one with fewer requests in flight (`p2c`).
+    PowerOfTwoChoices,
+    /// Of two backends drawn at random, the one with the lower peak-EWMA latency times
+    /// (requests in flight + 1); unmeasured backends count as 30 ms (`peak-ewma`).
+    PeakEwma,
+}
+
+impl PickerKind {
+    /// Every picker, in the order of their names in [`PickerKind::NAMES`].
+    ///
+    /// ```
+    /// assert_eq!(qlb_client::PickerKind::ALL.len(), qlb_client::PickerKind::NAMES.len());
+    /// ```
+    pub const ALL: [PickerKind; 5] = [
+        Self::RoundRobin,
+        Self::Random,
+        Self::LeastLoaded,
+        Self::PowerOfTwoChoices,
+        Self::PeakEwma,
+    ];
+
+    /// The names pickers parse from (command-line flags, configuration).
+    ///
+    /// ```
+    /// assert!(qlb_client::PickerKind::NAMES.contains(&"p2c"));
+    /// ```
+    pub const NAMES: [&'static str; 5] =
+        ["round-robin", "random", "least-loaded", "p2c", "peak-ewma"];
+
+    /// This picker's name.
+    ///
+    /// ```
+    /// assert_eq!(qlb_client::PickerKind::LeastLoaded.name(), "least-loaded");
+    /// ```
+    pub fn name(self) -> &'static str {
+        let index = Self::ALL.iter().position(|kind| *kind == self);
+        index.map_or("unknown", |index| Self::NAMES[index])
+    }
+}
+
+impl fmt::Display for PickerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A picker name that is not one of [`PickerKind::NAMES`].
+///
+/// ```
+/// let err = "fastest".parse::<qlb_client::PickerKind>().unwrap_err();
+/// assert!(err.to_string().contains("round-robin"));
+/// ```
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+#[error("unknown picker {0:?}: expected one of round-robin, random, least-loaded, p2c, peak-ewma")]
+pub struct UnknownPicker(String);
+
+impl FromStr for PickerKind {
+    type Err = UnknownPicker;
+
+    fn from_str(name: &str) -> Result<Self, UnknownPicker> {
+        Self::NAMES
+            .iter()
+            .position(|known| *known == name)
+            .map(|index| Self::ALL[index])
+            .ok_or_else(|| UnknownPicker(name.to_owned()))
+    }
+}
+
+/// What a picker knows about one candidate.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct Load {
+    /// Requests in flight on the backend.
+    pub in_flight: usize,
+    /// Its peak-EWMA latency estimate; None until measured.
+    pub latency: Option<Duration>,
+}
+
+impl Load {
+    /// Peak EWMA's cost: latency x (in flight + 1), so an idle slow backend still costs its
+    /// latency and a busy fast one its queue.
+    fn cost(&self) -> f64 {
+        self.latency.unwrap_or(DEFAULT_LATENCY).as_secs_f64() * (self.in_flight as f64 + 1.0)
+    }
+}
+
+/// The index in `loads` that `kind` picks; None when `loads` is empty. `turn` is the round
+/// robin counter, `rng` the randomness of the other policies.
+pub(crate) fn pick(
+    kind: PickerKind,
+    loads: &[Load],
+    turn: usize,
+    rng: &mut impl Rng,
+) -> Option<usize> {
+    let n = loads.len();
+    if n <= 1 {
+        return n.checked_sub(1);
+    }
+    Some(match kind {
+        PickerKind::RoundRobin => turn % n,
+        PickerKind::Random => rng.random_range(0..n),
+        PickerKind::LeastLoaded => {
+            // Scan from a random start so that ties do not all go to the first backend.
+            let start = rng.random_range(0..n);
+            (0..n)
+                .map(|offset| (start + offset) % n)
+                .min_by_key(|&index| loads[index].in_flight)
+                .unwrap_or(start)
+        }
+        PickerKind::PowerOfTwoChoices => {
+            let (a, b) = two(n, rng);
+            if loads[b].in_flight < loads[a].in_flight {
+                b
+            } else {
+                a
+            }
+        }
+        PickerKind::PeakEwma => {
+            let (a, b) = two(n, rng);
+            if loads[b].cost() < loads[a].cost() {
+                b
+            } else {
+                a
+            }
+        }
+    })
+}
+
+/// Two distinct random indices below `n` (n >= 2).
+fn two(n: usize, rng: &mut impl Rng) -> (usize, usize) {
+    let a = rng.random_range(0..n);
+    let b = (a + rng.random_range(1..n)) % n;
+    (a, b)
+}
+
+/// A [`PickerKind`] with its state: the round-robin turn and a random generator.
+#[derive(Debug)]
+pub(crate) struct Picker {
+    kind: PickerKind,
+    turn: AtomicUsize,
+    rng: Mutex<SmallRng>,
+}
+
+impl Picker {
+    pub(crate) fn new(kind: PickerKind) -> Self {
+        Self {
+            kind,
+            turn: AtomicUsize::new(0),
+            rng: Mutex::new(SmallRng::seed_from_u64(rand::random())),
+        }
+    }
+
+    /// Picks among `loads`. A retry does not take a round-robin turn: otherwise a backend
+    /// that rejects every request would get the first attempt of every one (its rejection's
+    /// retry taking the turn of the backend after it).
+    pub(crate) fn pick(&self, loads: &[Load], retry: bool) -> Option<usize> {
+        let turn = if retry {
+            self.turn.load(Ordering::Relaxed)
+        } else {
+            self.turn.fetch_add(1, Ordering::Relaxed)
+        };
+        let mut rng = lock(&self.rng);
+        pick(self.kind, loads, turn, &mut *rng)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rng() -> SmallRng {
+        SmallRng::seed_from_u64(7)
+    }
+
+    fn idle(n: usize) -> Vec<Load> {
+        vec![Load::default(); n]
+    }
+
+    /// How often each index is picked in `rounds` picks over fixed loads.
+    fn histogram(kind: PickerKind, loads: &[Load], rounds: usize) -> Vec<usize> {
+        let mut rng = rng();
+        let mut counts = vec![0; loads.len()];
+        for turn in 0..rounds {
+            counts[pick(kind, loads, turn, &mut rng).expect("a pick")] += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for kind in PickerKind::ALL {
+            assert_eq!(kind.name().parse::<PickerKind>(), Ok(kind));
+            assert_eq!(kind.to_string(), kind.name());
+        }
+        assert!("least_loaded".parse::<PickerKind>().is_err());
+    }
+
+    #[test]
+    fn no_candidates_no_pick_and_one_candidate_always() {
+        for kind in PickerKind::ALL {
+            assert_eq!(pick(kind, &[], 3, &mut rng()), None);
+            assert_eq!(pick(kind, &idle(1), 3, &mut rng()), Some(0));
+        }
+    }
+
+    #[test]
+    fn round_robin_takes_turns() {
+        let picks: Vec<_> = (0..7)
+            .map(|turn| pick(PickerKind::RoundRobin, &idle(3), turn, &mut rng()))
+            .collect();
+        assert_eq!(picks, [0, 1, 2, 0, 1, 2, 0].map(Some));
+    }
+
+    #[test]
+    fn random_spreads_evenly() {
+        for count in histogram(PickerKind::Random, &idle(4), 4000) {
+            assert!((800..1200).contains(&count), "{count}");
+        }
+    }
+
+    #[test]
+    fn least_loaded_takes_the_fewest_in_flight_and_spreads_ties() {
+        let mut loads = idle(4);
+        for (load, in_flight) in loads.iter_mut().zip([3, 1, 5, 1]) {
+            load.in_flight = in_flight;
+        }
+        let counts = histogram(PickerKind::LeastLoaded, &loads, 1000);
+        assert_eq!(counts[0] + counts[2], 0, "{counts:?}");
+        assert!(
+            counts[1] > 300 && counts[3] > 300,
+            "ties not spread: {counts:?}"
+        );
+    }
+
+    #[test]
+    fn power_of_two_never_picks_the_busiest() {
+        let mut loads = idle(3);
+        loads[2].in_flight = 10;
+        loads[1].in_flight = 1;
+        let counts = histogram(PickerKind::PowerOfTwoChoices, &loads, 3000);
+        // The busiest loses every draw; the idle one wins both of its pairs.
+        assert_eq!(counts[2], 0, "{counts:?}");
+        assert!(counts[0] > counts[1], "{counts:?}");
+        // Two distinct candidates are always drawn.
+        let mut rng = rng();
+        for n in 2..6 {
+            for _ in 0..100 {
+                let (a, b) = two(n, &mut rng);
+                assert!(a != b && a < n && b < n);
+            }
+        }
+    }
+
+    #[test]
+    fn peak_ewma_weighs_latency_by_load_and_assumes_a_default() {
+        let fast_busy = Load {
+            in_flight: 3,
+            latency: Some(Duration::from_millis(10)),
+        };
+        let slow_idle = Load {
+            in_flight: 0,
+            latency: Some(Duration::from_millis(100)),
+        };
+        // 10 ms x 4 < 100 ms x 1.
+        assert_eq!(
+            histogram(PickerKind::PeakEwma, &[fast_busy, slow_idle], 50),
+            [50, 0]
+        );
+        // Unmeasured counts as 30 ms: better than 100 ms, worse than 10 ms.
+        let unmeasured = Load::default();
+        assert_eq!(
+            histogram(PickerKind::PeakEwma, &[slow_idle, unmeasured], 50),
+            [0, 50]
+        );
+        let fast_idle = Load {
+            in_flight: 0,
+            latency: Some(Duration::from_millis(10)),
+        };
+        assert_eq!(
+            histogram(PickerKind::PeakEwma, &[unmeasured, fast_idle], 50),
+            [0, 50]
+        );
+    }
+
+    #[test]
+    fn the_stateful_picker_advances_its_turn() {
+        let picker = Picker::new(PickerKind::RoundRobin);
+        let picks: Vec<_> = [false, false, true, false, true, false]
+            .into_iter()
+            .map(|retry| picker.pick(&idle(2), retry))
+            .collect();
+        // Retries take no turn of their own.
+        assert_eq!(picks, [0, 1, 0, 0, 1, 1].map(Some));
+    }
+}

@@ -1,0 +1,350 @@
+//! The connections to one backend: opened, chosen for requests, retired and closed as
+//! [`plan`] decides. This layer only carries the decisions out and keeps the books.
+
+pub(crate) mod plan;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Instant;
+
+use tokio::sync::Notify;
+
+use crate::backend::Backend;
+use crate::connection::{self, ConnShared, ConnectSettings, Event, Listener};
+use crate::error::{ConnectError, Error};
+use crate::lease::Lease;
+use crate::stats::{BackendStats, CloseReason, bump};
+use crate::sync::lock;
+
+/// One connection slot of the pool.
+enum Slot {
+    /// The handshake runs.
+    Connecting(u64),
+    /// It takes requests.
+    Ready(Arc<ConnShared>),
+}
+
+impl Slot {
+    fn id(&self) -> u64 {
+        match self {
+            Self::Connecting(id) => *id,
+            Self::Ready(conn) => conn.id,
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    slots: Vec<Slot>,
+    /// Retired connections still finishing their requests.
+    draining: Vec<Arc<ConnShared>>,
+    /// Requests waiting for a connection.
+    waiting: usize,
+    last_used: Option<Instant>,
+    /// Failed connection attempts so far, the last one's error, and those in a row.
+    failures: u64,
+    last_failure: Option<Arc<ConnectError>>,
+    failures_in_row: u32,
+    /// No background connection attempt before this (back-off after failures).
+    retry_at: Option<Instant>,
+    /// The backend is gone: open nothing more.
+    closed: bool,
+}
+
+/// The connections to one backend.
+pub(crate) struct Pool {
+    addr: SocketAddr,
+    settings: Arc<ConnectSettings>,
+    limits: plan::Limits,
+    state: Mutex<State>,
+    /// Wakes requests waiting for a connection.
+    changed: Notify,
+    pub(crate) stats: BackendStats,
+}
+
+impl Pool {
+    pub(crate) fn new(
+        addr: SocketAddr,
+        settings: Arc<ConnectSettings>,
+        limits: plan::Limits,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            addr,
+            settings,
+            limits,
+            state: Mutex::default(),
+            changed: Notify::new(),
+            stats: BackendStats::default(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    /// A connection for one request: the one [`plan::choose`] picks, waiting for a
+    /// handshake if none is ready. Fails with the connection error if an attempt fails
+    /// while waiting.
+    pub(crate) async fn acquire(self: &Arc<Self>, backend: &Arc<Backend>) -> Result<Lease, Error> {
+        let mut seen_failures = None;
+        loop {
+            let changed = self.changed.notified();
+            let mut changed = std::pin::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let mut state = self.lock();
+                let failures = *seen_failures.get_or_insert(state.failures);
+                if let Some(source) = state
+                    .last_failure
+                    .clone()
+                    .filter(|_| state.failures > failures)
+                {
+                    return Err(Error::Connect {
+                        addr: self.addr,
+                        source,
+                    });
+                }
+                if state.closed {
+                    return Err(Error::NoBackends(format!("{} left the target", self.addr)));
+                }
+                let now = Instant::now();
+                while let Some(conn) = choose(&state, now) {
+                    state.last_used = Some(now);
+                    if conn.try_acquire() {
+                        return Ok(Lease::new(conn, Some(backend.clone())));
+                    }
+                    // It started draining in between (GOAWAY): out of the slots with it.
+                    self.retire(&mut state, conn.id, CloseReason::GoAway);
+                }
+                state.waiting += 1;
+                self.carry_out(&mut state, now, true);
+            }
+            let _waiting = Waiting(self);
+            changed.await;
+        }
+    }
+
+    /// Runs the plan once (the maintenance task's tick): opens what is due, retires what
+    /// expired or idled.
+    pub(crate) fn maintain(self: &Arc<Self>) {
+        let mut state = self.lock();
+        self.carry_out(&mut state, Instant::now(), false);
+    }
+
+    /// The backend left the target: every connection drains, nothing new opens.
+    pub(crate) fn close(&self) {
+        let mut state = self.lock();
+        state.closed = true;
+        for slot in std::mem::take(&mut state.slots) {
+            if let Slot::Ready(conn) = slot {
+                conn.start_draining(CloseReason::Removed);
+                state.draining.push(conn);
+            }
+        }
+        drop(state);
+        self.changed.notify_waiters();
+    }
+
+    /// Connections that take requests now.
+    pub(crate) fn ready(&self) -> Vec<Arc<ConnShared>> {
+        let state = self.lock();
+        ready_conns(&state).cloned().collect()
+    }
+
+    /// Connections open now, draining ones included.
+    pub(crate) fn open_count(&self) -> usize {
+        let state = self.lock();
+        ready_conns(&state).count() + state.draining.len()
+    }
+
+    /// Whether the last connection attempt failed.
+    pub(crate) fn is_failing(&self) -> bool {
+        self.lock().failures_in_row > 0
+    }
+
+    /// A request ended.
+    pub(crate) fn touch(&self) {
+        self.lock().last_used = Some(Instant::now());
+    }
+
+    /// Applies the plan for now. `foreground`: a request waits, so connection attempts
+    /// ignore the back-off.
+    fn carry_out(self: &Arc<Self>, state: &mut State, now: Instant, foreground: bool) {
+        if state.closed {
+            return;
+        }
+        let conns: Vec<plan::Conn> = state
+            .slots
+            .iter()
+            .map(|slot| match slot {
+                Slot::Connecting(id) => plan::Conn {
+                    id: *id,
+                    ready: false,
+                    expires_at: None,
+                    in_flight: 0,
+                },
+                Slot::Ready(conn) => view(conn),
+            })
+            .collect();
+        let planned = plan::plan(&conns, &self.limits, &demand(state), now);
+        for &(id, reason) in &planned.drain {
+            self.retire(state, id, reason);
+        }
+        self.stats.replacements.fetch_add(
+            planned.replaced as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        let backing_off = state.retry_at.is_some_and(|at| now < at);
+        if foreground || !backing_off {
+            for _ in 0..planned.open {
+                self.open(state);
+            }
+        }
+    }
+
+    /// Moves ready connection `id` from the slots to the draining list; false if it was not
+    /// there.
+    fn retire(&self, state: &mut State, id: u64, reason: CloseReason) -> bool {
+        let Some(index) = state.slots.iter().position(|slot| slot.id() == id) else {
+            return false;
+        };
+        match state.slots.remove(index) {
+            Slot::Ready(conn) => {
+                tracing::debug!(backend = %self.addr, connection = id, reason = reason.as_str(), "draining");
+                conn.start_draining(reason);
+                state.draining.push(conn);
+                true
+            }
+            connecting => {
+                state.slots.push(connecting);
+                false
+            }
+        }
+    }
+
+    /// Starts one connection attempt.
+    fn open(self: &Arc<Self>, state: &mut State) {
+        let id = connection::next_id();
+        state.slots.push(Slot::Connecting(id));
+        let pool = self.clone();
+        tokio::spawn(async move {
+            let weak = Arc::downgrade(&pool);
+            let listener: Listener = Arc::new(move |id, event| {
+                if let Some(pool) = Weak::upgrade(&weak) {
+                    pool.on_event(id, event);
+                }
+            });
+            let result = ConnShared::open(id, pool.addr, &pool.settings, listener).await;
+            pool.opened(id, result);
+        });
+    }
+
+    /// A connection attempt ended.
+    fn opened(self: &Arc<Self>, id: u64, result: Result<Arc<ConnShared>, ConnectError>) {
+        let mut state = self.lock();
+        state.slots.retain(|slot| slot.id() != id);
+        let now = Instant::now();
+        match result {
+            Ok(conn) => {
+                bump(&self.stats.connections_opened);
+                state.failures_in_row = 0;
+                state.retry_at = None;
+                if state.closed {
+                    conn.start_draining(CloseReason::Removed);
+                    state.draining.push(conn);
+                } else {
+                    state.slots.push(Slot::Ready(conn));
+                }
+            }
+            Err(err) => {
+                tracing::debug!(backend = %self.addr, error = %err, "connection attempt failed");
+                bump(&self.stats.connect_failures);
+                state.failures += 1;
+                state.failures_in_row = state.failures_in_row.saturating_add(1);
+                state.retry_at = Some(now + plan::backoff(state.failures_in_row));
+                state.last_failure = Some(Arc::new(err));
+            }
+        }
+        self.carry_out(&mut state, now, false);
+        drop(state);
+        self.changed.notify_waiters();
+    }
+
+    /// What a connection's driver reports.
+    fn on_event(self: &Arc<Self>, id: u64, event: Event) {
+        let mut state = self.lock();
+        match event {
+            Event::GoAway => {
+                if self.retire(&mut state, id, CloseReason::GoAway) {
+                    let conns: Vec<plan::Conn> =
+                        ready_conns(&state).map(|conn| view(conn)).collect();
+                    if plan::wanted(&conns, &self.limits, &demand(&state), Instant::now()) > 0 {
+                        bump(&self.stats.replacements);
+                    }
+                }
+            }
+            Event::Closed => {
+                let closed = match state.slots.iter().position(|slot| slot.id() == id) {
+                    Some(index) => match state.slots.remove(index) {
+                        Slot::Ready(conn) => Some(conn),
+                        Slot::Connecting(_) => None,
+                    },
+                    None => state
+                        .draining
+                        .iter()
+                        .position(|conn| conn.id == id)
+                        .map(|index| state.draining.swap_remove(index)),
+                };
+                if let Some(conn) = closed {
+                    self.stats.closed(conn.close_reason());
+                }
+            }
+        }
+        self.carry_out(&mut state, Instant::now(), false);
+        drop(state);
+        self.changed.notify_waiters();
+    }
+}
+
+fn ready_conns(state: &State) -> impl Iterator<Item = &Arc<ConnShared>> {
+    state.slots.iter().filter_map(|slot| match slot {
+        Slot::Ready(conn) => Some(conn),
+        Slot::Connecting(_) => None,
+    })
+}
+
+/// A ready connection as the plan sees it.
+fn view(conn: &ConnShared) -> plan::Conn {
+    plan::Conn {
+        id: conn.id,
+        ready: true,
+        expires_at: conn.expires_at,
+        in_flight: conn.in_flight(),
+    }
+}
+
+/// What asks for connections, as the plan sees it.
+fn demand(state: &State) -> plan::Demand {
+    plan::Demand {
+        waiting: state.waiting,
+        last_used: state.last_used,
+        failing: state.failures_in_row > 0,
+    }
+}
+
+/// The connection [`plan::choose`] gives the next request.
+fn choose(state: &State, now: Instant) -> Option<Arc<ConnShared>> {
+    let conns: Vec<plan::Conn> = ready_conns(state).map(|conn| view(conn)).collect();
+    let id = plan::choose(&conns, now)?;
+    ready_conns(state).find(|conn| conn.id == id).cloned()
+}
+
+/// A request counted as waiting for a connection, until it stops waiting.
+struct Waiting<'a>(&'a Pool);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.waiting = state.waiting.saturating_sub(1);
+    }
+}

@@ -1,0 +1,350 @@
+//! Explicit connection migration (`Connection::add_path`, `Path::probe`, `Path::switch`,
+//! `Path::close`) against real peers on loopback: qlb-server backends, directly, through a
+//! relay whose paths can die, and through the load balancer's data plane.
+
+mod migration_support;
+
+use std::future::{Future, poll_fn};
+use std::net::{SocketAddr, UdpSocket};
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::Poll;
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use migration_support::{
+    Backend, PROBE, PlainServer, TestResult, backend_and_connection, connect, echo, identity,
+    new_path, peer_seen, probed_path, relayed_connection, released, whoami, within,
+};
+use qlb_client::MigrationError;
+use qlb_lb::dataplane::{Dataplane, DataplaneOptions};
+use qlb_router::{Backend as PoolBackend, Pool, Route};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_measures_the_round_trip() -> TestResult {
+    let (_backend, connection) = backend_and_connection().await?;
+    let path = new_path(&connection)?;
+    let rtt = path.probe(PROBE).await?;
+    assert!(rtt < PROBE, "{rtt:?}");
+    // Still a candidate: it probes again, and the connection has not moved.
+    path.probe(PROBE).await?;
+    assert_ne!(connection.local_addr()?.port(), path.local_addr().port());
+    assert_eq!(echo(&connection, "alive").await?, "alive");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probe_of_a_dead_path_times_out_and_releases_the_socket() -> TestResult {
+    let (_backend, relay, connection) = relayed_connection().await?;
+    let path = new_path(&connection)?;
+    relay.block(path.local_addr());
+
+    let timeout = Duration::from_millis(400);
+    let err = within("the probe", path.probe(timeout))
+        .await?
+        .expect_err("must fail");
+    assert!(
+        matches!(err, MigrationError::ProbeTimedOut(t) if t == timeout),
+        "{err}"
+    );
+    // Released at once: its port can be bound again.
+    UdpSocket::bind(path.local_addr())?;
+    let err = path.probe(PROBE).await.expect_err("must fail");
+    assert!(matches!(err, MigrationError::PathClosed), "{err}");
+    assert_eq!(echo(&connection, "alive").await?, "alive");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switch_mid_download_keeps_every_byte_and_the_server_sees_the_new_address() -> TestResult {
+    const LEN: usize = 20_000_000;
+    let (_backend, connection) = backend_and_connection().await?;
+    let old = connection.local_addr()?;
+    assert_eq!(peer_seen(&connection).await?.port(), old.port());
+
+    let received = Arc::new(AtomicUsize::new(0));
+    let response = connection
+        .send(http::Request::get(format!("/bytes/{LEN}")).body(String::new())?)
+        .await?;
+    assert_eq!(response.status(), http::StatusCode::OK);
+    let download = tokio::spawn({
+        let received = received.clone();
+        let mut body = response.into_body();
+        async move {
+            let mut nonzero = 0;
+            while let Some(frame) = body.frame().await {
+                if let Ok(data) = frame?.into_data() {
+                    nonzero += data.iter().filter(|&&octet| octet != 0).count();
+                    received.fetch_add(data.len(), Ordering::Relaxed);
+                }
+            }
+            TestResult::Ok(nonzero)
+        }
+    });
+    within("the download to start", async {
+        while received.load(Ordering::Relaxed) < LEN / 10 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await?;
+
+    let path = probed_path(&connection).await?;
+    path.switch().await?;
+    assert!(
+        received.load(Ordering::Relaxed) < LEN,
+        "switched mid-download"
+    );
+    assert_eq!(connection.local_addr()?, path.local_addr());
+
+    let nonzero = within("the download", download).await???;
+    assert_eq!((received.load(Ordering::Relaxed), nonzero), (LEN, 0));
+    assert_eq!(peer_seen(&connection).await?, path.local_addr());
+    // The connection uses the path now: probing it reports the connection's RTT.
+    path.probe(PROBE).await?;
+    released(old).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switch_to_a_dead_path_rolls_back_and_the_connection_lives() -> TestResult {
+    let (_backend, relay, connection) = relayed_connection().await?;
+    let old = connection.local_addr()?;
+    let path = probed_path(&connection).await?;
+    // The path worked when probed, and dies before the switch.
+    relay.block(path.local_addr());
+
+    let err = within("the switch", path.switch())
+        .await?
+        .expect_err("must fail");
+    assert!(
+        matches!(err, MigrationError::SwitchNotConfirmed(window) if window >= Duration::from_millis(300)),
+        "{err}"
+    );
+    assert_eq!(connection.local_addr()?, old);
+    assert!(!connection.is_closed());
+    assert_eq!(echo(&connection, "alive").await?, "alive");
+    let err = path.switch().await.expect_err("must fail");
+    assert!(matches!(err, MigrationError::PathClosed), "{err}");
+    released(path.local_addr()).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_switch_rolls_back() -> TestResult {
+    let (_backend, relay, connection) = relayed_connection().await?;
+    let old = connection.local_addr()?;
+    let path = probed_path(&connection).await?;
+    relay.block(path.local_addr());
+    // Polled once, the switch has rebound the endpoint and waits for a confirmation the
+    // dead path never gives; then it is dropped.
+    let mut switch = Box::pin(path.switch());
+    let first = poll_fn(|cx| Poll::Ready(switch.as_mut().poll(cx))).await;
+    assert!(first.is_pending(), "{first:?}");
+    assert_eq!(connection.local_addr()?, path.local_addr());
+    drop(switch);
+    assert_eq!(connection.local_addr()?, old);
+    assert_eq!(echo(&connection, "alive").await?, "alive");
+    let err = path.switch().await.expect_err("must fail");
+    assert!(matches!(err, MigrationError::PathClosed), "{err}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_switches_under_load_lose_no_request() -> TestResult {
+    const SWITCHES: usize = 100;
+    const WORKERS: usize = 4;
+    let (_backend, connection) = backend_and_connection().await?;
+    let completed = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|_| {
+            let (connection, completed, done) =
+                (connection.clone(), completed.clone(), done.clone());
+            tokio::spawn(async move {
+                // 20 kB up and back: data flows both ways while the connection moves.
+                let message = "0123456789".repeat(2_000);
+                while !done.load(Ordering::Relaxed) {
+                    let body = echo(&connection, message.clone()).await?;
+                    if body != message {
+                        return Err(format!(
+                            "echo of {} octets came back as {}",
+                            message.len(),
+                            body.len()
+                        )
+                        .into());
+                    }
+                    completed.fetch_add(1, Ordering::Relaxed);
+                }
+                TestResult::Ok(())
+            })
+        })
+        .collect();
+
+    let mut last = None;
+    let switches = within("100 switches", async {
+        for _ in 0..SWITCHES {
+            let before = completed.load(Ordering::Relaxed);
+            let path = probed_path(&connection).await?;
+            path.switch().await?;
+            last = Some(path.local_addr());
+            // Requests keep flowing between switches: at least one more completes.
+            while completed.load(Ordering::Relaxed) == before {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        TestResult::Ok(())
+    })
+    .await;
+    done.store(true, Ordering::Relaxed);
+    switches??;
+    for worker in workers {
+        within("a worker", worker).await???;
+    }
+    assert!(completed.load(Ordering::Relaxed) >= SWITCHES);
+    let last = last.ok_or("no switch")?;
+    assert_eq!(connection.local_addr()?, last);
+    assert_eq!(peer_seen(&connection).await?, last);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_switches_run_one_after_the_other() -> TestResult {
+    let (_backend, connection) = backend_and_connection().await?;
+    let (a, b) = (
+        probed_path(&connection).await?,
+        probed_path(&connection).await?,
+    );
+    let (switched_a, switched_b) = within("both switches", async {
+        tokio::join!(a.switch(), b.switch())
+    })
+    .await?;
+    switched_a?;
+    switched_b?;
+    // The second switch moved the connection away from the first path, which closed.
+    let now = connection.local_addr()?;
+    let previous = if now == a.local_addr() { &b } else { &a };
+    let err = previous.switch().await.expect_err("must fail");
+    assert!(matches!(err, MigrationError::PathClosed), "{err}");
+    assert_eq!(peer_seen(&connection).await?, now);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misuse_gets_clear_errors() -> TestResult {
+    let (_backend, connection) = backend_and_connection().await?;
+
+    let path = new_path(&connection)?;
+    let err = path.switch().await.expect_err("must fail");
+    assert!(matches!(err, MigrationError::NotProbed), "{err}");
+    let local = path.local_addr();
+    path.close();
+    UdpSocket::bind(local)?;
+
+    // The connection goes: its paths say so.
+    let path = probed_path(&connection).await?;
+    // The last handle of an unpooled connection closes it.
+    drop(connection);
+    for err in [
+        path.probe(PROBE).await.expect_err("must fail"),
+        path.switch().await.expect_err("must fail"),
+    ] {
+        assert!(matches!(err, MigrationError::ConnectionClosed(_)), "{err}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_of_a_closing_connection_are_refused() -> TestResult {
+    let (backend, connection) = backend_and_connection().await?;
+    let path = probed_path(&connection).await?;
+    backend.server.shutdown(Duration::from_millis(200)).await;
+    within("the connection to close", connection.closed()).await?;
+    let err = path.switch().await.expect_err("must fail");
+    assert!(matches!(err, MigrationError::ConnectionClosed(_)), "{err}");
+    let err = connection
+        .add_path(UdpSocket::bind("127.0.0.1:0")?)
+        .expect_err("must fail");
+    assert!(matches!(err, MigrationError::ConnectionClosed(_)), "{err}");
+    Ok(())
+}
+
+/// The peer's `disable_active_migration` cannot be read through quinn 0.11 (see the
+/// `migration` module documentation): the switch is tried, the quinn peer drops the packets
+/// from the new address, and the switch rolls back with the connection alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_disabled_migration_keeps_the_connection_where_it_was() -> TestResult {
+    let server = PlainServer::start(false)?;
+    let connection = connect(server.addr, &server.certificate).await?;
+    let old = connection.local_addr()?;
+    assert_eq!(echo(&connection, "alive").await?, "alive");
+
+    let path = new_path(&connection)?;
+    // Version negotiation is the endpoint's business, not the connection's: the probe works.
+    path.probe(PROBE).await?;
+    let err = within("the switch", path.switch())
+        .await?
+        .expect_err("must fail");
+    assert!(
+        matches!(err, MigrationError::SwitchNotConfirmed(_)),
+        "{err}"
+    );
+    assert_eq!(connection.local_addr()?, old);
+    assert_eq!(echo(&connection, "alive").await?, "alive");
+
+    // The same server with migration allowed follows the switch.
+    let server = PlainServer::start(true)?;
+    let connection = connect(server.addr, &server.certificate).await?;
+    probed_path(&connection).await?.switch().await?;
+    assert_eq!(echo(&connection, "alive").await?, "alive");
+    Ok(())
+}
+
+/// The point of the product: behind the load balancer a migrated connection arrives as a
+/// new flow, which the load balancer routes by connection ID to the same backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switches_through_the_load_balancer_stay_on_the_backend() -> TestResult {
+    const SWITCHES: usize = 5;
+    let (identity, certificate) = identity()?;
+    let backends = [
+        Backend::start("0001", &identity)?,
+        Backend::start("0002", &identity)?,
+    ];
+    let config_id = migration_support::quic_lb_config().id();
+    let pool = Pool::new(
+        migration_support::decoder(),
+        backends.iter().map(|backend| {
+            PoolBackend::new(backend.server.server_id().to_string(), backend.addr)
+                .with_server_id(config_id, *backend.server.server_id())
+        }),
+    )?;
+    let dataplane = Dataplane::start(
+        &["127.0.0.1:0".parse()?],
+        NonZeroUsize::MIN,
+        Arc::new(pool),
+        DataplaneOptions::default(),
+    )?;
+    let connection = connect(dataplane.local_addrs()[0], &certificate).await?;
+
+    let first = whoami(&connection).await?;
+    let mut flows: Vec<SocketAddr> = vec![first["peer"].as_str().ok_or("peer")?.parse()?];
+    for _ in 0..SWITCHES {
+        probed_path(&connection).await?.switch().await?;
+        let whoami = whoami(&connection).await?;
+        assert_eq!(whoami["server_id"], first["server_id"], "{whoami}");
+        flows.push(whoami["peer"].as_str().ok_or("peer")?.parse()?);
+    }
+    // Each path reached the backend as a flow of its own (the load balancer's upstream
+    // socket for it), routed by connection ID.
+    flows.dedup();
+    assert_eq!(flows.len(), SWITCHES + 1, "{flows:?}");
+    let stats = dataplane.stats();
+    assert!(
+        stats.flows_created > SWITCHES as u64,
+        "{}",
+        stats.flows_created
+    );
+    assert!(stats.router.routed(Route::Cid) > 0);
+    Ok(())
+}

@@ -1,0 +1,341 @@
+//! Real peers on loopback for the migration tests: qlb-server backends, a bare quinn + h3
+//! server whose migration setting the test picks, a UDP relay whose paths can be made dead,
+//! and request helpers over the public [`Connection`].
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use http_body_util::BodyExt;
+use qlb_client::{Connection, Path, Trust};
+use qlb_server::{Identity, Server};
+use quic_lb::{Config, ConfigId, Decoder, Key};
+use rustls::pki_types::CertificateDer;
+use tokio::task::{JoinHandle, JoinSet};
+
+pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// The longest anything that should happen at once may take on a loaded machine.
+pub const WAIT: Duration = Duration::from_secs(20);
+/// A generous probe timeout for paths that work.
+pub const PROBE: Duration = Duration::from_secs(5);
+
+/// Runs `future`, failing after [`WAIT`] with `what`.
+pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> TestResult<T> {
+    tokio::time::timeout(WAIT, future)
+        .await
+        .map_err(|_| format!("{what}: nothing after {WAIT:?}").into())
+}
+
+/// Waits until `addr` can be bound again: every holder of the socket let it go.
+pub async fn released(addr: SocketAddr) -> TestResult {
+    within(&format!("{addr} to be released"), async {
+        while UdpSocket::bind(addr).is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
+/// The load balancer's QUIC-LB configuration: 2-octet server IDs, 6-octet nonces, keyed.
+pub fn quic_lb_config() -> Config {
+    let key: Key = "8f95f09245765f80256934e50c66207f".parse().expect("hex key");
+    Config::new(ConfigId::new(1).expect("codepoint"), 2, 6, Some(key)).expect("valid")
+}
+
+/// A decoder for [`quic_lb_config`], as the load balancer holds it.
+pub fn decoder() -> Decoder {
+    let mut decoder = Decoder::new();
+    decoder.insert(quic_lb_config());
+    decoder
+}
+
+/// A self-signed identity for `localhost`, and its certificate.
+pub fn identity() -> TestResult<(Identity, CertificateDer<'static>)> {
+    let identity = Identity::self_signed(&["localhost"])?;
+    let certificate = identity.certificate_chain()[0].clone();
+    Ok((identity, certificate))
+}
+
+/// A qlb-server backend with the built-in routes on an ephemeral loopback port.
+pub struct Backend {
+    pub server: Server,
+    pub addr: SocketAddr,
+    serving: JoinHandle<()>,
+}
+
+impl Backend {
+    pub fn start(server_id: &str, identity: &Identity) -> TestResult<Self> {
+        let identity = Identity::new(
+            identity.certificate_chain().to_vec(),
+            identity.private_key(),
+        );
+        let server = Server::builder(quic_lb_config(), server_id.parse()?)
+            .identity(identity)
+            .bind("127.0.0.1:0".parse()?)?;
+        let addr = server.local_addr()?;
+        let routes = qlb_server::builtin_routes(server.drain_state());
+        let serving = tokio::spawn({
+            let server = server.clone();
+            async move { server.serve(routes).await }
+        });
+        Ok(Self {
+            server,
+            addr,
+            serving,
+        })
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.serving.abort();
+    }
+}
+
+/// A connection to `addr` trusting `certificate`, for server name `localhost`.
+pub async fn connect(
+    addr: SocketAddr,
+    certificate: &CertificateDer<'static>,
+) -> TestResult<Connection> {
+    let trust = Trust::Roots(vec![certificate.clone()]);
+    Ok(within(
+        "the handshake",
+        Connection::connect(addr, "localhost", &trust),
+    )
+    .await??)
+}
+
+/// A backend (server ID 0001) and a connection to it.
+pub async fn backend_and_connection() -> TestResult<(Backend, Connection)> {
+    let (identity, certificate) = identity()?;
+    let backend = Backend::start("0001", &identity)?;
+    let connection = connect(backend.addr, &certificate).await?;
+    Ok((backend, connection))
+}
+
+/// A backend, a relay in front of it, and a connection through the relay.
+pub async fn relayed_connection() -> TestResult<(Backend, Relay, Connection)> {
+    let (identity, certificate) = identity()?;
+    let backend = Backend::start("0001", &identity)?;
+    let relay = Relay::start(backend.addr).await?;
+    let connection = connect(relay.addr, &certificate).await?;
+    Ok((backend, relay, connection))
+}
+
+/// `GET path` on `connection`: the status must be 200; returns the body.
+pub async fn get(connection: &Connection, path: &str) -> TestResult<Bytes> {
+    let response = connection
+        .send(http::Request::get(path).body(String::new())?)
+        .await?;
+    if response.status() != http::StatusCode::OK {
+        return Err(format!("GET {path}: {}", response.status()).into());
+    }
+    Ok(response.into_body().collect().await?.to_bytes())
+}
+
+/// `POST /echo` with `message`: the status must be 200; returns the body. The liveness
+/// checks use it rather than a `GET`: a server that answers before it read the end of the
+/// request stops the stream (qlb-server with code 0), and `Connection::send` fails the
+/// request if the stop arrives before it finished sending, although the response is whole
+/// (RFC 9114 section 4.1.1). A body the server reads to its end avoids that race, which has
+/// nothing to do with migration.
+pub async fn echo(connection: &Connection, message: impl Into<String>) -> TestResult<Bytes> {
+    let response = connection
+        .send(http::Request::post("/echo").body(message.into())?)
+        .await?;
+    if response.status() != http::StatusCode::OK {
+        return Err(format!("POST /echo: {}", response.status()).into());
+    }
+    Ok(response.into_body().collect().await?.to_bytes())
+}
+
+/// The client's address as the backend saw it, from `/whoami`.
+pub async fn peer_seen(connection: &Connection) -> TestResult<SocketAddr> {
+    Ok(whoami(connection).await?["peer"]
+        .as_str()
+        .ok_or("no peer in /whoami")?
+        .parse()?)
+}
+
+/// The backend's `/whoami`.
+pub async fn whoami(connection: &Connection) -> TestResult<serde_json::Value> {
+    Ok(serde_json::from_slice(&get(connection, "/whoami").await?)?)
+}
+
+/// A new candidate path of `connection` from a fresh loopback port.
+pub fn new_path(connection: &Connection) -> TestResult<Path> {
+    Ok(connection.add_path(UdpSocket::bind("127.0.0.1:0")?)?)
+}
+
+/// A new path, probed.
+pub async fn probed_path(connection: &Connection) -> TestResult<Path> {
+    let path = new_path(connection)?;
+    path.probe(PROBE).await?;
+    Ok(path)
+}
+
+/// A bare quinn + h3 server echoing every request's body, with active migration
+/// allowed or not (`ServerConfig::migration(false)` sends `disable_active_migration`).
+pub struct PlainServer {
+    pub addr: SocketAddr,
+    pub certificate: CertificateDer<'static>,
+    endpoint: quinn::Endpoint,
+    accepting: JoinHandle<()>,
+}
+
+impl PlainServer {
+    pub fn start(migration: bool) -> TestResult<Self> {
+        let (identity, certificate) = identity()?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_no_client_auth()
+            .with_single_cert(
+                identity.certificate_chain().to_vec(),
+                identity.private_key(),
+            )?;
+        tls.alpn_protocols = vec![qlb_client::ALPN_H3.to_vec()];
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
+        let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        config.migration(migration);
+        let endpoint = quinn::Endpoint::server(config, "127.0.0.1:0".parse()?)?;
+        let accepting = tokio::spawn({
+            let endpoint = endpoint.clone();
+            async move {
+                // Dropped with this task: the connections' tasks stop too.
+                let mut connections = JoinSet::new();
+                while let Some(incoming) = endpoint.accept().await {
+                    connections.spawn(serve_echo(incoming));
+                }
+            }
+        });
+        Ok(Self {
+            addr: endpoint.local_addr()?,
+            certificate,
+            endpoint,
+            accepting,
+        })
+    }
+}
+
+impl Drop for PlainServer {
+    fn drop(&mut self) {
+        self.endpoint.close(0u32.into(), b"");
+        self.accepting.abort();
+    }
+}
+
+async fn serve_echo(incoming: quinn::Incoming) {
+    let Ok(connection) = incoming.await else {
+        return;
+    };
+    let Ok(mut h3) = h3::server::builder()
+        .build::<_, Bytes>(h3_quinn::Connection::new(connection))
+        .await
+    else {
+        return;
+    };
+    let mut requests = JoinSet::new();
+    while let Ok(Some(resolver)) = h3.accept().await {
+        requests.spawn(async move {
+            let Ok((_request, mut stream)) = resolver.resolve_request().await else {
+                return;
+            };
+            let mut body = Vec::new();
+            while let Ok(Some(mut chunk)) = stream.recv_data().await {
+                body.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+            }
+            let _ = stream.send_response(http::Response::new(())).await;
+            let _ = stream.send_data(Bytes::from(body)).await;
+            let _ = stream.finish().await;
+        });
+    }
+}
+
+/// A UDP relay between clients and one server, like the load balancer's proxy mode: each
+/// client address gets an upstream socket of its own. A blocked client address's datagrams
+/// are dropped both ways, which makes that client's path dead.
+pub struct Relay {
+    pub addr: SocketAddr,
+    blocked: Arc<Mutex<HashSet<SocketAddr>>>,
+    relaying: JoinHandle<()>,
+}
+
+impl Relay {
+    pub async fn start(server: SocketAddr) -> TestResult<Self> {
+        let listen = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await?);
+        let addr = listen.local_addr()?;
+        let blocked = Arc::new(Mutex::new(HashSet::new()));
+        let relaying = tokio::spawn(relay(listen, server, blocked.clone()));
+        Ok(Self {
+            addr,
+            blocked,
+            relaying,
+        })
+    }
+
+    /// Drops everything from and to `client` from now on.
+    pub fn block(&self, client: SocketAddr) {
+        self.blocked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(client);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.relaying.abort();
+    }
+}
+
+async fn relay(
+    listen: Arc<tokio::net::UdpSocket>,
+    server: SocketAddr,
+    blocked: Arc<Mutex<HashSet<SocketAddr>>>,
+) {
+    let is_blocked = move |client: &SocketAddr| {
+        blocked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(client)
+    };
+    // Dropped with this task when the relay stops: the flows stop too.
+    let mut flows = JoinSet::new();
+    let mut upstreams: HashMap<SocketAddr, Arc<tokio::net::UdpSocket>> = HashMap::new();
+    let mut buf = vec![0; 65536];
+    while let Ok((len, client)) = listen.recv_from(&mut buf).await {
+        if is_blocked(&client) {
+            continue;
+        }
+        let upstream = match upstreams.get(&client) {
+            Some(upstream) => upstream.clone(),
+            None => {
+                let Ok(upstream) = tokio::net::UdpSocket::bind("127.0.0.1:0").await else {
+                    continue;
+                };
+                if upstream.connect(server).await.is_err() {
+                    continue;
+                }
+                let upstream = Arc::new(upstream);
+                upstreams.insert(client, upstream.clone());
+                let (back, listen, is_blocked) =
+                    (upstream.clone(), listen.clone(), is_blocked.clone());
+                flows.spawn(async move {
+                    let mut buf = vec![0; 65536];
+                    while let Ok(len) = back.recv(&mut buf).await {
+                        if !is_blocked(&client) {
+                            let _ = listen.send_to(&buf[..len], client).await;
+                        }
+                    }
+                });
+                upstream
+            }
+        };
+        let _ = upstream.send(&buf[..len]).await;
+    }
+}

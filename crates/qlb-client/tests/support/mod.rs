@@ -1,0 +1,154 @@
+//! Shared by the client's integration tests: qlb-server backends on loopback, a raw h3
+//! server that refuses requests, a bounded load loop, polling with deadlines. Each test
+//! binary uses a different subset.
+#![allow(dead_code)]
+
+pub mod dns;
+pub mod load;
+pub mod refuser;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::routing::get;
+use http_body_util::BodyExt;
+use qlb_client::{Client, ClientBuilder, Target, Trust};
+use qlb_server::{Identity, Server, builtin_routes};
+use quic_lb::{Config, ConfigId};
+
+pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Generous bound for anything that should happen "soon" on a loaded 2-core machine.
+pub const SOON: Duration = Duration::from_secs(10);
+
+/// Logs to the test output when RUST_LOG is set.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// A qlb-server backend serving the built-in routes and `/ready` (200, or 503 once
+/// [`Backend::set_ready`] says so).
+pub struct Backend {
+    pub server: Server,
+    pub addr: SocketAddr,
+    pub name: String,
+    ready: Arc<AtomicBool>,
+}
+
+impl Backend {
+    /// Backend `name` with server ID `server_id` (4 hex digits) on a free loopback port.
+    pub fn start(name: &str, server_id: &str) -> TestResult<Self> {
+        Self::start_with(name, server_id, "127.0.0.1:0".parse()?, |builder| builder)
+    }
+
+    /// Like [`Backend::start`], on `addr`, with the server builder adjusted by `adjust`.
+    pub fn start_with(
+        name: &str,
+        server_id: &str,
+        addr: SocketAddr,
+        adjust: impl FnOnce(qlb_server::ServerBuilder) -> qlb_server::ServerBuilder,
+    ) -> TestResult<Self> {
+        init_tracing();
+        let config = Config::new(ConfigId::new(0)?, 2, 6, None)?;
+        let builder = Server::builder(config, server_id.parse()?)
+            .name(name)
+            .identity(Identity::self_signed(&["localhost"])?);
+        let server = adjust(builder).bind(addr)?;
+        let ready = Arc::new(AtomicBool::new(true));
+        let app = builtin_routes(server.drain_state()).route(
+            "/ready",
+            get({
+                let ready = ready.clone();
+                move || async move {
+                    if ready.load(Ordering::SeqCst) {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    }
+                }
+            }),
+        );
+        tokio::spawn({
+            let server = server.clone();
+            async move { server.serve(app).await }
+        });
+        Ok(Self {
+            addr: server.local_addr()?,
+            server,
+            name: name.to_owned(),
+            ready,
+        })
+    }
+
+    /// Makes `/ready` answer 200 (true) or 503 (false).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+}
+
+/// `count` backends named `{prefix}1..` on free loopback ports.
+pub fn backends(prefix: &str, count: usize) -> TestResult<Vec<Backend>> {
+    (1..=count)
+        .map(|i| Backend::start(&format!("{prefix}{i}"), &format!("{i:04x}")))
+        .collect()
+}
+
+/// A client builder for `target` (insecure trust, server name localhost, 10 s timeout).
+pub fn client(target: impl Into<Target>) -> ClientBuilder {
+    Client::builder(target.into(), Trust::Insecure)
+        .server_name("localhost")
+        .timeout(SOON)
+}
+
+/// GETs `path` and returns the status and the whole body.
+pub async fn fetch(client: &Client, path: &str) -> TestResult<(http::StatusCode, bytes::Bytes)> {
+    let response = client
+        .send(http::Request::get(path).body(String::new())?)
+        .await?;
+    let status = response.status();
+    Ok((status, response.into_body().collect().await?.to_bytes()))
+}
+
+/// The name of the backend that answered `/whoami`.
+pub async fn whoami(client: &Client) -> TestResult<String> {
+    let (status, body) = fetch(client, "/whoami").await?;
+    if status != http::StatusCode::OK {
+        return Err(format!("/whoami answered {status}").into());
+    }
+    let json: serde_json::Value = serde_json::from_slice(&body)?;
+    Ok(json["name"].as_str().ok_or("no name")?.to_owned())
+}
+
+/// Polls `condition` every 10 ms until it holds; fails after `limit` with `what`.
+pub async fn eventually(
+    limit: Duration,
+    what: &str,
+    mut condition: impl FnMut() -> bool,
+) -> TestResult {
+    let until = tokio::time::Instant::now() + limit;
+    while !condition() {
+        if tokio::time::Instant::now() > until {
+            return Err(format!("not within {limit:?}: {what}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
+/// Awaits `future` for at most `limit`.
+pub async fn within<T>(
+    limit: Duration,
+    what: &str,
+    future: impl Future<Output = T>,
+) -> TestResult<T> {
+    tokio::time::timeout(limit, future)
+        .await
+        .map_err(|_| format!("{what} took more than {limit:?}").into())
+}

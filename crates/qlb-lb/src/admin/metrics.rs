@@ -1,0 +1,243 @@
+//! The load balancer's Prometheus metrics, encoded from a [`Status`] at scrape time: the data
+//! plane keeps plain per-worker counters and the status already sums them, so the metrics are
+//! the same numbers as `GET /status`. `docs/metrics.md` lists every family.
+
+use std::fmt;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use qlb_router::BackendState;
+
+use crate::daemon::{BackendStatus, Status};
+use crate::health::Health;
+
+/// The content type of [`encode`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Encodes `status` as Prometheus (OpenMetrics) text.
+///
+/// ```no_run
+/// # async fn scrape(balancer: qlb_lb::Balancer) -> Result<(), std::fmt::Error> {
+/// let text = qlb_lb::admin::encode_metrics(balancer.status().await)?;
+/// assert!(text.contains("# TYPE qlb_lb_packets counter"));
+/// # Ok(())
+/// # }
+/// ```
+pub fn encode(status: Status) -> Result<String, fmt::Error> {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Snapshot(status)));
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry)?;
+    Ok(text)
+}
+
+#[derive(Debug)]
+struct Snapshot(Status);
+
+const BACKEND_STATES: [BackendState; 3] = [
+    BackendState::Active,
+    BackendState::Draining,
+    BackendState::Down,
+];
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let status = &self.0;
+        let backends = &status.backends;
+        let directed = |value: fn(&BackendStatus) -> [u64; 2]| {
+            backends.iter().flat_map(move |b| {
+                let [to_backend, to_client] = value(b);
+                [
+                    (
+                        [("backend", b.name.as_str()), ("direction", "to_backend")],
+                        to_backend,
+                    ),
+                    (
+                        [("backend", b.name.as_str()), ("direction", "to_client")],
+                        to_client,
+                    ),
+                ]
+            })
+        };
+        family(
+            &mut encoder,
+            MetricType::Counter,
+            "qlb_lb_packets",
+            "Datagrams forwarded, per backend and direction",
+            directed(|b| [b.to_backend.packets, b.to_client.packets]),
+        )?;
+        family(
+            &mut encoder,
+            MetricType::Counter,
+            "qlb_lb_bytes",
+            "UDP payload octets forwarded, per backend and direction",
+            directed(|b| [b.to_backend.bytes, b.to_client.bytes]),
+        )?;
+        let dropped_by_router: u64 = status.dropped.router.values().sum();
+        family(
+            &mut encoder,
+            MetricType::Counter,
+            "qlb_lb_decisions",
+            "Routing decisions for client datagrams: forwarded by route (cid, dcid_table, \
+             tuple_table, fallback), or drop",
+            status
+                .routed
+                .iter()
+                .map(|(route, count)| ([("kind", *route)], *count))
+                .chain([([("kind", "drop")], dropped_by_router)]),
+        )?;
+        family(
+            &mut encoder,
+            MetricType::Counter,
+            "qlb_lb_dropped",
+            "Datagrams dropped, by stage (router: before forwarding; dataplane: flows and \
+             sends) and reason",
+            status
+                .dropped
+                .router
+                .iter()
+                .map(|(reason, count)| ([("stage", "router"), ("reason", *reason)], *count))
+                .chain(status.dropped.dataplane.iter().map(|(reason, count)| {
+                    ([("stage", "dataplane"), ("reason", *reason)], *count)
+                })),
+        )?;
+        for (kind, name, help, value) in [
+            (
+                MetricType::Counter,
+                "qlb_lb_receive_errors",
+                "Failed receive calls of the data plane",
+                status.receive_errors,
+            ),
+            (
+                MetricType::Gauge,
+                "qlb_lb_flows_active",
+                "Flows (client address and listening address) in the flow tables",
+                status.flows.active,
+            ),
+            (
+                MetricType::Counter,
+                "qlb_lb_flows_created",
+                "Flows opened",
+                status.flows.created,
+            ),
+            (
+                MetricType::Counter,
+                "qlb_lb_flows_expired",
+                "Flows forgotten after flow_idle_timeout without traffic",
+                status.flows.expired,
+            ),
+        ] {
+            sample(
+                kind,
+                value,
+                encoder.encode_descriptor(name, help, None, kind)?,
+            )?;
+        }
+        family(
+            &mut encoder,
+            MetricType::Gauge,
+            "qlb_lb_backend_state",
+            "1 for the state the router gives each backend (active, draining, down), else 0",
+            backends.iter().flat_map(|b| {
+                BACKEND_STATES.map(|state| {
+                    (
+                        [("backend", b.name.as_str()), ("state", state.as_str())],
+                        u64::from(b.effective_state == state),
+                    )
+                })
+            }),
+        )?;
+        let checked = || {
+            backends
+                .iter()
+                .filter_map(|b| Some((b.name.as_str(), b.health.as_ref()?)))
+        };
+        family(
+            &mut encoder,
+            MetricType::Gauge,
+            "qlb_lb_backend_health",
+            "1 for each checked backend's health state (unknown, up, unready, down), else 0",
+            checked().flat_map(|(name, health)| {
+                Health::ALL.map(|state| {
+                    (
+                        [("backend", name), ("state", state.as_str())],
+                        u64::from(health.state == state),
+                    )
+                })
+            }),
+        )?;
+        family(
+            &mut encoder,
+            MetricType::Counter,
+            "qlb_lb_health_checks",
+            "Health checks per backend, by result",
+            checked().flat_map(|(name, health)| {
+                [
+                    (
+                        [("backend", name), ("result", "passed")],
+                        health.checks_passed,
+                    ),
+                    (
+                        [("backend", name), ("result", "failed")],
+                        health.checks_failed,
+                    ),
+                ]
+            }),
+        )?;
+        family(
+            &mut encoder,
+            MetricType::Counter,
+            "qlb_lb_health_transitions",
+            "Health state changes per backend, by the state entered",
+            checked().flat_map(|(name, health)| {
+                [
+                    ([("backend", name), ("to", "up")], health.transitions_up),
+                    (
+                        [("backend", name), ("to", "unready")],
+                        health.transitions_unready,
+                    ),
+                    ([("backend", name), ("to", "down")], health.transitions_down),
+                ]
+            }),
+        )?;
+        family(
+            &mut encoder,
+            MetricType::Counter,
+            "qlb_lb_reloads",
+            "Configuration reloads, by result (applied, refused)",
+            [
+                ([("result", "applied")], status.reloads.applied),
+                ([("result", "refused")], status.reloads.refused),
+            ],
+        )?;
+        Ok(())
+    }
+}
+
+/// One family of `kind` (counter or gauge; counters get `_total` in their samples).
+fn family<L: EncodeLabelSet>(
+    encoder: &mut DescriptorEncoder,
+    kind: MetricType,
+    name: &str,
+    help: &str,
+    series: impl IntoIterator<Item = (L, u64)>,
+) -> fmt::Result {
+    let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+    for (labels, value) in series {
+        sample(kind, value, family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// One sample of `kind`.
+fn sample(kind: MetricType, value: u64, encoder: MetricEncoder) -> fmt::Result {
+    if matches!(kind, MetricType::Counter) {
+        ConstCounter::new(value).encode(encoder)
+    } else {
+        ConstGauge::new(value).encode(encoder)
+    }
+}

@@ -1,0 +1,280 @@
+//! The admin HTTP API (axum, HTTP/1.1), run by the [`Balancer`] on `admin.listen`:
+//!
+//! | request | answer |
+//! | --- | --- |
+//! | `GET /status` | 200, the [`Status`](crate::daemon::Status) as JSON |
+//! | `POST /backends/{name}/drain` | 200 `{"name", "admin_override", "effective_state"}`; 404 for an unknown name |
+//! | `POST /backends/{name}/undrain` | the same; the backend goes back to its configured state |
+//! | `POST /reload` | 200, the [`ReloadReport`](crate::daemon::ReloadReport) as JSON; 422 with `{"error"}` naming the field for a refused configuration, 500 if the file cannot be read |
+//! | `GET /metrics` | 200, Prometheus (OpenMetrics) text |
+//!
+//! When a token is configured (`admin.token_file` or `admin.token`, required unless the
+//! address is loopback), every request must carry `Authorization: Bearer <token>`; the
+//! comparison takes the same time wherever the first difference is. Otherwise the answer is
+//! 401 with `WWW-Authenticate: Bearer`. The token is never logged.
+
+mod metrics;
+
+use std::net::SocketAddr;
+use std::sync::Weak;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{FromRequestParts, Path, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::config::Secret;
+use crate::daemon::{AdminOverride, Balancer, ReloadError, Shared};
+pub use metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, encode as encode_metrics};
+
+/// How long a shutdown waits for admin requests in progress.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The running admin server.
+#[derive(Debug)]
+pub(crate) struct AdminServer {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl AdminServer {
+    /// Serves the admin API on `listener` for the balancer behind `shared`, until stopped.
+    pub(crate) fn spawn(listener: TcpListener, shared: Weak<Shared>) -> Self {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let app = router(shared);
+        let task = tokio::spawn(async move {
+            let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
+                stopped.await.ok();
+            });
+            if let Err(err) = serving.await {
+                tracing::error!(%err, "the admin API failed");
+            }
+        });
+        Self { stop, task }
+    }
+
+    /// Stops accepting and waits (a little) for requests in progress.
+    pub(crate) async fn stop(self) {
+        self.stop.send(()).ok();
+        let abort = self.task.abort_handle();
+        if tokio::time::timeout(STOP_TIMEOUT, self.task).await.is_err() {
+            abort.abort();
+        }
+    }
+
+    /// Stops at once (the balancer is gone).
+    pub(crate) fn abort(&self) {
+        self.task.abort();
+    }
+}
+
+/// The admin API's routes for the balancer behind `shared`.
+fn router(shared: Weak<Shared>) -> axum::Router {
+    axum::Router::new()
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .route("/reload", post(reload))
+        .route("/backends/{name}/drain", post(drain))
+        .route("/backends/{name}/undrain", post(undrain))
+        .layer(middleware::from_fn_with_state(shared.clone(), authorize))
+        .with_state(shared)
+}
+
+/// A JSON error body: `{"error": "..."}`.
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    #[derive(Serialize)]
+    struct Error {
+        error: String,
+    }
+    (
+        status,
+        Json(Error {
+            error: message.into(),
+        }),
+    )
+        .into_response()
+}
+
+/// The balancer behind the admin API, as an extractor: 503 once it is gone.
+struct Live(Balancer);
+
+impl FromRequestParts<Weak<Shared>> for Live {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        _parts: &mut Parts,
+        shared: &Weak<Shared>,
+    ) -> Result<Self, Self::Rejection> {
+        shared
+            .upgrade()
+            .map(|shared| Self(Balancer::from_shared(shared)))
+            .ok_or_else(|| {
+                error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the load balancer has stopped",
+                )
+            })
+    }
+}
+
+async fn authorize(Live(balancer): Live, request: Request, next: Next) -> Response {
+    if let Some(refusal) = refusal(
+        balancer.admin_token().as_ref(),
+        balancer.admin_addr(),
+        request.headers().get(header::AUTHORIZATION),
+    ) {
+        return refusal;
+    }
+    next.run(request).await
+}
+
+/// Why a request may not proceed, if it may not. Fails closed: a non-loopback admin address
+/// without a token (which the configuration refuses) lets nothing through.
+fn refusal(
+    token: Option<&Secret>,
+    admin: Option<SocketAddr>,
+    authorization: Option<&header::HeaderValue>,
+) -> Option<Response> {
+    let Some(token) = token else {
+        return match admin {
+            Some(addr) if !addr.ip().is_loopback() => Some(error(
+                StatusCode::FORBIDDEN,
+                "admin.token_file: required when admin.listen is not a loopback address",
+            )),
+            _ => None,
+        };
+    };
+    let given = authorization
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, credentials)| credentials.trim());
+    let accepted = given.is_some_and(|given| bool::from(given.as_bytes().ct_eq(token.as_bytes())));
+    if accepted {
+        return None;
+    }
+    let mut response = error(
+        StatusCode::UNAUTHORIZED,
+        "a bearer token is required: Authorization: Bearer <admin token>",
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    Some(response)
+}
+
+async fn status(Live(balancer): Live) -> Response {
+    Json(balancer.status().await).into_response()
+}
+
+async fn metrics(Live(balancer): Live) -> Response {
+    match encode_metrics(balancer.status().await) {
+        Ok(text) => ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text).into_response(),
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot encode the metrics",
+        ),
+    }
+}
+
+async fn reload(Live(balancer): Live) -> Response {
+    match balancer.reload().await {
+        Ok(report) => Json(report).into_response(),
+        Err(err) => {
+            let status = match &err {
+                err if err.is_invalid_config() => StatusCode::UNPROCESSABLE_ENTITY,
+                ReloadError::NoConfigFile => StatusCode::CONFLICT,
+                ReloadError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            error(status, err.to_string())
+        }
+    }
+}
+
+async fn drain(balancer: Live, name: Path<String>) -> Response {
+    set_drained(balancer, name, true).await
+}
+
+async fn undrain(balancer: Live, name: Path<String>) -> Response {
+    set_drained(balancer, name, false).await
+}
+
+async fn set_drained(Live(balancer): Live, Path(name): Path<String>, drained: bool) -> Response {
+    #[derive(Serialize)]
+    struct Drained {
+        name: String,
+        admin_override: Option<AdminOverride>,
+        effective_state: &'static str,
+    }
+    let result = if drained {
+        balancer.drain(&name).await
+    } else {
+        balancer.undrain(&name).await
+    };
+    match result {
+        Ok(state) => Json(Drained {
+            name,
+            admin_override: drained.then_some(AdminOverride::Drain),
+            effective_state: state.as_str(),
+        })
+        .into_response(),
+        Err(err) => error(StatusCode::NOT_FOUND, err.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(value: &str) -> header::HeaderValue {
+        header::HeaderValue::from_str(value).expect("header")
+    }
+
+    #[test]
+    fn the_token_is_required_exactly_when_configured() {
+        let token = Secret::new(b"s3cret".to_vec());
+        let loopback: SocketAddr = "127.0.0.1:9901".parse().expect("addr");
+        let anywhere: SocketAddr = "0.0.0.0:9901".parse().expect("addr");
+        let status = |token, admin, value: Option<&str>| {
+            refusal(token, Some(admin), value.map(header).as_ref()).map(|r| r.status())
+        };
+        assert_eq!(status(None, loopback, None), None);
+        assert_eq!(
+            status(None, anywhere, None),
+            Some(StatusCode::FORBIDDEN),
+            "fails closed"
+        );
+        for accepted in ["Bearer s3cret", "bearer  s3cret ", "BEARER s3cret"] {
+            assert_eq!(
+                status(Some(&token), anywhere, Some(accepted)),
+                None,
+                "{accepted}"
+            );
+        }
+        for refused in [
+            None,
+            Some("s3cret"),
+            Some("Basic s3cret"),
+            Some("Bearer s3cre"),
+            Some("Bearer s3cret2"),
+            Some("Bearer "),
+        ] {
+            assert_eq!(
+                status(Some(&token), loopback, refused),
+                Some(StatusCode::UNAUTHORIZED),
+                "{refused:?}"
+            );
+        }
+    }
+}

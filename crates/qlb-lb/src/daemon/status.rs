@@ -1,0 +1,309 @@
+//! What `GET /status` answers and `/metrics` exports: the running configuration's backends
+//! with every layer of their state, and the data plane's counters.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use qlb_router::{BackendState, DropReason, Route, Traffic};
+use serde::{Serialize, Serializer};
+
+use super::state::{AdminOverride, State};
+use crate::dataplane::{DataplaneDrop, Stats};
+use crate::health::Health;
+
+/// A snapshot of the load balancer, as `GET /status` serves it (JSON).
+///
+/// ```no_run
+/// # async fn show(balancer: qlb_lb::Balancer) -> Result<(), serde_json::Error> {
+/// let status = balancer.status().await;
+/// for backend in &status.backends {
+///     println!("{} {}", backend.name, backend.effective_state.as_str());
+/// }
+/// println!("{}", serde_json::to_string_pretty(&status)?);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
+pub struct Status {
+    /// The bound UDP addresses clients send to.
+    pub listen: Vec<SocketAddr>,
+    /// The admin API's bound address, if it runs.
+    pub admin: Option<SocketAddr>,
+    /// The file reloads re-read, if any.
+    pub config_file: Option<PathBuf>,
+    /// Data-plane threads.
+    pub workers: usize,
+    /// Whether health checks run.
+    pub health_checks: bool,
+    /// The QUIC-LB codepoints the load balancer decodes, in file order.
+    pub quic_lb_config_ids: Vec<u8>,
+    /// Every backend of the running configuration, in file order.
+    pub backends: Vec<BackendStatus>,
+    /// The data plane's flows.
+    pub flows: FlowCounts,
+    /// Datagrams forwarded, by how the backend was chosen (`cid`, `dcid_table`,
+    /// `tuple_table`, `fallback`).
+    pub routed: BTreeMap<&'static str, u64>,
+    /// Datagrams dropped, by reason.
+    pub dropped: DropCounts,
+    /// Failed receive calls of the data plane (not datagrams; should stay 0).
+    pub receive_errors: u64,
+    /// Reloads since start.
+    pub reloads: ReloadCounts,
+}
+
+/// One backend: what the file says, what operators and health checks add, and the result.
+///
+/// ```
+/// use qlb_lb::daemon::TrafficCount;
+///
+/// assert_eq!(TrafficCount::default().packets, 0);
+/// ```
+#[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
+pub struct BackendStatus {
+    /// Its name.
+    pub name: String,
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Its server ID, hex.
+    pub server_id: String,
+    /// Its weight.
+    pub weight: u32,
+    /// `state` in the file: `active` or `draining`.
+    #[serde(serialize_with = "state_label")]
+    pub configured_state: BackendState,
+    /// A drain through the admin API, if any.
+    pub admin_override: Option<AdminOverride>,
+    /// Health checks' view; `None` (JSON `null`) when checks are disabled.
+    pub health: Option<HealthStatus>,
+    /// What the router does with it: `active`, `draining` or `down`.
+    #[serde(serialize_with = "state_label")]
+    pub effective_state: BackendState,
+    /// Client datagrams forwarded to it.
+    pub to_backend: TrafficCount,
+    /// Its datagrams relayed to clients.
+    pub to_client: TrafficCount,
+}
+
+/// A backend's health checks.
+///
+/// ```
+/// use qlb_lb::{daemon::HealthStatus, health::Health};
+///
+/// let health = HealthStatus {
+///     state: Health::Up,
+///     checks_passed: 3,
+///     checks_failed: 0,
+///     transitions_up: 1,
+///     transitions_unready: 0,
+///     transitions_down: 0,
+///     last_failure: None,
+/// };
+/// assert_eq!(serde_json::to_value(&health)?["state"], "up");
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+pub struct HealthStatus {
+    /// `unknown` (not checked yet; routed), `up`, `unready` (answers, fails: no new
+    /// connections) or `down` (silent: nothing reaches it).
+    pub state: Health,
+    /// Checks passed since the record started.
+    pub checks_passed: u64,
+    /// Checks failed since the record started.
+    pub checks_failed: u64,
+    /// Transitions to up (the first check counts, from unknown).
+    pub transitions_up: u64,
+    /// Transitions to unready.
+    pub transitions_unready: u64,
+    /// Transitions to down.
+    pub transitions_down: u64,
+    /// Why the last failed check failed.
+    pub last_failure: Option<String>,
+}
+
+/// Datagrams and octets.
+///
+/// ```
+/// use qlb_lb::daemon::TrafficCount;
+///
+/// let count = TrafficCount::from(qlb_router::Traffic { packets: 2, bytes: 2400 });
+/// assert_eq!((count.packets, count.bytes), (2, 2400));
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize)]
+pub struct TrafficCount {
+    /// Datagrams.
+    pub packets: u64,
+    /// UDP payload octets.
+    pub bytes: u64,
+}
+
+impl From<Traffic> for TrafficCount {
+    fn from(traffic: Traffic) -> Self {
+        Self {
+            packets: traffic.packets,
+            bytes: traffic.bytes,
+        }
+    }
+}
+
+/// The data plane's flows (one per client address and listening address).
+///
+/// ```
+/// assert_eq!(qlb_lb::daemon::FlowCounts::default().active, 0);
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize)]
+pub struct FlowCounts {
+    /// In the flow tables now.
+    pub active: u64,
+    /// Opened since start.
+    pub created: u64,
+    /// Expired after `flow_idle_timeout` since start.
+    pub expired: u64,
+}
+
+/// Drops by reason: the router's (before forwarding) and the data plane's (flows, sends).
+///
+/// ```
+/// assert!(qlb_lb::daemon::DropCounts::default().router.is_empty());
+/// ```
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize)]
+pub struct DropCounts {
+    /// By [`DropReason`] label, every reason present.
+    pub router: BTreeMap<&'static str, u64>,
+    /// By [`DataplaneDrop`] label, every reason present.
+    pub dataplane: BTreeMap<&'static str, u64>,
+}
+
+/// Reloads since start (file, `POST /reload` and in-process).
+///
+/// ```
+/// assert_eq!(qlb_lb::daemon::ReloadCounts::default().refused, 0);
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize)]
+pub struct ReloadCounts {
+    /// Reloads that swapped in a new configuration.
+    pub applied: u64,
+    /// Reloads refused (the running configuration stayed).
+    pub refused: u64,
+}
+
+/// Where the load balancer runs: what `Status` reports besides state and counters.
+#[derive(Clone, Debug)]
+pub(crate) struct Place {
+    pub listen: Vec<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    pub config_file: Option<PathBuf>,
+}
+
+impl Status {
+    pub(crate) fn new(place: &Place, state: &State, stats: &Stats) -> Self {
+        let config = state.config();
+        let to_backend: BTreeMap<&str, Traffic> = stats.router.backends().collect();
+        let backends = config
+            .backends
+            .iter()
+            .map(|b| BackendStatus {
+                name: b.name.clone(),
+                addr: b.addr,
+                server_id: b.server_id.to_string(),
+                weight: b.weight,
+                configured_state: b.state,
+                admin_override: state.admin_override(&b.name),
+                health: state.health(&b.name),
+                effective_state: state.effective_state(b),
+                to_backend: to_backend
+                    .get(b.name.as_str())
+                    .copied()
+                    .unwrap_or_default()
+                    .into(),
+                to_client: stats.to_client(&b.name).into(),
+            })
+            .collect();
+        Self {
+            listen: place.listen.clone(),
+            admin: place.admin,
+            config_file: place.config_file.clone(),
+            workers: config.workers.get(),
+            health_checks: config.health.enabled,
+            quic_lb_config_ids: config.quic_lb.iter().map(|c| c.id().get()).collect(),
+            backends,
+            flows: FlowCounts {
+                active: stats.flows_active,
+                created: stats.flows_created,
+                expired: stats.flows_expired,
+            },
+            routed: Route::ALL
+                .iter()
+                .map(|r| (r.as_str(), stats.router.routed(*r)))
+                .collect(),
+            dropped: DropCounts {
+                router: DropReason::ALL
+                    .iter()
+                    .map(|r| (r.as_str(), stats.router.dropped(*r)))
+                    .collect(),
+                dataplane: DataplaneDrop::ALL
+                    .iter()
+                    .map(|r| (r.as_str(), stats.dropped(*r)))
+                    .collect(),
+            },
+            receive_errors: stats.receive_errors,
+            reloads: state.reloads(),
+        }
+    }
+}
+
+fn state_label<S: Serializer>(state: &BackendState, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(state.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LbConfig;
+
+    #[test]
+    fn every_layer_of_a_backend_shows() {
+        let config = LbConfig::from_toml(
+            r#"
+            listen = ["127.0.0.1:4433"]
+            [[quic_lb]]
+            config_id = 2
+            server_id_len = 1
+            nonce_len = 6
+            [[backend]]
+            name = "b1"
+            addr = "127.0.0.1:5001"
+            server_id = "0a"
+            weight = 3
+            "#,
+            ".".as_ref(),
+        )
+        .expect("valid");
+        let mut state = State::new(config);
+        state.set_drained("b1", true).expect("b1");
+        let place = Place {
+            listen: vec!["127.0.0.1:4433".parse().expect("addr")],
+            admin: None,
+            config_file: None,
+        };
+        let json = serde_json::to_value(Status::new(&place, &state, &Stats::default()))
+            .expect("serializes");
+        let backend = &json["backends"][0];
+        assert_eq!(backend["server_id"], "0a");
+        assert_eq!(backend["weight"], 3);
+        assert_eq!(backend["configured_state"], "active");
+        assert_eq!(backend["admin_override"], "drain");
+        assert_eq!(backend["health"]["state"], "unknown");
+        assert_eq!(backend["effective_state"], "draining");
+        assert_eq!(backend["to_client"]["packets"], 0);
+        assert_eq!(json["quic_lb_config_ids"], serde_json::json!([2]));
+        assert_eq!(json["routed"]["cid"], 0);
+        assert_eq!(json["dropped"]["router"]["no_backend"], 0);
+        assert_eq!(json["dropped"]["dataplane"]["flow_table_full"], 0);
+        assert_eq!(json["flows"]["active"], 0);
+        assert_eq!(json["admin"], serde_json::Value::Null);
+    }
+}

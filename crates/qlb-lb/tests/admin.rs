@@ -1,0 +1,344 @@
+//! The admin HTTP API over real TCP, in front of a real load balancer with HTTP/3 backends:
+//! status, drain and undrain (and where new connections go meanwhile), reload, metrics, and
+//! the bearer token off loopback.
+
+mod quic;
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+
+use quic::{
+    Backend, FAST_HEALTH, H3Client, LbFile, NO_HEALTH, Setup, TestResult, admin, connection_to,
+    lb_toml, new_connections_reach, setup, setup_up,
+};
+
+const LOOPBACK_ADMIN: &str = "[admin]\nlisten = \"127.0.0.1:0\"\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_and_undrain_over_http() -> TestResult {
+    let Setup::<2> { balancer, lb, .. } = setup(&format!("{NO_HEALTH}{LOOPBACK_ADMIN}")).await?;
+    let api = balancer.admin_addr().ok_or("admin")?;
+    let mut on_b1 = connection_to(lb, "b1").await?;
+
+    let drained = admin(api, "POST", "/backends/b1/drain", None).await?;
+    assert_eq!(drained.status, 200, "{drained:?}");
+    assert_eq!(drained.json()?["effective_state"], "draining");
+    let status = admin(api, "GET", "/status", None).await?.json()?;
+    let b1_status = &status["backends"][0];
+    assert_eq!(
+        (
+            &b1_status["name"],
+            &b1_status["admin_override"],
+            &b1_status["configured_state"],
+            &b1_status["effective_state"]
+        ),
+        (
+            &"b1".into(),
+            &"drain".into(),
+            &"active".into(),
+            &"draining".into()
+        )
+    );
+    let reached: BTreeSet<String> = new_connections_reach(lb, 8).await?.into_iter().collect();
+    assert_eq!(reached, BTreeSet::from(["b2".to_owned()]));
+    assert_eq!(
+        on_b1.backend().await?,
+        "b1",
+        "a drained backend keeps its connections"
+    );
+
+    let unknown = admin(api, "POST", "/backends/b9/drain", None).await?;
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.json()?["error"], "no backend named \"b9\"");
+    assert_eq!(
+        admin(api, "POST", "/backends/b9/undrain", None)
+            .await?
+            .status,
+        404
+    );
+    assert_eq!(
+        admin(api, "GET", "/backends/b1/drain", None).await?.status,
+        405
+    );
+
+    let undrained = admin(api, "POST", "/backends/b1/undrain", None).await?;
+    assert_eq!(undrained.status, 200);
+    assert_eq!(undrained.json()?["effective_state"], "active");
+    assert_eq!(undrained.json()?["admin_override"], serde_json::Value::Null);
+    connection_to(lb, "b1").await?;
+    balancer.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_is_required_off_loopback_and_not_on_it() -> TestResult {
+    let b1 = Backend::start("b1", "0001", 0)?;
+    let file = LbFile::new(&lb_toml(
+        &[0],
+        &[&b1],
+        &format!("{NO_HEALTH}[admin]\nlisten = \"0.0.0.0:0\"\ntoken_file = \"admin.token\"\n"),
+    ))?;
+    file.write_beside("admin.token", "tok-3f9a\n")?;
+    let balancer = file.start().await?;
+    // Bound to every address; reached through loopback, still not a loopback listener.
+    let api = SocketAddr::from(([127, 0, 0, 1], balancer.admin_addr().ok_or("admin")?.port()));
+
+    for path in ["/status", "/metrics"] {
+        let refused = admin(api, "GET", path, None).await?;
+        assert_eq!(refused.status, 401, "{path}");
+        assert!(
+            refused
+                .headers
+                .to_ascii_lowercase()
+                .contains("www-authenticate: bearer"),
+            "{refused:?}"
+        );
+        assert_eq!(admin(api, "GET", path, Some("tok-3f9")).await?.status, 401);
+        assert_eq!(admin(api, "GET", path, Some("tok-3f9a")).await?.status, 200);
+    }
+    for (method, path) in [("POST", "/backends/b1/drain"), ("POST", "/reload")] {
+        assert_eq!(admin(api, method, path, None).await?.status, 401, "{path}");
+    }
+    assert_eq!(
+        admin(api, "POST", "/backends/b1/drain", Some("tok-3f9a"))
+            .await?
+            .status,
+        200
+    );
+
+    // A new token takes effect at reload.
+    file.write_beside("admin.token", "tok-new\n")?;
+    let report = admin(api, "POST", "/reload", Some("tok-3f9a")).await?;
+    assert_eq!(report.status, 200, "{report:?}");
+    assert_eq!(report.json()?["admin_token_changed"], true);
+    assert_eq!(
+        admin(api, "GET", "/status", Some("tok-3f9a")).await?.status,
+        401
+    );
+    assert_eq!(
+        admin(api, "GET", "/status", Some("tok-new")).await?.status,
+        200
+    );
+    balancer.shutdown().await?;
+
+    // On loopback without a token, nothing is asked.
+    let file = LbFile::new(&lb_toml(
+        &[0],
+        &[&b1],
+        &format!("{NO_HEALTH}{LOOPBACK_ADMIN}"),
+    ))?;
+    let balancer = file.start().await?;
+    let api = balancer.admin_addr().ok_or("admin")?;
+    assert_eq!(admin(api, "GET", "/status", None).await?.status, 200);
+    balancer.shutdown().await?;
+    assert!(
+        admin(api, "GET", "/status", None).await.is_err(),
+        "the admin API stops with the balancer"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_over_http_reports_changes_and_refusals() -> TestResult {
+    let b1 = Backend::start("b1", "0001", 0)?;
+    let b2 = Backend::start("b2", "0002", 0)?;
+    let rest = format!("{NO_HEALTH}{LOOPBACK_ADMIN}");
+    let file = LbFile::new(&lb_toml(&[0], &[&b1], &rest))?;
+    let balancer = file.start().await?;
+    let api = balancer.admin_addr().ok_or("admin")?;
+
+    file.write(&lb_toml(&[0, 1], &[&b1, &b2], &rest))?;
+    let applied = admin(api, "POST", "/reload", None).await?;
+    assert_eq!(applied.status, 200, "{applied:?}");
+    let report = applied.json()?;
+    assert_eq!(report["backends_added"], serde_json::json!(["b2"]));
+    assert_eq!(report["quic_lb_added"], serde_json::json!([1]));
+
+    file.write(&lb_toml(&[0, 1], &[&b1, &b2], &rest).replace("nonce_len = 6", "nonce_len = 2"))?;
+    let refused = admin(api, "POST", "/reload", None).await?;
+    assert_eq!(refused.status, 422, "{refused:?}");
+    let message = refused.json()?["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(message.starts_with("quic_lb[0].nonce_len:"), "{message}");
+
+    let status = admin(api, "GET", "/status", None).await?.json()?;
+    assert_eq!(status["quic_lb_config_ids"], serde_json::json!([0, 1]));
+    assert_eq!(status["backends"].as_array().map(Vec::len), Some(2));
+    assert_eq!(status["reloads"]["applied"], 1);
+    assert_eq!(status["reloads"]["refused"], 1);
+    balancer.shutdown().await?;
+    Ok(())
+}
+
+/// One parsed sample line: `name{labels} value`.
+struct Sample {
+    name: String,
+    labels: HashMap<String, String>,
+    value: f64,
+}
+
+/// Parses OpenMetrics text strictly enough to catch a malformed exposition: metadata lines,
+/// samples with well-formed labels and a number, and the final `# EOF`. Returns the families
+/// (from `# TYPE`) and the samples.
+fn parse_metrics(text: &str) -> TestResult<(HashMap<String, String>, Vec<Sample>)> {
+    let mut families = HashMap::new();
+    let mut samples = Vec::new();
+    let lines: Vec<&str> = text.lines().collect();
+    if lines.last() != Some(&"# EOF") {
+        return Err("no # EOF at the end".into());
+    }
+    let valid_name = |name: &str| {
+        !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+    };
+    for line in &lines[..lines.len() - 1] {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').ok_or(format!("bad TYPE: {line}"))?;
+            families.insert(name.to_owned(), kind.to_owned());
+            continue;
+        }
+        if line.starts_with("# HELP ") || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').ok_or(format!("bad sample: {line}"))?;
+        let (name, labels) = match series.split_once('{') {
+            Some((name, labels)) => (name, labels.strip_suffix('}').ok_or("unclosed {")?),
+            None => (series, ""),
+        };
+        if !valid_name(name) {
+            return Err(format!("bad metric name: {line}").into());
+        }
+        let labels = labels
+            .split(',')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| {
+                let (key, value) = pair.split_once('=').ok_or(format!("bad label: {line}"))?;
+                let value = value
+                    .strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .ok_or(format!("unquoted label value: {line}"))?;
+                Ok((key.to_owned(), value.to_owned()))
+            })
+            .collect::<Result<HashMap<_, _>, String>>()?;
+        samples.push(Sample {
+            name: name.to_owned(),
+            labels,
+            value: value.parse().map_err(|_| format!("bad value: {line}"))?,
+        });
+    }
+    Ok((families, samples))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_and_cover_every_family() -> TestResult {
+    let Setup::<1> { balancer, lb, .. } =
+        setup_up(&format!("{FAST_HEALTH}{LOOPBACK_ADMIN}")).await?;
+    let api = balancer.admin_addr().ok_or("admin")?;
+    let mut client = H3Client::connect(lb).await?;
+    client.get("/bytes/100000").await?;
+
+    let reply = admin(api, "GET", "/metrics", None).await?;
+    assert_eq!(reply.status, 200);
+    assert!(
+        reply
+            .headers
+            .to_ascii_lowercase()
+            .contains("content-type: application/openmetrics-text"),
+        "{}",
+        reply.headers
+    );
+    let (families, samples) = parse_metrics(&reply.body)?;
+    assert!(
+        reply.body.lines().any(|l| l == "qlb_lb_flows_active 1"),
+        "unlabelled samples have no braces:\n{}",
+        reply.body
+    );
+    let expected = [
+        ("qlb_lb_packets", "counter"),
+        ("qlb_lb_bytes", "counter"),
+        ("qlb_lb_decisions", "counter"),
+        ("qlb_lb_dropped", "counter"),
+        ("qlb_lb_receive_errors", "counter"),
+        ("qlb_lb_flows_active", "gauge"),
+        ("qlb_lb_flows_created", "counter"),
+        ("qlb_lb_flows_expired", "counter"),
+        ("qlb_lb_backend_state", "gauge"),
+        ("qlb_lb_backend_health", "gauge"),
+        ("qlb_lb_health_checks", "counter"),
+        ("qlb_lb_health_transitions", "counter"),
+        ("qlb_lb_reloads", "counter"),
+    ];
+    for (family, kind) in expected {
+        assert_eq!(
+            families.get(family).map(String::as_str),
+            Some(kind),
+            "{family}"
+        );
+    }
+    let value = |name: &str, labels: &[(&str, &str)]| {
+        samples
+            .iter()
+            .find(|s| {
+                s.name == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|s| s.value)
+    };
+    let to_client = [("backend", "b1"), ("direction", "to_client")];
+    assert!(value("qlb_lb_bytes_total", &to_client) > Some(100_000.0));
+    assert!(
+        value(
+            "qlb_lb_packets_total",
+            &[("backend", "b1"), ("direction", "to_backend")]
+        ) > Some(0.0)
+    );
+    assert!(value("qlb_lb_decisions_total", &[("kind", "cid")]) > Some(0.0));
+    assert!(value("qlb_lb_decisions_total", &[("kind", "fallback")]) > Some(0.0));
+    assert!(
+        value(
+            "qlb_lb_dropped_total",
+            &[("stage", "router"), ("reason", "no_backend")]
+        )
+        .is_some()
+    );
+    assert_eq!(
+        value(
+            "qlb_lb_dropped_total",
+            &[("stage", "dataplane"), ("reason", "flow_table_full")]
+        ),
+        Some(0.0)
+    );
+    assert_eq!(value("qlb_lb_flows_active", &[]), Some(1.0));
+    assert_eq!(
+        value(
+            "qlb_lb_backend_health",
+            &[("backend", "b1"), ("state", "up")]
+        ),
+        Some(1.0)
+    );
+    assert!(
+        value(
+            "qlb_lb_health_checks_total",
+            &[("backend", "b1"), ("result", "passed")]
+        ) > Some(0.0)
+    );
+    assert_eq!(
+        value(
+            "qlb_lb_health_transitions_total",
+            &[("backend", "b1"), ("to", "up")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value("qlb_lb_reloads_total", &[("result", "applied")]),
+        Some(0.0)
+    );
+    balancer.shutdown().await?;
+    Ok(())
+}

@@ -1,0 +1,522 @@
+//! A cluster on loopback: `qlb serve` backends and `qlb lb` instances sharing one encrypted
+//! QUIC-LB configuration and cluster secret, generated into a temporary directory.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::TestResult;
+use super::http;
+use super::peers::WhoamiAnswers;
+use super::process::Process;
+
+/// How long a process may take to start (a loaded 2-core CI machine, a debug build).
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Attempts at restarting a process on its old port before giving up.
+const REBIND_ATTEMPTS: usize = 20;
+
+/// What a child logs when its port is taken (by another process's ephemeral socket, say).
+const PORT_TAKEN: &str = "Address already in use";
+
+/// The QUIC-LB configuration codepoint the cluster uses.
+const CONFIG_ID: u8 = 1;
+
+/// What to start.
+#[derive(Clone, Copy, Debug)]
+pub struct Spec {
+    /// `qlb serve` backends, named b1, b2, ... with server IDs 0001, 0002, ...
+    pub backends: usize,
+    /// `qlb lb` instances, each with its own listening port and otherwise the same file.
+    pub lbs: usize,
+    /// Data-plane threads per load balancer.
+    pub workers: usize,
+    /// The load balancers' health checks; `None`: off (the scenarios that count handshakes
+    /// and requests on the backends would count the probes' too).
+    pub health: Option<HealthChecks>,
+    /// Whether the load balancers serve their admin API (on a port of their choosing).
+    pub admin: bool,
+}
+
+impl Default for Spec {
+    fn default() -> Self {
+        Self {
+            backends: 3,
+            lbs: 1,
+            workers: 2,
+            health: None,
+            admin: false,
+        }
+    }
+}
+
+/// The `[health]` table of the load balancers.
+#[derive(Clone, Copy, Debug)]
+pub struct HealthChecks {
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+}
+
+impl HealthChecks {
+    /// About how long a dead backend may still get new connections (config.md): `interval`
+    /// times `unhealthy_threshold`, plus `timeout`.
+    pub fn detection_time(&self) -> Duration {
+        self.interval * self.unhealthy_threshold + self.timeout
+    }
+}
+
+/// The running cluster; every process is killed when it is dropped.
+pub struct Cluster {
+    pub backends: Vec<Backend>,
+    pub lbs: Vec<Lb>,
+    /// Holds the configuration files, the key and the secret.
+    dir: tempfile::TempDir,
+}
+
+/// One `qlb serve`.
+pub struct Backend {
+    pub name: String,
+    pub server_id: String,
+    /// Its HTTP/3 (UDP) address.
+    pub addr: SocketAddr,
+    /// Its Prometheus endpoint (TCP; a restart picks another port).
+    pub metrics: SocketAddr,
+    config: PathBuf,
+    process: Process,
+}
+
+/// One `qlb lb`.
+pub struct Lb {
+    /// Its listening address (kept across restarts).
+    pub addr: SocketAddr,
+    /// Its admin API, if [`Spec::admin`] (a restart picks another port).
+    pub admin: Option<SocketAddr>,
+    config: PathBuf,
+    name: String,
+    process: Process,
+}
+
+impl Cluster {
+    /// Starts the backends (each on a port of its own choosing), then the load balancers
+    /// (likewise); returns once every process has logged that it serves.
+    pub fn start(spec: Spec) -> TestResult<Self> {
+        let dir = tempfile::tempdir()?;
+        let key: [u8; 16] = rand::random();
+        let secret: [u8; 32] = rand::random();
+        std::fs::write(dir.path().join("quic-lb.key"), hex::encode(key))?;
+        std::fs::write(dir.path().join("cluster.secret"), hex::encode(secret))?;
+        // The backends read the QUIC-LB tables and the secret only; the `[[backend]]`
+        // tables, which need the backends' addresses, are added for the load balancers.
+        let shared = dir.path().join("cluster.toml");
+        std::fs::write(&shared, config_text(&spec, &[]))?;
+        let backends = (1..=spec.backends)
+            .map(|i| Backend::start(&format!("b{i}"), &format!("{i:04x}"), &shared))
+            .collect::<TestResult<Vec<_>>>()?;
+        let lbs = (1..=spec.lbs)
+            .map(|i| {
+                let config = dir.path().join(format!("lb{i}.toml"));
+                std::fs::write(&config, config_text(&spec, &backends))?;
+                Lb::start(&format!("lb{i}"), config, spec.admin)
+            })
+            .collect::<TestResult<Vec<_>>>()?;
+        Ok(Self { backends, lbs, dir })
+    }
+
+    /// The temporary directory, for the test's own files.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `series` on every backend, by name.
+    pub fn metric_per_backend(&self, series: &str) -> TestResult<Vec<(String, f64)>> {
+        self.backends
+            .iter()
+            .map(|b| Ok((b.name.clone(), b.metric(series)?)))
+            .collect()
+    }
+
+    /// The one backend that completed a handshake, checking that it completed exactly one:
+    /// the test's only connection was served there and nowhere else.
+    pub fn sole_server(&self) -> TestResult<&Backend> {
+        let handshakes = self.metric_per_backend("qlb_server_handshakes_total{result=\"ok\"}")?;
+        match handshakes
+            .iter()
+            .filter(|(_, n)| *n > 0.0)
+            .collect::<Vec<_>>()[..]
+        {
+            [(name, n)] if *n == 1.0 => self.backend(name),
+            _ => Err(
+                format!("want one connection on one backend; handshakes: {handshakes:?}").into(),
+            ),
+        }
+    }
+
+    /// Checks that every connection got `requests` `/whoami` answers, all from one backend
+    /// (name and server ID), and that each backend completed one handshake per connection
+    /// answered there (no handshake was split or repeated elsewhere); returns the number of
+    /// connections per backend, every backend listed.
+    pub fn connections_per_backend(
+        &self,
+        connections: &[WhoamiAnswers],
+        requests: usize,
+    ) -> TestResult<BTreeMap<String, usize>> {
+        let mut per_backend: BTreeMap<String, usize> =
+            self.backends.iter().map(|b| (b.name.clone(), 0)).collect();
+        for (i, connection) in connections.iter().enumerate() {
+            let whoami = connection
+                .as_ref()
+                .map_err(|err| format!("connection {i}: {err}"))?;
+            let answers = &whoami.answers;
+            let name = answers.first().and_then(|a| a["name"].as_str());
+            let backend = self.backend(name.unwrap_or_default())?;
+            let same = |a: &serde_json::Value| {
+                a["name"] == backend.name.as_str() && a["server_id"] == backend.server_id.as_str()
+            };
+            if answers.len() != requests || !answers.iter().all(same) {
+                return Err(format!(
+                    "connection {i}: want {requests} answers from one backend, got {answers:?}"
+                )
+                .into());
+            }
+            *per_backend.entry(backend.name.clone()).or_default() += 1;
+        }
+        let handshakes = self.metric_per_backend("qlb_server_handshakes_total{result=\"ok\"}")?;
+        for (name, count) in &handshakes {
+            if *count != per_backend[name] as f64 {
+                return Err(
+                    format!("handshakes {handshakes:?}, connections {per_backend:?}").into(),
+                );
+            }
+        }
+        Ok(per_backend)
+    }
+
+    /// The backend named `name`.
+    pub fn backend(&self, name: &str) -> TestResult<&Backend> {
+        Ok(self
+            .backends
+            .iter()
+            .find(|b| b.name == name)
+            .ok_or_else(|| format!("no backend {name}"))?)
+    }
+}
+
+impl Backend {
+    /// Starts `qlb serve` on a port it picks, reading `config`.
+    fn start(name: &str, server_id: &str, config: &Path) -> TestResult<Self> {
+        let (process, addr, metrics) = spawn_backend(name, server_id, "127.0.0.1:0", config)?;
+        Ok(Self {
+            name: name.to_owned(),
+            server_id: server_id.to_owned(),
+            addr,
+            metrics,
+            config: config.to_owned(),
+            process,
+        })
+    }
+
+    /// SIGTERMs the backend: `qlb serve` sends GOAWAY, lets requests in flight finish and
+    /// exits (after at most its `--shutdown-timeout`, 10 s).
+    pub fn terminate(&mut self) -> TestResult {
+        self.process.terminate()
+    }
+
+    /// Waits up to `timeout` for the backend to exit (after [`Backend::terminate`]).
+    pub fn wait_stopped(&mut self, timeout: Duration) -> TestResult<ExitStatus> {
+        self.process.wait(timeout)
+    }
+
+    /// SIGKILLs the backend (a crash or an OOM kill: no GOAWAY, no close).
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// Starts the backend again (once it has stopped) on its address, with its name and
+    /// server ID; retries while the port is briefly taken by another process's socket.
+    pub fn restart(&mut self) -> TestResult {
+        let listen = self.addr.to_string();
+        let (process, _, metrics) = on_its_port(&self.name, || {
+            spawn_backend(&self.name, &self.server_id, &listen, &self.config)
+        })?;
+        self.process = process;
+        self.metrics = metrics;
+        Ok(())
+    }
+
+    /// The value of one series, `name{labels}` exactly as in the text format; 0 if absent.
+    pub fn metric(&self, series: &str) -> TestResult<f64> {
+        let text = http::ok(self.metrics, "GET", "/metrics")?;
+        Ok(text
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0))
+    }
+
+    /// Waits up to `timeout` until `series` reaches `at_least` (some series are counted when
+    /// a connection ends, just after the client is gone); returns its value.
+    pub fn wait_for_metric(
+        &self,
+        series: &str,
+        at_least: f64,
+        timeout: Duration,
+    ) -> TestResult<f64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let value = self.metric(series)?;
+            if value >= at_least {
+                return Ok(value);
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{}: {series} is {value} after {timeout:?}, want {at_least}",
+                    self.name
+                )
+                .into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until this backend has seen a client's address change (counted when a
+    /// connection ends, just after the client is gone); returns how many it saw.
+    pub fn client_address_changes(&self) -> TestResult<f64> {
+        self.wait_for_metric(
+            "qlb_server_peer_address_changes_total",
+            1.0,
+            Duration::from_secs(10),
+        )
+    }
+}
+
+impl Lb {
+    fn start(name: &str, config: PathBuf, admin: bool) -> TestResult<Self> {
+        let (process, addr, admin) = spawn_lb(name, &config, admin)?;
+        // Restarts must come back on the same port: write it into the file (`listen` comes
+        // first; the admin API's port may change).
+        let text = std::fs::read_to_string(&config)?.replacen("127.0.0.1:0", &addr.to_string(), 1);
+        std::fs::write(&config, text)?;
+        Ok(Self {
+            addr,
+            admin,
+            config,
+            name: name.to_owned(),
+            process,
+        })
+    }
+
+    /// SIGKILLs the load balancer (no goodbye, as in a crash or an OOM kill).
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// Starts the load balancer again on its port (after [`Lb::kill`]); retries while the
+    /// port is briefly taken by another process's ephemeral socket.
+    pub fn restart(&mut self) -> TestResult {
+        let (process, _, admin) = on_its_port(&self.name, || {
+            spawn_lb(&self.name, &self.config, self.admin.is_some())
+        })?;
+        self.process = process;
+        self.admin = admin;
+        Ok(())
+    }
+
+    /// `GET /status` on the admin API.
+    pub fn status(&self) -> TestResult<Value> {
+        http::json(self.admin()?, "GET", "/status")
+    }
+
+    /// The entry of backend `name` in [`Lb::status`].
+    pub fn backend_status(&self, name: &str) -> TestResult<Value> {
+        backend_entry(&self.status()?, name)
+    }
+
+    /// `POST /backends/{name}/drain`: its effective state afterwards.
+    pub fn drain(&self, name: &str) -> TestResult<String> {
+        self.set_drained(name, "drain")
+    }
+
+    /// `POST /backends/{name}/undrain`: its effective state afterwards.
+    pub fn undrain(&self, name: &str) -> TestResult<String> {
+        self.set_drained(name, "undrain")
+    }
+
+    fn set_drained(&self, name: &str, verb: &str) -> TestResult<String> {
+        let answer = http::json(self.admin()?, "POST", &format!("/backends/{name}/{verb}"))?;
+        Ok(answer["effective_state"]
+            .as_str()
+            .ok_or_else(|| format!("{verb} {name}: {answer}"))?
+            .to_owned())
+    }
+
+    /// Waits up to `timeout` until the status of backend `name` passes `done` (described by
+    /// `what` in the error); returns that status.
+    pub fn wait_for_backend(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> TestResult<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.backend_status(name)?;
+            if done(&status) {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{name} not {what} after {timeout:?}: {status}").into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits up to `timeout` until health checks find backend `name` up and the router
+    /// gives it new connections.
+    pub fn wait_until_up(&self, name: &str, timeout: Duration) -> TestResult<Value> {
+        self.wait_for_backend(name, "up and active", timeout, |status| {
+            status["health"]["state"] == "up" && status["effective_state"] == "active"
+        })
+    }
+
+    fn admin(&self) -> TestResult<SocketAddr> {
+        Ok(self
+            .admin
+            .ok_or_else(|| format!("{} has no admin API (Spec::admin)", self.name))?)
+    }
+}
+
+/// The entry of backend `name` in a `GET /status` answer.
+pub fn backend_entry(status: &Value, name: &str) -> TestResult<Value> {
+    status["backends"]
+        .as_array()
+        .and_then(|backends| backends.iter().find(|b| b["name"] == name))
+        .cloned()
+        .ok_or_else(|| format!("no backend {name} in {status}").into())
+}
+
+/// Starts `qlb serve` on `listen`; returns it once it serves, with its HTTP/3 and metrics
+/// addresses.
+fn spawn_backend(
+    name: &str,
+    server_id: &str,
+    listen: &str,
+    config: &Path,
+) -> TestResult<(Process, SocketAddr, SocketAddr)> {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_qlb"));
+    command
+        .args(["serve", "--listen", listen, "--name", name])
+        .args(["--server-id", server_id, "--metrics", "127.0.0.1:0"])
+        .arg("--config")
+        .arg(config)
+        .args(["--shutdown-timeout", "10s"])
+        .env("RUST_LOG", log_filter());
+    let mut process = Process::spawn(name, &mut command)?;
+    let metrics = process.wait_for_log("metrics on http://", START_TIMEOUT)?;
+    let metrics = first_word(&metrics).trim_end_matches("/metrics").parse()?;
+    let addr = first_word(&process.wait_for_log("serving HTTP/3 on ", START_TIMEOUT)?).parse()?;
+    Ok((process, addr, metrics))
+}
+
+/// Starts `qlb lb`; returns it once it serves, with its listening address and, if `admin`,
+/// its admin API's.
+fn spawn_lb(
+    name: &str,
+    config: &Path,
+    admin: bool,
+) -> TestResult<(Process, SocketAddr, Option<SocketAddr>)> {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_qlb"));
+    command
+        .arg("lb")
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", log_filter());
+    let mut process = Process::spawn(name, &mut command)?;
+    let addr = process.wait_for_log("load balancing on ", START_TIMEOUT)?;
+    let addr = first_word(&addr).trim_end_matches(',').parse()?;
+    let admin = match admin {
+        true => Some(
+            first_word(&process.wait_for_log("admin API on http://", START_TIMEOUT)?).parse()?,
+        ),
+        false => None,
+    };
+    Ok((process, addr, admin))
+}
+
+/// Runs `start` (a process starting on a port it had before) until it succeeds, while it
+/// fails because the port is taken: another process's ephemeral socket may hold it briefly.
+fn on_its_port<T>(
+    name: &str,
+    mut start: impl FnMut() -> TestResult<(Process, SocketAddr, T)>,
+) -> TestResult<(Process, SocketAddr, T)> {
+    for _ in 0..REBIND_ATTEMPTS {
+        match start() {
+            Err(err) if err.to_string().contains(PORT_TAKEN) => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            result => return result,
+        }
+    }
+    Err(format!("{name} could not bind its port again").into())
+}
+
+/// The children's log filter: the test's `RUST_LOG` (default `info`), with `qlb`'s own
+/// lines at `info` always, as the harness reads them.
+fn log_filter() -> String {
+    let wanted = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned());
+    format!("{wanted},qlb=info")
+}
+
+/// The cluster's configuration file: encrypted QUIC-LB (key and secret in files beside it),
+/// free ports for the load balancer (`listen` first), health checks and admin API as `spec`
+/// says.
+fn config_text(spec: &Spec, backends: &[Backend]) -> String {
+    let workers = spec.workers;
+    let mut text = format!(
+        "cluster_secret_file = \"cluster.secret\"\n\
+         listen = [\"127.0.0.1:0\"]\n\
+         workers = {workers}\n\
+         mode = \"proxy\"\n\
+         flow_idle_timeout = \"30s\"\n\
+         \n\
+         [[quic_lb]]\n\
+         config_id = {CONFIG_ID}\n\
+         server_id_len = 2\n\
+         nonce_len = 6\n\
+         key_file = \"quic-lb.key\"\n"
+    );
+    // Writing to a String cannot fail.
+    let _ = match spec.health {
+        None => write!(text, "\n[health]\nenabled = false\n"),
+        Some(health) => write!(
+            text,
+            "\n[health]\ninterval = \"{}ms\"\ntimeout = \"{}ms\"\n\
+             healthy_threshold = {}\nunhealthy_threshold = {}\n",
+            health.interval.as_millis(),
+            health.timeout.as_millis(),
+            health.healthy_threshold,
+            health.unhealthy_threshold,
+        ),
+    };
+    if spec.admin {
+        text.push_str("\n[admin]\nlisten = \"127.0.0.1:0\"\n");
+    }
+    for backend in backends {
+        let _ = write!(
+            text,
+            "\n[[backend]]\nname = \"{}\"\naddr = \"{}\"\nserver_id = \"{}\"\n",
+            backend.name, backend.addr, backend.server_id
+        );
+    }
+    text
+}
+
+fn first_word(text: &str) -> &str {
+    text.split_whitespace().next().unwrap_or_default()
+}

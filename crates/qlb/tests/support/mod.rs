@@ -1,0 +1,13 @@
+//! The end-to-end harness: `qlb serve` backends and `qlb lb` instances as real processes on
+//! loopback ([`cluster`]) with their HTTP endpoints ([`http`]), third-party clients
+//! ([`peers`]), and a UDP relay that plays an ECMP change ([`relay`]). Every wait has a
+//! deadline and every child is killed on drop. Each test binary uses a different subset.
+#![allow(dead_code)]
+
+pub mod cluster;
+pub mod http;
+pub mod peers;
+pub mod process;
+pub mod relay;
+
+pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
