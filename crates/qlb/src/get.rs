@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout_at};
 
 use crate::client_args::{TrustArgs, Url};
+use crate::process::{Threads, runtime};
 
 /// The exit code for an HTTP error status, as `curl --fail`.
 const HTTP_ERROR_EXIT: u8 = 22;
@@ -36,10 +37,7 @@ pub struct GetArgs {
 
 impl GetArgs {
     pub fn run(self) -> Result<ExitCode> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting the async runtime")?;
+        let runtime = runtime(Threads::One)?;
         let url = format!("https://{}{}", self.url.target, self.url.path);
         runtime
             .block_on(self.fetch(&url))

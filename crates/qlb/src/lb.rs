@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::process::{Threads, runtime};
 use anyhow::{Context, Result};
 use clap::Args;
 use qlb_lb::Balancer;
@@ -35,20 +36,11 @@ impl LbArgs {
         let Some(path) = self.config else {
             unreachable!("clap requires --config or --check-config")
         };
-        tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-            )
-            .with_writer(std::io::stderr)
-            .init();
+        crate::process::init_logging("info");
         raise_open_files_limit();
         // The control plane (health checks, admin API, signals) is light: one thread. The data
         // plane runs its own worker threads.
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting the async runtime")?;
+        let runtime = runtime(Threads::One)?;
         runtime.block_on(run(path))?;
         Ok(ExitCode::SUCCESS)
     }

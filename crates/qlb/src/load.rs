@@ -12,6 +12,7 @@ use qlb_client::{Client, PickerKind};
 use qlb_lb::config::parse_duration;
 
 use crate::client_args::{TrustArgs, Url};
+use crate::process::{Threads, runtime};
 use crate::traffic::{Limit, Load, LoadSpec, Progress};
 
 #[derive(Args)]
@@ -59,10 +60,7 @@ impl LoadArgs {
         if self.requests == Some(0) {
             bail!("--requests must be at least 1");
         }
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("starting the async runtime")?;
+        let runtime = runtime(Threads::PerCore)?;
         runtime.block_on(self.load())
     }
 

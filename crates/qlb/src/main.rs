@@ -7,6 +7,7 @@ mod demo;
 mod get;
 mod lb;
 mod load;
+mod process;
 mod serve;
 mod traffic;
 

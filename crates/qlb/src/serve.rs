@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::process::{Threads, runtime};
 use anyhow::{Context, Result, anyhow};
 use axum::response::IntoResponse;
 use clap::Args;
@@ -60,17 +61,8 @@ pub struct ServeArgs {
 
 impl ServeArgs {
     pub fn run(self) -> Result<ExitCode> {
-        tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-            )
-            .with_writer(std::io::stderr)
-            .init();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("starting the async runtime")?;
+        crate::process::init_logging("info");
+        let runtime = runtime(Threads::PerCore)?;
         runtime.block_on(self.serve())?;
         Ok(ExitCode::SUCCESS)
     }

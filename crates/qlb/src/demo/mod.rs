@@ -17,6 +17,7 @@ use clap::Args;
 use qlb_client::{Client, CloseReason, Connection, Target, Trust};
 use qlb_lb::config::parse_duration;
 
+use crate::process::{Threads, runtime};
 use crate::traffic::{Limit, Load, LoadSpec, LoadView};
 use cluster::Cluster;
 use report::{Cohort, ConnectionCounts, Report};
@@ -41,17 +42,8 @@ pub struct DemoArgs {
 
 impl DemoArgs {
     pub fn run(self) -> Result<ExitCode> {
-        tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
-            )
-            .with_writer(std::io::stderr)
-            .init();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("starting the async runtime")?;
+        crate::process::init_logging("error");
+        let runtime = runtime(Threads::PerCore)?;
         runtime.block_on(self.demo())
     }
 
