@@ -102,6 +102,10 @@ pub(crate) struct ConnShared {
     draining: AtomicBool,
     /// Why it drains, once it does.
     reason: OnceLock<CloseReason>,
+    /// Set once the server is known to be going away (GOAWAY, or a request it rejected).
+    going_away: AtomicBool,
+    /// Where GOAWAY is reported (the pool, which replaces the connection).
+    listener: Listener,
 }
 
 impl ConnShared {
@@ -150,6 +154,8 @@ impl ConnShared {
             in_flight: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
             reason: OnceLock::new(),
+            going_away: AtomicBool::new(false),
+            listener: listener.clone(),
         });
         tokio::spawn(drive(driver, Arc::downgrade(&shared), listener));
         Ok(shared)
@@ -190,6 +196,17 @@ impl ConnShared {
         self.draining.store(true, Ordering::SeqCst);
         if self.in_flight() == 0 {
             self.close();
+        }
+    }
+
+    /// The server is going away: GOAWAY arrived, or it rejected a request
+    /// (H3_REQUEST_REJECTED), which qlb-server and others do once their final GOAWAY is out,
+    /// possibly before h3 has read it. The connection takes no new requests and the pool
+    /// replaces it, so that a retry does not meet the same refusal. Once only.
+    pub(crate) fn going_away(&self) {
+        if !self.going_away.swap(true, Ordering::SeqCst) {
+            self.start_draining(CloseReason::GoAway);
+            (self.listener)(self.id, Event::GoAway);
         }
     }
 
@@ -234,9 +251,8 @@ async fn drive(mut driver: Driver, conn: Weak<ConnShared>, listener: Listener) {
             if !goaway && driver.is_closing() {
                 goaway = true;
                 if let Some(conn) = conn.upgrade() {
-                    conn.start_draining(CloseReason::GoAway);
+                    conn.going_away();
                 }
-                listener(id, Event::GoAway);
             }
             Poll::Pending
         }

@@ -161,6 +161,12 @@ where
             Ok(response)
         }
         Err(failure) => {
+            let error = match &failure {
+                Failure::Unprocessed { error, .. } | Failure::Failed(error) => error,
+            };
+            if matches!(error, Error::Rejected | Error::GoingAway) {
+                lease.connection().going_away();
+            }
             lease.failed();
             Err(failure)
         }

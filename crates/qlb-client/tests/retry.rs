@@ -1,5 +1,5 @@
 //! Which failures are retried: a request the server rejected unprocessed (H3_REQUEST_REJECTED)
-//! goes once to another backend; a rejected request whose body already streamed, and any
+//! goes once to another backend (another connection when there is one backend); a rejected request whose body already streamed, and any
 //! other error, go back to the caller untried elsewhere. The refusing server is a real
 //! quinn + h3 server on loopback.
 
@@ -41,6 +41,14 @@ async fn a_request_is_retried_only_once() -> TestResult {
     );
     assert_eq!(refuser.requests(), 2);
     assert_eq!(client.snapshot().retries, 1);
+    // A rejection means the server is going away (its GOAWAY may not have been read yet):
+    // the connection that rejected is retired, and the retry goes out on a new one.
+    assert_eq!(refuser.connections(), 2);
+    let closes = &client.snapshot().backends[0].connections_closed;
+    assert!(
+        closes.get(qlb_client::CloseReason::GoAway) >= 1,
+        "{closes:?}"
+    );
     Ok(())
 }
 

@@ -16,6 +16,7 @@ use super::TestResult;
 pub struct Refuser {
     pub addr: SocketAddr,
     requests: Arc<AtomicUsize>,
+    connections: Arc<AtomicUsize>,
     endpoint: quinn::Endpoint,
 }
 
@@ -38,19 +39,32 @@ impl Refuser {
             "127.0.0.1:0".parse()?,
         )?;
         let requests = Arc::new(AtomicUsize::new(0));
+        let connections = Arc::new(AtomicUsize::new(0));
         tokio::spawn({
-            let (endpoint, requests) = (endpoint.clone(), requests.clone());
+            let (endpoint, requests, connections) =
+                (endpoint.clone(), requests.clone(), connections.clone());
             async move {
                 while let Some(incoming) = endpoint.accept().await {
-                    tokio::spawn(refuse(incoming, code, requests.clone()));
+                    tokio::spawn(refuse(
+                        incoming,
+                        code,
+                        requests.clone(),
+                        connections.clone(),
+                    ));
                 }
             }
         });
         Ok(Self {
             addr: endpoint.local_addr()?,
             requests,
+            connections,
             endpoint,
         })
+    }
+
+    /// Connections established so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 
     /// Requests received (and refused) so far.
@@ -65,13 +79,19 @@ impl Drop for Refuser {
     }
 }
 
-async fn refuse(incoming: quinn::Incoming, code: Code, requests: Arc<AtomicUsize>) {
+async fn refuse(
+    incoming: quinn::Incoming,
+    code: Code,
+    requests: Arc<AtomicUsize>,
+    connections: Arc<AtomicUsize>,
+) {
     let Ok(connecting) = incoming.accept() else {
         return;
     };
     let Ok(conn) = connecting.await else {
         return;
     };
+    connections.fetch_add(1, Ordering::SeqCst);
     let Ok(mut h3) = h3::server::builder()
         .build::<_, Bytes>(h3_quinn::Connection::new(conn))
         .await
