@@ -1,5 +1,7 @@
 //! A cluster on loopback: `qlb serve` backends and `qlb lb` instances sharing one encrypted
-//! QUIC-LB configuration and cluster secret, generated into a temporary directory.
+//! QUIC-LB configuration and cluster secret, generated into a temporary directory; health
+//! checks and the admin API (status, drain, undrain) when the [`Spec`] asks; restarts on the
+//! same ports.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -55,6 +57,17 @@ impl Default for Spec {
     }
 }
 
+impl Spec {
+    /// The default cluster with [`HealthChecks::FAST`] and the admin API.
+    pub fn checked() -> Self {
+        Self {
+            health: Some(HealthChecks::FAST),
+            admin: true,
+            ..Self::default()
+        }
+    }
+}
+
 /// The `[health]` table of the load balancers.
 #[derive(Clone, Copy, Debug)]
 pub struct HealthChecks {
@@ -65,6 +78,15 @@ pub struct HealthChecks {
 }
 
 impl HealthChecks {
+    /// A check every 200 ms (200 ms timeout), two in a row to change a backend's state: a
+    /// dead backend is out in about 600 ms, a restarted one in at about 400 ms.
+    pub const FAST: Self = Self {
+        interval: Duration::from_millis(200),
+        timeout: Duration::from_millis(200),
+        healthy_threshold: 2,
+        unhealthy_threshold: 2,
+    };
+
     /// About how long a dead backend may still get new connections (config.md): `interval`
     /// times `unhealthy_threshold`, plus `timeout`.
     pub fn detection_time(&self) -> Duration {
@@ -127,6 +149,17 @@ impl Cluster {
             })
             .collect::<TestResult<Vec<_>>>()?;
         Ok(Self { backends, lbs, dir })
+    }
+
+    /// Waits up to `timeout` until every load balancer's health checks find every backend
+    /// up (needs [`Spec::checked`] or the like).
+    pub fn wait_until_up(&self, timeout: Duration) -> TestResult {
+        for lb in &self.lbs {
+            for backend in &self.backends {
+                lb.wait_until_up(&backend.name, timeout)?;
+            }
+        }
+        Ok(())
     }
 
     /// The temporary directory, for the test's own files.

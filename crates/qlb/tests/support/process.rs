@@ -72,11 +72,6 @@ impl Process {
         }
     }
 
-    /// Whether some log line contains `needle`.
-    pub fn logged(&self, needle: &str) -> bool {
-        lock(&self.log).iter().any(|line| line.contains(needle))
-    }
-
     /// SIGTERMs the process (it may take its time to exit: [`Process::wait`]).
     pub fn terminate(&mut self) -> TestResult {
         let pid = rustix::process::Pid::from_child(&self.child);
