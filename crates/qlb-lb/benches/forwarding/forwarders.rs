@@ -257,46 +257,39 @@ fn forward_raw(
                     Err(error) => return Err(error),
                 }
             };
-            let received: Vec<(&RecvMeta, &[u8])> = storage
-                .chunks(BUFFER_SIZE)
-                .zip(&metas)
-                .take(count)
-                .map(|(buffer, meta)| (meta, buffer.get(..meta.len).unwrap_or_default()))
-                .collect();
-            let mut rest = received.as_slice();
-            while let Some(&(meta, data)) = rest.first() {
+            let received = |i: usize| {
+                let meta = metas.get(i).filter(|_| i < count)?;
+                let data = storage.get(i * BUFFER_SIZE..)?.get(..meta.len)?;
+                // A single datagram, or a GRO buffer of several.
+                let single = meta.stride == 0 || data.len() <= meta.stride;
+                Some((meta, data, single))
+            };
+            let mut first = 0;
+            while let Some((meta, data, single)) = received(first) {
                 // As the data plane: single datagrams of several buffers bound for one place
                 // with one codepoint leave gathered in one GSO send (every one as long as the
                 // first but the last); a GRO buffer leaves as it lies.
-                let single = |(meta, data): &(&RecvMeta, &[u8])| {
-                    meta.stride == 0 || data.len() <= meta.stride
-                };
-                let mut run = 1;
-                let mut octets = data.len();
-                while single(&(meta, data)) && !data.is_empty() && run < max_segments {
-                    let Some(&(next, next_data)) = rest.get(run) else {
+                let (mut end, mut octets, mut last) = (first + 1, data.len(), data.len());
+                while single && !data.is_empty() && end - first < max_segments {
+                    let Some((next, next_data, next_single)) = received(end) else {
                         break;
                     };
-                    let previous = rest.get(run - 1).map_or(0, |(_, d)| d.len());
                     if next.addr.port() != meta.addr.port()
                         || next.ecn != meta.ecn
-                        || !single(&(next, next_data))
-                        || previous != data.len()
+                        || !next_single
+                        || last != data.len()
                         || next_data.len() > data.len()
                         || octets + next_data.len() > MAX_TRANSMIT_OCTETS
                     {
                         break;
                     }
-                    octets += next_data.len();
-                    run += 1;
+                    (end, octets, last) = (end + 1, octets + next_data.len(), next_data.len());
                 }
-                let (group, after) = rest.split_at(run);
-                rest = after;
                 let Some(&destination) = sinks.get(usize::from(meta.addr.port()) % sinks.len())
                 else {
-                    continue;
+                    break;
                 };
-                let (contents, segment) = if run == 1 {
+                let (contents, segment) = if end - first == 1 {
                     (
                         data,
                         if meta.stride == 0 {
@@ -308,9 +301,12 @@ fn forward_raw(
                     )
                 } else {
                     gather.clear();
-                    group.iter().for_each(|(_, d)| gather.extend_from_slice(d));
+                    for (_, data, _) in (first..end).filter_map(received) {
+                        gather.extend_from_slice(data);
+                    }
                     (gather.as_slice(), data.len())
                 };
+                first = end;
                 for contents in contents.chunks(segment * max_segments) {
                     let transmit = Transmit {
                         destination,

@@ -12,6 +12,14 @@
 //! forwarder under test on CPU 1 (`taskset`; nginx by `worker_cpu_affinity`), so each
 //! contender gets one core; the forwarder's own CPU time is reported beside its rate.
 //!
+//! Saturation: the generator sends flat out for a warm-up and a window; the rate is what
+//! reached the sinks in the window. Meanwhile the sinks do not read (they would take CPU from
+//! the generator), and what reached them is the kernel's count of datagrams dropped at their
+//! full sockets (`drops` in `/proc/net/udp`; the sinks do not enable GRO, so a datagram is
+//! one count). Latency: the generator sends at a fixed rate, one datagram at a time stamped
+//! with its send time, and the sinks read and time every one; the percentiles are one-way,
+//! generator to sink, and the direct path is the baseline.
+//!
 //! ```text
 //! cargo bench -p qlb-lb --bench forwarding
 //! LB_BENCH_ROUNDS=1 LB_BENCH_SECONDS=1 cargo bench -p qlb-lb --bench forwarding   # quicker
@@ -21,7 +29,9 @@
 //!
 //! Settings (environment): `LB_BENCH_SECONDS` (saturation window per case, default 1.5),
 //! `LB_BENCH_ROUNDS` (default 3; contenders take turns in rotating order each round),
-//! `LB_BENCH_RATE` (datagrams/s of the latency phase, default 20000), `LB_BENCH_SIZES`
+//! `LB_BENCH_RATE` (datagrams/s of the latency phase, default 20000), `LB_BENCH_BURST`
+//! (datagrams per client send at saturation, default 1; more are sent as one GSO burst,
+//! which a GRO socket receives whole, as bulk QUIC senders do), `LB_BENCH_SIZES`
 //! (default `1200,64`), `LB_BENCH_FLOWS` (default `1,64`), `LB_BENCH_ONLY` (some of `direct,
 //! raw,nginx,qlb`), `LB_BENCH_PIN=0` (no CPU pinning). nginx must be installed (`apt-get
 //! install -y nginx libnginx-mod-stream`); without it the run fails unless `LB_BENCH_ONLY`
@@ -106,6 +116,8 @@ struct Settings {
     window: Duration,
     rounds: usize,
     rate: u64,
+    /// Datagrams per flat-out send (GSO when more than 1).
+    burst: usize,
     sizes: Vec<usize>,
     flows: Vec<usize>,
     only: Vec<Contender>,
@@ -153,6 +165,7 @@ impl Settings {
             window: Duration::try_from_secs_f64(seconds)?,
             rounds: var("LB_BENCH_ROUNDS").map_or(Ok(3), |v| v.parse())?,
             rate: var("LB_BENCH_RATE").map_or(Ok(20_000), |v| v.parse())?,
+            burst: var("LB_BENCH_BURST").map_or(Ok(1), |v| v.parse())?,
             sizes: list("LB_BENCH_SIZES", "1200,64")?,
             flows: list("LB_BENCH_FLOWS", "1,64")?,
             only,
@@ -290,7 +303,11 @@ fn measure(
                 let to = running
                     .destination(sinks.addrs(), backend)
                     .ok_or("no destination")?;
-                Ok(ClientFlow::open(to, layout.datagram(&cid, backend))?)
+                Ok(ClientFlow::open(
+                    to,
+                    layout.datagram(&cid, backend),
+                    settings.burst,
+                )?)
             })
             .collect::<BenchResult<Vec<_>>>()?;
         wait_until_forwarding(&flows, sinks)?;
@@ -619,10 +636,11 @@ fn describe_machine(settings: &Settings) {
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     println!(
-        "# forwarding: {cpus} CPUs ({cpu}), Linux {}, window {:?} x {} rounds, pinning {}",
+        "# forwarding: {cpus} CPUs ({cpu}), Linux {}, window {:?} x {} rounds, {} datagram(s) per send at saturation, pinning {}",
         kernel.trim(),
         settings.window,
         settings.rounds,
+        settings.burst,
         match (settings.load_cpu, settings.forwarder_cpu) {
             (Some(load), Some(forwarder)) =>
                 format!("load on CPU {load}, forwarder on CPU {forwarder}"),

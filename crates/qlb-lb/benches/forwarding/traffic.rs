@@ -10,13 +10,16 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
+use quinn_udp::{Transmit, UdpSocketState};
 
 use crate::BenchResult;
 
 /// How often the sink thread looks at its stop flag when no datagram comes.
 const SINK_POLL: Duration = Duration::from_millis(20);
-/// Datagrams sent flat out between two looks at the stop flag.
-const BURST: usize = 64;
+/// Sends made flat out between two looks at the stop flag.
+const SENDS_PER_LOOK: usize = 64;
+/// The largest UDP payload over IPv4: the most one GSO burst carries.
+const MAX_UDP_PAYLOAD: usize = 65_507;
 /// At a fixed rate, a generator that fell this far behind (descheduled) starts its schedule
 /// afresh instead of catching up in one burst.
 const MAX_BACKLOG: u64 = 1000;
@@ -72,18 +75,49 @@ fn nanos_since(epoch: Instant) -> u64 {
 }
 
 /// One client flow: its own socket (so its own source port), connected to where it sends,
-/// and its datagram.
+/// and its datagram; flat out, it may send bursts of copies of it with GSO.
 pub struct ClientFlow {
     socket: UdpSocket,
     datagram: Vec<u8>,
+    to: SocketAddr,
+    /// Datagrams per flat-out send, and quinn-udp for GSO when there are several.
+    burst: usize,
+    gso: UdpSocketState,
 }
 
 impl ClientFlow {
-    pub fn open(to: SocketAddr, datagram: Vec<u8>) -> io::Result<Self> {
+    pub fn open(to: SocketAddr, datagram: Vec<u8>, burst: usize) -> io::Result<Self> {
         let socket = UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
         socket.connect(to)?;
-        socket.set_nonblocking(true)?;
-        Ok(Self { socket, datagram })
+        let gso = UdpSocketState::new((&socket).into())?;
+        // GSO takes at most its segment limit, and at most one UDP payload's worth.
+        let fits = MAX_UDP_PAYLOAD / datagram.len().max(1);
+        let burst = burst.min(gso.max_gso_segments()).min(fits).max(1);
+        Ok(Self {
+            socket,
+            datagram,
+            to,
+            burst,
+            gso,
+        })
+    }
+
+    /// Sends a burst of copies of the flow's datagram in one GSO send; how many left.
+    fn send_burst(&self, octets: &[u8]) -> u64 {
+        if self.burst == 1 {
+            return u64::from(self.send());
+        }
+        let transmit = Transmit {
+            destination: self.to,
+            ecn: None,
+            contents: octets,
+            segment_size: Some(self.datagram.len()),
+            src_ip: None,
+        };
+        match self.gso.try_send((&self.socket).into(), &transmit) {
+            Ok(()) => self.burst as u64,
+            Err(_) => 0,
+        }
     }
 
     /// Sends the flow's datagram; false if it could not leave.
@@ -97,7 +131,7 @@ impl ClientFlow {
 /// How the generator sends.
 #[derive(Clone, Copy, Debug)]
 pub enum Pace {
-    /// As fast as it can, one datagram per flow in turn.
+    /// As fast as it can, one send per flow in turn (a datagram, or a GSO burst).
     FlatOut,
     /// This many datagrams per second over all flows, each stamped with its send time.
     Rate(u64),
@@ -118,15 +152,16 @@ pub fn generate(
     let mut next = 0;
     match pace {
         Pace::FlatOut => {
+            let bursts: Vec<Vec<u8>> = flows.iter().map(|f| f.datagram.repeat(f.burst)).collect();
             while !stop.load(Ordering::Relaxed) {
-                let mut burst = 0;
-                for _ in 0..BURST {
-                    if let Some(flow) = flows.get(next) {
-                        burst += u64::from(flow.send());
+                let mut count = 0;
+                for _ in 0..SENDS_PER_LOOK {
+                    if let (Some(flow), Some(burst)) = (flows.get(next), bursts.get(next)) {
+                        count += flow.send_burst(burst);
                     }
                     next = (next + 1) % flows.len();
                 }
-                sent.fetch_add(burst, Ordering::Relaxed);
+                sent.fetch_add(count, Ordering::Relaxed);
             }
         }
         Pace::Rate(rate) => {

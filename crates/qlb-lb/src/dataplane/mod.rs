@@ -22,8 +22,8 @@
 //!   API, health checks) can run on tokio and talk to the workers through a
 //!   [`DataplaneHandle`].
 //! * **Batched I/O** through `quinn-udp`: `recvmmsg` with GRO on receive (the batch's
-//!   datagrams are routed one by one), `sendmsg` with GSO for runs of datagrams of one buffer
-//!   bound for one destination, ECN codepoints copied from each received buffer to its
+//!   datagrams are routed one by one), `sendmsg` with GSO for consecutive datagrams of a batch
+//!   bound for one socket, destination and ECN codepoint (gathered into one buffer), ECN codepoints copied from each received buffer to its
 //!   sends, and the client-facing source address (`IP_PKTINFO`) set from the address the
 //!   client sent to when a listening address is a wildcard. Datagrams are forwarded whole and
 //!   unchanged; a datagram that cannot be sent is dropped and counted, never queued.

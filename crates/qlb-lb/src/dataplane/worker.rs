@@ -109,22 +109,22 @@ struct FlowKey {
     ipv6_upstream: bool,
 }
 
-/// A few integer writes instead of the derived field-by-field ones: the flow table's keyed
-/// SipHash runs for every datagram, and each write costs about as much as the hashing.
-/// Equal keys hash equally (the fields left out, IPv6 flow info and scope, only make more
-/// keys share a hash).
+/// One or two integer writes instead of the derived field-by-field ones: the flow table's
+/// keyed SipHash runs for every datagram, and each write costs about as much as compressing
+/// its octets. Equal keys hash equally (the fields left out, IPv6 flow info and scope, and
+/// listener bits shifted out, only make more keys share a hash).
 impl Hash for FlowKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        let ip = match self.client.ip() {
-            IpAddr::V4(ip) => u128::from(ip.to_bits()),
-            IpAddr::V6(ip) => ip.to_bits(),
-        };
-        state.write_u128(ip);
-        state.write_u64(
-            (self.listener as u64) << 17
-                | u64::from(self.ipv6_upstream) << 16
-                | u64::from(self.client.port()),
-        );
+        let rest = (self.listener as u64) << 17
+            | u64::from(self.ipv6_upstream) << 16
+            | u64::from(self.client.port());
+        match self.client.ip() {
+            IpAddr::V4(ip) => state.write_u64(u64::from(ip.to_bits()) << 32 ^ rest),
+            IpAddr::V6(ip) => {
+                state.write_u128(ip.to_bits());
+                state.write_u64(rest);
+            }
+        }
     }
 }
 
