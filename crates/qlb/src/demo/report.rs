@@ -144,6 +144,13 @@ impl fmt::Display for Report {
         for (kind, count) in &traffic.migrations_failed {
             writeln!(f, "                {count} {kind}")?;
         }
+        if traffic.migrations_skipped > 0 {
+            writeln!(
+                f,
+                "                {} skipped: the connection drained (GOAWAY) while it moved",
+                traffic.migrations_skipped
+            )?;
+        }
         let c = &self.connections;
         writeln!(
             f,

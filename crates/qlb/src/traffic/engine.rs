@@ -264,6 +264,8 @@ async fn migrations(
         let mut tally = lock(&tally);
         match outcome {
             Ok(_) => tally.migration(),
+            // It drained (GOAWAY, max age) while it was being moved: nothing left to move.
+            Err(_) if connection.is_draining() => tally.migration_skipped(),
             Err(kind) => tally.migration_failed(kind),
         }
     }

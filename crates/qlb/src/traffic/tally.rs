@@ -20,6 +20,7 @@ pub struct Tally {
     latency_us: Histogram<u64>,
     per_backend: BTreeMap<String, u64>,
     migrations: u64,
+    migrations_skipped: u64,
     migrations_failed: BTreeMap<String, u64>,
 }
 
@@ -33,6 +34,7 @@ impl Default for Tally {
                 .unwrap_or_else(|_| unreachable!("constant bounds are valid")),
             per_backend: BTreeMap::new(),
             migrations: 0,
+            migrations_skipped: 0,
             migrations_failed: BTreeMap::new(),
         }
     }
@@ -59,6 +61,11 @@ impl Tally {
     /// A connection migration (probe + switch) that completed.
     pub fn migration(&mut self) {
         self.migrations += 1;
+    }
+
+    /// A migration given up because its connection drained gracefully meanwhile.
+    pub fn migration_skipped(&mut self) {
+        self.migrations_skipped += 1;
     }
 
     /// A migration that did not complete, by kind (the connection itself may be fine).
@@ -97,6 +104,7 @@ impl Tally {
                 max: self.latency_us.max() as f64 / 1000.0,
             },
             migrations: self.migrations,
+            migrations_skipped: self.migrations_skipped,
             migrations_failed: self.migrations_failed.clone(),
             per_backend: self.per_backend.clone(),
         }
@@ -120,6 +128,9 @@ pub struct Summary {
     pub latency_ms: Latency,
     /// Connection migrations done.
     pub migrations: u64,
+    /// Migrations given up because their connection drained gracefully (GOAWAY, max age)
+    /// while it was being moved.
+    pub migrations_skipped: u64,
     /// Migrations that did not complete, by kind.
     pub migrations_failed: BTreeMap<String, u64>,
     /// Answered requests per backend (its server ID when the URL is a `/whoami`).
@@ -158,6 +169,13 @@ impl fmt::Display for Summary {
             latency.p50, latency.p90, latency.p99, latency.max
         )?;
         write!(f, "migrations  {}", self.migrations)?;
+        if self.migrations_skipped > 0 {
+            write!(
+                f,
+                "  skipped (connection drained): {}",
+                self.migrations_skipped
+            )?;
+        }
         for (kind, count) in &self.migrations_failed {
             write!(f, "  failed {kind}: {count}")?;
         }
@@ -191,6 +209,7 @@ mod tests {
         tally.error("status_503");
         tally.migration();
         tally.migration_failed("probe_timeout");
+        tally.migration_skipped();
         tally
     }
 
@@ -213,6 +232,8 @@ mod tests {
         assert_eq!(summary.per_backend["0001"], 75);
         assert_eq!(summary.per_backend["0002"], 25);
         assert_eq!(summary.migrations, 1);
+        assert_eq!(summary.migrations_skipped, 1);
+        assert_eq!(summary.migrations_failed["probe_timeout"], 1);
     }
 
     #[test]
@@ -240,6 +261,7 @@ mod tests {
         assert!(text.contains("0001"), "{text}");
         assert!(text.contains("75.0%"), "{text}");
         assert!(text.contains("timeout: 2"), "{text}");
+        assert!(text.contains("skipped (connection drained): 1"), "{text}");
     }
 
     #[test]
