@@ -49,7 +49,9 @@ impl DemoArgs {
 
     async fn demo(self) -> Result<ExitCode> {
         let total = self.duration.max(Duration::from_secs(2));
-        let mut cluster = Cluster::start(total / 2).await?;
+        // Connections recycle (max connection age) four times a run, so the restarted backend
+        // gets new connections well after it is healthy again.
+        let mut cluster = Cluster::start(total / 4).await?;
         let mut view = LiveView::new(total);
         let mut report = Report {
             vip: cluster.vip.to_string(),
