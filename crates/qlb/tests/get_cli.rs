@@ -10,6 +10,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use support::TestResult;
+use support::cluster::spawn_serve;
 use support::process::{Process, run};
 
 /// How long a process may take on a loaded 2-core machine with a debug build.
@@ -19,34 +20,12 @@ const CONFIG: &str = "listen = [\"127.0.0.1:4433\"]\n\
     cluster_secret = \"00112233445566778899aabbccddeeff\"\n\
     [[quic_lb]]\nconfig_id = 0\nserver_id_len = 2\nnonce_len = 6\n";
 
-/// Starts `qlb serve` (name b1) on a free port with `extra` arguments; returns it with the
-/// address of its "serving HTTP/3 on ADDR" log line.
+/// Starts `qlb serve` (name b1) on a free port with `extra` arguments; returns it with its
+/// HTTP/3 address.
 fn serve(dir: &Path, extra: &[&str]) -> TestResult<(Process, SocketAddr)> {
     let config = dir.join("lb.toml");
     std::fs::write(&config, CONFIG)?;
-    let mut serve = Process::spawn(
-        "qlb serve",
-        Command::new(env!("CARGO_BIN_EXE_qlb"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--name",
-                "b1",
-                "--server-id",
-                "0a01",
-            ])
-            .arg("--config")
-            .arg(&config)
-            .args(extra)
-            .env("RUST_LOG", "info"),
-    )?;
-    let logged = serve.wait_for_log("serving HTTP/3 on ", LIMIT)?;
-    let addr = logged
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .parse()?;
+    let (serve, addr, _metrics) = spawn_serve("b1", "0a01", "127.0.0.1:0", &config, extra)?;
     Ok((serve, addr))
 }
 

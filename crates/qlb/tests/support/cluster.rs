@@ -244,7 +244,7 @@ impl Cluster {
 impl Backend {
     /// Starts `qlb serve` on a port it picks, reading `config`.
     fn start(name: &str, server_id: &str, config: &Path) -> TestResult<Self> {
-        let (process, addr, metrics) = spawn_backend(name, server_id, "127.0.0.1:0", config)?;
+        let (process, addr, metrics) = spawn_serve(name, server_id, "127.0.0.1:0", config, &[])?;
         Ok(Self {
             name: name.to_owned(),
             server_id: server_id.to_owned(),
@@ -276,7 +276,7 @@ impl Backend {
     pub fn restart(&mut self) -> TestResult {
         let listen = self.addr.to_string();
         let (process, _, metrics) = on_its_port(&self.name, || {
-            spawn_backend(&self.name, &self.server_id, &listen, &self.config)
+            spawn_serve(&self.name, &self.server_id, &listen, &self.config, &[])
         })?;
         self.process = process;
         self.metrics = metrics;
@@ -434,13 +434,14 @@ pub fn backend_entry(status: &Value, name: &str) -> TestResult<Value> {
         .ok_or_else(|| format!("no backend {name} in {status}").into())
 }
 
-/// Starts `qlb serve` on `listen`; returns it once it serves, with its HTTP/3 and metrics
-/// addresses.
-fn spawn_backend(
+/// Starts `qlb serve` on `listen` with `extra` arguments; returns it once it serves, with its
+/// HTTP/3 and metrics addresses.
+pub fn spawn_serve(
     name: &str,
     server_id: &str,
     listen: &str,
     config: &Path,
+    extra: &[&str],
 ) -> TestResult<(Process, SocketAddr, SocketAddr)> {
     let mut command = Command::new(env!("CARGO_BIN_EXE_qlb"));
     command
@@ -449,6 +450,7 @@ fn spawn_backend(
         .arg("--config")
         .arg(config)
         .args(["--shutdown-timeout", "10s"])
+        .args(extra)
         .env("RUST_LOG", log_filter());
     let mut process = Process::spawn(name, &mut command)?;
     let metrics = process.wait_for_log("metrics on http://", START_TIMEOUT)?;
