@@ -21,8 +21,8 @@ use bytes::{Buf, Bytes};
 use http::{Request, Response};
 use http_body_util::Full;
 use qlb_server::{HttpService, Identity, RequestBody, ResponseBody, Server};
+use qlb_testkit::SelfSigned;
 use quic_lb::{Config, ConfigId, Key};
-use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls::pki_types::CertificateDer;
 
 type BenchResult<T = ()> = Result<T, qlb_server::BoxError>;
@@ -34,6 +34,8 @@ const STREAMS_PER_CONNECTION: usize = 4;
 /// Concurrent connect-and-close loops during the handshake benchmark.
 const HANDSHAKERS: usize = 8;
 const BODY: &[u8] = b"hello, world\n";
+/// The clients' QUIC idle timeout: longer than any round.
+const IDLE: Duration = Duration::from_secs(30);
 /// Load before counting starts: connections settle, congestion windows open.
 const WARM_UP: Duration = Duration::from_millis(500);
 
@@ -84,8 +86,8 @@ fn main() -> BenchResult {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let identity = Identity::self_signed(&["localhost"])?;
-        let cert = &identity.certificate_chain()[0];
+        let identity = SelfSigned::localhost()?;
+        let cert = identity.certificate();
         let all = [Contender::PlainH3Quinn, Contender::QlbServer, Contender::QlbServerAxum];
         let contenders = match std::env::var("H3_LOAD_ONLY").ok().and_then(|i| i.parse::<usize>().ok()) {
             Some(only) => all.get(only..=only).ok_or("H3_LOAD_ONLY: 0, 1 or 2")?,
@@ -209,7 +211,7 @@ fn process_cpu() -> BenchResult<Duration> {
     Ok(Duration::from_millis(ticks * 1000 / TICKS_PER_SECOND))
 }
 
-fn start(contender: Contender, identity: &Identity) -> BenchResult<Running> {
+fn start(contender: Contender, identity: &SelfSigned) -> BenchResult<Running> {
     match contender {
         Contender::PlainH3Quinn => start_plain(identity),
         Contender::QlbServer => start_qlb(identity, |_| {
@@ -225,7 +227,10 @@ fn start(contender: Contender, identity: &Identity) -> BenchResult<Running> {
     }
 }
 
-fn start_qlb<S, B>(identity: &Identity, service: impl FnOnce(&Server) -> S) -> BenchResult<Running>
+fn start_qlb<S, B>(
+    identity: &SelfSigned,
+    service: impl FnOnce(&Server) -> S,
+) -> BenchResult<Running>
 where
     S: HttpService<B>,
     B: ResponseBody,
@@ -233,7 +238,10 @@ where
     let config = Config::new(ConfigId::new(0)?, 2, 6, Some(Key::random()))?;
     let server = Server::builder(config, "0001".parse()?)
         .cluster_secret(b"bench")
-        .identity(identity.clone())
+        .identity(Identity::new(
+            vec![identity.certificate().clone()],
+            identity.private_key(),
+        ))
         .bind("127.0.0.1:0".parse()?)?;
     let addr = server.local_addr()?;
     let service = service(&server);
@@ -253,18 +261,8 @@ where
 }
 
 /// The minimal HTTP/3 server anyone would write from h3's README.
-fn start_plain(identity: &Identity) -> BenchResult<Running> {
-    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])?
-    .with_no_client_auth()
-    .with_single_cert(
-        identity.certificate_chain().to_vec(),
-        identity.private_key(),
-    )?;
-    tls.alpn_protocols = vec![b"h3".to_vec()];
-    let config = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
+fn start_plain(identity: &SelfSigned) -> BenchResult<Running> {
+    let config = identity.server_config()?;
     let endpoint = quinn::Endpoint::server(config, "127.0.0.1:0".parse()?)?;
     let addr = endpoint.local_addr()?;
     let accepting = tokio::spawn({
@@ -306,21 +304,6 @@ fn start_plain(identity: &Identity) -> BenchResult<Running> {
     })
 }
 
-fn client_config(cert: &CertificateDer<'static>) -> BenchResult<quinn::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.clone())?;
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_protocol_versions(&[&rustls::version::TLS13])?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h3".to_vec()];
-    Ok(quinn::ClientConfig::new(Arc::new(
-        QuicClientConfig::try_from(tls)?,
-    )))
-}
-
 /// Small GETs over `CONNECTIONS` connections with `STREAMS_PER_CONNECTION` requests in
 /// flight on each.
 async fn request_rate(
@@ -328,7 +311,7 @@ async fn request_rate(
     cert: &CertificateDer<'static>,
     round: Duration,
 ) -> BenchResult<Rate> {
-    let config = client_config(cert)?;
+    let config = SelfSigned::client_config_for(cert, IDLE)?;
     let tally = Arc::new(Tally::default());
     let mut tasks = Vec::new();
     let mut connections = Vec::new();
@@ -370,7 +353,7 @@ async fn handshake_rate(
     cert: &CertificateDer<'static>,
     round: Duration,
 ) -> BenchResult<Rate> {
-    let config = client_config(cert)?;
+    let config = SelfSigned::client_config_for(cert, IDLE)?;
     let tally = Arc::new(Tally::default());
     let mut tasks = Vec::new();
     for _ in 0..HANDSHAKERS {

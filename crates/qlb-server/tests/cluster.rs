@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use qlb_server::builtin_routes;
-use support::client::{H3Client, client_config};
+use qlb_testkit::{H3Client, SelfSigned};
 use support::{TestResult, builder, start_at, start_builtin};
 
 const SECRET: &[u8] = b"cluster secret for the reset test";
@@ -29,7 +29,7 @@ async fn client_fate_after_restart(
         start_builtin(builder("0c01").cluster_secret(SECRET))?
     };
     let addr = doomed.addr;
-    let config = client_config(&doomed.certificate, Duration::from_secs(1))?;
+    let config = SelfSigned::client_config_for(&doomed.certificate, Duration::from_secs(1))?;
     let mut client = H3Client::connect_with(addr, config).await?;
     assert_eq!(client.get("/whoami").await?.json()?["server_id"], "0c01");
 

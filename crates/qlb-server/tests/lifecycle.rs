@@ -7,8 +7,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
-use support::client::closed_with;
-use support::hold::{start_with_hold, within};
+use qlb_testkit::{closed_with, within};
+use support::hold::start_with_hold;
 use support::{TestResult, builder, start_builtin};
 
 const H3_NO_ERROR: u32 = 0x100;

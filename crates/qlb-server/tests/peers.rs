@@ -6,9 +6,9 @@ mod support;
 use std::process::Stdio;
 use std::time::Duration;
 
+use qlb_testkit::peers::{aioquic, aioquic_available, gtlsclient_available};
 use serde_json::Value;
 use support::hold::start_with_hold;
-use support::peers::{aioquic_available, aioquic_script, gtlsclient_available};
 use support::{TestResult, builder, decoder, start_builtin};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
@@ -21,9 +21,7 @@ async fn aioquic_gets_whoami_and_every_cid_it_was_issued_routes_to_the_server() 
         return Ok(());
     }
     let running = start_builtin(builder("0d01").name("peer-test"))?;
-    let output = Command::new("python3")
-        .arg(aioquic_script())
-        .args(["whoami", "127.0.0.1", &running.addr.port().to_string()])
+    let output = Command::from(aioquic("issued-cids", running.addr))
         .kill_on_drop(true)
         .output();
     let output = tokio::time::timeout(PEER_TIMEOUT, output).await??;
@@ -63,9 +61,7 @@ async fn aioquic_request_in_flight_at_shutdown_completes_while_new_ones_are_refu
         return Ok(());
     }
     let (running, mut hold) = start_with_hold(builder("0d02"))?;
-    let mut peer = Command::new("python3")
-        .arg(aioquic_script())
-        .args(["drain", "127.0.0.1", &running.addr.port().to_string()])
+    let mut peer = Command::from(aioquic("drain", running.addr))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .kill_on_drop(true)

@@ -9,6 +9,8 @@ use axum::routing::get;
 use qlb_server::{Server, ServerBuilder, builtin_routes};
 use tokio::sync::{Notify, mpsc};
 
+use qlb_testkit::within;
+
 use super::{Running, TestResult, start};
 
 /// `GET /hold` reports that it started, then waits until released; it answers whether the
@@ -56,11 +58,4 @@ pub fn start_with_hold(builder: ServerBuilder) -> TestResult<(Running, Hold)> {
             .merge(builtin_routes(server.drain_state()))
     })?;
     Ok((running, Hold { started, release }))
-}
-
-/// `future`, or an error naming `what` after `limit`.
-pub async fn within(limit: Duration, what: &str, future: impl Future<Output = ()>) -> TestResult {
-    tokio::time::timeout(limit, future)
-        .await
-        .map_err(|_| format!("{what}: still waiting after {limit:?}").into())
 }

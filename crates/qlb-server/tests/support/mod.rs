@@ -1,47 +1,37 @@
-//! Shared by the integration tests: a server on loopback, an h3 + h3-quinn client, metric
-//! reads, and the third-party peers. Each test binary uses a different subset.
+//! The server harness of the integration tests: a server on loopback and metric reads,
+//! over the shared test kit (qlb-testkit: the h3 client, the peers, the fixtures). Each
+//! test binary uses a different subset.
 #![allow(dead_code)]
 
-pub mod client;
 pub mod hold;
-pub mod peers;
 pub mod raw_h3;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use qlb_server::{HttpService, Identity, ResponseBody, Server, ServerBuilder};
-use quic_lb::{Config, ConfigId, Decoder, Key};
+use qlb_testkit::{SelfSigned, fixtures, init_tracing};
+use quic_lb::{Config, Decoder};
 use rustls::pki_types::CertificateDer;
 
-pub use client::H3Client;
+pub use qlb_testkit::{H3Client, TestResult};
 
-pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+/// The codepoint of the servers' configuration.
+const CODEPOINT: u8 = 1;
 
 /// A keyed four-pass configuration (2-octet server ID, 6-octet nonce: 9-octet CIDs).
 pub fn quic_lb_config() -> Config {
-    let key: Key = "8f95f09245765f80256934e50c66207f".parse().expect("hex key");
-    Config::new(ConfigId::new(1).expect("codepoint"), 2, 6, Some(key)).expect("valid")
+    fixtures::config(CODEPOINT)
 }
 
 /// A decoder for [`quic_lb_config`], as the load balancer would hold it.
 pub fn decoder() -> Decoder {
-    let mut decoder = Decoder::new();
-    decoder.insert(quic_lb_config());
-    decoder
+    fixtures::decoder(&[CODEPOINT])
 }
 
 /// A builder for server `server_id` under [`quic_lb_config`].
 pub fn builder(server_id: &str) -> ServerBuilder {
     Server::builder(quic_lb_config(), server_id.parse().expect("hex server id"))
-}
-
-/// Logs to the test output when RUST_LOG is set.
-pub fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
 }
 
 /// A server serving on 127.0.0.1 with a self-signed certificate for localhost.
@@ -75,9 +65,14 @@ where
     B: ResponseBody,
 {
     init_tracing();
-    let identity = Identity::self_signed(&["localhost"])?;
-    let certificate = identity.certificate_chain()[0].clone();
-    let server = builder.identity(identity).bind(addr)?;
+    let identity = SelfSigned::localhost()?;
+    let certificate = identity.certificate().clone();
+    let server = builder
+        .identity(Identity::new(
+            vec![certificate.clone()],
+            identity.private_key(),
+        ))
+        .bind(addr)?;
     let addr = server.local_addr()?;
     let service = service(&server);
     let serving = tokio::spawn({

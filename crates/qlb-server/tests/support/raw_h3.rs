@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 
 use rustls::pki_types::CertificateDer;
 
+use qlb_testkit::SelfSigned;
+
 use super::TestResult;
-use super::client::client_config;
 
 const CONTROL_STREAM: u64 = 0x00;
 const FRAME_HEADERS: u64 = 0x01;
@@ -27,7 +28,7 @@ impl RawH3 {
         certificate: &CertificateDer<'static>,
     ) -> TestResult<Self> {
         let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
-        endpoint.set_default_client_config(client_config(
+        endpoint.set_default_client_config(SelfSigned::client_config_for(
             certificate,
             std::time::Duration::from_secs(10),
         )?);
