@@ -7,9 +7,10 @@ mod quic;
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 
+use qlb_testkit::TestResult;
 use quic::{
-    Backend, FAST_HEALTH, H3Client, LbFile, NO_HEALTH, Setup, TestResult, admin, connection_to,
-    lb_toml, new_connections_reach, setup, setup_up,
+    Backend, FAST_HEALTH, LbFile, NO_HEALTH, Setup, admin, connection_to, lb_toml,
+    new_connections_reach, setup, setup_up,
 };
 
 const LOOPBACK_ADMIN: &str = "[admin]\nlisten = \"127.0.0.1:0\"\n";
@@ -238,7 +239,7 @@ async fn metrics_parse_and_cover_every_family() -> TestResult {
     let Setup::<1> { balancer, lb, .. } =
         setup_up(&format!("{FAST_HEALTH}{LOOPBACK_ADMIN}")).await?;
     let api = balancer.admin_addr().ok_or("admin")?;
-    let mut client = H3Client::connect(lb).await?;
+    let mut client = quic::connect(lb).await?;
     client.get("/bytes/100000").await?;
 
     let reply = admin(api, "GET", "/metrics", None).await?;

@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use qlb_lb::dataplane::{Dataplane, DataplaneDrop, DataplaneError, DataplaneOptions};
 use qlb_router::{BackendState, DropReason, Route};
+use qlb_testkit::eventually_blocking;
 use quinn_udp::EcnCodepoint;
 use support::{
-    Cluster, Peer, client_dcid, eventually, fixture, initial, next_ecn, short_header, sorted, start,
+    Cluster, Peer, WAIT, client_dcid, fixture, initial, next_ecn, short_header, sorted, start,
 };
 
 const LOCALHOST: Ipv4Addr = Ipv4Addr::LOCALHOST;
@@ -192,10 +193,11 @@ fn idle_flows_expire_and_are_counted() {
     let cid = cluster.cid("b1");
     assert_eq!(client.exchange(listen, &[short_header(&cid, 1)]).len(), 1);
 
-    eventually("the idle flow expires", || {
+    eventually_blocking(WAIT, "the idle flow expires", || {
         let stats = lb.stats();
         (stats.flows_expired, stats.flows_active) == (1, 0)
-    });
+    })
+    .expect("in time");
 
     // The client comes back: a new flow, routed by its CID to the same backend.
     assert_eq!(client.exchange(listen, &[short_header(&cid, 2)]).len(), 1);
@@ -222,9 +224,10 @@ fn a_full_flow_table_refuses_new_flows_and_keeps_old_ones() {
     for datagram in &refused_datagrams {
         refused.send(listen, datagram);
     }
-    eventually("three datagrams refused", || {
+    eventually_blocking(WAIT, "three datagrams refused", || {
         lb.stats().dropped(DataplaneDrop::FlowTableFull) == 3
-    });
+    })
+    .expect("in time");
 
     for (seq, client) in (200..).zip(&old) {
         assert_eq!(
@@ -299,7 +302,7 @@ fn garbage_and_initial_floods_are_dropped_and_counted_while_established_traffic_
                 }
             }
             let per_reason = (round + 1) * BURST * attackers.len() as u64;
-            eventually("a round of bad datagrams counted", || {
+            eventually_blocking(WAIT, "a round of bad datagrams counted", || {
                 let router = handle.stats().router;
                 [
                     DropReason::Empty,
@@ -310,7 +313,8 @@ fn garbage_and_initial_floods_are_dropped_and_counted_while_established_traffic_
                 .iter()
                 .all(|r| router.dropped(*r) == per_reason)
                     && router.routed(Route::Fallback) == per_reason
-            });
+            })
+            .expect("in time");
         }
         assert_eq!(established.join().expect("client"), ESTABLISHED);
     });
@@ -352,9 +356,10 @@ fn random_datagrams_never_stop_a_worker() {
             let datagram: Vec<u8> = (0..len).map(|_| next() as u8).collect();
             noise.send_to(&datagram, listen).expect("send");
         }
-        eventually("a burst of noise decided", || {
+        eventually_blocking(WAIT, "a burst of noise decided", || {
             lb.stats().router.decisions() == burst * BURST
-        });
+        })
+        .expect("in time");
     }
     let client = Peer::client();
     let datagram = short_header(&cluster.cid("b2"), 1);
@@ -374,9 +379,10 @@ fn replies_are_taken_from_backends_only() {
     // A stranger who learnt the flow's upstream port cannot reach the client through it.
     let stranger = UdpSocket::bind((LOCALHOST, 0)).expect("bind");
     stranger.send_to(b"spoofed", upstream).expect("send");
-    eventually("the stranger's datagram dropped", || {
+    eventually_blocking(WAIT, "the stranger's datagram dropped", || {
         lb.stats().dropped(DataplaneDrop::UnknownSource) == 1
-    });
+    })
+    .expect("in time");
     let replies = client.exchange(listen, &[short_header(&cid, 2)]);
     assert_eq!(
         replies.into_iter().map(|r| r.data).collect::<Vec<_>>(),

@@ -9,8 +9,9 @@ use std::collections::BTreeSet;
 
 use qlb_lb::health::Health;
 use qlb_router::BackendState;
+use qlb_testkit::{TestResult, eventually, fetch};
 use quic::{
-    Backend, FAST_HEALTH, NO_HEALTH, Setup, TestResult, backend_status, connection_to, eventually,
+    Backend, FAST_HEALTH, NO_HEALTH, Setup, WAIT, backend_status, connection_to,
     new_connections_reach, setup, setup_up,
 };
 
@@ -36,7 +37,7 @@ async fn a_backend_that_dies_is_avoided_until_it_comes_back() -> TestResult {
     let mut on_b2 = connection_to(lb, "b2").await?;
 
     b1.kill().await;
-    eventually("b1 down", || async {
+    eventually(WAIT, "b1 down", || async {
         health_of(&balancer, "b1").await == Some(Health::Down)
     })
     .await?;
@@ -58,7 +59,7 @@ async fn a_backend_that_dies_is_avoided_until_it_comes_back() -> TestResult {
         let status = backend_status(&balancer, "b1").await;
         status["addr"].as_str().ok_or("addr")?.parse()?
     })?;
-    eventually("b1 up again", || async {
+    eventually(WAIT, "b1 up again", || async {
         health_of(&balancer, "b1").await == Some(Health::Up)
     })
     .await?;
@@ -99,7 +100,7 @@ async fn a_draining_backend_is_unready_and_keeps_its_connections() -> TestResult
     // A long request keeps the connection open through b1's graceful shutdown.
     let in_flight = {
         let mut send = on_b1.sender();
-        tokio::spawn(async move { quic::get(&mut send, "/delay/4000").await })
+        tokio::spawn(async move { fetch(&mut send, "GET", "/delay/4000", Vec::new()).await })
     };
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let draining = {
@@ -107,6 +108,7 @@ async fn a_draining_backend_is_unready_and_keeps_its_connections() -> TestResult
         tokio::spawn(async move { server.shutdown(std::time::Duration::from_secs(20)).await })
     };
     eventually(
+        WAIT,
         "b1 unready: /healthz answers 503, new handshakes are refused",
         || async { health_of(&balancer, "b1").await == Some(Health::Unready) },
     )
@@ -116,7 +118,7 @@ async fn a_draining_backend_is_unready_and_keeps_its_connections() -> TestResult
         backend_status(&balancer, "b1").await["effective_state"],
         "draining"
     );
-    let (status, _) = in_flight.await??;
+    let status = in_flight.await??.status;
     assert_eq!(
         status,
         http::StatusCode::OK,

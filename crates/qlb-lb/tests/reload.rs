@@ -12,10 +12,9 @@ use std::time::Duration;
 use qlb_lb::config::LbConfig;
 use qlb_lb::daemon::ReloadError;
 use qlb_router::Route;
-use quic::{
-    Backend, H3Client, LbFile, NO_HEALTH, Setup, TestResult, connection_to, eventually, lb_toml,
-    quic_lb_config, setup,
-};
+use qlb_testkit::fixtures::config as quic_lb_config;
+use qlb_testkit::{H3Client, Reply, TestResult, eventually, fetch};
+use quic::{Backend, LbFile, NO_HEALTH, Setup, WAIT, connection_to, lb_toml, setup};
 use tokio::task::JoinHandle;
 
 /// Requests on one connection, one after another, until stopped: every answer's backend
@@ -36,14 +35,14 @@ impl Traffic {
             async move {
                 let mut failures = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
-                    match quic::get(&mut send, "/whoami").await {
-                        Ok((status, body)) if status == http::StatusCode::OK => {
+                    match fetch(&mut send, "GET", "/whoami", Vec::new()).await {
+                        Ok(Reply { status, body }) if status == http::StatusCode::OK => {
                             let json: serde_json::Value =
                                 serde_json::from_slice(&body).unwrap_or_default();
                             let name = json["name"].as_str().unwrap_or("?").to_owned();
                             served_by.lock().expect("lock").push(name);
                         }
-                        Ok((status, _)) => failures.push(status.to_string()),
+                        Ok(reply) => failures.push(reply.status.to_string()),
                         Err(err) => failures.push(err.to_string()),
                     }
                     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -62,7 +61,7 @@ impl Traffic {
     /// backend served everything, and returns it.
     async fn finish(self) -> TestResult<String> {
         let served = || self.served_by.lock().expect("lock").len();
-        eventually("5 requests", || async { served() >= 5 }).await?;
+        eventually(WAIT, "5 requests", || async { served() >= 5 }).await?;
         self.stop.store(true, Ordering::Relaxed);
         let failures = self.task.await?;
         assert!(failures.is_empty(), "failed requests: {failures:?}");
@@ -80,7 +79,7 @@ async fn a_valid_reload_swaps_in_without_losing_a_request() -> TestResult {
     let file = LbFile::new(&lb_toml(&[0], &[&b1], NO_HEALTH))?;
     let balancer = file.start().await?;
     let lb = balancer.listen_addrs()[0];
-    let client = H3Client::connect(lb).await?;
+    let client = quic::connect(lb).await?;
     let traffic = Traffic::start(&client);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let flows_before = balancer.status().await.flows;
@@ -120,7 +119,7 @@ async fn an_invalid_reload_is_refused_and_the_running_config_stays() -> TestResu
     let file = LbFile::new(&running)?;
     let balancer = file.start().await?;
     let lb = balancer.listen_addrs()[0];
-    let client = H3Client::connect(lb).await?;
+    let client = quic::connect(lb).await?;
     let traffic = Traffic::start(&client);
 
     let wrong_server_id = format!("{running}{}", b2.table()).replace("\"0002\"", "\"02\"");
@@ -200,7 +199,7 @@ async fn a_key_rotation_by_codepoint_loses_no_connection() -> TestResult {
         balancer,
         lb,
     } = setup(NO_HEALTH).await?;
-    let mut client = H3Client::connect(lb).await?;
+    let mut client = quic::connect(lb).await?;
     let traffic = Traffic::start(&client);
 
     // 1. The load balancers learn the new codepoint.
@@ -242,7 +241,7 @@ async fn a_key_rotation_by_codepoint_loses_no_connection() -> TestResult {
     assert_eq!(traffic.finish().await?, backend);
 
     // New connections get codepoint-1 CIDs and work too.
-    let mut fresh = H3Client::connect(lb).await?;
+    let mut fresh = quic::connect(lb).await?;
     fresh.whoami().await?;
     let status = balancer.status().await;
     assert_eq!(status.quic_lb_config_ids, [1]);

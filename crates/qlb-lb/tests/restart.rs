@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Buf;
 use qlb_router::Route;
-use quic::{H3Client, NO_HEALTH, Setup, TestResult, eventually, setup};
+use qlb_testkit::{SendRequest, TestResult, eventually};
+use quic::{NO_HEALTH, Setup, WAIT, setup};
 
 /// The body downloaded.
 const SIZE: u64 = 50_000_000;
@@ -26,7 +27,7 @@ const TRANSFER_LIMIT: Duration = Duration::from_secs(120);
 /// Downloads `GET path` on `send`, counting octets into `progress`; returns the status and
 /// whether every octet was zero (the built-in `/bytes/N` route sends zeros).
 async fn download(
-    mut send: h3::client::SendRequest<h3_quinn::OpenStreams, bytes::Bytes>,
+    mut send: SendRequest,
     path: String,
     progress: Arc<AtomicU64>,
 ) -> TestResult<(http::StatusCode, bool)> {
@@ -56,7 +57,7 @@ async fn a_download_survives_a_load_balancer_restart_on_the_same_port() -> TestR
         lb,
         ..
     } = setup(NO_HEALTH).await?;
-    let mut client = H3Client::connect(lb).await?;
+    let mut client = quic::connect(lb).await?;
     let backend = client.backend().await?;
 
     let started = Instant::now();
@@ -66,7 +67,7 @@ async fn a_download_survives_a_load_balancer_restart_on_the_same_port() -> TestR
         format!("/bytes/{SIZE}"),
         progress.clone(),
     ));
-    eventually("the download under way", || async {
+    eventually(WAIT, "the download under way", || async {
         progress.load(Ordering::Relaxed) >= STOP_AT || transfer.is_finished()
     })
     .await?;

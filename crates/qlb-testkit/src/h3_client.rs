@@ -10,13 +10,16 @@ use bytes::{Buf, Bytes};
 use http::{Request, StatusCode};
 use rustls::pki_types::CertificateDer;
 
-use crate::{SelfSigned, TestResult};
+use crate::{SelfSigned, TestResult, within};
 
 /// The longest a handshake may take on a loaded machine.
 const HANDSHAKE: Duration = Duration::from_secs(20);
 
 /// The idle timeout of [`H3Client::connect`]'s configuration.
 const IDLE: Duration = Duration::from_secs(10);
+
+/// The longest one request may take: longer than any test holds one on purpose.
+const REQUEST: Duration = Duration::from_secs(30);
 
 /// h3's handle for sending requests on one connection.
 pub type SendRequest = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
@@ -155,8 +158,19 @@ impl Drop for H3Client {
     }
 }
 
-/// Sends `method path` on `send` with a body of `chunks`: the status and the whole body.
+/// Sends `method path` on `send` with a body of `chunks`: the status and the whole body,
+/// within 30 s.
 pub async fn fetch(
+    send: &mut SendRequest,
+    method: &str,
+    path: &str,
+    chunks: Vec<Bytes>,
+) -> TestResult<Reply> {
+    let what = format!("{method} {path}");
+    within(REQUEST, &what, exchange(send, method, path, chunks)).await?
+}
+
+async fn exchange(
     send: &mut SendRequest,
     method: &str,
     path: &str,

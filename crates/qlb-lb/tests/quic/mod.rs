@@ -1,53 +1,24 @@
-//! Real QUIC on loopback for the control-plane tests: qlb-server HTTP/3 backends, an h3
-//! client (quinn + h3-quinn) that goes through the load balancer, a [`Balancer`] run from a
-//! file, and a plain HTTP/1.1 client for the admin API. Each test binary uses a subset.
+//! Real QUIC on loopback for the control-plane tests: qlb-server HTTP/3 backends, the test
+//! kit's h3 client through the load balancer, a [`Balancer`] run from a file, and a plain
+//! HTTP/1.1 client for the admin API. Each test binary uses a subset.
 #![allow(dead_code)]
 
-use std::future::{Future, poll_fn};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
 use qlb_lb::Balancer;
 use qlb_lb::config::LbConfig;
 use qlb_server::{Server, builtin_routes};
-use quic_lb::{Config, ConfigId, Key, ServerId};
+use qlb_testkit::fixtures::{self, CLUSTER_SECRET};
+use qlb_testkit::{init_tracing, transport};
+use quic_lb::ServerId;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+use qlb_testkit::{H3Client, TestResult, eventually};
 
 /// The longest a test waits for something that should happen soon (health checks, pools).
 pub const WAIT: Duration = Duration::from_secs(20);
-
-/// Logs to the test output when RUST_LOG is set.
-pub fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-}
-
-/// The keys of codepoints 0 and 1.
-const KEYS: [&str; 2] = [
-    "8f95f09245765f80256934e50c66207f",
-    "0123456789abcdef0123456789abcdef",
-];
-
-/// The four-pass QUIC-LB configuration at codepoint `id` (0 or 1): 2-octet server IDs,
-/// 6-octet nonces, so both give 9-octet CIDs (a server can rotate between them).
-pub fn quic_lb_config(id: u8) -> Config {
-    let key: Key = KEYS[usize::from(id)].parse().expect("hex key");
-    Config::new(ConfigId::new(id).expect("codepoint"), 2, 6, Some(key)).expect("valid")
-}
-
-/// The `[[quic_lb]]` table of [`quic_lb_config`]`(id)`.
-pub fn quic_lb_table(id: u8) -> String {
-    format!(
-        "[[quic_lb]]\nconfig_id = {id}\nserver_id_len = 2\nnonce_len = 6\nkey = \"{}\"\n",
-        KEYS[usize::from(id)]
-    )
-}
 
 /// A qlb-server backend with the built-in routes, on loopback.
 pub struct Backend {
@@ -74,9 +45,9 @@ impl Backend {
     ) -> TestResult<Self> {
         init_tracing();
         let server_id: ServerId = server_id.parse()?;
-        let server = Server::builder(quic_lb_config(config_id), server_id)
+        let server = Server::builder(fixtures::config(config_id), server_id)
             .name(name)
-            .cluster_secret(b"the test cluster's shared secret")
+            .cluster_secret(CLUSTER_SECRET)
             .bind(addr)?;
         let addr = server.local_addr()?;
         let serving = tokio::spawn({
@@ -196,7 +167,7 @@ pub async fn setup_up<const N: usize>(rest: &str) -> TestResult<Setup<N>> {
 pub fn lb_toml(codepoints: &[u8], backends: &[&Backend], rest: &str) -> String {
     let mut text = String::from("listen = [\"127.0.0.1:0\"]\nworkers = 1\n");
     for &id in codepoints {
-        text.push_str(&quic_lb_table(id));
+        text.push_str(&fixtures::table(id));
     }
     for backend in backends {
         text.push_str(&backend.table());
@@ -213,22 +184,6 @@ pub const FAST_HEALTH: &str = "[health]\ninterval = \"500ms\"\ntimeout = \"500ms
 /// No health checks.
 pub const NO_HEALTH: &str = "[health]\nenabled = false\n";
 
-/// Waits until `condition` holds, checking every 50 ms; fails naming `what` after [`WAIT`].
-pub async fn eventually<F, Fut>(what: &str, mut condition: F) -> TestResult
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !condition().await {
-        if tokio::time::Instant::now() > deadline {
-            return Err(format!("timed out waiting: {what}").into());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
-}
-
 /// The status of backend `name` as JSON.
 pub async fn backend_status(balancer: &Balancer, name: &str) -> serde_json::Value {
     let status = serde_json::to_value(balancer.status().await).expect("serializes");
@@ -240,7 +195,7 @@ pub async fn backend_status(balancer: &Balancer, name: &str) -> serde_json::Valu
 
 /// Waits until every backend's health is `up`.
 pub async fn all_up(balancer: &Balancer) -> TestResult {
-    eventually("every backend up", || async {
+    eventually(WAIT, "every backend up", || async {
         balancer.status().await.backends.iter().all(|b| {
             b.health
                 .as_ref()
@@ -250,105 +205,22 @@ pub async fn all_up(balancer: &Balancer) -> TestResult {
     .await
 }
 
-/// One HTTP/3 client connection with its own endpoint (so it can be rebound to migrate).
-pub struct H3Client {
-    pub endpoint: quinn::Endpoint,
-    pub quic: quinn::Connection,
-    send: h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
-    driver: tokio::task::JoinHandle<()>,
-}
-
-impl H3Client {
-    /// Connects to `addr` (a load balancer), accepting any certificate.
-    pub async fn connect(addr: SocketAddr) -> TestResult<Self> {
-        let mut config = qlb_client::Trust::Insecure.client_config()?;
-        let mut transport = quinn::TransportConfig::default();
-        transport.max_idle_timeout(Some(Duration::from_secs(30).try_into()?));
-        transport.keep_alive_interval(Some(Duration::from_secs(1)));
-        config.transport_config(std::sync::Arc::new(transport));
-        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
-        endpoint.set_default_client_config(config);
-        let quic = tokio::time::timeout(WAIT, endpoint.connect(addr, "localhost")?).await??;
-        let (mut driver, send) = h3::client::builder()
-            .build::<_, _, Bytes>(h3_quinn::Connection::new(quic.clone()))
-            .await?;
-        let driver = tokio::spawn(async move {
-            let _closed = poll_fn(|cx| driver.poll_close(cx)).await;
-        });
-        Ok(Self {
-            endpoint,
-            quic,
-            send,
-            driver,
-        })
-    }
-
-    /// `GET path`: the status and the whole body, within [`WAIT`].
-    pub async fn get(&mut self, path: &str) -> TestResult<(http::StatusCode, Bytes)> {
-        tokio::time::timeout(WAIT, get(&mut self.send, path)).await?
-    }
-
-    /// `GET /whoami`, as JSON.
-    pub async fn whoami(&mut self) -> TestResult<serde_json::Value> {
-        let (status, body) = self.get("/whoami").await?;
-        if status != http::StatusCode::OK {
-            return Err(format!("/whoami: {status}").into());
-        }
-        Ok(serde_json::from_slice(&body)?)
-    }
-
-    /// The name of the backend this connection reaches.
-    pub async fn backend(&mut self) -> TestResult<String> {
-        Ok(self.whoami().await?["name"]
-            .as_str()
-            .ok_or("no name")?
-            .to_owned())
-    }
-
-    /// Another handle for requests on this connection.
-    pub fn sender(&self) -> h3::client::SendRequest<h3_quinn::OpenStreams, Bytes> {
-        self.send.clone()
-    }
-
-    /// Moves the client to a new local port, as a NAT rebinding would: quinn switches to the
-    /// next connection ID the server issued.
-    pub fn rebind(&self) -> TestResult {
-        self.endpoint
-            .rebind(std::net::UdpSocket::bind("127.0.0.1:0")?)?;
-        Ok(())
-    }
-}
-
-impl Drop for H3Client {
-    fn drop(&mut self) {
-        self.quic.close(0u32.into(), b"done");
-        self.driver.abort();
-    }
-}
-
-/// `GET path` on `send`: the status and the whole body.
-pub async fn get(
-    send: &mut h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
-    path: &str,
-) -> TestResult<(http::StatusCode, Bytes)> {
-    let request = http::Request::get(format!("https://localhost{path}")).body(())?;
-    let mut stream = send.send_request(request).await?;
-    // A server may answer and stop reading before our end of stream reaches it (after a
-    // migration, say); the answer still counts (RFC 9114 section 4.1.2), so it decides.
-    let _ = stream.finish().await;
-    let status = stream.recv_response().await?.status();
-    let mut body = Vec::new();
-    while let Some(mut chunk) = stream.recv_data().await? {
-        body.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
-    }
-    Ok((status, body.into()))
+/// A client connection through the load balancer at `lb`: any backend's certificate is
+/// accepted, and a keep-alive every second keeps its flow through the balancer alive.
+pub async fn connect(lb: SocketAddr) -> TestResult<H3Client> {
+    let mut config = qlb_client::Trust::Insecure.client_config()?;
+    config.transport_config(transport(
+        Duration::from_secs(30),
+        Some(Duration::from_secs(1)),
+    )?);
+    H3Client::connect_with(lb, config).await
 }
 
 /// The backend each of `count` fresh connections to `lb` reaches.
 pub async fn new_connections_reach(lb: SocketAddr, count: usize) -> TestResult<Vec<String>> {
     let mut names = Vec::with_capacity(count);
     for _ in 0..count {
-        names.push(H3Client::connect(lb).await?.backend().await?);
+        names.push(connect(lb).await?.backend().await?);
     }
     Ok(names)
 }
@@ -357,7 +229,7 @@ pub async fn new_connections_reach(lb: SocketAddr, count: usize) -> TestResult<V
 /// does (at most 64; each reaches a backend by a hash of a random connection ID).
 pub async fn connection_to(lb: SocketAddr, name: &str) -> TestResult<H3Client> {
     for _ in 0..64 {
-        let mut client = H3Client::connect(lb).await?;
+        let mut client = connect(lb).await?;
         if client.backend().await? == name {
             return Ok(client);
         }

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use qlb_lb::dataplane::{Dataplane, DataplaneOptions};
 use qlb_router::{Backend as PoolBackend, BackendState, Pool};
-use quic_lb::{Config, ConfigId, ConnectionId, Decoder, Encoder, Key, ServerId};
+use qlb_testkit::{eventually_blocking, fixtures};
+use quic_lb::{Config, ConnectionId, Decoder, Encoder, ServerId};
 use quinn_udp::{EcnCodepoint, RecvMeta, Transmit, UdpSocketState};
 
 /// The longest any test waits for something that should happen at once.
@@ -200,7 +201,10 @@ impl Backend {
 
     /// Waits until `count` datagrams have come (or [`WAIT`] has passed) and returns them.
     pub fn wait_for(&self, count: usize) -> Vec<Datagram> {
-        eventually_or_timeout(|| lock(&self.received).len() >= count);
+        // Short of `count`, the caller's assertion on what came says what is missing.
+        let _ = eventually_blocking(WAIT, "datagrams at a backend", || {
+            lock(&self.received).len() >= count
+        });
         self.received()
     }
 }
@@ -242,13 +246,7 @@ impl Cluster {
 
     /// One backend on each of `ips`.
     pub fn on(ips: &[IpAddr]) -> io::Result<Self> {
-        let config = Config::new(
-            ConfigId::new(0).expect("id"),
-            2,
-            6,
-            Some(Key::new([0x42; 16])),
-        )
-        .expect("config");
+        let config = fixtures::config(0);
         let backends = ips
             .iter()
             .zip(1u8..)
@@ -366,27 +364,6 @@ pub fn client_dcid(n: u64) -> [u8; 8] {
     let mut dcid = (x ^ (x >> 31)).to_be_bytes();
     dcid[0] |= 0xe0;
     dcid
-}
-
-/// Waits until `condition` holds; panics naming `what` after [`WAIT`].
-pub fn eventually(what: &str, condition: impl FnMut() -> bool) {
-    assert!(
-        eventually_or_timeout(condition),
-        "timed out waiting: {what}"
-    );
-}
-
-fn eventually_or_timeout(mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if condition() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 /// Sorted copies, for comparing datagram sets.
