@@ -9,8 +9,9 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use qlb_client::{BackendList, Error, HealthCheck, PickerKind};
+use qlb_testkit::{TestResult, eventually, within};
 use support::load::{Load, errors, shares};
-use support::{SOON, TestResult, backends, client, eventually, whoami};
+use support::{SOON, backends, client, whoami};
 
 /// 3 backends under steady load, 3 more added; with max_lifetime 2 s, within 5 s every
 /// backend carries its fair share +-25%.
@@ -69,7 +70,7 @@ async fn a_backend_drained_with_goaway_under_load_fails_no_request() -> TestResu
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let drained = &backends[0];
-    support::within(
+    within(
         SOON,
         "the drain",
         drained.server.shutdown(Duration::from_secs(5)),

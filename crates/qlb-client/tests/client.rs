@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use qlb_client::{BackendList, Client, Connection, Error, RequestTimeout, ServedBy, Trust};
-use support::{Backend, SOON, TestResult, client, eventually, fetch, whoami, within};
+use qlb_testkit::{TestResult, eventually, within};
+use support::{Backend, SOON, client, fetch, whoami};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_are_served_and_counted() -> TestResult {

@@ -8,8 +8,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use qlb_client::{Client, HealthCheck, Trust};
+use qlb_testkit::{TestResult, eventually};
 use support::dns::Dns;
-use support::{Backend, SOON, TestResult, eventually, whoami};
+use support::{Backend, SOON, whoami};
 
 /// Up to two polls at the minimum interval (5 s), with room for a loaded machine.
 const TWO_POLLS: Duration = Duration::from_secs(15);

@@ -1,25 +1,23 @@
 //! Explicit connection migration (`Connection::add_path`, `Path::probe`, `Path::switch`,
-//! `Path::close`) against real peers on loopback: qlb-server backends, directly, through a
-//! relay whose paths can die, and through the load balancer's data plane.
+//! `Path::close`) against real peers on loopback: qlb-server backends, directly and through
+//! a relay whose paths can die. (Through the load balancer's data plane: crates/qlb/tests.)
 
-mod migration_support;
+mod support;
 
 use std::future::{Future, poll_fn};
-use std::net::{SocketAddr, UdpSocket};
-use std::num::NonZeroUsize;
+use std::net::UdpSocket;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::Duration;
 
 use http_body_util::BodyExt;
-use migration_support::{
-    Backend, PROBE, PlainServer, TestResult, backend_and_connection, connect, echo, identity,
-    new_path, peer_seen, probed_path, relayed_connection, released, whoami, within,
-};
 use qlb_client::MigrationError;
-use qlb_lb::dataplane::{Dataplane, DataplaneOptions};
-use qlb_router::{Backend as PoolBackend, Pool, Route};
+use qlb_testkit::{TestResult, within};
+use support::migration::{
+    PROBE, PlainServer, WAIT, backend_and_connection, connect, echo, new_path, peer_seen,
+    probed_path, relayed_connection, released,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probe_measures_the_round_trip() -> TestResult {
@@ -41,7 +39,7 @@ async fn probe_of_a_dead_path_times_out_and_releases_the_socket() -> TestResult 
     relay.block(path.local_addr());
 
     let timeout = Duration::from_millis(400);
-    let err = within("the probe", path.probe(timeout))
+    let err = within(WAIT, "the probe", path.probe(timeout))
         .await?
         .expect_err("must fail");
     assert!(
@@ -82,7 +80,7 @@ async fn switch_mid_download_keeps_every_byte_and_the_server_sees_the_new_addres
             TestResult::Ok(nonzero)
         }
     });
-    within("the download to start", async {
+    within(WAIT, "the download to start", async {
         while received.load(Ordering::Relaxed) < LEN / 10 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -97,7 +95,7 @@ async fn switch_mid_download_keeps_every_byte_and_the_server_sees_the_new_addres
     );
     assert_eq!(connection.local_addr()?, path.local_addr());
 
-    let nonzero = within("the download", download).await???;
+    let nonzero = within(WAIT, "the download", download).await???;
     assert_eq!((received.load(Ordering::Relaxed), nonzero), (LEN, 0));
     assert_eq!(peer_seen(&connection).await?, path.local_addr());
     // The connection uses the path now: probing it reports the connection's RTT.
@@ -114,7 +112,7 @@ async fn switch_to_a_dead_path_rolls_back_and_the_connection_lives() -> TestResu
     // The path worked when probed, and dies before the switch.
     relay.block(path.local_addr());
 
-    let err = within("the switch", path.switch())
+    let err = within(WAIT, "the switch", path.switch())
         .await?
         .expect_err("must fail");
     assert!(
@@ -183,7 +181,7 @@ async fn hundred_switches_under_load_lose_no_request() -> TestResult {
         .collect();
 
     let mut last = None;
-    let switches = within("100 switches", async {
+    let switches = within(WAIT, "100 switches", async {
         for _ in 0..SWITCHES {
             let before = completed.load(Ordering::Relaxed);
             let path = probed_path(&connection).await?;
@@ -200,7 +198,7 @@ async fn hundred_switches_under_load_lose_no_request() -> TestResult {
     done.store(true, Ordering::Relaxed);
     switches??;
     for worker in workers {
-        within("a worker", worker).await???;
+        within(WAIT, "a worker", worker).await???;
     }
     assert!(completed.load(Ordering::Relaxed) >= SWITCHES);
     let last = last.ok_or("no switch")?;
@@ -216,7 +214,7 @@ async fn concurrent_switches_run_one_after_the_other() -> TestResult {
         probed_path(&connection).await?,
         probed_path(&connection).await?,
     );
-    let (switched_a, switched_b) = within("both switches", async {
+    let (switched_a, switched_b) = within(WAIT, "both switches", async {
         tokio::join!(a.switch(), b.switch())
     })
     .await?;
@@ -260,7 +258,7 @@ async fn paths_of_a_closing_connection_are_refused() -> TestResult {
     let (backend, connection) = backend_and_connection().await?;
     let path = probed_path(&connection).await?;
     backend.server.shutdown(Duration::from_millis(200)).await;
-    within("the connection to close", connection.closed()).await?;
+    within(WAIT, "the connection to close", connection.closed()).await?;
     let err = path.switch().await.expect_err("must fail");
     assert!(matches!(err, MigrationError::ConnectionClosed(_)), "{err}");
     let err = connection
@@ -283,7 +281,7 @@ async fn a_peer_that_disabled_migration_keeps_the_connection_where_it_was() -> T
     let path = new_path(&connection)?;
     // Version negotiation is the endpoint's business, not the connection's: the probe works.
     path.probe(PROBE).await?;
-    let err = within("the switch", path.switch())
+    let err = within(WAIT, "the switch", path.switch())
         .await?
         .expect_err("must fail");
     assert!(
@@ -298,53 +296,5 @@ async fn a_peer_that_disabled_migration_keeps_the_connection_where_it_was() -> T
     let connection = connect(server.addr, &server.certificate).await?;
     probed_path(&connection).await?.switch().await?;
     assert_eq!(echo(&connection, "alive").await?, "alive");
-    Ok(())
-}
-
-/// The point of the product: behind the load balancer a migrated connection arrives as a
-/// new flow, which the load balancer routes by connection ID to the same backend.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn switches_through_the_load_balancer_stay_on_the_backend() -> TestResult {
-    const SWITCHES: usize = 5;
-    let (identity, certificate) = identity()?;
-    let backends = [
-        Backend::start("0001", &identity)?,
-        Backend::start("0002", &identity)?,
-    ];
-    let config_id = migration_support::quic_lb_config().id();
-    let pool = Pool::new(
-        migration_support::decoder(),
-        backends.iter().map(|backend| {
-            PoolBackend::new(backend.server.server_id().to_string(), backend.addr)
-                .with_server_id(config_id, *backend.server.server_id())
-        }),
-    )?;
-    let dataplane = Dataplane::start(
-        &["127.0.0.1:0".parse()?],
-        NonZeroUsize::MIN,
-        Arc::new(pool),
-        DataplaneOptions::default(),
-    )?;
-    let connection = connect(dataplane.local_addrs()[0], &certificate).await?;
-
-    let first = whoami(&connection).await?;
-    let mut flows: Vec<SocketAddr> = vec![first["peer"].as_str().ok_or("peer")?.parse()?];
-    for _ in 0..SWITCHES {
-        probed_path(&connection).await?.switch().await?;
-        let whoami = whoami(&connection).await?;
-        assert_eq!(whoami["server_id"], first["server_id"], "{whoami}");
-        flows.push(whoami["peer"].as_str().ok_or("peer")?.parse()?);
-    }
-    // Each path reached the backend as a flow of its own (the load balancer's upstream
-    // socket for it), routed by connection ID.
-    flows.dedup();
-    assert_eq!(flows.len(), SWITCHES + 1, "{flows:?}");
-    let stats = dataplane.stats();
-    assert!(
-        stats.flows_created > SWITCHES as u64,
-        "{}",
-        stats.flows_created
-    );
-    assert!(stats.router.routed(Route::Cid) > 0);
     Ok(())
 }

@@ -8,8 +8,9 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use qlb_client::{CloseReason, Connection};
+use qlb_testkit::{TestResult, eventually, within};
 use support::load::{Load, errors};
-use support::{Backend, SOON, TestResult, backends, client, eventually, fetch, within};
+use support::{Backend, SOON, backends, client, fetch};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_minimum_opens_before_any_request() -> TestResult {

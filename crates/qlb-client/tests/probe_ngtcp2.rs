@@ -8,22 +8,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use qlb_client::{ProbeError, Prober, Trust};
+use qlb_testkit::{SelfSigned, peers};
 
-/// `gtlsserver`, or `None` (with the reason printed) outside CI when it is not installed.
-/// In CI a missing peer fails the test: it never skips quietly.
+/// `gtlsserver`, or `None` outside CI when it is not installed (the test kit says so
+/// loudly; in CI a missing peer fails the test).
 fn gtlsserver() -> Option<PathBuf> {
-    let found = ["/usr/sbin/gtlsserver", "/usr/bin/gtlsserver"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|path| path.exists());
-    if found.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "gtlsserver (Debian package ngtcp2-server) is missing; scripts/test.sh installs it"
-        );
-        eprintln!("SKIPPED: gtlsserver (ngtcp2-server) is not installed");
-    }
-    found
+    peers::gtlsserver_available().then(peers::gtlsserver)
 }
 
 /// A running `gtlsserver`, killed on drop.
@@ -40,11 +30,10 @@ impl Drop for Server {
 }
 
 /// Writes a self-signed localhost certificate and a document root with `/healthz`.
-fn site(dir: &Path) -> rcgen::CertifiedKey<rcgen::KeyPair> {
-    let certified =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("certificate");
-    fs::write(dir.join("cert.pem"), certified.cert.pem()).expect("write");
-    fs::write(dir.join("key.pem"), certified.signing_key.serialize_pem()).expect("write");
+fn site(dir: &Path) -> SelfSigned {
+    let certified = SelfSigned::localhost().expect("certificate");
+    fs::write(dir.join("cert.pem"), certified.certificate_pem()).expect("write");
+    fs::write(dir.join("key.pem"), certified.private_key_pem()).expect("write");
     fs::create_dir_all(dir.join("htdocs")).expect("mkdir");
     fs::write(dir.join("htdocs/healthz"), "ok\n").expect("write");
     certified
@@ -142,7 +131,7 @@ async fn verifies_certificates_when_given_roots() {
     let server = start(&binary, dir.path());
     first_answer(&Prober::new(&Trust::Insecure).expect("prober"), server.addr).await;
 
-    fs::write(dir.path().join("ca.pem"), certified.cert.pem()).expect("write");
+    fs::write(dir.path().join("ca.pem"), certified.certificate_pem()).expect("write");
     let trusting = Prober::new(&Trust::from_pem_file(&dir.path().join("ca.pem")).expect("ca"))
         .expect("prober");
     let outcome = trusting
@@ -166,8 +155,8 @@ async fn verifies_certificates_when_given_roots() {
     );
 
     // An unrelated root is refused too.
-    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
-    fs::write(dir.path().join("other.pem"), other.cert.pem()).expect("write");
+    let other = SelfSigned::localhost().expect("cert");
+    fs::write(dir.path().join("other.pem"), other.certificate_pem()).expect("write");
     let stranger = Prober::new(&Trust::from_pem_file(&dir.path().join("other.pem")).expect("ca"))
         .expect("prober");
     let refused = stranger

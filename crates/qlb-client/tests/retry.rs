@@ -7,8 +7,9 @@ mod support;
 
 use h3::error::{Code, StreamError};
 use qlb_client::{BackendList, Error};
+use qlb_testkit::TestResult;
 use support::refuser::Refuser;
-use support::{Backend, TestResult, client, fetch, whoami};
+use support::{Backend, client, fetch, whoami};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_request_is_retried_once_on_another_backend() -> TestResult {

@@ -1,13 +1,13 @@
-//! Shared by the client's integration tests: qlb-server backends on loopback, a raw h3
-//! server that refuses requests, a bounded load loop, polling with deadlines. Each test
-//! binary uses a different subset.
+//! The client's integration-test harness over the shared test kit (qlb-testkit):
+//! qlb-server backends on loopback, a raw h3 server that refuses requests, a bounded load
+//! loop, a DNS server, migration peers. Each test binary uses a different subset.
 #![allow(dead_code)]
 
 pub mod dns;
 pub mod load;
+pub mod migration;
 pub mod refuser;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,20 +18,12 @@ use axum::routing::get;
 use http_body_util::BodyExt;
 use qlb_client::{Client, ClientBuilder, Target, Trust};
 use qlb_server::{Identity, Server, builtin_routes};
-use quic_lb::{Config, ConfigId};
+use qlb_testkit::{SelfSigned, fixtures, init_tracing};
 
-pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+pub use qlb_testkit::TestResult;
 
 /// Generous bound for anything that should happen "soon" on a loaded 2-core machine.
 pub const SOON: Duration = Duration::from_secs(10);
-
-/// Logs to the test output when RUST_LOG is set.
-pub fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-}
 
 /// A qlb-server backend serving the built-in routes and `/ready` (200, or 503 once
 /// [`Backend::set_ready`] says so).
@@ -56,10 +48,13 @@ impl Backend {
         adjust: impl FnOnce(qlb_server::ServerBuilder) -> qlb_server::ServerBuilder,
     ) -> TestResult<Self> {
         init_tracing();
-        let config = Config::new(ConfigId::new(0)?, 2, 6, None)?;
-        let builder = Server::builder(config, server_id.parse()?)
+        let generated = SelfSigned::localhost()?;
+        let builder = Server::builder(fixtures::config(0), server_id.parse()?)
             .name(name)
-            .identity(Identity::self_signed(&["localhost"])?);
+            .identity(Identity::new(
+                vec![generated.certificate().clone()],
+                generated.private_key(),
+            ));
         let server = adjust(builder).bind(addr)?;
         let ready = Arc::new(AtomicBool::new(true));
         let app = builtin_routes(server.drain_state()).route(
@@ -124,31 +119,4 @@ pub async fn whoami(client: &Client) -> TestResult<String> {
     }
     let json: serde_json::Value = serde_json::from_slice(&body)?;
     Ok(json["name"].as_str().ok_or("no name")?.to_owned())
-}
-
-/// Polls `condition` every 10 ms until it holds; fails after `limit` with `what`.
-pub async fn eventually(
-    limit: Duration,
-    what: &str,
-    mut condition: impl FnMut() -> bool,
-) -> TestResult {
-    let until = tokio::time::Instant::now() + limit;
-    while !condition() {
-        if tokio::time::Instant::now() > until {
-            return Err(format!("not within {limit:?}: {what}").into());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    Ok(())
-}
-
-/// Awaits `future` for at most `limit`.
-pub async fn within<T>(
-    limit: Duration,
-    what: &str,
-    future: impl Future<Output = T>,
-) -> TestResult<T> {
-    tokio::time::timeout(limit, future)
-        .await
-        .map_err(|_| format!("{what} took more than {limit:?}").into())
 }

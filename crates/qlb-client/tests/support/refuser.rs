@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use h3::error::Code;
-use qlb_server::Identity;
+use qlb_testkit::SelfSigned;
 
 use super::TestResult;
 
@@ -23,19 +23,8 @@ pub struct Refuser {
 impl Refuser {
     /// Listens on a free loopback port and resets every request with `code`.
     pub fn start(code: Code) -> TestResult<Self> {
-        let identity = Identity::self_signed(&["localhost"])?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_no_client_auth()
-            .with_single_cert(
-                identity.certificate_chain().to_vec(),
-                identity.private_key(),
-            )?;
-        tls.alpn_protocols = vec![b"h3".to_vec()];
-        let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
         let endpoint = quinn::Endpoint::server(
-            quinn::ServerConfig::with_crypto(Arc::new(quic)),
+            SelfSigned::localhost()?.server_config()?,
             "127.0.0.1:0".parse()?,
         )?;
         let requests = Arc::new(AtomicUsize::new(0));

@@ -1,9 +1,8 @@
-//! Real peers on loopback for the migration tests: qlb-server backends, a bare quinn + h3
-//! server whose migration setting the test picks, a UDP relay whose paths can be made dead,
-//! and request helpers over the public [`Connection`].
+//! Real peers on loopback for the migration tests: a bare quinn + h3 server whose migration
+//! setting the test picks, a UDP relay whose paths can be made dead, and request helpers over
+//! the public [`Connection`].
 
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -11,28 +10,23 @@ use std::time::Duration;
 use bytes::{Buf, Bytes};
 use http_body_util::BodyExt;
 use qlb_client::{Connection, Path, Trust};
-use qlb_server::{Identity, Server};
-use quic_lb::{Config, ConfigId, Decoder, Key};
+use qlb_server::Identity;
+use qlb_testkit::{SelfSigned, within};
+
+use super::Backend;
 use rustls::pki_types::CertificateDer;
 use tokio::task::{JoinHandle, JoinSet};
 
-pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+pub use qlb_testkit::TestResult;
 
 /// The longest anything that should happen at once may take on a loaded machine.
 pub const WAIT: Duration = Duration::from_secs(20);
 /// A generous probe timeout for paths that work.
 pub const PROBE: Duration = Duration::from_secs(5);
 
-/// Runs `future`, failing after [`WAIT`] with `what`.
-pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> TestResult<T> {
-    tokio::time::timeout(WAIT, future)
-        .await
-        .map_err(|_| format!("{what}: nothing after {WAIT:?}").into())
-}
-
 /// Waits until `addr` can be bound again: every holder of the socket let it go.
 pub async fn released(addr: SocketAddr) -> TestResult {
-    within(&format!("{addr} to be released"), async {
+    within(WAIT, &format!("{addr} to be released"), async {
         while UdpSocket::bind(addr).is_err() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -40,60 +34,21 @@ pub async fn released(addr: SocketAddr) -> TestResult {
     .await
 }
 
-/// The load balancer's QUIC-LB configuration: 2-octet server IDs, 6-octet nonces, keyed.
-pub fn quic_lb_config() -> Config {
-    let key: Key = "8f95f09245765f80256934e50c66207f".parse().expect("hex key");
-    Config::new(ConfigId::new(1).expect("codepoint"), 2, 6, Some(key)).expect("valid")
-}
-
-/// A decoder for [`quic_lb_config`], as the load balancer holds it.
-pub fn decoder() -> Decoder {
-    let mut decoder = Decoder::new();
-    decoder.insert(quic_lb_config());
-    decoder
-}
-
-/// A self-signed identity for `localhost`, and its certificate.
+/// A self-signed identity for `localhost`, as qlb-server takes it, and its certificate.
 pub fn identity() -> TestResult<(Identity, CertificateDer<'static>)> {
-    let identity = Identity::self_signed(&["localhost"])?;
-    let certificate = identity.certificate_chain()[0].clone();
-    Ok((identity, certificate))
+    let generated = SelfSigned::localhost()?;
+    let certificate = generated.certificate().clone();
+    Ok((
+        Identity::new(vec![certificate.clone()], generated.private_key()),
+        certificate,
+    ))
 }
 
-/// A qlb-server backend with the built-in routes on an ephemeral loopback port.
-pub struct Backend {
-    pub server: Server,
-    pub addr: SocketAddr,
-    serving: JoinHandle<()>,
-}
-
-impl Backend {
-    pub fn start(server_id: &str, identity: &Identity) -> TestResult<Self> {
-        let identity = Identity::new(
-            identity.certificate_chain().to_vec(),
-            identity.private_key(),
-        );
-        let server = Server::builder(quic_lb_config(), server_id.parse()?)
-            .identity(identity)
-            .bind("127.0.0.1:0".parse()?)?;
-        let addr = server.local_addr()?;
-        let routes = qlb_server::builtin_routes(server.drain_state());
-        let serving = tokio::spawn({
-            let server = server.clone();
-            async move { server.serve(routes).await }
-        });
-        Ok(Self {
-            server,
-            addr,
-            serving,
-        })
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        self.serving.abort();
-    }
+/// A backend (server ID 0001) presenting `identity`.
+fn backend_with(identity: Identity) -> TestResult<Backend> {
+    Backend::start_with("b1", "0001", "127.0.0.1:0".parse()?, |builder| {
+        builder.identity(identity)
+    })
 }
 
 /// A connection to `addr` trusting `certificate`, for server name `localhost`.
@@ -103,6 +58,7 @@ pub async fn connect(
 ) -> TestResult<Connection> {
     let trust = Trust::Roots(vec![certificate.clone()]);
     Ok(within(
+        WAIT,
         "the handshake",
         Connection::connect(addr, "localhost", &trust),
     )
@@ -112,7 +68,7 @@ pub async fn connect(
 /// A backend (server ID 0001) and a connection to it.
 pub async fn backend_and_connection() -> TestResult<(Backend, Connection)> {
     let (identity, certificate) = identity()?;
-    let backend = Backend::start("0001", &identity)?;
+    let backend = backend_with(identity)?;
     let connection = connect(backend.addr, &certificate).await?;
     Ok((backend, connection))
 }
@@ -120,7 +76,7 @@ pub async fn backend_and_connection() -> TestResult<(Backend, Connection)> {
 /// A backend, a relay in front of it, and a connection through the relay.
 pub async fn relayed_connection() -> TestResult<(Backend, Relay, Connection)> {
     let (identity, certificate) = identity()?;
-    let backend = Backend::start("0001", &identity)?;
+    let backend = backend_with(identity)?;
     let relay = Relay::start(backend.addr).await?;
     let connection = connect(relay.addr, &certificate).await?;
     Ok((backend, relay, connection))
@@ -189,18 +145,9 @@ pub struct PlainServer {
 
 impl PlainServer {
     pub fn start(migration: bool) -> TestResult<Self> {
-        let (identity, certificate) = identity()?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_no_client_auth()
-            .with_single_cert(
-                identity.certificate_chain().to_vec(),
-                identity.private_key(),
-            )?;
-        tls.alpn_protocols = vec![qlb_client::ALPN_H3.to_vec()];
-        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
-        let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        let identity = SelfSigned::localhost()?;
+        let certificate = identity.certificate().clone();
+        let mut config = identity.server_config()?;
         config.migration(migration);
         let endpoint = quinn::Endpoint::server(config, "127.0.0.1:0".parse()?)?;
         let accepting = tokio::spawn({
