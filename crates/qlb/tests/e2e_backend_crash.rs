@@ -19,15 +19,11 @@
 
 mod support;
 
-use std::future::poll_fn;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes};
-use serde_json::Value;
-use support::TestResult;
+use qlb_testkit::{H3Client, TestResult, fetch, transport, within};
 use support::cluster::{Cluster, HealthChecks, Lb, Spec};
 use tokio::runtime::Runtime;
 use tokio::task::JoinSet;
@@ -62,8 +58,6 @@ const PLACEMENT_ATTEMPTS: usize = 60;
 /// The backend that crashes.
 const VICTIM: &str = "b1";
 
-type SendRequest = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
-
 #[test]
 fn a_crashed_backend_is_avoided_and_its_clients_are_reset() -> TestResult {
     let mut cluster = Cluster::start(Spec::checked())?;
@@ -83,8 +77,8 @@ fn a_crashed_backend_is_avoided_and_its_clients_are_reset() -> TestResult {
     // The other backends' clients did not notice.
     runtime.block_on(async {
         for mut survivor in survivors {
-            assert_eq!(survivor.quic.close_reason(), None);
-            assert_eq!(whoami(&mut survivor.send).await?, survivor.backend);
+            assert_eq!(survivor.h3.quic.close_reason(), None);
+            assert_eq!(survivor.h3.backend().await?, survivor.backend);
         }
         TestResult::Ok(())
     })
@@ -114,16 +108,19 @@ fn crash(cluster: &mut Cluster, runtime: &Runtime, victims: &[Client]) -> TestRe
     std::thread::scope(|scope| {
         let watcher = scope.spawn(|| watch(&lbs[0], VICTIM, &stop_watching));
         let crashed = runtime.block_on(async {
-            let mut busy = victims[0].send.clone();
+            let mut busy = victims[0].h3.sender();
             tokio::spawn(async move {
-                while whoami(&mut busy).await.is_ok() {
+                while fetch(&mut busy, "GET", "/whoami", Vec::new())
+                    .await
+                    .is_ok_and(|reply| reply.status == http::StatusCode::OK)
+                {
                     tokio::time::sleep(EVERY).await;
                 }
             });
             let ends: Vec<_> = victims
                 .iter()
                 .map(|victim| {
-                    let quic = victim.quic.clone();
+                    let quic = victim.h3.quic.clone();
                     tokio::spawn(async move {
                         let error = quic.closed().await;
                         (Instant::now(), error)
@@ -259,68 +256,25 @@ fn its_clients_are_reset(crash: &Crash) {
 /// An HTTP/3 connection on a UDP socket of its own (as another client's would be), through
 /// the load balancer, and the backend that answered its first `/whoami`.
 struct Client {
-    quic: quinn::Connection,
-    send: SendRequest,
+    h3: H3Client,
     backend: String,
     handshake: Duration,
-    _endpoint: quinn::Endpoint,
 }
 
 impl Client {
     async fn connect(lb: SocketAddr) -> TestResult<Self> {
         let mut config = qlb_client::Trust::Insecure.client_config()?;
-        let mut transport = quinn::TransportConfig::default();
-        transport.keep_alive_interval(Some(KEEP_ALIVE));
-        config.transport_config(Arc::new(transport));
-        let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0)))?;
-        endpoint.set_default_client_config(config);
+        config.transport_config(transport(IDLE_TIMEOUT, Some(KEEP_ALIVE))?);
         let started = Instant::now();
-        let quic = within("handshake", endpoint.connect(lb, "localhost")?).await??;
+        let mut h3 = H3Client::connect_with(lb, config).await?;
         let handshake = started.elapsed();
-        let (mut driver, mut send) = within(
-            "HTTP/3 setup",
-            h3::client::new(h3_quinn::Connection::new(quic.clone())),
-        )
-        .await??;
-        tokio::spawn(async move { poll_fn(|cx| driver.poll_close(cx)).await });
-        let backend = within("GET /whoami", whoami(&mut send)).await??;
+        let backend = within(TIMEOUT, "GET /whoami", h3.backend()).await??;
         Ok(Self {
-            quic,
-            send,
+            h3,
             backend,
             handshake,
-            _endpoint: endpoint,
         })
     }
-}
-
-/// `future`, which must end within [`TIMEOUT`] (else an error naming `what`).
-async fn within<T>(what: &str, future: impl Future<Output = T>) -> TestResult<T> {
-    tokio::time::timeout(TIMEOUT, future)
-        .await
-        .map_err(|_| format!("{what}: nothing within {TIMEOUT:?}").into())
-}
-
-/// `GET /whoami`: the name of the backend that answered.
-async fn whoami(send: &mut SendRequest) -> TestResult<String> {
-    let request = http::Request::get("https://localhost/whoami").body(())?;
-    let mut stream = send.send_request(request).await?;
-    // The server may answer before the end of the request arrives and stop the stream with
-    // H3_NO_ERROR (RFC 9114 section 4.1.1): the response still counts.
-    let _ = stream.finish().await;
-    let response = stream.recv_response().await?;
-    let mut body = Vec::new();
-    while let Some(mut chunk) = stream.recv_data().await? {
-        body.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
-    }
-    if response.status() != 200 {
-        return Err(format!("/whoami: {}", response.status()).into());
-    }
-    let answer: Value = serde_json::from_slice(&body)?;
-    Ok(answer["name"]
-        .as_str()
-        .ok_or_else(|| format!("/whoami: {answer}"))?
-        .to_owned())
 }
 
 /// Opens connections until [`VICTIM`] has two and every other backend one (the load
@@ -354,10 +308,8 @@ async fn new_connections(lb: SocketAddr) -> Vec<Attempt> {
         let started = Instant::now();
         attempts.spawn(async move {
             let result = match Client::connect(lb).await {
-                Ok(client) => {
-                    client.quic.close(0u32.into(), b"done");
-                    Ok((client.handshake, client.backend))
-                }
+                // Dropped at once: the connection closes.
+                Ok(client) => Ok((client.handshake, client.backend)),
                 Err(err) => Err(err.to_string()),
             };
             Attempt { started, result }

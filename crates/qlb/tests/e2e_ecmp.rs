@@ -16,11 +16,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use qlb_testkit::peers::{aioquic_available, gtlsclient_available};
 use support::TestResult;
 use support::cluster::{Cluster, Spec};
-use support::peers::{
-    Echo, aioquic_available, aioquic_whoami, gtlsclient_available, handshake_times, run_gtlsclient,
-};
+use support::peers::{Echo, aioquic_whoami, handshake_times, run_gtlsclient};
 use support::relay::{EcmpRelay, Sent};
 
 /// The longest the client may run (a debug build on a loaded 2-core machine).

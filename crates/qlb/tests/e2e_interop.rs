@@ -7,11 +7,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use qlb_testkit::peers::{aioquic_available, gtlsclient_available};
 use support::TestResult;
 use support::cluster::{Cluster, Spec};
-use support::peers::{
-    Echo, aioquic_available, aioquic_whoami, gtlsclient_available, handshake_times, run_gtlsclient,
-};
+use support::peers::{Echo, aioquic_whoami, handshake_times, run_gtlsclient};
 
 /// The longest a client may run (a debug build on a loaded 2-core machine).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);

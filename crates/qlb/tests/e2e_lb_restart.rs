@@ -18,9 +18,10 @@ use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use qlb_testkit::peers::aioquic_available;
 use support::TestResult;
 use support::cluster::{Cluster, Spec};
-use support::peers::{Download, aioquic_available};
+use support::peers::Download;
 
 /// The download.
 const SIZE: u64 = 50_000_000;

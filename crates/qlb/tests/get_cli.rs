@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use support::TestResult;
+use qlb_testkit::{SelfSigned, TestResult};
 use support::cluster::spawn_serve;
 use support::process::{Process, run};
 
@@ -80,13 +80,12 @@ fn get_prints_the_body_and_with_verbose_the_heads() -> TestResult {
 #[test]
 fn get_checks_the_certificate_against_the_ca_file() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
+    let certified = SelfSigned::localhost()?;
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert, certified.cert.pem())?;
-    std::fs::write(&key, certified.signing_key.serialize_pem())?;
-    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
+    std::fs::write(&cert, certified.certificate_pem())?;
+    std::fs::write(&key, certified.private_key_pem())?;
     let other_ca = dir.path().join("other.pem");
-    std::fs::write(&other_ca, other.cert.pem())?;
+    std::fs::write(&other_ca, SelfSigned::localhost()?.certificate_pem())?;
     let (cert, key, other_ca) = (utf8(&cert)?, utf8(&key)?, utf8(&other_ca)?);
     let (_serve, addr) = serve(dir.path(), &["--cert", cert, "--key", key])?;
     let url = format!("https://localhost:{}/whoami", addr.port());

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
-type TestResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
+use qlb_testkit::{TestResult, fixtures};
 
 /// How long the process gets to start, log, reload or stop (a debug build on a loaded
 /// machine).
@@ -22,12 +22,9 @@ fn qlb() -> Command {
 /// A configuration: the load balancer and its admin API on free loopback ports, no health
 /// checks (the backends are not running), and `backends` backends.
 fn config(backends: u8) -> String {
-    let mut text = String::from(
-        "listen = [\"127.0.0.1:0\"]\nworkers = 1\n\
-         [[quic_lb]]\nconfig_id = 0\nserver_id_len = 2\nnonce_len = 6\n\
-         key = \"8f95f09245765f80256934e50c66207f\"\n\
-         [health]\nenabled = false\n[admin]\nlisten = \"127.0.0.1:0\"\n",
-    );
+    let mut text = String::from("listen = [\"127.0.0.1:0\"]\nworkers = 1\n");
+    text.push_str(&fixtures::table(0));
+    text.push_str("[health]\nenabled = false\n[admin]\nlisten = \"127.0.0.1:0\"\n");
     for n in 1..=backends {
         text.push_str(&format!(
             "[[backend]]\nname = \"b{n}\"\naddr = \"127.0.0.1:{}\"\nserver_id = \"000{n}\"\n",

@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use qlb_client::{Prober, Trust};
-use support::TestResult;
+use qlb_testkit::{TestResult, fixtures};
 use support::cluster::spawn_serve;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -15,10 +15,11 @@ async fn sigterm_lets_the_request_in_flight_finish_then_exits_zero() -> TestResu
     let config = dir.path().join("lb.toml");
     std::fs::write(
         &config,
-        "listen = [\"127.0.0.1:4433\"]\n\
-         cluster_secret = \"00112233445566778899aabbccddeeff\"\n\
-         [[quic_lb]]\nconfig_id = 0\nserver_id_len = 2\nnonce_len = 6\n\
-         key = \"8f95f09245765f80256934e50c66207f\"\n",
+        format!(
+            "listen = [\"127.0.0.1:4433\"]\n\
+             cluster_secret = \"00112233445566778899aabbccddeeff\"\n{}",
+            fixtures::table(0)
+        ),
     )?;
     let (mut serve, addr, _metrics) = spawn_serve("b1", "0a01", "127.0.0.1:0", &config, &[])?;
     let prober = Prober::new(&Trust::Insecure)?;

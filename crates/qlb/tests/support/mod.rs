@@ -1,6 +1,6 @@
 //! The end-to-end harness: `qlb serve` backends and `qlb lb` instances as real processes on
 //! loopback ([`cluster`]) with their HTTP endpoints ([`http`]), third-party clients
-//! ([`peers`]), and a UDP relay that plays an ECMP change ([`relay`]). Every wait has a
+//! ([`peers`], over the test kit's), and a UDP relay that plays an ECMP change ([`relay`]). Every wait has a
 //! deadline and every child is killed on drop. Each test binary uses a different subset.
 #![allow(dead_code)]
 
@@ -10,4 +10,4 @@ pub mod peers;
 pub mod process;
 pub mod relay;
 
-pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+pub use qlb_testkit::TestResult;

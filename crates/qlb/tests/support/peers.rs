@@ -1,58 +1,18 @@
-//! The third-party QUIC clients: ngtcp2's `gtlsclient` (Debian `ngtcp2-client`) and aioquic's
-//! HTTP/3 client (PyPI). On CI (`CI=true`) a missing peer fails the test; elsewhere the test
-//! is skipped with a loud message. (`require` is the same check as qlb-server's peer tests;
-//! test support cannot be shared across crates without a crate of its own.)
+//! The third-party QUIC clients as the end-to-end tests drive them: ngtcp2's `gtlsclient`
+//! (Debian `ngtcp2-client`) and aioquic's HTTP/3 client (PyPI), found and checked by the
+//! test kit (`qlb_testkit::peers`: on CI a missing peer fails the test).
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use qlb_testkit::peers::aioquic;
 use serde_json::Value;
 
 use super::TestResult;
 use super::process::{Process, run};
-
-/// Whether `program args` runs; fails (panics) on CI if it does not.
-fn require(name: &str, program: &str, args: &[&str], install: &str) -> bool {
-    let ok = Command::new(program)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if !ok {
-        let message = format!("{name} is not installed ({install}): peer test cannot run");
-        if std::env::var("CI").is_ok_and(|ci| ci == "true") {
-            panic!("{message}");
-        }
-        // Straight to the stderr handle, not `eprintln!`, which the test harness captures.
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n!!!!!!!!!! SKIPPED: {message} !!!!!!!!!!\n"
-        );
-    }
-    ok
-}
-
-pub fn aioquic_available() -> bool {
-    require(
-        "aioquic",
-        "python3",
-        &["-c", "import aioquic"],
-        "pip install aioquic",
-    )
-}
-
-pub fn gtlsclient_available() -> bool {
-    require(
-        "ngtcp2 gtlsclient",
-        "gtlsclient",
-        &["--help"],
-        "apt-get install ngtcp2-client",
-    )
-}
 
 /// A gtlsclient transfer: `size` random octets uploaded to `/echo` and downloaded back.
 pub struct Echo {
@@ -136,19 +96,6 @@ pub fn run_gtlsclient(command: &mut Command, timeout: Duration) -> TestResult<St
         .into());
     }
     Ok(log)
-}
-
-/// The aioquic client script in `mode`, for `server`.
-fn aioquic(mode: &str, server: SocketAddr) -> Command {
-    let mut command = Command::new("python3");
-    command
-        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peers/aioquic_client.py"))
-        .args([
-            mode.to_owned(),
-            server.ip().to_string(),
-            server.port().to_string(),
-        ]);
-    command
 }
 
 /// aioquic downloading one path, with a keep-alive PING at a fixed interval.
