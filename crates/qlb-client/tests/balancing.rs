@@ -8,10 +8,10 @@ mod support;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use qlb_client::{BackendList, Error, HealthCheck, PickerKind};
+use qlb_client::{BackendList, Error, PickerKind};
 use qlb_testkit::{TestResult, eventually, within};
 use support::load::{Load, errors, shares};
-use support::{SOON, backends, client, whoami};
+use support::{SOON, backends, client, ready_check, whoami};
 
 /// 3 backends under steady load, 3 more added; with max_lifetime 2 s, within 5 s every
 /// backend carries its fair share +-25%.
@@ -114,14 +114,7 @@ async fn a_backend_drained_with_goaway_under_load_fails_no_request() -> TestResu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unhealthy_backends_get_no_requests_and_none_healthy_is_an_error() -> TestResult {
     let backends = backends("health-", 2)?;
-    // Tolerant enough that a loaded machine does not fail the live backends' checks.
-    let check = HealthCheck {
-        path: "/ready".to_owned(),
-        interval: Duration::from_millis(500),
-        timeout: Duration::from_millis(500),
-        healthy_threshold: 1,
-        unhealthy_threshold: 2,
-    };
+    let check = ready_check();
     let client = client(BackendList::new(backends.iter().map(|b| b.addr)))
         .health_check(check)
         .build()?;

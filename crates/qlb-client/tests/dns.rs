@@ -7,10 +7,10 @@ use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use qlb_client::{Client, HealthCheck, Trust};
+use qlb_client::{Client, Trust};
 use qlb_testkit::{TestResult, eventually};
 use support::dns::Dns;
-use support::{Backend, SOON, whoami};
+use support::{Backend, SOON, ready_check, whoami};
 
 /// Up to two polls at the minimum interval (5 s), with room for a loaded machine.
 const TWO_POLLS: Duration = Duration::from_secs(15);
@@ -86,14 +86,7 @@ async fn half_the_backends_unhealthy_resolves_again_early() -> TestResult {
     // Nothing listens on 127.0.0.2.
     let (port, _backends) = family(&[1, 3])?;
     let dns = Dns::start(&[ip(1), ip(2)]).await?;
-    // Tolerant enough that a loaded machine does not fail the live backends' checks.
-    let check = HealthCheck {
-        path: "/ready".to_owned(),
-        interval: Duration::from_millis(500),
-        timeout: Duration::from_millis(500),
-        healthy_threshold: 1,
-        unhealthy_threshold: 2,
-    };
+    let check = ready_check();
     let client = Client::builder(
         format!("dns://backends.test:{port}").parse()?,
         Trust::Insecure,

@@ -16,7 +16,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use axum::routing::get;
 use http_body_util::BodyExt;
-use qlb_client::{Client, ClientBuilder, Target, Trust};
+use qlb_client::{Client, ClientBuilder, HealthCheck, Target, Trust};
 use qlb_server::{Identity, Server, builtin_routes};
 use qlb_testkit::{SelfSigned, fixtures, init_tracing};
 
@@ -85,6 +85,18 @@ impl Backend {
     /// Makes `/ready` answer 200 (true) or 503 (false).
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
+    }
+}
+
+/// Health checks of [`Backend`]'s `/ready`, tolerant enough that a loaded machine does not
+/// fail the live backends' checks.
+pub fn ready_check() -> HealthCheck {
+    HealthCheck {
+        path: "/ready".to_owned(),
+        interval: Duration::from_millis(500),
+        timeout: Duration::from_millis(500),
+        healthy_threshold: 1,
+        unhealthy_threshold: 2,
     }
 }
 
