@@ -3,6 +3,7 @@
 //! (so that it may go to another connection).
 
 use std::future::poll_fn;
+use std::net::SocketAddr;
 use std::pin::pin;
 
 use bytes::{Buf, Bytes};
@@ -12,17 +13,32 @@ use http::uri::{Scheme, Uri};
 use http_body::Body;
 use tokio::task::JoinHandle;
 
-use crate::body::{Deadline, ResponseBody};
-use crate::client::ServedBy;
-use crate::connection::SendRequest;
+use crate::connections::lease::Lease;
+use crate::connections::shared::SendRequest;
 use crate::error::{BoxError, Error};
-use crate::lease::Lease;
+use crate::requests::body::{Deadline, Pump, RecvStream, ResponseBody};
 
 type BidiStream = h3::client::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
 type SendStream = h3::client::RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;
-pub(crate) type RecvStream = h3::client::RequestStream<h3_quinn::RecvStream, Bytes>;
-/// The task streaming a request body out; its error, if any, explains a failed exchange.
-pub(crate) type Pump = JoinHandle<Result<(), Error>>;
+
+/// A response extension: which backend and connection served the request.
+///
+/// ```no_run
+/// # async fn demo(client: qlb_client::Client) -> Result<(), Box<dyn std::error::Error>> {
+/// let response = client.send(http::Request::get("/").body(String::new())?).await?;
+/// let served = response.extensions().get::<qlb_client::ServedBy>().ok_or("always set")?;
+/// println!("{} on connection {}", served.backend, served.connection);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServedBy {
+    /// The backend's address.
+    pub backend: SocketAddr,
+    /// The connection's [`id`](crate::Connection::id).
+    pub connection: u64,
+}
 
 /// Connection-specific header fields, which HTTP/3 forbids (RFC 9114 section 4.2).
 const CONNECTION_SPECIFIC: [HeaderName; 4] = [

@@ -1,13 +1,13 @@
 //! The pool's decisions, pure: how many connections to open, which to drain and why, which
 //! connection serves a request, when a connection expires, how long to back off after failed
-//! connection attempts. The pool (`super`) only carries them out.
+//! connection attempts. The pool only carries them out.
 //!
 //! The rule that matters: a connection past its max lifetime keeps taking requests until its
 //! replacement is ready, and only then drains (finishes what it carries, takes nothing new).
 
 use std::time::{Duration, Instant};
 
-use crate::stats::CloseReason;
+use crate::stats::snapshot::CloseReason;
 
 /// The pool settings the plan depends on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -261,7 +261,7 @@ mod tests {
         // Without an idle timeout, a used backend keeps its connection.
         let kept = plan(
             &conns[..1],
-            &super::Limits::default(),
+            &Limits::default(),
             &used(start),
             start + 1000 * SEC,
         );
