@@ -14,7 +14,7 @@ use crate::connections::shared::{ConnectSettings, DEFAULT_CONNECT_TIMEOUT};
 use crate::discovery::resolver::{self, DnsSettings};
 use crate::discovery::target::Target;
 use crate::error::BuildError;
-use crate::prober::{Prober, ProberError};
+use crate::prober::{Prober, ProberBuildError};
 use crate::tls::Trust;
 
 /// The default per-request timeout.
@@ -285,7 +285,7 @@ impl ClientBuilder {
         ];
         if let Some(check) = self.health_check {
             let prober = Prober::new(&self.trust).map_err(|err| match err {
-                ProberError::Tls(tls) => BuildError::Tls(tls),
+                ProberBuildError::Tls(tls) => BuildError::Tls(tls),
                 other => BuildError::Field {
                     field: "health_check",
                     problem: other.to_string(),

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use qlb_client::{ProbeError, Prober, Trust};
+use qlb_client::{ProbeFailure, Prober, Trust};
 
 /// `gtlsserver`, or `None` (with the reason printed) outside CI when it is not installed.
 /// In CI a missing peer fails the test: it never skips quietly.
@@ -122,7 +122,7 @@ async fn probes_a_real_http3_server_and_tells_health_from_failure() {
             Duration::from_millis(300),
         )
         .await;
-    assert!(matches!(dead, Err(ProbeError::Timeout(_))), "{dead:?}");
+    assert!(matches!(dead, Err(ProbeFailure::Timeout(_))), "{dead:?}");
     assert!(started.elapsed() < Duration::from_secs(2));
 }
 
@@ -161,7 +161,7 @@ async fn verifies_certificates_when_given_roots() {
         )
         .await;
     assert!(
-        matches!(wrong_name, Err(ProbeError::Connection(_))),
+        matches!(wrong_name, Err(ProbeFailure::Connection(_))),
         "{wrong_name:?}"
     );
 
@@ -174,7 +174,7 @@ async fn verifies_certificates_when_given_roots() {
         .probe(server.addr, "localhost", "/healthz", Duration::from_secs(2))
         .await;
     assert!(
-        matches!(refused, Err(ProbeError::Connection(_))),
+        matches!(refused, Err(ProbeFailure::Connection(_))),
         "{refused:?}"
     );
 }

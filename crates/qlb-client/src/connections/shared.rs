@@ -15,6 +15,8 @@ use h3::ConnectionState as _;
 
 use crate::connections::plan::jittered;
 use crate::error::ConnectError;
+use crate::error::http3::Http3Error;
+use crate::error::quic::{QuicError, StartError};
 use crate::migration::Paths;
 use crate::stats::snapshot::CloseReason;
 use crate::tls::{TlsError, Trust};
@@ -131,12 +133,15 @@ impl ConnShared {
         };
         let (endpoint, paths) = Paths::bind(local)?;
         let quic = endpoint
-            .connect_with(settings.client_config.clone(), addr, &settings.server_name)?
-            .await?;
+            .connect_with(settings.client_config.clone(), addr, &settings.server_name)
+            .map_err(|err| ConnectError::Start(StartError::new(err)))?
+            .await
+            .map_err(|err| ConnectError::Quic(QuicError::new(err)))?;
         paths.attach(&quic);
         let (driver, send) = h3::client::builder()
             .build::<_, _, Bytes>(h3_quinn::Connection::new(quic.clone()))
-            .await?;
+            .await
+            .map_err(|err| ConnectError::Http3(Http3Error::connection(err)))?;
         let expires_at = settings
             .max_lifetime
             .map(|lifetime| Instant::now() + jittered(lifetime, rand::random()));

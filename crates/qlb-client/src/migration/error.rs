@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::error::quic::QuicError;
+
 /// Why a migration step failed. After any of them the connection still uses the path it
 /// used before the step, unless the error is [`MigrationError::ConnectionClosed`].
 ///
@@ -41,7 +43,7 @@ pub enum MigrationError {
     SwitchNotConfirmed(Duration),
     /// The connection is closed (or was dropped, which closes it).
     #[error("the connection is closed: {0}")]
-    ConnectionClosed(quinn::ConnectionError),
+    ConnectionClosed(QuicError),
     /// Paths are added once the connection is established.
     #[error("the connection is not established yet")]
     NotConnected,

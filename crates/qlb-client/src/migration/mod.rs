@@ -32,6 +32,8 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 pub use error::MigrationError;
+
+use crate::error::quic::QuicError;
 use socket::ObservedSocket;
 
 /// The migration state of one connection: its endpoint, its connection, and which socket
@@ -118,7 +120,7 @@ impl Shared {
     fn live_connection(&self) -> Result<&quinn::Connection, MigrationError> {
         let connection = self.connection.get().ok_or(MigrationError::NotConnected)?;
         match connection.close_reason() {
-            Some(reason) => Err(MigrationError::ConnectionClosed(reason)),
+            Some(reason) => Err(MigrationError::ConnectionClosed(QuicError::new(reason))),
             None => Ok(connection),
         }
     }
@@ -333,7 +335,7 @@ impl Path {
         };
         if let Some(reason) = connection.close_reason() {
             let _ = pending.roll_back();
-            return Err(MigrationError::ConnectionClosed(reason));
+            return Err(MigrationError::ConnectionClosed(QuicError::new(reason)));
         }
         if confirmed {
             pending.confirm();
@@ -356,11 +358,9 @@ impl Path {
     }
 
     fn shared(&self) -> Result<Arc<Shared>, MigrationError> {
-        self.shared
-            .upgrade()
-            .ok_or(MigrationError::ConnectionClosed(
-                quinn::ConnectionError::LocallyClosed,
-            ))
+        self.shared.upgrade().ok_or_else(|| {
+            MigrationError::ConnectionClosed(QuicError::new(quinn::ConnectionError::LocallyClosed))
+        })
     }
 }
 

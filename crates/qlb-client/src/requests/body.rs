@@ -156,7 +156,7 @@ impl http_body::Body for ResponseBody {
             }
             Err(err) => {
                 self.finish(true);
-                Poll::Ready(Some(Err(err.into())))
+                Poll::Ready(Some(Err(Error::http3(err))))
             }
         }
     }

@@ -208,7 +208,7 @@ where
                 body,
             });
         }
-        Err(err) => return Err(Failure::Failed(err.into())),
+        Err(err) => return Err(Failure::Failed(Error::http3(err))),
     };
     // An empty body is kept, so that a rejected request can be sent again; a body with
     // content streams from a task and cannot be replayed.
@@ -250,7 +250,7 @@ async fn failure<B>(err: StreamError, kept: Option<B>, pump: Option<Pump>) -> Fa
             return Failure::Failed(upload);
         }
     }
-    Failure::Failed(err.into())
+    Failure::Failed(Error::http3(err))
 }
 
 /// Streams `body` (data, then trailers) onto the request stream and finishes it; on a body
@@ -279,18 +279,19 @@ where
                 if data.has_remaining() {
                     stream
                         .send_data(data.copy_to_bytes(data.remaining()))
-                        .await?;
+                        .await
+                        .map_err(Error::http3)?;
                 }
             }
             Err(frame) => {
                 if let Ok(trailers) = frame.into_trailers() {
-                    stream.send_trailers(trailers).await?;
+                    stream.send_trailers(trailers).await.map_err(Error::http3)?;
                     break;
                 }
             }
         }
     }
-    stream.finish().await?;
+    stream.finish().await.map_err(Error::http3)?;
     Ok(())
 }
 
