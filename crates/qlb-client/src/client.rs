@@ -68,12 +68,12 @@ pub struct Client {
 }
 
 pub(crate) struct Inner {
-    pub balancer: Arc<Balancer>,
-    pub server_name: Arc<str>,
-    pub timeout: Duration,
-    pub retries: Arc<AtomicU64>,
+    pub(crate) balancer: Arc<Balancer>,
+    pub(crate) server_name: Arc<str>,
+    pub(crate) timeout: Duration,
+    pub(crate) retries: Arc<AtomicU64>,
     /// The resolver, maintenance and health-check tasks.
-    pub tasks: Vec<AbortHandle>,
+    pub(crate) tasks: Vec<AbortHandle>,
 }
 
 impl Drop for Inner {

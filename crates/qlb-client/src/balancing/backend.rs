@@ -22,8 +22,8 @@ use crate::sync::lock;
 
 /// A backend address and everything the client keeps about it.
 pub(crate) struct Backend {
-    pub addr: SocketAddr,
-    pub pool: Arc<Pool>,
+    pub(crate) addr: SocketAddr,
+    pub(crate) pool: Arc<Pool>,
     health: Mutex<HealthTracker>,
     latency: Mutex<PeakEwma>,
 }

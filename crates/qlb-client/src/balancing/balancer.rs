@@ -35,16 +35,17 @@ pub(crate) enum Resolution {
 /// What eligibility looks at, per backend.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Standing {
-    pub healthy: bool,
+    pub(crate) healthy: bool,
     /// Its last connection attempt failed.
-    pub failing: bool,
+    pub(crate) failing: bool,
     /// The attempt being retried went there.
-    pub excluded: bool,
+    pub(crate) excluded: bool,
 }
 
 /// The indices of the backends a request may go to: healthy ones that connect and are not
 /// excluded; failing that, healthy ones that are not excluded; failing that, any healthy
 /// one. Empty when none is healthy.
+#[must_use]
 pub(crate) fn eligible(standings: &[Standing]) -> Vec<usize> {
     let tiers: [fn(&Standing) -> bool; 3] = [
         |s| s.healthy && !s.failing && !s.excluded,
@@ -65,8 +66,8 @@ pub(crate) fn eligible(standings: &[Standing]) -> Vec<usize> {
 /// Subsetting: keep at most `size` backends, chosen by rendezvous hashing on `client_id`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Subsetting {
-    pub size: usize,
-    pub client_id: u64,
+    pub(crate) size: usize,
+    pub(crate) client_id: u64,
 }
 
 /// The backends of a client and how requests are spread over them.

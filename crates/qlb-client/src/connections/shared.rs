@@ -47,10 +47,10 @@ pub(crate) enum Event {
 /// How connections are opened: TLS and transport, server name, handshake timeout.
 #[derive(Clone)]
 pub(crate) struct ConnectSettings {
-    pub client_config: quinn::ClientConfig,
-    pub server_name: Arc<str>,
-    pub connect_timeout: Duration,
-    pub max_lifetime: Option<Duration>,
+    pub(crate) client_config: quinn::ClientConfig,
+    pub(crate) server_name: Arc<str>,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) max_lifetime: Option<Duration>,
 }
 
 impl fmt::Debug for ConnectSettings {
@@ -89,13 +89,13 @@ pub(crate) fn next_id() -> u64 {
 /// The state of one open connection, shared by the pool, the requests on it, its driver task
 /// and the [`Connection`](crate::Connection) handles given out.
 pub(crate) struct ConnShared {
-    pub id: u64,
+    pub(crate) id: u64,
     quic: quinn::Connection,
     send: SendRequest,
     paths: Paths,
     server_name: Arc<str>,
     /// When its max lifetime is up; None: never.
-    pub expires_at: Option<Instant>,
+    pub(crate) expires_at: Option<Instant>,
     in_flight: AtomicUsize,
     draining: AtomicBool,
     /// Why it drains, once it does.

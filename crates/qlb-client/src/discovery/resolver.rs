@@ -39,9 +39,9 @@ pub(crate) trait BackendSet: Send + Sync + 'static {
 /// How a DNS target is polled.
 #[derive(Clone, Debug)]
 pub(crate) struct DnsSettings {
-    pub interval: Duration,
+    pub(crate) interval: Duration,
     /// Name servers to ask instead of the system's.
-    pub nameservers: Vec<SocketAddr>,
+    pub(crate) nameservers: Vec<SocketAddr>,
 }
 
 impl Default for DnsSettings {

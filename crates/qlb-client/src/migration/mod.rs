@@ -21,7 +21,7 @@
 //! with the connection alive ([`MigrationError::SwitchNotConfirmed`]).
 
 mod error;
-mod probe;
+mod path_probe;
 mod socket;
 mod timing;
 mod vn;
@@ -220,6 +220,7 @@ impl Slot {
 /// # }
 /// ```
 #[derive(Debug)]
+#[must_use = "a path is closed when dropped"]
 pub struct Path {
     slot: Arc<Slot>,
     /// Weak: a path kept by the application must not keep a dropped connection open.
@@ -258,7 +259,7 @@ impl Path {
             SlotState::Current(_) => return Ok(connection.rtt()),
             SlotState::Candidate { socket, .. } => socket.clone(),
         };
-        let probed = probe::probe(
+        let probed = path_probe::probe(
             &socket,
             connection.remote_address(),
             connection.rtt(),
@@ -367,6 +368,7 @@ impl Path {
 /// A switch between the rebind and its outcome. Unless confirmed, it puts the connection back
 /// on the previous socket, also when dropped: a cancelled `switch` leaves the connection
 /// where it was.
+#[must_use = "a pending switch rolls back when dropped"]
 struct PendingSwitch<'a> {
     shared: &'a Shared,
     previous: Arc<Slot>,

@@ -49,7 +49,7 @@ pub enum ProbeFailure {
     Uri(#[from] http::Error),
 }
 
-/// Why a [`Prober`] could not be made.
+/// Why a [`Prober`](crate::Prober) could not be made.
 ///
 /// ```
 /// let err: qlb_client::ProberBuildError = std::io::Error::other("no socket").into();

@@ -130,6 +130,7 @@ impl RequestHead {
 
 /// Why an exchange failed.
 #[derive(Debug)]
+#[must_use = "an unprocessed failure holds the request body for the retry"]
 pub(crate) enum Failure<B> {
     /// No server processed the request and its body is untouched: it may be sent on
     /// another connection.
