@@ -41,7 +41,6 @@ def edges_of(src: Path, file: Path, modules: set) -> set:
     me = module_of(src, file)
     is_dir_module = file.name in ("mod.rs", "lib.rs", "main.rs")
     children = {m[-1] for m in modules if len(m) == len(me) + 1 and m[:-1] == me}
-    # A plain file's child modules would live in a folder of its name (none here, but cheap).
     parent = me if is_dir_module else me[:-1]
     found = set()
     in_tests = False
@@ -49,8 +48,9 @@ def edges_of(src: Path, file: Path, modules: set) -> set:
         code = line.split("//", 1)[0]
         if re.match(r"\s*mod tests\b", code):
             in_tests = True
-        for kind, path in re.findall(r"\b(crate|super|self)::(" + IDENT_PATH + ")", code):
-            parts = path.split("::")
+        # `a::{b, c}` names module `a` at least.
+        for kind, path in re.findall(r"\b(crate|super|self)::(" + IDENT_PATH + "|\{)", code):
+            parts = [] if path == "{" else path.split("::")
             if kind == "crate":
                 base = ()
             elif kind == "self":
@@ -64,10 +64,9 @@ def edges_of(src: Path, file: Path, modules: set) -> set:
                     base = base[:-1]
             found.add(resolve(modules, base, parts))
         for child in children:
-            for path in re.findall(r"(?<![:\w])" + child + r"::(" + IDENT_PATH + ")", code):
-                found.add(resolve(modules, me + (child,), path.split("::")))
-            if re.search(r"\bmod\s+" + child + r"\s*;", code):
-                continue
+            for path in re.findall(r"(?<![:\w])" + child + r"::(" + IDENT_PATH + r"|\{)", code):
+                parts = [] if path == "{" else path.split("::")
+                found.add(resolve(modules, me + (child,), parts))
     found.discard(me)
     return found
 

@@ -51,9 +51,9 @@
 
 #![warn(unreachable_pub)]
 
-// Bottom up, each layer importing only those below it: `sync`, `tls`, `error`, `stats`;
-// `migration`, `prober`; `connections`; `requests`; `discovery`; `balancing`; then the
-// public front: `connection` (the handle), `client` with its `builder`.
+// Bottom up, each layer importing only those below it: `sync`, `tls`; `error`; `stats`,
+// `migration`, `prober`, `discovery`; `connections`; `requests`; `balancing`; then the
+// public front: `connection` (the handle), and `client` with its `builder`.
 mod balancing;
 mod builder;
 mod client;
