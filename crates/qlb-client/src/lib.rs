@@ -75,7 +75,7 @@ pub use client::{Client, RequestTimeout};
 pub use connection::Connection;
 pub use discovery::target::{BackendList, HostPort, Target, TargetError};
 pub use error::http3::{Http3Error, Http3ErrorKind};
-pub use error::quic::{QuicError, QuicErrorKind, StartError, StartErrorKind};
+pub use error::quic::{ConnectStartError, ConnectStartErrorKind, QuicError, QuicErrorKind};
 pub use error::{BoxError, BuildError, ConnectError, Error};
 pub use migration::{MigrationError, Path};
 pub use prober::{ProbeFailure, ProbeOutcome, Prober, ProberBuildError};

@@ -16,7 +16,7 @@ use h3::ConnectionState as _;
 use crate::connections::plan::jittered;
 use crate::error::ConnectError;
 use crate::error::http3::Http3Error;
-use crate::error::quic::{QuicError, StartError};
+use crate::error::quic::{ConnectStartError, QuicError};
 use crate::migration::Paths;
 use crate::stats::snapshot::CloseReason;
 use crate::tls::{TlsError, Trust};
@@ -134,7 +134,7 @@ impl ConnShared {
         let (endpoint, paths) = Paths::bind(local)?;
         let quic = endpoint
             .connect_with(settings.client_config.clone(), addr, &settings.server_name)
-            .map_err(|err| ConnectError::Start(StartError::new(err)))?
+            .map_err(|err| ConnectError::Start(ConnectStartError::new(err)))?
             .await
             .map_err(|err| ConnectError::Quic(QuicError::new(err)))?;
         paths.attach(&quic);

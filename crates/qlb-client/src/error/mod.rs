@@ -13,7 +13,7 @@ use thiserror::Error;
 
 use crate::tls::TlsError;
 use http3::Http3Error;
-use quic::{QuicError, StartError};
+use quic::{ConnectStartError, QuicError};
 
 /// A boxed error from a request body.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -107,7 +107,7 @@ pub enum ConnectError {
     Socket(#[from] std::io::Error),
     /// The connection could not be started (a bad server name, say).
     #[error("{0}")]
-    Start(#[source] StartError),
+    Start(#[source] ConnectStartError),
     /// The QUIC handshake failed (refused, timed out, bad certificate...).
     #[error("QUIC: {0}")]
     Quic(#[source] QuicError),

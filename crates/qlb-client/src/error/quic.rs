@@ -1,5 +1,6 @@
-//! QUIC errors in qlb-client's own terms: what happened ([`QuicErrorKind`], [`StartErrorKind`]),
-//! with quinn's error kept as the source, so that a quinn upgrade does not change the API.
+//! QUIC errors in qlb-client's own terms: what happened ([`QuicErrorKind`],
+//! [`ConnectStartErrorKind`]), with quinn's error kept as the source, so that a quinn upgrade
+//! does not change the API.
 
 use std::fmt;
 
@@ -132,7 +133,7 @@ impl From<QuicErrorKind> for QuicError {
 /// Why a connection attempt was refused before anything was sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum StartErrorKind {
+pub enum ConnectStartErrorKind {
     /// The local endpoint is shutting down.
     EndpointStopping,
     /// No connection ID was left to use.
@@ -148,36 +149,38 @@ pub enum StartErrorKind {
 }
 
 /// A connection attempt was refused before anything was sent (a bad server name, say): its
-/// [`kind`](StartError::kind), and quinn's error as the source.
+/// [`kind`](ConnectStartError::kind), and quinn's error as the source.
 ///
 /// ```
-/// use qlb_client::{ConnectError, Connection, StartErrorKind, Trust};
+/// use qlb_client::{ConnectError, Connection, ConnectStartErrorKind, Trust};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let err = Connection::connect("127.0.0.1:9".parse()?, "not a name", &Trust::Insecure).await;
-/// let Err(ConnectError::Start(start)) = err else { panic!("{err:?}") };
-/// assert_eq!(start.kind(), StartErrorKind::InvalidServerName);
+/// let Err(ConnectError::Start(start)) = err else {
+///     return Err("refused before anything was sent".into());
+/// };
+/// assert_eq!(start.kind(), ConnectStartErrorKind::InvalidServerName);
 /// # Ok(())
 /// # }
 /// ```
 #[derive(Debug, Error)]
 #[error("{source}")]
-pub struct StartError {
-    kind: StartErrorKind,
+pub struct ConnectStartError {
+    kind: ConnectStartErrorKind,
     source: quinn::ConnectError,
 }
 
-impl StartError {
+impl ConnectStartError {
     pub(crate) fn new(source: quinn::ConnectError) -> Self {
         use quinn::ConnectError as Quinn;
         let kind = match &source {
-            Quinn::EndpointStopping => StartErrorKind::EndpointStopping,
-            Quinn::CidsExhausted => StartErrorKind::CidsExhausted,
-            Quinn::InvalidServerName(_) => StartErrorKind::InvalidServerName,
-            Quinn::InvalidRemoteAddress(_) => StartErrorKind::InvalidRemoteAddress,
-            Quinn::NoDefaultClientConfig => StartErrorKind::NoClientConfig,
-            Quinn::UnsupportedVersion => StartErrorKind::UnsupportedVersion,
+            Quinn::EndpointStopping => ConnectStartErrorKind::EndpointStopping,
+            Quinn::CidsExhausted => ConnectStartErrorKind::CidsExhausted,
+            Quinn::InvalidServerName(_) => ConnectStartErrorKind::InvalidServerName,
+            Quinn::InvalidRemoteAddress(_) => ConnectStartErrorKind::InvalidRemoteAddress,
+            Quinn::NoDefaultClientConfig => ConnectStartErrorKind::NoClientConfig,
+            Quinn::UnsupportedVersion => ConnectStartErrorKind::UnsupportedVersion,
         };
         Self { kind, source }
     }
@@ -185,11 +188,11 @@ impl StartError {
     /// What was wrong.
     ///
     /// ```no_run
-    /// # fn demo(err: qlb_client::StartError) {
+    /// # fn demo(err: qlb_client::ConnectStartError) {
     /// println!("{:?}", err.kind());
     /// # }
     /// ```
-    pub fn kind(&self) -> StartErrorKind {
+    pub fn kind(&self) -> ConnectStartErrorKind {
         self.kind
     }
 }
@@ -221,8 +224,8 @@ mod tests {
             closed.kind(),
             QuicErrorKind::ApplicationClosed { code: 0x10b }
         );
-        let start = StartError::new(quinn::ConnectError::InvalidServerName("x y".into()));
-        assert_eq!(start.kind(), StartErrorKind::InvalidServerName);
+        let start = ConnectStartError::new(quinn::ConnectError::InvalidServerName("x y".into()));
+        assert_eq!(start.kind(), ConnectStartErrorKind::InvalidServerName);
         assert_eq!(start.to_string(), "invalid server name: x y");
     }
 }

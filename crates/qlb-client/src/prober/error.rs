@@ -6,7 +6,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::error::http3::Http3Error;
-use crate::error::quic::{QuicError, StartError};
+use crate::error::quic::{ConnectStartError, QuicError};
 use crate::tls::TlsError;
 
 /// Why a probe failed. Any of these counts as a failed health check.
@@ -34,7 +34,7 @@ pub enum ProbeFailure {
     Timeout(Duration),
     /// The connection could not be started (a bad server name, say).
     #[error("connect: {0}")]
-    Connect(#[source] StartError),
+    Connect(#[source] ConnectStartError),
     /// The QUIC handshake or connection failed.
     #[error("QUIC: {0}")]
     Connection(#[source] QuicError),

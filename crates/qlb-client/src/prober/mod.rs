@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Buf;
 
 use crate::error::http3::Http3Error;
-use crate::error::quic::{QuicError, StartError};
+use crate::error::quic::{ConnectStartError, QuicError};
 use crate::tls::Trust;
 
 pub use error::{ProbeFailure, ProberBuildError};
@@ -138,7 +138,7 @@ impl Prober {
         };
         let connection = endpoint
             .connect_with(self.client_config.clone(), addr, server_name)
-            .map_err(|err| ProbeFailure::Connect(StartError::new(err)))?
+            .map_err(|err| ProbeFailure::Connect(ConnectStartError::new(err)))?
             .await
             .map_err(|err| ProbeFailure::Connection(QuicError::new(err)))?;
         let (mut driver, mut send_request) =
