@@ -4,25 +4,21 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::MissedTickBehavior;
-
-use crate::balancer::{Balancer, Subsetting};
-use crate::checker;
+use crate::balancing::balancer::{self, Balancer, Subsetting};
+use crate::balancing::checker;
+use crate::balancing::health::HealthCheck;
+use crate::balancing::picker::PickerKind;
 use crate::client::{Client, Inner};
-use crate::connection::{ConnectSettings, DEFAULT_CONNECT_TIMEOUT};
+use crate::connections::plan;
+use crate::connections::shared::{ConnectSettings, DEFAULT_CONNECT_TIMEOUT};
+use crate::discovery::resolver::{self, DnsSettings};
+use crate::discovery::target::Target;
 use crate::error::BuildError;
-use crate::health::HealthCheck;
-use crate::picker::PickerKind;
-use crate::pool::plan;
-use crate::probe::{Prober, ProberError};
-use crate::resolver::{self, DnsSettings};
-use crate::target::Target;
+use crate::prober::{Prober, ProberBuildError};
 use crate::tls::Trust;
 
 /// The default per-request timeout.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-/// How often the pools look at expiries, idleness and back-offs.
-const MAINTENANCE_TICK: Duration = Duration::from_millis(100);
 
 /// Configures a [`Client`]; made by [`Client::builder`].
 ///
@@ -285,11 +281,11 @@ impl ClientBuilder {
                 balancer.clone(),
             ))
             .abort_handle(),
-            tokio::spawn(maintain(balancer.clone())).abort_handle(),
+            tokio::spawn(balancer::maintain(balancer.clone())).abort_handle(),
         ];
         if let Some(check) = self.health_check {
             let prober = Prober::new(&self.trust).map_err(|err| match err {
-                ProberError::Tls(tls) => BuildError::Tls(tls),
+                ProberBuildError::Tls(tls) => BuildError::Tls(tls),
                 other => BuildError::Field {
                     field: "health_check",
                     problem: other.to_string(),
@@ -337,18 +333,6 @@ impl ClientBuilder {
         self.health_check
             .as_ref()
             .map_or(Ok(()), HealthCheck::validate)
-    }
-}
-
-/// Runs every pool's plan each tick: expiries, idleness, minimums, back-offs.
-async fn maintain(balancer: Arc<Balancer>) {
-    let mut ticks = tokio::time::interval(MAINTENANCE_TICK);
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        for backend in balancer.backends().iter() {
-            backend.pool.maintain();
-        }
     }
 }
 

@@ -2,7 +2,6 @@
 //! elsewhere what no server processed.
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -11,15 +10,15 @@ use http_body::Body;
 use prometheus_client::registry::Registry;
 use tokio::task::AbortHandle;
 
-use crate::balancer::Balancer;
-use crate::body::ResponseBody;
+use crate::balancing::balancer::Balancer;
 use crate::builder::ClientBuilder;
 use crate::connection::Connection;
+use crate::discovery::target::Target;
 use crate::error::{BoxError, Error};
-use crate::metrics::Collector;
-use crate::request::{Failure, RequestHead};
-use crate::stats::ClientSnapshot;
-use crate::target::Target;
+use crate::requests::body::{Deadline, ResponseBody};
+use crate::requests::request::{Failure, RequestHead};
+use crate::stats::prometheus::Collector;
+use crate::stats::snapshot::ClientSnapshot;
 use crate::tls::Trust;
 
 /// A request extension that overrides the client's timeout for one request.
@@ -33,25 +32,6 @@ use crate::tls::Trust;
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RequestTimeout(pub Duration);
-
-/// A response extension: which backend and connection served the request.
-///
-/// ```no_run
-/// # async fn demo(client: qlb_client::Client) -> Result<(), Box<dyn std::error::Error>> {
-/// let response = client.send(http::Request::get("/").body(String::new())?).await?;
-/// let served = response.extensions().get::<qlb_client::ServedBy>().ok_or("always set")?;
-/// println!("{} on connection {}", served.backend, served.connection);
-/// # Ok(())
-/// # }
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ServedBy {
-    /// The backend's address.
-    pub backend: SocketAddr,
-    /// The connection's [`id`](Connection::id).
-    pub connection: u64,
-}
 
 /// An HTTP/3 client that balances requests over the backends of a [`Target`] itself: a
 /// resolver finds the backends (static, a [`BackendList`](crate::BackendList), or DNS polled),
@@ -88,12 +68,12 @@ pub struct Client {
 }
 
 pub(crate) struct Inner {
-    pub balancer: Arc<Balancer>,
-    pub server_name: Arc<str>,
-    pub timeout: Duration,
-    pub retries: Arc<AtomicU64>,
+    pub(crate) balancer: Arc<Balancer>,
+    pub(crate) server_name: Arc<str>,
+    pub(crate) timeout: Duration,
+    pub(crate) retries: Arc<AtomicU64>,
     /// The resolver, maintenance and health-check tasks.
-    pub tasks: Vec<AbortHandle>,
+    pub(crate) tasks: Vec<AbortHandle>,
 }
 
 impl Drop for Inner {
@@ -181,7 +161,7 @@ impl Client {
         &self,
         head: &RequestHead,
         body: B,
-        deadline: crate::body::Deadline,
+        deadline: Deadline,
     ) -> Result<http::Response<ResponseBody>, Error>
     where
         B: Body + Send + 'static,
@@ -237,7 +217,9 @@ impl Client {
     /// # }
     /// ```
     pub fn snapshot(&self) -> ClientSnapshot {
-        snapshot(&self.inner.balancer, &self.inner.retries)
+        self.inner
+            .balancer
+            .snapshot(self.inner.retries.load(Ordering::Relaxed))
     }
 
     /// Registers the client's metrics (`qlb_client_*`, labelled by backend) in `registry`;
@@ -257,24 +239,19 @@ impl Client {
     /// # }
     /// ```
     pub fn register_metrics(&self, registry: &mut Registry) {
-        let collector = Collector::new(
-            Arc::downgrade(&self.inner.balancer),
-            self.inner.retries.clone(),
-        );
+        // The balancer is held weakly so that a registry outliving the client keeps nothing
+        // alive (it then reports no backends).
+        let balancer = Arc::downgrade(&self.inner.balancer);
+        let retries = self.inner.retries.clone();
+        let collector = Collector::new(move || {
+            balancer
+                .upgrade()
+                .map_or_else(ClientSnapshot::default, |balancer| {
+                    balancer.snapshot(retries.load(Ordering::Relaxed))
+                })
+        });
         registry
             .sub_registry_with_prefix("qlb_client")
             .register_collector(Box::new(collector));
-    }
-}
-
-/// A snapshot of `balancer`'s backends with the retry count.
-pub(crate) fn snapshot(balancer: &Balancer, retries: &AtomicU64) -> ClientSnapshot {
-    ClientSnapshot {
-        backends: balancer
-            .backends()
-            .iter()
-            .map(|backend| backend.snapshot())
-            .collect(),
-        retries: retries.load(Ordering::Relaxed),
     }
 }

@@ -1,266 +1,21 @@
-//! One HTTP/3 connection on its own endpoint (so that it can migrate), the task that drives it
-//! and notices GOAWAY, and the public [`Connection`] handle.
+//! The public handle on one HTTP/3 connection: pooled (from a client) or opened alone, able
+//! to send requests and to move to another local socket.
 
 use std::fmt;
-use std::future::poll_fn;
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
-use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
-use bytes::Bytes;
-use h3::ConnectionState as _;
 use http_body::Body;
 
-use crate::body::ResponseBody;
+use crate::connections::lease::Lease;
+use crate::connections::shared::{ConnShared, ConnectSettings, Listener, next_id};
 use crate::error::{BoxError, ConnectError, Error};
-use crate::lease::Lease;
-use crate::migration::{MigrationError, Path, Paths};
-use crate::pool::plan::jittered;
-use crate::request::{self, RequestHead};
-use crate::stats::CloseReason;
+use crate::migration::{MigrationError, Path};
+use crate::requests::body::ResponseBody;
+use crate::requests::request::{self, RequestHead};
 use crate::tls::Trust;
-
-/// HTTP/3's "no error" code (RFC 9114 section 8.1), for closing a connection we are done with.
-pub(crate) const H3_NO_ERROR: u32 = 0x100;
-/// How long a handshake may take by default.
-pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// QUIC keep-alive, so that idle pooled connections (and NAT bindings) stay up.
-const KEEP_ALIVE: Duration = Duration::from_secs(5);
-
-/// The sending half of an h3 client connection.
-pub(crate) type SendRequest = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
-type Driver = h3::client::Connection<h3_quinn::Connection, Bytes>;
-
-/// Told when the driver sees GOAWAY or the connection closes: the pool's hook.
-pub(crate) type Listener = Arc<dyn Fn(u64, Event) + Send + Sync>;
-
-/// What the driver task reports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Event {
-    /// The server sent GOAWAY: the connection takes no new requests.
-    GoAway,
-    /// The connection is closed.
-    Closed,
-}
-
-/// How connections are opened: TLS and transport, server name, handshake timeout.
-#[derive(Clone)]
-pub(crate) struct ConnectSettings {
-    pub client_config: quinn::ClientConfig,
-    pub server_name: Arc<str>,
-    pub connect_timeout: Duration,
-    pub max_lifetime: Option<Duration>,
-}
-
-impl fmt::Debug for ConnectSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConnectSettings")
-            .field("server_name", &self.server_name)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("max_lifetime", &self.max_lifetime)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ConnectSettings {
-    /// Settings trusting `trust`, with keep-alive on.
-    pub(crate) fn new(trust: &Trust, server_name: &str) -> Result<Self, crate::TlsError> {
-        let mut client_config = trust.client_config()?;
-        let mut transport = quinn::TransportConfig::default();
-        transport.keep_alive_interval(Some(KEEP_ALIVE));
-        client_config.transport_config(Arc::new(transport));
-        Ok(Self {
-            client_config,
-            server_name: server_name.into(),
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            max_lifetime: None,
-        })
-    }
-}
-
-/// Connection ids, unique in the process (metrics and logs tell connections apart by them).
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-
-pub(crate) fn next_id() -> u64 {
-    NEXT_ID.fetch_add(1, Ordering::Relaxed)
-}
-
-/// The state of one open connection, shared by the pool, the requests on it, its driver task
-/// and the [`Connection`] handles given out.
-pub(crate) struct ConnShared {
-    pub id: u64,
-    quic: quinn::Connection,
-    send: SendRequest,
-    paths: Paths,
-    server_name: Arc<str>,
-    /// When its max lifetime is up; None: never.
-    pub expires_at: Option<Instant>,
-    in_flight: AtomicUsize,
-    draining: AtomicBool,
-    /// Why it drains, once it does.
-    reason: OnceLock<CloseReason>,
-    /// Set once the server is known to be going away (GOAWAY, or a request it rejected).
-    going_away: AtomicBool,
-    /// Where GOAWAY is reported (the pool, which replaces the connection).
-    listener: Listener,
-}
-
-impl ConnShared {
-    /// Opens connection `id` to `addr` on an endpoint of its own, within the connect timeout,
-    /// and starts its driver task, which reports to `listener`.
-    pub(crate) async fn open(
-        id: u64,
-        addr: SocketAddr,
-        settings: &ConnectSettings,
-        listener: Listener,
-    ) -> Result<Arc<Self>, ConnectError> {
-        let timeout = settings.connect_timeout;
-        tokio::time::timeout(timeout, Self::handshake(id, addr, settings, listener))
-            .await
-            .map_err(|_| ConnectError::Timeout(timeout))?
-    }
-
-    async fn handshake(
-        id: u64,
-        addr: SocketAddr,
-        settings: &ConnectSettings,
-        listener: Listener,
-    ) -> Result<Arc<Self>, ConnectError> {
-        let local = match addr {
-            SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
-            SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
-        };
-        let (endpoint, paths) = Paths::bind(local)?;
-        let quic = endpoint
-            .connect_with(settings.client_config.clone(), addr, &settings.server_name)?
-            .await?;
-        paths.attach(&quic);
-        let (driver, send) = h3::client::builder()
-            .build::<_, _, Bytes>(h3_quinn::Connection::new(quic.clone()))
-            .await?;
-        let expires_at = settings
-            .max_lifetime
-            .map(|lifetime| Instant::now() + jittered(lifetime, rand::random()));
-        let shared = Arc::new(Self {
-            id,
-            quic,
-            send,
-            paths,
-            server_name: settings.server_name.clone(),
-            expires_at,
-            in_flight: AtomicUsize::new(0),
-            draining: AtomicBool::new(false),
-            reason: OnceLock::new(),
-            going_away: AtomicBool::new(false),
-            listener: listener.clone(),
-        });
-        tokio::spawn(drive(driver, Arc::downgrade(&shared), listener));
-        Ok(shared)
-    }
-
-    pub(crate) fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::SeqCst)
-    }
-
-    /// Counts a request in, unless the connection drains. Counting first and checking
-    /// second (sequentially consistent, against `start_draining`'s store then load) means a
-    /// drain either sees this request or this request sees the drain: a connection is never
-    /// closed under a request that joined it.
-    pub(crate) fn try_acquire(&self) -> bool {
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        if self.is_draining() {
-            self.release();
-            return false;
-        }
-        true
-    }
-
-    /// Counts a request out; the last one out of a draining connection closes it.
-    pub(crate) fn release(&self) {
-        if self.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 && self.is_draining() {
-            self.close();
-        }
-    }
-
-    pub(crate) fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::SeqCst)
-    }
-
-    /// Takes no new requests from now on; closes when the last request in flight ends.
-    /// The first reason given sticks.
-    pub(crate) fn start_draining(&self, reason: CloseReason) {
-        let _ = self.reason.set(reason);
-        self.draining.store(true, Ordering::SeqCst);
-        if self.in_flight() == 0 {
-            self.close();
-        }
-    }
-
-    /// The server is going away: GOAWAY arrived, or it rejected a request
-    /// (H3_REQUEST_REJECTED), which qlb-server and others do once their final GOAWAY is out,
-    /// possibly before h3 has read it. The connection takes no new requests and the pool
-    /// replaces it, so that a retry does not meet the same refusal. Once only.
-    pub(crate) fn going_away(&self) {
-        if !self.going_away.swap(true, Ordering::SeqCst) {
-            self.start_draining(CloseReason::GoAway);
-            (self.listener)(self.id, Event::GoAway);
-        }
-    }
-
-    /// Why it drained; `Lost` if it closed without draining.
-    pub(crate) fn close_reason(&self) -> CloseReason {
-        self.reason.get().copied().unwrap_or(CloseReason::Lost)
-    }
-
-    fn close(&self) {
-        self.quic.close(H3_NO_ERROR.into(), b"");
-    }
-
-    pub(crate) fn sender(&self) -> SendRequest {
-        self.send.clone()
-    }
-
-    pub(crate) fn server_name(&self) -> &str {
-        &self.server_name
-    }
-
-    pub(crate) fn remote_addr(&self) -> SocketAddr {
-        self.quic.remote_address()
-    }
-}
-
-impl Drop for ConnShared {
-    fn drop(&mut self) {
-        self.close();
-    }
-}
-
-/// Drives the h3 connection until it closes. h3 reports no GOAWAY event (DESIGN.md section
-/// 2): after each poll, `is_closing()` says whether one arrived.
-async fn drive(mut driver: Driver, conn: Weak<ConnShared>, listener: Listener) {
-    let Some(id) = conn.upgrade().map(|conn| conn.id) else {
-        return;
-    };
-    let mut goaway = false;
-    let error = poll_fn(|cx| match driver.poll_close(cx) {
-        Poll::Ready(error) => Poll::Ready(error),
-        Poll::Pending => {
-            if !goaway && driver.is_closing() {
-                goaway = true;
-                if let Some(conn) = conn.upgrade() {
-                    conn.going_away();
-                }
-            }
-            Poll::Pending
-        }
-    })
-    .await;
-    tracing::debug!(connection = id, %error, "connection closed");
-    listener(id, Event::Closed);
-}
 
 /// One HTTP/3 connection: from a client's pool ([`Client::connections`](crate::Client::connections)),
 /// or opened alone with [`Connection::connect`] for migration without pooling. Clones are
@@ -378,7 +133,7 @@ impl Connection {
     /// # }
     /// ```
     pub fn add_path(&self, socket: std::net::UdpSocket) -> Result<Path, MigrationError> {
-        self.shared.paths.add_path(socket)
+        self.shared.paths().add_path(socket)
     }
 
     /// The server's address.
@@ -401,7 +156,7 @@ impl Connection {
     /// # }
     /// ```
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.shared.paths.local_addr()
+        self.shared.paths().local_addr()
     }
 
     /// A number that tells this connection apart from the others of the process.
@@ -446,7 +201,7 @@ impl Connection {
     /// # }
     /// ```
     pub fn is_closed(&self) -> bool {
-        self.shared.quic.close_reason().is_some()
+        self.shared.quic().close_reason().is_some()
     }
 
     /// The current round-trip time estimate.
@@ -457,7 +212,7 @@ impl Connection {
     /// # }
     /// ```
     pub fn rtt(&self) -> Duration {
-        self.shared.quic.rtt()
+        self.shared.quic().rtt()
     }
 
     /// Waits until the connection is closed, by either side.
@@ -468,6 +223,6 @@ impl Connection {
     /// # }
     /// ```
     pub async fn closed(&self) {
-        self.shared.quic.closed().await;
+        self.shared.quic().closed().await;
     }
 }

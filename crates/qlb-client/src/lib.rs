@@ -49,39 +49,37 @@
 //! # }
 //! ```
 
-mod backend;
-mod balancer;
-mod body;
+#![warn(unreachable_pub)]
+
+// Bottom up, each layer importing only those below it: `sync`, `tls`; `error`; `stats`,
+// `migration`, `prober`, `discovery`; `connections`; `requests`; `balancing`; then the
+// public front: `connection` (the handle), and `client` with its `builder`.
+mod balancing;
 mod builder;
-mod checker;
 mod client;
 mod connection;
+mod connections;
+mod discovery;
 mod error;
-mod ewma;
-mod health;
-mod lease;
-mod metrics;
 mod migration;
-mod picker;
-mod pool;
-mod probe;
-mod request;
-mod resolver;
+mod prober;
+mod requests;
 mod stats;
-mod subset;
 mod sync;
-mod target;
 mod tls;
 
-pub use body::ResponseBody;
+pub use balancing::health::HealthCheck;
+pub use balancing::picker::{PickerKind, UnknownPicker};
 pub use builder::ClientBuilder;
-pub use client::{Client, RequestTimeout, ServedBy};
+pub use client::{Client, RequestTimeout};
 pub use connection::Connection;
+pub use discovery::target::{BackendList, HostPort, Target, TargetError};
+pub use error::http3::{Http3Error, Http3ErrorKind};
+pub use error::quic::{ConnectStartError, ConnectStartErrorKind, QuicError, QuicErrorKind};
 pub use error::{BoxError, BuildError, ConnectError, Error};
-pub use health::HealthCheck;
 pub use migration::{MigrationError, Path};
-pub use picker::{PickerKind, UnknownPicker};
-pub use probe::{ProbeError, ProbeOutcome, Prober, ProberError};
-pub use stats::{BackendSnapshot, ClientSnapshot, CloseCounts, CloseReason};
-pub use target::{BackendList, HostPort, Target, TargetError};
+pub use prober::{ProbeFailure, ProbeOutcome, Prober, ProberBuildError};
+pub use requests::body::ResponseBody;
+pub use requests::request::ServedBy;
+pub use stats::snapshot::{BackendSnapshot, ClientSnapshot, CloseCounts, CloseReason};
 pub use tls::{ALPN_H3, TlsError, Trust};

@@ -35,9 +35,9 @@ pub enum TlsError {
     /// rustls refused the configuration.
     #[error("TLS: {0}")]
     Rustls(#[from] rustls::Error),
-    /// quinn refused the rustls configuration (no TLS 1.3 suite, say).
+    /// QUIC refused the rustls configuration (no TLS 1.3 suite, say).
     #[error("QUIC TLS: {0}")]
-    Quic(#[from] quinn::crypto::rustls::NoInitialCipherSuite),
+    Quic(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Which server certificates a client accepts.
@@ -104,7 +104,8 @@ impl Trust {
             }
         };
         tls.alpn_protocols = vec![ALPN_H3.to_vec()];
-        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
+        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+            .map_err(|err| TlsError::Quic(Box::new(err)))?;
         Ok(quinn::ClientConfig::new(Arc::new(quic)))
     }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use qlb_client::{ProbeError, Prober, Trust};
+use qlb_client::{ProbeFailure, Prober, Trust};
 use qlb_testkit::{SelfSigned, peers};
 
 /// `gtlsserver`, or `None` outside CI when it is not installed (the test kit says so
@@ -111,7 +111,7 @@ async fn probes_a_real_http3_server_and_tells_health_from_failure() {
             Duration::from_millis(300),
         )
         .await;
-    assert!(matches!(dead, Err(ProbeError::Timeout(_))), "{dead:?}");
+    assert!(matches!(dead, Err(ProbeFailure::Timeout(_))), "{dead:?}");
     assert!(started.elapsed() < Duration::from_secs(2));
 }
 
@@ -150,7 +150,7 @@ async fn verifies_certificates_when_given_roots() {
         )
         .await;
     assert!(
-        matches!(wrong_name, Err(ProbeError::Connection(_))),
+        matches!(wrong_name, Err(ProbeFailure::Connection(_))),
         "{wrong_name:?}"
     );
 
@@ -163,7 +163,7 @@ async fn verifies_certificates_when_given_roots() {
         .probe(server.addr, "localhost", "/healthz", Duration::from_secs(2))
         .await;
     assert!(
-        matches!(refused, Err(ProbeError::Connection(_))),
+        matches!(refused, Err(ProbeFailure::Connection(_))),
         "{refused:?}"
     );
 }

@@ -5,8 +5,8 @@
 
 mod support;
 
-use h3::error::{Code, StreamError};
-use qlb_client::{BackendList, Error};
+use h3::error::Code;
+use qlb_client::{BackendList, Error, Http3ErrorKind};
 use qlb_testkit::TestResult;
 use support::refuser::Refuser;
 use support::{Backend, client, fetch, whoami};
@@ -78,7 +78,8 @@ async fn any_other_error_goes_back_to_the_caller_untried_elsewhere() -> TestResu
             Err(err) => {
                 let reset = matches!(
                     err.downcast_ref::<Error>(),
-                    Some(Error::Http3(StreamError::RemoteTerminate { code })) if *code == Code::H3_INTERNAL_ERROR
+                    Some(Error::Http3(err))
+                        if err.kind() == Http3ErrorKind::StreamReset { code: Code::H3_INTERNAL_ERROR.value() }
                 );
                 assert!(reset, "{err}");
                 failed += 1;

@@ -20,7 +20,8 @@
 //! drops the packets from the new address: the switch is then not confirmed and rolls back
 //! with the connection alive ([`MigrationError::SwitchNotConfirmed`]).
 
-mod probe;
+mod error;
+mod path_probe;
 mod socket;
 mod timing;
 mod vn;
@@ -30,60 +31,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
-use thiserror::Error;
+pub use error::MigrationError;
 
+use crate::error::quic::QuicError;
 use socket::ObservedSocket;
-
-/// Why a migration step failed. After any of them the connection still uses the path it
-/// used before the step, unless the error is [`MigrationError::ConnectionClosed`].
-///
-/// ```
-/// use qlb_client::MigrationError;
-/// use std::time::Duration;
-///
-/// let err = MigrationError::ProbeTimedOut(Duration::from_millis(500));
-/// assert_eq!(err.to_string(), "no answer to the path probe within 500ms");
-/// ```
-#[derive(Debug, Error)]
-#[non_exhaustive]
-pub enum MigrationError {
-    /// The peer sent the `disable_active_migration` transport parameter, so the connection
-    /// must not move. Not returned yet: quinn 0.11 does not expose the peer's transport
-    /// parameters (see [`Path::switch`]).
-    #[error("the peer disabled active migration")]
-    ActiveMigrationDisabled,
-    /// [`Path::switch`] before a successful [`Path::probe`] of the path.
-    #[error("switch to a path that was not probed")]
-    NotProbed,
-    /// No answer to the path probe in time; the path is closed.
-    #[error("no answer to the path probe within {0:?}")]
-    ProbeTimedOut(Duration),
-    /// The path was closed: by a failed probe or switch, or because the connection switched
-    /// away from it.
-    #[error("the path is closed")]
-    PathClosed,
-    /// No traffic from the peer arrived on the new path in time: the connection went back to
-    /// the path it used before, and is alive. The path is closed.
-    #[error("the switch was not confirmed within {0:?}; rolled back to the previous path")]
-    SwitchNotConfirmed(Duration),
-    /// The connection is closed (or was dropped, which closes it).
-    #[error("the connection is closed: {0}")]
-    ConnectionClosed(quinn::ConnectionError),
-    /// Paths are added once the connection is established.
-    #[error("the connection is not established yet")]
-    NotConnected,
-    /// The path's socket cannot reach the peer's address family.
-    #[error("a path from {local} cannot reach the peer at {peer}: other address family")]
-    AddressFamily {
-        /// The path's local address.
-        local: SocketAddr,
-        /// The peer's address.
-        peer: SocketAddr,
-    },
-    /// A socket operation failed.
-    #[error("socket: {0}")]
-    Io(#[from] io::Error),
-}
 
 /// The migration state of one connection: its endpoint, its connection, and which socket
 /// the connection uses. Created with the endpoint, before the connection exists.
@@ -169,7 +120,7 @@ impl Shared {
     fn live_connection(&self) -> Result<&quinn::Connection, MigrationError> {
         let connection = self.connection.get().ok_or(MigrationError::NotConnected)?;
         match connection.close_reason() {
-            Some(reason) => Err(MigrationError::ConnectionClosed(reason)),
+            Some(reason) => Err(MigrationError::ConnectionClosed(QuicError::new(reason))),
             None => Ok(connection),
         }
     }
@@ -269,6 +220,7 @@ impl Slot {
 /// # }
 /// ```
 #[derive(Debug)]
+#[must_use = "a path is closed when dropped"]
 pub struct Path {
     slot: Arc<Slot>,
     /// Weak: a path kept by the application must not keep a dropped connection open.
@@ -307,7 +259,7 @@ impl Path {
             SlotState::Current(_) => return Ok(connection.rtt()),
             SlotState::Candidate { socket, .. } => socket.clone(),
         };
-        let probed = probe::probe(
+        let probed = path_probe::probe(
             &socket,
             connection.remote_address(),
             connection.rtt(),
@@ -384,7 +336,7 @@ impl Path {
         };
         if let Some(reason) = connection.close_reason() {
             let _ = pending.roll_back();
-            return Err(MigrationError::ConnectionClosed(reason));
+            return Err(MigrationError::ConnectionClosed(QuicError::new(reason)));
         }
         if confirmed {
             pending.confirm();
@@ -407,17 +359,16 @@ impl Path {
     }
 
     fn shared(&self) -> Result<Arc<Shared>, MigrationError> {
-        self.shared
-            .upgrade()
-            .ok_or(MigrationError::ConnectionClosed(
-                quinn::ConnectionError::LocallyClosed,
-            ))
+        self.shared.upgrade().ok_or_else(|| {
+            MigrationError::ConnectionClosed(QuicError::new(quinn::ConnectionError::LocallyClosed))
+        })
     }
 }
 
 /// A switch between the rebind and its outcome. Unless confirmed, it puts the connection back
 /// on the previous socket, also when dropped: a cancelled `switch` leaves the connection
 /// where it was.
+#[must_use = "a pending switch rolls back when dropped"]
 struct PendingSwitch<'a> {
     shared: &'a Shared,
     previous: Arc<Slot>,

@@ -52,7 +52,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use qlb_client::{Prober, ProberError, Trust};
+use qlb_client::{Prober, ProberBuildError, Trust};
 use qlb_router::{BackendState, PoolError};
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -102,7 +102,7 @@ pub enum StartError {
     },
     /// The health checker's sockets could not be opened.
     #[error("health checks: {0}")]
-    Prober(#[from] ProberError),
+    Prober(#[from] ProberBuildError),
 }
 
 /// The running load balancer: data plane, health checks, admin API and the state behind

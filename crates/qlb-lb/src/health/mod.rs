@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use qlb_client::{ProbeError, ProbeOutcome, Prober};
+use qlb_client::{ProbeFailure, ProbeOutcome, Prober, QuicErrorKind};
 use tokio::runtime::Handle;
 use tokio::task::AbortHandle;
 use tokio::time::MissedTickBehavior;
@@ -47,19 +47,26 @@ impl Outcome {
     /// Judges a probe: a 2xx passes; any other answer from the backend (a status, a refused
     /// handshake, a closed connection) fails with the backend alive; silence, or a
     /// connection that could not even start, is no answer.
-    fn of(probe: Result<ProbeOutcome, ProbeError>) -> Self {
-        use quinn::ConnectionError as Quic;
+    fn of(probe: Result<ProbeOutcome, ProbeFailure>) -> Self {
+        use QuicErrorKind as Quic;
         let result = match &probe {
             Ok(outcome) if outcome.is_healthy() => CheckResult::Passed,
             Ok(_)
-            | Err(ProbeError::Http3(_) | ProbeError::Request(_) | ProbeError::Uri(_))
-            | Err(ProbeError::Connection(
-                Quic::VersionMismatch
-                | Quic::TransportError(_)
-                | Quic::ConnectionClosed(_)
-                | Quic::ApplicationClosed(_)
-                | Quic::Reset,
-            )) => CheckResult::Failed,
+            | Err(ProbeFailure::Http3(_) | ProbeFailure::Request(_) | ProbeFailure::Uri(_)) => {
+                CheckResult::Failed
+            }
+            Err(ProbeFailure::Connection(err))
+                if matches!(
+                    err.kind(),
+                    Quic::VersionMismatch
+                        | Quic::Transport { .. }
+                        | Quic::ClosedByPeer { .. }
+                        | Quic::ApplicationClosed { .. }
+                        | Quic::Reset
+                ) =>
+            {
+                CheckResult::Failed
+            }
             Err(_) => CheckResult::NoAnswer,
         };
         let failure = match probe {
@@ -146,7 +153,7 @@ impl Check {
 mod tests {
     use super::*;
 
-    fn answered(status: u16) -> Result<ProbeOutcome, ProbeError> {
+    fn answered(status: u16) -> Result<ProbeOutcome, ProbeFailure> {
         Ok(ProbeOutcome {
             status: http::StatusCode::from_u16(status).expect("status"),
             elapsed: Duration::from_millis(1),
@@ -164,17 +171,17 @@ mod tests {
                 Some("HTTP status 503 Service Unavailable"),
             ),
             (
-                Err(ProbeError::Connection(quinn::ConnectionError::Reset)),
+                Err(ProbeFailure::Connection(QuicErrorKind::Reset.into())),
                 CheckResult::Failed,
                 Some("QUIC: reset by peer"),
             ),
             (
-                Err(ProbeError::Timeout(Duration::from_millis(500))),
+                Err(ProbeFailure::Timeout(Duration::from_millis(500))),
                 CheckResult::NoAnswer,
                 Some("no answer within 500ms"),
             ),
             (
-                Err(ProbeError::Connection(quinn::ConnectionError::TimedOut)),
+                Err(ProbeFailure::Connection(QuicErrorKind::TimedOut.into())),
                 CheckResult::NoAnswer,
                 Some("QUIC: timed out"),
             ),

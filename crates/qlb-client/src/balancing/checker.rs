@@ -6,9 +6,9 @@ use std::sync::Arc;
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
-use crate::balancer::Balancer;
-use crate::health::HealthCheck;
-use crate::probe::Prober;
+use crate::balancing::balancer::Balancer;
+use crate::balancing::health::HealthCheck;
+use crate::prober::Prober;
 
 /// Checks the balancer's backends forever (the task is aborted with the client).
 pub(crate) async fn run(

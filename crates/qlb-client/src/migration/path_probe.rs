@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::MigrationError;
+use super::error::MigrationError;
 use super::socket::{ObservedSocket, datagrams, same_address};
 use super::timing::probe_interval;
 use super::vn::VnProbe;

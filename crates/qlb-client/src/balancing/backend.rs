@@ -7,21 +7,23 @@ use std::time::{Duration, Instant};
 
 use http_body::Body;
 
-use crate::body::{Deadline, ResponseBody};
-use crate::connection::ConnectSettings;
+use crate::balancing::ewma::PeakEwma;
+use crate::balancing::health::{HealthCheck, HealthTracker};
+use crate::balancing::picker::Load;
+use crate::connections::lease::RequestObserver;
+use crate::connections::plan;
+use crate::connections::pool::Pool;
+use crate::connections::shared::ConnectSettings;
 use crate::error::BoxError;
-use crate::ewma::PeakEwma;
-use crate::health::{HealthCheck, HealthTracker};
-use crate::picker::Load;
-use crate::pool::{Pool, plan};
-use crate::request::{self, Failure, RequestHead};
-use crate::stats::{BackendSnapshot, bump, read};
+use crate::requests::body::{Deadline, ResponseBody};
+use crate::requests::request::{self, Failure, RequestHead};
+use crate::stats::snapshot::{BackendSnapshot, bump, read};
 use crate::sync::lock;
 
 /// A backend address and everything the client keeps about it.
 pub(crate) struct Backend {
-    pub addr: SocketAddr,
-    pub pool: Arc<Pool>,
+    pub(crate) addr: SocketAddr,
+    pub(crate) pool: Arc<Pool>,
     health: Mutex<HealthTracker>,
     latency: Mutex<PeakEwma>,
 }
@@ -53,12 +55,12 @@ impl Backend {
         B::Data: Send,
         B::Error: Into<BoxError>,
     {
-        let lease = match self.pool.acquire(self).await {
+        let lease = match self.pool.acquire(self.clone()).await {
             Ok(lease) => lease,
             Err(error) => {
                 // Counted here: no lease was made to count it.
                 bump(&self.pool.stats.requests);
-                self.request_failed();
+                self.failed();
                 return Err(Failure::Unprocessed { error, body });
             }
         };
@@ -88,25 +90,6 @@ impl Backend {
         }
     }
 
-    pub(crate) fn request_started(&self) {
-        let stats = &self.pool.stats;
-        bump(&stats.requests);
-        bump(&stats.in_flight);
-    }
-
-    pub(crate) fn request_failed(&self) {
-        bump(&self.pool.stats.errors);
-    }
-
-    pub(crate) fn request_ended(&self) {
-        self.pool.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.pool.touch();
-    }
-
-    pub(crate) fn observe_latency(&self, latency: Duration) {
-        lock(&self.latency).observe(latency, Instant::now());
-    }
-
     pub(crate) fn snapshot(&self) -> BackendSnapshot {
         let stats = &self.pool.stats;
         BackendSnapshot {
@@ -123,5 +106,26 @@ impl Backend {
             replacements: read(&stats.replacements),
             latency: lock(&self.latency).estimate(Instant::now()),
         }
+    }
+}
+
+impl RequestObserver for Backend {
+    fn started(&self) {
+        let stats = &self.pool.stats;
+        bump(&stats.requests);
+        bump(&stats.in_flight);
+    }
+
+    fn responded(&self, latency: Duration) {
+        lock(&self.latency).observe(latency, Instant::now());
+    }
+
+    fn failed(&self) {
+        bump(&self.pool.stats.errors);
+    }
+
+    fn ended(&self) {
+        self.pool.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.pool.touch();
     }
 }

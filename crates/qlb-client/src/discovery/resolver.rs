@@ -13,9 +13,8 @@ use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::proto::xfer::Protocol;
 use tokio::time::Instant;
 
-use crate::balancer::Balancer;
+use crate::discovery::target::{BackendList, HostPort, Target};
 use crate::error::BuildError;
-use crate::target::{BackendList, HostPort, Target};
 
 /// How often DNS is polled by default.
 pub(crate) const DEFAULT_DNS_INTERVAL: Duration = Duration::from_secs(30);
@@ -25,12 +24,24 @@ pub(crate) const MIN_DNS_INTERVAL: Duration = Duration::from_secs(5);
 /// How often the DNS loop looks at the backends' health between polls.
 const HEALTH_GLANCE: Duration = Duration::from_millis(500);
 
+/// The backends a resolver keeps up to date (the client's balancer): a trait, so that
+/// discovery knows nothing of balancing.
+pub(crate) trait BackendSet: Send + Sync + 'static {
+    /// Adopts the addresses of the latest answer.
+    fn set_addrs(&self, addrs: &[SocketAddr]);
+    /// Resolving failed, saying `why`.
+    fn resolution_failed(&self, why: String);
+    /// Whether at least half of the backends are unhealthy or fail to connect: a reason to
+    /// ask DNS again early.
+    fn half_unusable(&self) -> bool;
+}
+
 /// How a DNS target is polled.
 #[derive(Clone, Debug)]
 pub(crate) struct DnsSettings {
-    pub interval: Duration,
+    pub(crate) interval: Duration,
     /// Name servers to ask instead of the system's.
-    pub nameservers: Vec<SocketAddr>,
+    pub(crate) nameservers: Vec<SocketAddr>,
 }
 
 impl Default for DnsSettings {
@@ -86,20 +97,20 @@ pub(crate) async fn run(
     target: Target,
     dns: Option<TokioResolver>,
     interval: Duration,
-    balancer: Arc<Balancer>,
+    balancer: Arc<impl BackendSet>,
 ) {
     match target {
-        Target::Static(list) => resolve_static(&list, &balancer).await,
-        Target::List(list) => follow(&list, &balancer).await,
+        Target::Static(list) => resolve_static(&list, &*balancer).await,
+        Target::List(list) => follow(&list, &*balancer).await,
         Target::Dns(name) => match dns {
-            Some(resolver) => poll_dns(&resolver, &name, interval, &balancer).await,
+            Some(resolver) => poll_dns(&resolver, &name, interval, &*balancer).await,
             None => balancer.resolution_failed("no DNS resolver".to_owned()),
         },
     }
 }
 
 /// Resolves every entry once (IP addresses as they are, names with the system resolver).
-async fn resolve_static(list: &[HostPort], balancer: &Balancer) {
+async fn resolve_static(list: &[HostPort], balancer: &impl BackendSet) {
     let mut addrs = Vec::new();
     let mut problems = Vec::new();
     for entry in list {
@@ -122,7 +133,7 @@ async fn resolve_static(list: &[HostPort], balancer: &Balancer) {
 }
 
 /// Adopts every change of the list, until its last handle is gone.
-async fn follow(list: &BackendList, balancer: &Balancer) {
+async fn follow(list: &BackendList, balancer: &impl BackendSet) {
     let mut changes = list.subscribe();
     loop {
         let addrs = changes.borrow_and_update().clone();
@@ -140,7 +151,7 @@ async fn poll_dns(
     resolver: &TokioResolver,
     name: &HostPort,
     interval: Duration,
-    balancer: &Balancer,
+    balancer: &impl BackendSet,
 ) {
     loop {
         let asked = Instant::now();

@@ -2,10 +2,22 @@
 //! given a connection until its response body ends or is dropped.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crate::backend::Backend;
-use crate::connection::ConnShared;
+use crate::connections::shared::ConnShared;
+
+/// Who keeps the books on a pooled request besides its connection (its backend: counters and
+/// latency estimate). A trait, so that the pool hands out leases without knowing backends.
+pub(crate) trait RequestObserver: Send + Sync {
+    /// The request was given a connection.
+    fn started(&self);
+    /// Its response headers arrived after `latency`.
+    fn responded(&self, latency: Duration);
+    /// It failed (counted once per request).
+    fn failed(&self);
+    /// It is no longer in flight.
+    fn ended(&self);
+}
 
 /// How the request fared so far.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,20 +34,20 @@ enum Outcome {
 pub(crate) struct Lease {
     conn: Arc<ConnShared>,
     /// None for an unpooled [`Connection`](crate::Connection).
-    backend: Option<Arc<Backend>>,
+    observer: Option<Arc<dyn RequestObserver>>,
     started: Instant,
     outcome: Outcome,
 }
 
 impl Lease {
     /// A lease on `conn`, which the caller has already counted in (`try_acquire`).
-    pub(crate) fn new(conn: Arc<ConnShared>, backend: Option<Arc<Backend>>) -> Self {
-        if let Some(backend) = &backend {
-            backend.request_started();
+    pub(crate) fn new(conn: Arc<ConnShared>, observer: Option<Arc<dyn RequestObserver>>) -> Self {
+        if let Some(observer) = &observer {
+            observer.started();
         }
         Self {
             conn,
-            backend,
+            observer,
             started: Instant::now(),
             outcome: Outcome::Pending,
         }
@@ -47,8 +59,8 @@ impl Lease {
 
     /// The response headers arrived: feeds the backend's latency estimate.
     pub(crate) fn responded(&mut self) {
-        if let Some(backend) = &self.backend {
-            backend.observe_latency(self.started.elapsed());
+        if let Some(observer) = &self.observer {
+            observer.responded(self.started.elapsed());
         }
         self.outcome = Outcome::Responded;
     }
@@ -56,8 +68,8 @@ impl Lease {
     /// The request failed: counted once as an error of the backend.
     pub(crate) fn failed(&mut self) {
         if self.outcome != Outcome::Failed {
-            if let Some(backend) = &self.backend {
-                backend.request_failed();
+            if let Some(observer) = &self.observer {
+                observer.failed();
             }
         }
         self.outcome = Outcome::Failed;
@@ -70,8 +82,8 @@ impl Drop for Lease {
             self.failed();
         }
         self.conn.release();
-        if let Some(backend) = &self.backend {
-            backend.request_ended();
+        if let Some(observer) = &self.observer {
+            observer.ended();
         }
     }
 }

@@ -1,19 +1,25 @@
 //! The client's current backends and the choice among them: which backends may serve
-//! (pure, [`eligible`]) and which one does (the picker).
+//! (pure, [`eligible`]) and which one does (the picker); the loop that maintains their pools.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
+use tokio::time::MissedTickBehavior;
 
-use crate::backend::Backend;
-use crate::connection::ConnectSettings;
+use crate::balancing::backend::Backend;
+use crate::balancing::picker::{Load, Picker, PickerKind};
+use crate::connections::plan;
+use crate::connections::shared::ConnectSettings;
+use crate::discovery::resolver::BackendSet;
+use crate::discovery::subset::subset;
 use crate::error::Error;
-use crate::picker::{Load, Picker, PickerKind};
-use crate::pool::plan;
-use crate::subset::subset;
+use crate::stats::snapshot::ClientSnapshot;
+
+/// How often the pools look at expiries, idleness and back-offs.
+const MAINTENANCE_TICK: Duration = Duration::from_millis(100);
 
 /// How far the resolver got.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,16 +35,17 @@ pub(crate) enum Resolution {
 /// What eligibility looks at, per backend.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Standing {
-    pub healthy: bool,
+    pub(crate) healthy: bool,
     /// Its last connection attempt failed.
-    pub failing: bool,
+    pub(crate) failing: bool,
     /// The attempt being retried went there.
-    pub excluded: bool,
+    pub(crate) excluded: bool,
 }
 
 /// The indices of the backends a request may go to: healthy ones that connect and are not
 /// excluded; failing that, healthy ones that are not excluded; failing that, any healthy
 /// one. Empty when none is healthy.
+#[must_use]
 pub(crate) fn eligible(standings: &[Standing]) -> Vec<usize> {
     let tiers: [fn(&Standing) -> bool; 3] = [
         |s| s.healthy && !s.failing && !s.excluded,
@@ -59,8 +66,8 @@ pub(crate) fn eligible(standings: &[Standing]) -> Vec<usize> {
 /// Subsetting: keep at most `size` backends, chosen by rendezvous hashing on `client_id`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Subsetting {
-    pub size: usize,
-    pub client_id: u64,
+    pub(crate) size: usize,
+    pub(crate) client_id: u64,
 }
 
 /// The backends of a client and how requests are spread over them.
@@ -98,58 +105,16 @@ impl Balancer {
             .clone()
     }
 
-    /// Adopts the resolver's answer: backends that stay keep their pools and counters, new
-    /// ones start, the others drain their connections.
-    pub(crate) fn set_addrs(&self, addrs: &[SocketAddr]) {
-        let mut unique = addrs.to_vec();
-        unique.sort_unstable();
-        unique.dedup();
-        let chosen = match self.subsetting {
-            Some(Subsetting { size, client_id }) => subset(&unique, client_id, size),
-            None => unique,
-        };
-        let mut backends = self
-            .backends
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        let mut old: HashMap<SocketAddr, Arc<Backend>> = backends
-            .iter()
-            .map(|backend| (backend.addr, backend.clone()))
-            .collect();
-        let next: Arc<[Arc<Backend>]> = chosen
-            .iter()
-            .map(|&addr| {
-                old.remove(&addr).unwrap_or_else(|| {
-                    tracing::info!(backend = %addr, "backend added");
-                    Backend::new(addr, self.settings.clone(), self.limits)
-                })
-            })
-            .collect();
-        *backends = next;
-        drop(backends);
-        for gone in old.into_values() {
-            tracing::info!(backend = %gone.addr, "backend removed");
-            gone.pool.close();
+    /// A snapshot of the backends, with the client's retry count.
+    pub(crate) fn snapshot(&self, retries: u64) -> ClientSnapshot {
+        ClientSnapshot {
+            backends: self
+                .backends()
+                .iter()
+                .map(|backend| backend.snapshot())
+                .collect(),
+            retries,
         }
-        self.resolution.send_replace(Resolution::Done);
-    }
-
-    /// Resolving failed: requests fail with `why` while no backend is known.
-    pub(crate) fn resolution_failed(&self, why: String) {
-        if self.backends().is_empty() {
-            self.resolution.send_replace(Resolution::Failed(why));
-        }
-    }
-
-    /// Whether at least half of the backends are unhealthy or fail to connect: a reason to
-    /// ask DNS again early.
-    pub(crate) fn half_unusable(&self) -> bool {
-        let backends = self.backends();
-        let unusable = backends
-            .iter()
-            .filter(|backend| !backend.is_healthy() || backend.is_failing())
-            .count();
-        !backends.is_empty() && 2 * unusable >= backends.len()
     }
 
     /// The backend for one attempt, after the first resolution; `excluded` is the backend
@@ -193,6 +158,75 @@ impl Balancer {
     pub(crate) fn close(&self) {
         for backend in self.backends().iter() {
             backend.pool.close();
+        }
+    }
+}
+
+impl BackendSet for Balancer {
+    /// Adopts the resolver's answer: backends that stay keep their pools and counters, new
+    /// ones start, the others drain their connections.
+    fn set_addrs(&self, addrs: &[SocketAddr]) {
+        let mut unique = addrs.to_vec();
+        unique.sort_unstable();
+        unique.dedup();
+        let chosen = match self.subsetting {
+            Some(Subsetting { size, client_id }) => subset(&unique, client_id, size),
+            None => unique,
+        };
+        let mut backends = self
+            .backends
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut old: HashMap<SocketAddr, Arc<Backend>> = backends
+            .iter()
+            .map(|backend| (backend.addr, backend.clone()))
+            .collect();
+        let next: Arc<[Arc<Backend>]> = chosen
+            .iter()
+            .map(|&addr| {
+                old.remove(&addr).unwrap_or_else(|| {
+                    tracing::info!(backend = %addr, "backend added");
+                    Backend::new(addr, self.settings.clone(), self.limits)
+                })
+            })
+            .collect();
+        *backends = next;
+        drop(backends);
+        for gone in old.into_values() {
+            tracing::info!(backend = %gone.addr, "backend removed");
+            gone.pool.close();
+        }
+        self.resolution.send_replace(Resolution::Done);
+    }
+
+    /// Resolving failed: requests fail with `why` while no backend is known.
+    fn resolution_failed(&self, why: String) {
+        if self.backends().is_empty() {
+            self.resolution.send_replace(Resolution::Failed(why));
+        }
+    }
+
+    /// Whether at least half of the backends are unhealthy or fail to connect: a reason to
+    /// ask DNS again early.
+    fn half_unusable(&self) -> bool {
+        let backends = self.backends();
+        let unusable = backends
+            .iter()
+            .filter(|backend| !backend.is_healthy() || backend.is_failing())
+            .count();
+        !backends.is_empty() && 2 * unusable >= backends.len()
+    }
+}
+
+/// Runs every pool's plan each tick: expiries, idleness, minimums, back-offs (the task is
+/// aborted with the client).
+pub(crate) async fn maintain(balancer: Arc<Balancer>) {
+    let mut ticks = tokio::time::interval(MAINTENANCE_TICK);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        for backend in balancer.backends().iter() {
+            backend.pool.maintain();
         }
     }
 }

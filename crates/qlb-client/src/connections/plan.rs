@@ -1,33 +1,33 @@
 //! The pool's decisions, pure: how many connections to open, which to drain and why, which
 //! connection serves a request, when a connection expires, how long to back off after failed
-//! connection attempts. The pool (`super`) only carries them out.
+//! connection attempts. The pool only carries them out.
 //!
 //! The rule that matters: a connection past its max lifetime keeps taking requests until its
 //! replacement is ready, and only then drains (finishes what it carries, takes nothing new).
 
 use std::time::{Duration, Instant};
 
-use crate::stats::CloseReason;
+use crate::stats::snapshot::CloseReason;
 
 /// The pool settings the plan depends on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Limits {
     /// Connections kept open even when idle.
-    pub min_connections: usize,
+    pub(crate) min_connections: usize,
     /// Connections that carried no request for this long are drained (beyond the minimum).
     /// None: never.
-    pub idle_timeout: Option<Duration>,
+    pub(crate) idle_timeout: Option<Duration>,
 }
 
 /// One connection that takes requests (draining ones are out of the plan), as seen now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Conn {
-    pub id: u64,
+    pub(crate) id: u64,
     /// False while the handshake runs.
-    pub ready: bool,
+    pub(crate) ready: bool,
     /// When its max lifetime is up (jitter included); None: never.
-    pub expires_at: Option<Instant>,
-    pub in_flight: usize,
+    pub(crate) expires_at: Option<Instant>,
+    pub(crate) in_flight: usize,
 }
 
 impl Conn {
@@ -40,23 +40,24 @@ impl Conn {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Demand {
     /// Requests waiting for a connection.
-    pub waiting: usize,
+    pub(crate) waiting: usize,
     /// When a request last started or ended here; None if never.
-    pub last_used: Option<Instant>,
+    pub(crate) last_used: Option<Instant>,
     /// The last connection attempt failed: keep trying one (after the back-off) so that the
     /// backend is found again when it comes back.
-    pub failing: bool,
+    pub(crate) failing: bool,
 }
 
 /// What to do now.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[must_use = "a plan does nothing until the pool carries it out"]
 pub(crate) struct Plan {
     /// Connections to open.
-    pub open: usize,
+    pub(crate) open: usize,
     /// Connections to drain, and why.
-    pub drain: Vec<(u64, CloseReason)>,
+    pub(crate) drain: Vec<(u64, CloseReason)>,
     /// Of the drained ones, those retired while needed (a new connection took over).
-    pub replaced: usize,
+    pub(crate) replaced: usize,
 }
 
 /// Whether the backend has been used recently enough to keep a connection for it.
@@ -71,6 +72,7 @@ fn busy(conns: &[Conn], limits: &Limits, demand: &Demand, now: Instant) -> bool 
 }
 
 /// How many connections taking requests the backend needs now.
+#[must_use]
 pub(crate) fn wanted(conns: &[Conn], limits: &Limits, demand: &Demand, now: Instant) -> usize {
     limits
         .min_connections
@@ -115,6 +117,7 @@ pub(crate) fn plan(conns: &[Conn], limits: &Limits, demand: &Demand, now: Instan
 
 /// The connection that serves the next request: the least busy one that has not expired,
 /// else the least busy expired one (it keeps serving until its replacement is ready).
+#[must_use]
 pub(crate) fn choose(conns: &[Conn], now: Instant) -> Option<u64> {
     conns
         .iter()
@@ -261,7 +264,7 @@ mod tests {
         // Without an idle timeout, a used backend keeps its connection.
         let kept = plan(
             &conns[..1],
-            &super::Limits::default(),
+            &Limits::default(),
             &used(start),
             start + 1000 * SEC,
         );

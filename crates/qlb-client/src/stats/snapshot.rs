@@ -179,13 +179,13 @@ impl ClientSnapshot {
 /// The live counters behind a [`BackendSnapshot`].
 #[derive(Debug, Default)]
 pub(crate) struct BackendStats {
-    pub in_flight: AtomicU64,
-    pub requests: AtomicU64,
-    pub errors: AtomicU64,
-    pub connections_opened: AtomicU64,
-    pub connect_failures: AtomicU64,
+    pub(crate) in_flight: AtomicU64,
+    pub(crate) requests: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    pub(crate) connections_opened: AtomicU64,
+    pub(crate) connect_failures: AtomicU64,
     closed: [AtomicU64; 5],
-    pub replacements: AtomicU64,
+    pub(crate) replacements: AtomicU64,
 }
 
 impl BackendStats {

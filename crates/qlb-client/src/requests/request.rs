@@ -3,6 +3,7 @@
 //! (so that it may go to another connection).
 
 use std::future::poll_fn;
+use std::net::SocketAddr;
 use std::pin::pin;
 
 use bytes::{Buf, Bytes};
@@ -12,17 +13,32 @@ use http::uri::{Scheme, Uri};
 use http_body::Body;
 use tokio::task::JoinHandle;
 
-use crate::body::{Deadline, ResponseBody};
-use crate::client::ServedBy;
-use crate::connection::SendRequest;
+use crate::connections::lease::Lease;
+use crate::connections::shared::SendRequest;
 use crate::error::{BoxError, Error};
-use crate::lease::Lease;
+use crate::requests::body::{Deadline, Pump, RecvStream, ResponseBody};
 
 type BidiStream = h3::client::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
 type SendStream = h3::client::RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;
-pub(crate) type RecvStream = h3::client::RequestStream<h3_quinn::RecvStream, Bytes>;
-/// The task streaming a request body out; its error, if any, explains a failed exchange.
-pub(crate) type Pump = JoinHandle<Result<(), Error>>;
+
+/// A response extension: which backend and connection served the request.
+///
+/// ```no_run
+/// # async fn demo(client: qlb_client::Client) -> Result<(), Box<dyn std::error::Error>> {
+/// let response = client.send(http::Request::get("/").body(String::new())?).await?;
+/// let served = response.extensions().get::<qlb_client::ServedBy>().ok_or("always set")?;
+/// println!("{} on connection {}", served.backend, served.connection);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServedBy {
+    /// The backend's address.
+    pub backend: SocketAddr,
+    /// The connection's [`id`](crate::Connection::id).
+    pub connection: u64,
+}
 
 /// Connection-specific header fields, which HTTP/3 forbids (RFC 9114 section 4.2).
 const CONNECTION_SPECIFIC: [HeaderName; 4] = [
@@ -114,6 +130,7 @@ impl RequestHead {
 
 /// Why an exchange failed.
 #[derive(Debug)]
+#[must_use = "an unprocessed failure holds the request body for the retry"]
 pub(crate) enum Failure<B> {
     /// No server processed the request and its body is untouched: it may be sent on
     /// another connection.
@@ -192,7 +209,7 @@ where
                 body,
             });
         }
-        Err(err) => return Err(Failure::Failed(err.into())),
+        Err(err) => return Err(Failure::Failed(Error::http3(err))),
     };
     // An empty body is kept, so that a rejected request can be sent again; a body with
     // content streams from a task and cannot be replayed.
@@ -234,7 +251,7 @@ async fn failure<B>(err: StreamError, kept: Option<B>, pump: Option<Pump>) -> Fa
             return Failure::Failed(upload);
         }
     }
-    Failure::Failed(err.into())
+    Failure::Failed(Error::http3(err))
 }
 
 /// Streams `body` (data, then trailers) onto the request stream and finishes it; on a body
@@ -263,18 +280,19 @@ where
                 if data.has_remaining() {
                     stream
                         .send_data(data.copy_to_bytes(data.remaining()))
-                        .await?;
+                        .await
+                        .map_err(Error::http3)?;
                 }
             }
             Err(frame) => {
                 if let Ok(trailers) = frame.into_trailers() {
-                    stream.send_trailers(trailers).await?;
+                    stream.send_trailers(trailers).await.map_err(Error::http3)?;
                     break;
                 }
             }
         }
     }
-    stream.finish().await?;
+    stream.finish().await.map_err(Error::http3)?;
     Ok(())
 }
 

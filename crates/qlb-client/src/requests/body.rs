@@ -9,11 +9,16 @@ use std::time::Duration;
 use bytes::{Buf, Bytes};
 use h3::error::Code;
 use http_body::Frame;
+use tokio::task::JoinHandle;
 use tokio::time::Sleep;
 
+use crate::connections::lease::Lease;
 use crate::error::Error;
-use crate::lease::Lease;
-use crate::request::{Pump, RecvStream};
+
+/// The receiving half of a request stream.
+pub(crate) type RecvStream = h3::client::RequestStream<h3_quinn::RecvStream, Bytes>;
+/// The task streaming a request body out; its error, if any, explains a failed exchange.
+pub(crate) type Pump = JoinHandle<Result<(), Error>>;
 
 /// When the request times out, and its timeout (for the error).
 pub(crate) type Deadline = (tokio::time::Instant, Duration);
@@ -151,7 +156,7 @@ impl http_body::Body for ResponseBody {
             }
             Err(err) => {
                 self.finish(true);
-                Poll::Ready(Some(Err(err.into())))
+                Poll::Ready(Some(Err(Error::http3(err))))
             }
         }
     }

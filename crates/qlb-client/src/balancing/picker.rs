@@ -110,9 +110,9 @@ impl FromStr for PickerKind {
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub(crate) struct Load {
     /// Requests in flight on the backend.
-    pub in_flight: usize,
+    pub(crate) in_flight: usize,
     /// Its peak-EWMA latency estimate; None until measured.
-    pub latency: Option<Duration>,
+    pub(crate) latency: Option<Duration>,
 }
 
 impl Load {
@@ -125,6 +125,7 @@ impl Load {
 
 /// The index in `loads` that `kind` picks; None when `loads` is empty. `turn` is the round
 /// robin counter, `rng` the randomness of the other policies.
+#[must_use]
 pub(crate) fn pick(
     kind: PickerKind,
     loads: &[Load],
@@ -192,6 +193,7 @@ impl Picker {
     /// Picks among `loads`. A retry does not take a round-robin turn: otherwise a backend
     /// that rejects every request would get the first attempt of every one (its rejection's
     /// retry taking the turn of the backend after it).
+    #[must_use]
     pub(crate) fn pick(&self, loads: &[Load], retry: bool) -> Option<usize> {
         let turn = if retry {
             self.turn.load(Ordering::Relaxed)

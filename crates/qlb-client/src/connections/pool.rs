@@ -1,7 +1,5 @@
 //! The connections to one backend: opened, chosen for requests, retired and closed as
-//! [`plan`] decides. This layer only carries the decisions out and keeps the books.
-
-pub(crate) mod plan;
+//! [`plan`](crate::connections::plan) decides. This layer only carries the decisions out and keeps the books.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -9,11 +7,11 @@ use std::time::Instant;
 
 use tokio::sync::Notify;
 
-use crate::backend::Backend;
-use crate::connection::{self, ConnShared, ConnectSettings, Event, Listener};
+use crate::connections::lease::{Lease, RequestObserver};
+use crate::connections::plan;
+use crate::connections::shared::{self, ConnShared, ConnectSettings, Event, Listener};
 use crate::error::{ConnectError, Error};
-use crate::lease::Lease;
-use crate::stats::{BackendStats, CloseReason, bump};
+use crate::stats::snapshot::{BackendStats, CloseReason, bump};
 use crate::sync::lock;
 
 /// One connection slot of the pool.
@@ -84,8 +82,11 @@ impl Pool {
 
     /// A connection for one request: the one [`plan::choose`] picks, waiting for a
     /// handshake if none is ready. Fails with the connection error if an attempt fails
-    /// while waiting.
-    pub(crate) async fn acquire(self: &Arc<Self>, backend: &Arc<Backend>) -> Result<Lease, Error> {
+    /// while waiting. `observer` (the backend) keeps the books on the request.
+    pub(crate) async fn acquire(
+        self: &Arc<Self>,
+        observer: Arc<dyn RequestObserver>,
+    ) -> Result<Lease, Error> {
         let mut seen_failures = None;
         loop {
             let changed = self.changed.notified();
@@ -111,7 +112,7 @@ impl Pool {
                 while let Some(conn) = choose(&state, now) {
                     state.last_used = Some(now);
                     if conn.try_acquire() {
-                        return Ok(Lease::new(conn, Some(backend.clone())));
+                        return Ok(Lease::new(conn, Some(observer)));
                     }
                     // It started draining in between (GOAWAY): out of the slots with it.
                     self.retire(&mut state, conn.id, CloseReason::GoAway);
@@ -224,7 +225,7 @@ impl Pool {
 
     /// Starts one connection attempt.
     fn open(self: &Arc<Self>, state: &mut State) {
-        let id = connection::next_id();
+        let id = shared::next_id();
         state.slots.push(Slot::Connecting(id));
         let pool = self.clone();
         tokio::spawn(async move {

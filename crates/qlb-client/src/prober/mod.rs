@@ -2,59 +2,24 @@
 //! The load balancer's health checker runs these; a fresh connection each time is the point,
 //! since it proves the backend still accepts new connections.
 
+mod error;
+
 use std::future::poll_fn;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bytes::Buf;
-use thiserror::Error;
 
-use crate::tls::{TlsError, Trust};
+use crate::error::http3::Http3Error;
+use crate::error::quic::{ConnectStartError, QuicError};
+use crate::tls::Trust;
+
+pub use error::{ProbeFailure, ProberBuildError};
 
 /// HTTP/3's "no error" code (RFC 9114 section 8.1), for closing a probe's connection.
 const H3_NO_ERROR: u32 = 0x100;
 /// A probe reads at most this much of a response body, then stops.
 const MAX_BODY: usize = 64 * 1024;
-
-/// Why a probe failed. Any of these counts as a failed health check.
-///
-/// ```
-/// use qlb_client::{ProbeError, Prober, Trust};
-/// use std::time::Duration;
-///
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let prober = Prober::new(&Trust::Insecure)?;
-/// // Nothing listens on this port: the handshake cannot finish in time.
-/// let result = prober
-///     .probe("127.0.0.1:9".parse()?, "localhost", "/healthz", Duration::from_millis(200))
-///     .await;
-/// assert!(matches!(result, Err(ProbeError::Timeout(_))));
-/// # Ok(())
-/// # }
-/// ```
-#[derive(Debug, Error)]
-#[non_exhaustive]
-pub enum ProbeError {
-    /// No answer within the deadline.
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
-    /// The connection could not be started (a bad server name, say).
-    #[error("connect: {0}")]
-    Connect(#[from] quinn::ConnectError),
-    /// The QUIC handshake or connection failed.
-    #[error("QUIC: {0}")]
-    Connection(#[from] quinn::ConnectionError),
-    /// The HTTP/3 connection failed.
-    #[error("HTTP/3: {0}")]
-    Http3(#[from] h3::error::ConnectionError),
-    /// The HTTP/3 request failed.
-    #[error("HTTP/3 request: {0}")]
-    Request(#[from] h3::error::StreamError),
-    /// The request could not be formed from the server name and path.
-    #[error("request: {0}")]
-    Uri(#[from] http::Error),
-}
 
 /// What a probe saw.
 ///
@@ -121,7 +86,7 @@ impl Prober {
     /// # Ok(())
     /// # }
     /// ```
-    pub fn new(trust: &Trust) -> Result<Self, ProberError> {
+    pub fn new(trust: &Trust) -> Result<Self, ProberBuildError> {
         Ok(Self {
             client_config: trust.client_config()?,
             v4: quinn::Endpoint::client((Ipv4Addr::UNSPECIFIED, 0).into())?,
@@ -150,11 +115,11 @@ impl Prober {
         server_name: &str,
         path: &str,
         timeout: Duration,
-    ) -> Result<ProbeOutcome, ProbeError> {
+    ) -> Result<ProbeOutcome, ProbeFailure> {
         let started = Instant::now();
         let status = tokio::time::timeout(timeout, self.get(addr, server_name, path))
             .await
-            .map_err(|_| ProbeError::Timeout(timeout))??;
+            .map_err(|_| ProbeFailure::Timeout(timeout))??;
         Ok(ProbeOutcome {
             status,
             elapsed: started.elapsed(),
@@ -166,29 +131,41 @@ impl Prober {
         addr: SocketAddr,
         server_name: &str,
         path: &str,
-    ) -> Result<http::StatusCode, ProbeError> {
+    ) -> Result<http::StatusCode, ProbeFailure> {
         let endpoint = match (addr, &self.v6) {
             (SocketAddr::V6(_), Some(v6)) => v6,
             _ => &self.v4,
         };
         let connection = endpoint
-            .connect_with(self.client_config.clone(), addr, server_name)?
-            .await?;
+            .connect_with(self.client_config.clone(), addr, server_name)
+            .map_err(|err| ProbeFailure::Connect(ConnectStartError::new(err)))?
+            .await
+            .map_err(|err| ProbeFailure::Connection(QuicError::new(err)))?;
         let (mut driver, mut send_request) =
-            h3::client::new(h3_quinn::Connection::new(connection.clone())).await?;
+            h3::client::new(h3_quinn::Connection::new(connection.clone()))
+                .await
+                .map_err(|err| ProbeFailure::Http3(Http3Error::connection(err)))?;
         let request = http::Request::get(format!("https://{server_name}{path}")).body(())?;
+        let request_failed = |err| ProbeFailure::Request(Http3Error::stream(err));
         let exchange = async {
-            let mut stream = send_request.send_request(request).await?;
-            stream.finish().await?;
-            let status = stream.recv_response().await?.status();
+            let mut stream = send_request
+                .send_request(request)
+                .await
+                .map_err(request_failed)?;
+            stream.finish().await.map_err(request_failed)?;
+            let status = stream
+                .recv_response()
+                .await
+                .map_err(request_failed)?
+                .status();
             let mut read = 0;
             while read < MAX_BODY {
-                match stream.recv_data().await? {
+                match stream.recv_data().await.map_err(request_failed)? {
                     Some(chunk) => read += chunk.remaining(),
                     None => break,
                 }
             }
-            Ok::<_, ProbeError>(status)
+            Ok::<_, ProbeFailure>(status)
         };
         tokio::pin!(exchange);
         let status = tokio::select! {
@@ -196,27 +173,12 @@ impl Prober {
             closed = poll_fn(|cx| driver.poll_close(cx)) => {
                 // A server may close right after its response (a draining one does, with
                 // H3_NO_ERROR): what it sent is still readable, so the exchange decides.
-                exchange.await.map_err(|_| closed.into())
+                exchange
+                    .await
+                    .map_err(|_| ProbeFailure::Http3(Http3Error::connection(closed)))
             }
         };
         connection.close(H3_NO_ERROR.into(), b"");
         status
     }
-}
-
-/// Why a [`Prober`] could not be made.
-///
-/// ```
-/// let err: qlb_client::ProberError = std::io::Error::other("no socket").into();
-/// assert!(err.to_string().starts_with("local socket"));
-/// ```
-#[derive(Debug, Error)]
-#[non_exhaustive]
-pub enum ProberError {
-    /// The TLS configuration was refused.
-    #[error("{0}")]
-    Tls(#[from] TlsError),
-    /// The local UDP socket could not be opened.
-    #[error("local socket: {0}")]
-    Socket(#[from] std::io::Error),
 }

@@ -1,5 +1,9 @@
 //! What can go wrong: sending a request ([`Error`]), opening a connection ([`ConnectError`]),
-//! building a client ([`BuildError`]).
+//! building a client ([`BuildError`]); and the QUIC and HTTP/3 errors they carry, in
+//! qlb-client's own types.
+
+pub(crate) mod http3;
+pub(crate) mod quic;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,6 +12,8 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::tls::TlsError;
+use http3::Http3Error;
+use quic::{ConnectStartError, QuicError};
 
 /// A boxed error from a request body.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -53,7 +59,7 @@ pub enum Error {
     Rejected,
     /// The HTTP/3 exchange failed after the request was sent.
     #[error("HTTP/3: {0}")]
-    Http3(#[from] h3::error::StreamError),
+    Http3(#[source] Http3Error),
     /// The request body returned an error; the request stream was cancelled.
     #[error("request body: {0}")]
     RequestBody(#[source] BoxError),
@@ -63,6 +69,11 @@ pub enum Error {
 }
 
 impl Error {
+    /// An HTTP/3 stream error of the exchange.
+    pub(crate) fn http3(err: h3::error::StreamError) -> Self {
+        Self::Http3(Http3Error::stream(err))
+    }
+
     /// Whether the request certainly reached no server's application, so that sending it
     /// again is safe even when it is not idempotent.
     ///
@@ -94,15 +105,15 @@ pub enum ConnectError {
     /// The local UDP socket could not be opened.
     #[error("local socket: {0}")]
     Socket(#[from] std::io::Error),
-    /// quinn refused to start the connection (a bad server name, say).
+    /// The connection could not be started (a bad server name, say).
     #[error("{0}")]
-    Start(#[from] quinn::ConnectError),
+    Start(#[source] ConnectStartError),
     /// The QUIC handshake failed (refused, timed out, bad certificate...).
     #[error("QUIC: {0}")]
-    Quic(#[from] quinn::ConnectionError),
+    Quic(#[source] QuicError),
     /// HTTP/3 could not be set up on the connection.
     #[error("HTTP/3: {0}")]
-    Http3(#[from] h3::error::ConnectionError),
+    Http3(#[source] Http3Error),
     /// The handshake did not finish in time.
     #[error("no connection within {0:?}")]
     Timeout(Duration),

@@ -2,23 +2,20 @@
 //! source of truth: the counters the snapshot reads).
 
 use std::fmt;
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Weak};
 
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
-use crate::balancer::Balancer;
-use crate::client::snapshot;
-use crate::stats::{BackendSnapshot, ClientSnapshot, CloseReason};
+use crate::stats::snapshot::{BackendSnapshot, ClientSnapshot, CloseReason};
 
-/// Encodes a client's metrics; holds the balancer weakly so that a registry outliving the
-/// client keeps nothing alive (it then reports no backends).
+/// Takes a client's snapshot at a scrape.
+type Snapshotter = Box<dyn Fn() -> ClientSnapshot + Send + Sync>;
+
+/// Encodes a client's metrics from the snapshot `take` returns at each scrape.
 pub(crate) struct Collector {
-    balancer: Weak<Balancer>,
-    retries: Arc<AtomicU64>,
+    take: Snapshotter,
 }
 
 impl fmt::Debug for Collector {
@@ -28,8 +25,10 @@ impl fmt::Debug for Collector {
 }
 
 impl Collector {
-    pub(crate) fn new(balancer: Weak<Balancer>, retries: Arc<AtomicU64>) -> Self {
-        Self { balancer, retries }
+    pub(crate) fn new(take: impl Fn() -> ClientSnapshot + Send + Sync + 'static) -> Self {
+        Self {
+            take: Box::new(take),
+        }
     }
 }
 
@@ -91,10 +90,7 @@ const PER_BACKEND: [Series; 8] = [
 
 impl prometheus_client::collector::Collector for Collector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-        let snapshot = match self.balancer.upgrade() {
-            Some(balancer) => snapshot(&balancer, &self.retries),
-            None => ClientSnapshot::default(),
-        };
+        let snapshot = (self.take)();
         let labels: Vec<[(&str, String); 1]> = snapshot
             .backends
             .iter()
