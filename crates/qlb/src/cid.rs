@@ -10,7 +10,7 @@ use quic_lb::{Config, ConfigId, ConnectionId, Decoder, Key, ServerId};
 use serde::{Deserialize, Serialize};
 
 #[derive(Subcommand)]
-pub enum CidCommand {
+pub(crate) enum CidCommand {
     /// Print the CID for a server ID and nonce, as lower-case hex.
     Encode(EncodeArgs),
     /// Print the server ID a CID carries, as lower-case hex; exit 1 if it is unroutable.
@@ -20,7 +20,7 @@ pub enum CidCommand {
 }
 
 #[derive(Args)]
-pub struct EncodeArgs {
+pub(crate) struct EncodeArgs {
     /// Config rotation codepoint, 0..=6.
     #[arg(long, required_unless_present = "batch")]
     config_id: Option<u8>,
@@ -43,7 +43,7 @@ pub struct EncodeArgs {
 }
 
 #[derive(Args)]
-pub struct DecodeArgs {
+pub(crate) struct DecodeArgs {
     /// Server ID length in octets.
     #[arg(long, required_unless_present = "batch")]
     server_id_len: Option<usize>,
@@ -63,7 +63,7 @@ pub struct DecodeArgs {
 }
 
 #[derive(Args)]
-pub struct GenConfigArgs {
+pub(crate) struct GenConfigArgs {
     /// Config rotation codepoint, 0..=6.
     #[arg(long, default_value_t = 0)]
     config_id: u8,
@@ -111,7 +111,7 @@ enum Reply {
 }
 
 impl CidCommand {
-    pub fn run(self) -> Result<ExitCode> {
+    pub(crate) fn run(self) -> Result<ExitCode> {
         match self {
             Self::Encode(args) if args.batch => batch(encode_line),
             Self::Encode(args) => {

@@ -8,7 +8,7 @@ use qlb_client::{Target, Trust};
 
 /// `--insecure | --ca PEM`.
 #[derive(Args, Debug)]
-pub struct TrustArgs {
+pub(crate) struct TrustArgs {
     /// Accept any server certificate (self-signed test servers).
     #[arg(long, short = 'k', conflicts_with = "ca")]
     insecure: bool,
@@ -20,7 +20,7 @@ pub struct TrustArgs {
 
 impl TrustArgs {
     /// The trust these flags ask for.
-    pub fn trust(&self) -> Result<Trust> {
+    pub(crate) fn trust(&self) -> Result<Trust> {
         match &self.ca {
             Some(path) => {
                 Trust::from_pem_file(path).with_context(|| format!("--ca {}", path.display()))
@@ -35,7 +35,7 @@ impl TrustArgs {
 
 /// An `https://host[:port]/path` URL, split into what a client needs.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Url {
+pub(crate) struct Url {
     /// The backend(s): the URL's host and port.
     pub target: String,
     /// The name presented in TLS and in the request's authority.
@@ -83,7 +83,7 @@ impl std::str::FromStr for Url {
 
 impl Url {
     /// The client target for the URL's host and port.
-    pub fn target(&self) -> Result<Target> {
+    pub(crate) fn target(&self) -> Result<Target> {
         self.target
             .parse()
             .with_context(|| format!("host {:?}", self.target))

@@ -22,7 +22,7 @@ use crate::process::{Threads, runtime};
 const HTTP_ERROR_EXIT: u8 = 22;
 
 #[derive(Args)]
-pub struct GetArgs {
+pub(crate) struct GetArgs {
     /// The https:// URL to fetch.
     url: Url,
     #[command(flatten)]
@@ -36,7 +36,7 @@ pub struct GetArgs {
 }
 
 impl GetArgs {
-    pub fn run(self) -> Result<ExitCode> {
+    pub(crate) fn run(self) -> Result<ExitCode> {
         let runtime = runtime(Threads::One)?;
         let url = format!("https://{}{}", self.url.target, self.url.path);
         runtime

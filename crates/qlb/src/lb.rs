@@ -16,7 +16,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Args)]
 #[group(required = true, multiple = false)]
-pub struct LbArgs {
+pub(crate) struct LbArgs {
     /// Run the load balancer from this TOML file (SIGHUP re-reads it, SIGTERM/SIGINT stop).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -26,7 +26,7 @@ pub struct LbArgs {
 }
 
 impl LbArgs {
-    pub fn run(self) -> Result<ExitCode> {
+    pub(crate) fn run(self) -> Result<ExitCode> {
         if let Some(path) = self.check_config {
             // Loading validates everything, the routing pool included.
             load(&path)?;

@@ -17,7 +17,7 @@ use crate::traffic::{Limit, Load, LoadSpec, Progress};
 
 #[derive(Args)]
 #[command(group = clap::ArgGroup::new("limit").required(true).args(["duration", "requests"]))]
-pub struct LoadArgs {
+pub(crate) struct LoadArgs {
     /// `https://host[:port]/path`; a `/whoami` path tallies answers by server ID.
     url: Url,
     #[command(flatten)]
@@ -56,7 +56,7 @@ pub struct LoadArgs {
 }
 
 impl LoadArgs {
-    pub fn run(self) -> Result<ExitCode> {
+    pub(crate) fn run(self) -> Result<ExitCode> {
         if self.requests == Some(0) {
             bail!("--requests must be at least 1");
         }

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 
 /// Logs to stderr at `default` level unless `RUST_LOG` says otherwise.
-pub fn init_logging(default: &str) {
+pub(crate) fn init_logging(default: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -15,7 +15,7 @@ pub fn init_logging(default: &str) {
 
 /// How many threads the runtime runs tasks on.
 #[derive(Clone, Copy)]
-pub enum Threads {
+pub(crate) enum Threads {
     /// One: light control work (the load balancer's data plane has threads of its own).
     One,
     /// One per core.
@@ -23,7 +23,7 @@ pub enum Threads {
 }
 
 /// A tokio runtime with I/O and timers.
-pub fn runtime(threads: Threads) -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime(threads: Threads) -> Result<tokio::runtime::Runtime> {
     let mut builder = match threads {
         Threads::One => tokio::runtime::Builder::new_current_thread(),
         Threads::PerCore => tokio::runtime::Builder::new_multi_thread(),

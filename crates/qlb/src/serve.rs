@@ -19,7 +19,7 @@ use quic_lb::{Config, ServerId};
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// UDP address to serve HTTP/3 on.
     #[arg(long)]
     listen: SocketAddr,
@@ -60,7 +60,7 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
-    pub fn run(self) -> Result<ExitCode> {
+    pub(crate) fn run(self) -> Result<ExitCode> {
         crate::process::init_logging("info");
         let runtime = runtime(Threads::PerCore)?;
         runtime.block_on(self.serve())?;

@@ -13,7 +13,7 @@ use super::TestResult;
 const TYPE_A: u16 = 1;
 
 /// The responder; its task stops when it is dropped.
-pub struct Dns {
+pub(crate) struct Dns {
     pub addr: SocketAddr,
     records: Arc<Mutex<Vec<Ipv4Addr>>>,
     queries: Arc<AtomicUsize>,
@@ -21,7 +21,7 @@ pub struct Dns {
 }
 
 impl Dns {
-    pub async fn start(records: &[Ipv4Addr]) -> TestResult<Self> {
+    pub(crate) async fn start(records: &[Ipv4Addr]) -> TestResult<Self> {
         let socket = UdpSocket::bind("127.0.0.1:0").await?;
         let addr = socket.local_addr()?;
         let records = Arc::new(Mutex::new(records.to_vec()));
@@ -53,12 +53,12 @@ impl Dns {
     }
 
     /// Answers with `records` from now on.
-    pub fn set(&self, records: &[Ipv4Addr]) {
+    pub(crate) fn set(&self, records: &[Ipv4Addr]) {
         *self.records.lock().unwrap_or_else(PoisonError::into_inner) = records.to_vec();
     }
 
     /// A queries answered so far.
-    pub fn queries(&self) -> usize {
+    pub(crate) fn queries(&self) -> usize {
         self.queries.load(Ordering::SeqCst)
     }
 }

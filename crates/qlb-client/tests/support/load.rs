@@ -13,20 +13,20 @@ use super::whoami;
 
 /// One request: when it ended, and the backend's name or the error.
 #[derive(Clone, Debug)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub at: Instant,
     pub result: Result<String, String>,
 }
 
 /// Workers sending requests until stopped or `max` requests in all.
-pub struct Load {
+pub(crate) struct Load {
     stop: Arc<AtomicBool>,
     outcomes: Arc<Mutex<Vec<Outcome>>>,
     workers: Vec<JoinHandle<()>>,
 }
 
 impl Load {
-    pub fn start(client: &Client, workers: usize, max: usize) -> Self {
+    pub(crate) fn start(client: &Client, workers: usize, max: usize) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let outcomes = Arc::new(Mutex::new(Vec::new()));
         let sent = Arc::new(AtomicUsize::new(0));
@@ -58,7 +58,7 @@ impl Load {
     }
 
     /// The outcomes so far.
-    pub fn outcomes(&self) -> Vec<Outcome> {
+    pub(crate) fn outcomes(&self) -> Vec<Outcome> {
         self.outcomes
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -66,7 +66,7 @@ impl Load {
     }
 
     /// Stops the workers, waits for their last requests, returns every outcome.
-    pub async fn stop(self) -> Vec<Outcome> {
+    pub(crate) async fn stop(self) -> Vec<Outcome> {
         self.stop.store(true, Ordering::SeqCst);
         let outcomes = self.outcomes.clone();
         for worker in self.workers {
@@ -78,7 +78,7 @@ impl Load {
 }
 
 /// Requests per backend name among `outcomes` that ended in `[from, to)`.
-pub fn shares(outcomes: &[Outcome], from: Instant, to: Instant) -> HashMap<String, usize> {
+pub(crate) fn shares(outcomes: &[Outcome], from: Instant, to: Instant) -> HashMap<String, usize> {
     let mut counts = HashMap::new();
     for outcome in outcomes.iter().filter(|o| o.at >= from && o.at < to) {
         if let Ok(name) = &outcome.result {
@@ -89,7 +89,7 @@ pub fn shares(outcomes: &[Outcome], from: Instant, to: Instant) -> HashMap<Strin
 }
 
 /// The errors among `outcomes`.
-pub fn errors(outcomes: &[Outcome]) -> Vec<String> {
+pub(crate) fn errors(outcomes: &[Outcome]) -> Vec<String> {
     outcomes
         .iter()
         .filter_map(|o| o.result.clone().err())

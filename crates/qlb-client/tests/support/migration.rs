@@ -17,15 +17,15 @@ use super::Backend;
 use rustls::pki_types::CertificateDer;
 use tokio::task::{JoinHandle, JoinSet};
 
-pub use qlb_testkit::TestResult;
+pub(crate) use qlb_testkit::TestResult;
 
 /// The longest anything that should happen at once may take on a loaded machine.
-pub const WAIT: Duration = Duration::from_secs(20);
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
 /// A generous probe timeout for paths that work.
-pub const PROBE: Duration = Duration::from_secs(5);
+pub(crate) const PROBE: Duration = Duration::from_secs(5);
 
 /// Waits until `addr` can be bound again: every holder of the socket let it go.
-pub async fn released(addr: SocketAddr) -> TestResult {
+pub(crate) async fn released(addr: SocketAddr) -> TestResult {
     within(WAIT, &format!("{addr} to be released"), async {
         while UdpSocket::bind(addr).is_err() {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -35,7 +35,7 @@ pub async fn released(addr: SocketAddr) -> TestResult {
 }
 
 /// A self-signed identity for `localhost`, as qlb-server takes it, and its certificate.
-pub fn identity() -> TestResult<(Identity, CertificateDer<'static>)> {
+pub(crate) fn identity() -> TestResult<(Identity, CertificateDer<'static>)> {
     let generated = SelfSigned::localhost()?;
     let certificate = generated.certificate().clone();
     Ok((
@@ -52,7 +52,7 @@ fn backend_with(identity: Identity) -> TestResult<Backend> {
 }
 
 /// A connection to `addr` trusting `certificate`, for server name `localhost`.
-pub async fn connect(
+pub(crate) async fn connect(
     addr: SocketAddr,
     certificate: &CertificateDer<'static>,
 ) -> TestResult<Connection> {
@@ -66,7 +66,7 @@ pub async fn connect(
 }
 
 /// A backend (server ID 0001) and a connection to it.
-pub async fn backend_and_connection() -> TestResult<(Backend, Connection)> {
+pub(crate) async fn backend_and_connection() -> TestResult<(Backend, Connection)> {
     let (identity, certificate) = identity()?;
     let backend = backend_with(identity)?;
     let connection = connect(backend.addr, &certificate).await?;
@@ -74,7 +74,7 @@ pub async fn backend_and_connection() -> TestResult<(Backend, Connection)> {
 }
 
 /// A backend, a relay in front of it, and a connection through the relay.
-pub async fn relayed_connection() -> TestResult<(Backend, Relay, Connection)> {
+pub(crate) async fn relayed_connection() -> TestResult<(Backend, Relay, Connection)> {
     let (identity, certificate) = identity()?;
     let backend = backend_with(identity)?;
     let relay = Relay::start(backend.addr).await?;
@@ -83,7 +83,7 @@ pub async fn relayed_connection() -> TestResult<(Backend, Relay, Connection)> {
 }
 
 /// `GET path` on `connection`: the status must be 200; returns the body.
-pub async fn get(connection: &Connection, path: &str) -> TestResult<Bytes> {
+pub(crate) async fn get(connection: &Connection, path: &str) -> TestResult<Bytes> {
     let response = connection
         .send(http::Request::get(path).body(String::new())?)
         .await?;
@@ -99,7 +99,7 @@ pub async fn get(connection: &Connection, path: &str) -> TestResult<Bytes> {
 /// request if the stop arrives before it finished sending, although the response is whole
 /// (RFC 9114 section 4.1.1). A body the server reads to its end avoids that race, which has
 /// nothing to do with migration.
-pub async fn echo(connection: &Connection, message: impl Into<String>) -> TestResult<Bytes> {
+pub(crate) async fn echo(connection: &Connection, message: impl Into<String>) -> TestResult<Bytes> {
     let response = connection
         .send(http::Request::post("/echo").body(message.into())?)
         .await?;
@@ -110,7 +110,7 @@ pub async fn echo(connection: &Connection, message: impl Into<String>) -> TestRe
 }
 
 /// The client's address as the backend saw it, from `/whoami`.
-pub async fn peer_seen(connection: &Connection) -> TestResult<SocketAddr> {
+pub(crate) async fn peer_seen(connection: &Connection) -> TestResult<SocketAddr> {
     Ok(whoami(connection).await?["peer"]
         .as_str()
         .ok_or("no peer in /whoami")?
@@ -118,17 +118,17 @@ pub async fn peer_seen(connection: &Connection) -> TestResult<SocketAddr> {
 }
 
 /// The backend's `/whoami`.
-pub async fn whoami(connection: &Connection) -> TestResult<serde_json::Value> {
+pub(crate) async fn whoami(connection: &Connection) -> TestResult<serde_json::Value> {
     Ok(serde_json::from_slice(&get(connection, "/whoami").await?)?)
 }
 
 /// A new candidate path of `connection` from a fresh loopback port.
-pub fn new_path(connection: &Connection) -> TestResult<Path> {
+pub(crate) fn new_path(connection: &Connection) -> TestResult<Path> {
     Ok(connection.add_path(UdpSocket::bind("127.0.0.1:0")?)?)
 }
 
 /// A new path, probed.
-pub async fn probed_path(connection: &Connection) -> TestResult<Path> {
+pub(crate) async fn probed_path(connection: &Connection) -> TestResult<Path> {
     let path = new_path(connection)?;
     path.probe(PROBE).await?;
     Ok(path)
@@ -136,7 +136,7 @@ pub async fn probed_path(connection: &Connection) -> TestResult<Path> {
 
 /// A bare quinn + h3 server echoing every request's body, with active migration
 /// allowed or not (`ServerConfig::migration(false)` sends `disable_active_migration`).
-pub struct PlainServer {
+pub(crate) struct PlainServer {
     pub addr: SocketAddr,
     pub certificate: CertificateDer<'static>,
     endpoint: quinn::Endpoint,
@@ -144,7 +144,7 @@ pub struct PlainServer {
 }
 
 impl PlainServer {
-    pub fn start(migration: bool) -> TestResult<Self> {
+    pub(crate) fn start(migration: bool) -> TestResult<Self> {
         let identity = SelfSigned::localhost()?;
         let certificate = identity.certificate().clone();
         let mut config = identity.server_config()?;
@@ -206,14 +206,14 @@ async fn serve_echo(incoming: quinn::Incoming) {
 /// A UDP relay between clients and one server, like the load balancer's proxy mode: each
 /// client address gets an upstream socket of its own. A blocked client address's datagrams
 /// are dropped both ways, which makes that client's path dead.
-pub struct Relay {
+pub(crate) struct Relay {
     pub addr: SocketAddr,
     blocked: Arc<Mutex<HashSet<SocketAddr>>>,
     relaying: JoinHandle<()>,
 }
 
 impl Relay {
-    pub async fn start(server: SocketAddr) -> TestResult<Self> {
+    pub(crate) async fn start(server: SocketAddr) -> TestResult<Self> {
         let listen = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await?);
         let addr = listen.local_addr()?;
         let blocked = Arc::new(Mutex::new(HashSet::new()));
@@ -226,7 +226,7 @@ impl Relay {
     }
 
     /// Drops everything from and to `client` from now on.
-    pub fn block(&self, client: SocketAddr) {
+    pub(crate) fn block(&self, client: SocketAddr) {
         self.blocked
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -3,10 +3,10 @@
 //! loop, a DNS server, migration peers. Each test binary uses a different subset.
 #![allow(dead_code)]
 
-pub mod dns;
-pub mod load;
-pub mod migration;
-pub mod refuser;
+pub(crate) mod dns;
+pub(crate) mod load;
+pub(crate) mod migration;
+pub(crate) mod refuser;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,14 +20,14 @@ use qlb_client::{Client, ClientBuilder, HealthCheck, Target, Trust};
 use qlb_server::{Identity, Server, builtin_routes};
 use qlb_testkit::{SelfSigned, fixtures, init_tracing};
 
-pub use qlb_testkit::TestResult;
+pub(crate) use qlb_testkit::TestResult;
 
 /// Generous bound for anything that should happen "soon" on a loaded 2-core machine.
-pub const SOON: Duration = Duration::from_secs(10);
+pub(crate) const SOON: Duration = Duration::from_secs(10);
 
 /// A qlb-server backend serving the built-in routes and `/ready` (200, or 503 once
 /// [`Backend::set_ready`] says so).
-pub struct Backend {
+pub(crate) struct Backend {
     pub server: Server,
     pub addr: SocketAddr,
     pub name: String,
@@ -36,12 +36,12 @@ pub struct Backend {
 
 impl Backend {
     /// Backend `name` with server ID `server_id` (4 hex digits) on a free loopback port.
-    pub fn start(name: &str, server_id: &str) -> TestResult<Self> {
+    pub(crate) fn start(name: &str, server_id: &str) -> TestResult<Self> {
         Self::start_with(name, server_id, "127.0.0.1:0".parse()?, |builder| builder)
     }
 
     /// Like [`Backend::start`], on `addr`, with the server builder adjusted by `adjust`.
-    pub fn start_with(
+    pub(crate) fn start_with(
         name: &str,
         server_id: &str,
         addr: SocketAddr,
@@ -83,14 +83,14 @@ impl Backend {
     }
 
     /// Makes `/ready` answer 200 (true) or 503 (false).
-    pub fn set_ready(&self, ready: bool) {
+    pub(crate) fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
     }
 }
 
 /// Health checks of [`Backend`]'s `/ready`, tolerant enough that a loaded machine does not
 /// fail the live backends' checks.
-pub fn ready_check() -> HealthCheck {
+pub(crate) fn ready_check() -> HealthCheck {
     HealthCheck {
         path: "/ready".to_owned(),
         interval: Duration::from_millis(500),
@@ -101,21 +101,24 @@ pub fn ready_check() -> HealthCheck {
 }
 
 /// `count` backends named `{prefix}1..` on free loopback ports.
-pub fn backends(prefix: &str, count: usize) -> TestResult<Vec<Backend>> {
+pub(crate) fn backends(prefix: &str, count: usize) -> TestResult<Vec<Backend>> {
     (1..=count)
         .map(|i| Backend::start(&format!("{prefix}{i}"), &format!("{i:04x}")))
         .collect()
 }
 
 /// A client builder for `target` (insecure trust, server name localhost, 10 s timeout).
-pub fn client(target: impl Into<Target>) -> ClientBuilder {
+pub(crate) fn client(target: impl Into<Target>) -> ClientBuilder {
     Client::builder(target.into(), Trust::Insecure)
         .server_name("localhost")
         .timeout(SOON)
 }
 
 /// GETs `path` and returns the status and the whole body.
-pub async fn fetch(client: &Client, path: &str) -> TestResult<(http::StatusCode, bytes::Bytes)> {
+pub(crate) async fn fetch(
+    client: &Client,
+    path: &str,
+) -> TestResult<(http::StatusCode, bytes::Bytes)> {
     let response = client
         .send(http::Request::get(path).body(String::new())?)
         .await?;
@@ -124,7 +127,7 @@ pub async fn fetch(client: &Client, path: &str) -> TestResult<(http::StatusCode,
 }
 
 /// The name of the backend that answered `/whoami`.
-pub async fn whoami(client: &Client) -> TestResult<String> {
+pub(crate) async fn whoami(client: &Client) -> TestResult<String> {
     let (status, body) = fetch(client, "/whoami").await?;
     if status != http::StatusCode::OK {
         return Err(format!("/whoami answered {status}").into());

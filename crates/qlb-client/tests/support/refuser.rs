@@ -13,7 +13,7 @@ use qlb_testkit::SelfSigned;
 use super::TestResult;
 
 /// The running server; its endpoint closes on drop.
-pub struct Refuser {
+pub(crate) struct Refuser {
     pub addr: SocketAddr,
     requests: Arc<AtomicUsize>,
     connections: Arc<AtomicUsize>,
@@ -22,7 +22,7 @@ pub struct Refuser {
 
 impl Refuser {
     /// Listens on a free loopback port and resets every request with `code`.
-    pub fn start(code: Code) -> TestResult<Self> {
+    pub(crate) fn start(code: Code) -> TestResult<Self> {
         let endpoint = quinn::Endpoint::server(
             SelfSigned::localhost()?.server_config()?,
             "127.0.0.1:0".parse()?,
@@ -52,12 +52,12 @@ impl Refuser {
     }
 
     /// Connections established so far.
-    pub fn connections(&self) -> usize {
+    pub(crate) fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
     }
 
     /// Requests received (and refused) so far.
-    pub fn requests(&self) -> usize {
+    pub(crate) fn requests(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
     }
 }

@@ -44,7 +44,7 @@ const TICK: Duration = Duration::from_millis(20);
 const NGINX_WAIT: Duration = Duration::from_secs(10);
 
 /// A running contender, forwarding to the sinks until stopped.
-pub enum Running {
+pub(crate) enum Running {
     /// No forwarder: clients send to the sinks themselves (the latency baseline).
     Direct,
     Raw(RawForwarder),
@@ -55,7 +55,7 @@ pub enum Running {
 
 impl Running {
     /// Where a client of backend `backend` sends.
-    pub fn destination(&self, sinks: &[SocketAddr], backend: usize) -> Option<SocketAddr> {
+    pub(crate) fn destination(&self, sinks: &[SocketAddr], backend: usize) -> Option<SocketAddr> {
         match self {
             Self::Direct => sinks.get(backend).copied(),
             Self::Raw(raw) => Some(raw.addr),
@@ -65,7 +65,7 @@ impl Running {
     }
 
     /// The thread or process doing the forwarding, for its CPU time.
-    pub fn worker(&self) -> Option<Task> {
+    pub(crate) fn worker(&self) -> Option<Task> {
         match self {
             Self::Direct => None,
             Self::Raw(raw) => raw.task,
@@ -76,7 +76,7 @@ impl Running {
 
     /// Stops it. For qlb, notes anything not routed by CID and every drop it counted (the
     /// kernel's drops at a full listening socket are nobody's to count).
-    pub fn stop(self) -> BenchResult<String> {
+    pub(crate) fn stop(self) -> BenchResult<String> {
         match self {
             Self::Direct => Ok(String::new()),
             Self::Raw(raw) => raw.stop().map(|()| String::new()),
@@ -103,11 +103,11 @@ impl Running {
 
 /// A thread or process, by its Linux task ID.
 #[derive(Clone, Copy, Debug)]
-pub struct Task(u32);
+pub(crate) struct Task(u32);
 
 impl Task {
     /// The calling thread.
-    pub fn current() -> io::Result<Self> {
+    pub(crate) fn current() -> io::Result<Self> {
         // "/proc/thread-self" links to "PID/task/TID".
         let link = std::fs::read_link("/proc/thread-self")?;
         let tid = link
@@ -118,7 +118,7 @@ impl Task {
     }
 
     /// CPU time (user + system) used so far.
-    pub fn cpu_time(self) -> io::Result<Duration> {
+    pub(crate) fn cpu_time(self) -> io::Result<Duration> {
         // The task's own line (`/proc/TID/stat` would be its whole process).
         let stat = std::fs::read_to_string(format!("/proc/{0}/task/{0}/stat", self.0))?;
         // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
@@ -135,7 +135,7 @@ impl Task {
     }
 
     /// Restricts it to `cpu` (no-op for `None`).
-    pub fn pin(self, cpu: Option<usize>) -> BenchResult {
+    pub(crate) fn pin(self, cpu: Option<usize>) -> BenchResult {
         let Some(cpu) = cpu else { return Ok(()) };
         let status = Command::new("taskset")
             .args(["-p", "-c", &cpu.to_string(), &self.0.to_string()])
@@ -166,7 +166,7 @@ fn thread_named(name: &str) -> Option<Task> {
 /// GSO, runs of single datagrams for one place gathered into one GSO send) through one
 /// upstream socket to a sink chosen by the client's port: no parsing, no routing, no flow
 /// table.
-pub struct RawForwarder {
+pub(crate) struct RawForwarder {
     addr: SocketAddr,
     task: Option<Task>,
     stop: Arc<AtomicBool>,
@@ -174,7 +174,7 @@ pub struct RawForwarder {
 }
 
 impl RawForwarder {
-    pub fn start(sinks: &[SocketAddr], cpu: Option<usize>) -> BenchResult<Self> {
+    pub(crate) fn start(sinks: &[SocketAddr], cpu: Option<usize>) -> BenchResult<Self> {
         let listener = listener()?;
         let addr = listener.local_addr()?;
         let upstream = UdpSocket::bind(SocketAddr::from(([0, 0, 0, 0], 0)))?;
@@ -326,7 +326,7 @@ fn forward_raw(
 
 /// Debian's nginx with its `stream` module as a UDP proxy to the sinks: one worker process
 /// (pinned), run from a generated configuration in a temporary directory.
-pub struct Nginx {
+pub(crate) struct Nginx {
     addr: SocketAddr,
     master: Child,
     worker: Option<Task>,
@@ -334,7 +334,7 @@ pub struct Nginx {
 }
 
 impl Nginx {
-    pub fn start(sinks: &[SocketAddr], cpu: Option<usize>) -> BenchResult<Self> {
+    pub(crate) fn start(sinks: &[SocketAddr], cpu: Option<usize>) -> BenchResult<Self> {
         let module = Path::new("/usr/lib/nginx/modules/ngx_stream_module.so");
         if !module.exists() {
             return Err(format!(
@@ -473,7 +473,7 @@ fn free_udp_port() -> io::Result<u16> {
 
 /// `qlb lb`'s configuration for the sinks as backends `b1`, `b2`, ... (server IDs 0001,
 /// 0002, ...) with 1 worker and health checks off.
-pub fn qlb_config(sinks: &[SocketAddr]) -> BenchResult<LbConfig> {
+pub(crate) fn qlb_config(sinks: &[SocketAddr]) -> BenchResult<LbConfig> {
     let mut text = String::from("listen = [\"127.0.0.1:0\"]\nworkers = 1\n");
     text.push_str(QUIC_LB);
     for (n, sink) in (1..).zip(sinks) {
@@ -489,7 +489,7 @@ pub fn qlb_config(sinks: &[SocketAddr]) -> BenchResult<LbConfig> {
 /// The data plane as `qlb lb --config` starts it (`crates/qlb/src/lb.rs`): from the
 /// configuration, its pool with no backend down, options from the configuration; its worker
 /// pinned to `cpu`.
-pub fn start_qlb(config: &LbConfig, cpu: Option<usize>) -> BenchResult<Running> {
+pub(crate) fn start_qlb(config: &LbConfig, cpu: Option<usize>) -> BenchResult<Running> {
     let pool = config.pool(|_| false)?;
     let dataplane = Dataplane::start(
         &config.listen,
@@ -514,7 +514,7 @@ pub fn start_qlb(config: &LbConfig, cpu: Option<usize>) -> BenchResult<Running> 
 
 /// An encoder of connection IDs for each backend of `config` (its first QUIC-LB table), in
 /// backend order, as the backends (`qlb serve`) would issue them.
-pub fn encoders(config: &LbConfig) -> BenchResult<Vec<Encoder>> {
+pub(crate) fn encoders(config: &LbConfig) -> BenchResult<Vec<Encoder>> {
     let quic_lb = config.quic_lb.first().ok_or("no [[quic_lb]] table")?;
     Ok(config
         .backends

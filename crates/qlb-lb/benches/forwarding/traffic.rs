@@ -28,7 +28,7 @@ const MAX_BACKLOG: u64 = 1000;
 /// DCID, the send time (ns since the run's epoch, little-endian), the index of the backend
 /// the DCID names, then padding to `size`.
 #[derive(Clone, Copy, Debug)]
-pub struct Layout {
+pub(crate) struct Layout {
     pub size: usize,
     pub cid_len: usize,
 }
@@ -43,7 +43,7 @@ impl Layout {
     }
 
     /// A datagram with DCID `cid` naming backend `backend`.
-    pub fn datagram(self, cid: &[u8], backend: usize) -> Vec<u8> {
+    pub(crate) fn datagram(self, cid: &[u8], backend: usize) -> Vec<u8> {
         let mut datagram = vec![0x41];
         datagram.extend_from_slice(cid);
         datagram.extend_from_slice(&0u64.to_le_bytes());
@@ -76,7 +76,7 @@ fn nanos_since(epoch: Instant) -> u64 {
 
 /// One client flow: its own socket (so its own source port), connected to where it sends,
 /// and its datagram; flat out, it may send bursts of copies of it with GSO.
-pub struct ClientFlow {
+pub(crate) struct ClientFlow {
     socket: UdpSocket,
     datagram: Vec<u8>,
     to: SocketAddr,
@@ -86,7 +86,7 @@ pub struct ClientFlow {
 }
 
 impl ClientFlow {
-    pub fn open(to: SocketAddr, datagram: Vec<u8>, burst: usize) -> io::Result<Self> {
+    pub(crate) fn open(to: SocketAddr, datagram: Vec<u8>, burst: usize) -> io::Result<Self> {
         let socket = UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
         socket.connect(to)?;
         let gso = UdpSocketState::new((&socket).into())?;
@@ -121,7 +121,7 @@ impl ClientFlow {
     }
 
     /// Sends the flow's datagram; false if it could not leave.
-    pub fn send(&self) -> bool {
+    pub(crate) fn send(&self) -> bool {
         // Refusals (ICMP from a forwarder not yet or no longer there) and a full send
         // buffer only lose the datagram: the sinks count what arrives.
         self.socket.send(&self.datagram).is_ok()
@@ -130,7 +130,7 @@ impl ClientFlow {
 
 /// How the generator sends.
 #[derive(Clone, Copy, Debug)]
-pub enum Pace {
+pub(crate) enum Pace {
     /// As fast as it can, one send per flow in turn (a datagram, or a GSO burst).
     FlatOut,
     /// This many datagrams per second over all flows, each stamped with its send time.
@@ -138,7 +138,7 @@ pub enum Pace {
 }
 
 /// Sends from `flows` with `pace` until `stop`, counting what leaves in `sent`.
-pub fn generate(
+pub(crate) fn generate(
     flows: &mut [ClientFlow],
     pace: Pace,
     layout: Layout,
@@ -191,7 +191,7 @@ pub fn generate(
 
 /// What the sinks have seen so far.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Tally {
+pub(crate) struct Tally {
     /// Datagrams received.
     pub received: u64,
     /// Datagrams of the wrong length (cut or merged on the way).
@@ -218,7 +218,7 @@ struct Shared {
 /// every datagram is a datagram of its own at the socket (and in the kernel's counts), and a
 /// forwarder's GSO send is split on its way in, at the forwarder's expense, as a NIC without
 /// segmentation offload would have it.
-pub struct Sinks {
+pub(crate) struct Sinks {
     addrs: Vec<SocketAddr>,
     shared: Arc<Shared>,
     thread: Option<JoinHandle<io::Result<()>>>,
@@ -227,7 +227,7 @@ pub struct Sinks {
 impl Sinks {
     /// `count` sinks expecting datagrams of `layout`; `on_start` runs first on their thread
     /// (to pin it).
-    pub fn start(
+    pub(crate) fn start(
         count: usize,
         layout: Layout,
         epoch: Instant,
@@ -257,11 +257,11 @@ impl Sinks {
         })
     }
 
-    pub fn addrs(&self) -> &[SocketAddr] {
+    pub(crate) fn addrs(&self) -> &[SocketAddr] {
         &self.addrs
     }
 
-    pub fn tally(&self) -> Tally {
+    pub(crate) fn tally(&self) -> Tally {
         Tally {
             received: self.shared.received.load(Ordering::Relaxed),
             malformed: self.shared.malformed.load(Ordering::Relaxed),
@@ -272,7 +272,7 @@ impl Sinks {
     /// Stops (`true`) or resumes reading. A sink that does not read takes no CPU from the
     /// generator at saturation, and the kernel counts every datagram that reaches it anyway
     /// (see [`Sinks::arrived`]).
-    pub fn pause(&self, paused: bool) {
+    pub(crate) fn pause(&self, paused: bool) {
         self.shared.paused.store(paused, Ordering::Relaxed);
     }
 
@@ -280,7 +280,7 @@ impl Sinks {
     /// `/proc/net/udp`). While the sinks are paused their sockets stay full, so every
     /// datagram that reaches them is dropped and counted there: the difference over a
     /// window is what arrived in it.
-    pub fn arrived(&self) -> BenchResult<u64> {
+    pub(crate) fn arrived(&self) -> BenchResult<u64> {
         let table = std::fs::read_to_string("/proc/net/udp")?;
         let ports: Vec<String> = self
             .addrs
@@ -304,13 +304,13 @@ impl Sinks {
     }
 
     /// Starts recording latencies afresh.
-    pub fn record(&self) {
+    pub(crate) fn record(&self) {
         lock(&self.shared.latencies).clear();
         self.shared.recording.store(true, Ordering::Relaxed);
     }
 
     /// Stops recording and returns the latencies recorded (ns), sorted.
-    pub fn recorded(&self) -> Vec<u64> {
+    pub(crate) fn recorded(&self) -> Vec<u64> {
         self.shared.recording.store(false, Ordering::Relaxed);
         let mut latencies = std::mem::take(&mut *lock(&self.shared.latencies));
         latencies.sort_unstable();
@@ -318,7 +318,7 @@ impl Sinks {
     }
 
     /// Stops the sink thread; fails if it had failed.
-    pub fn stop(mut self) -> BenchResult {
+    pub(crate) fn stop(mut self) -> BenchResult {
         self.shared.stop.store(true, Ordering::Relaxed);
         match self.thread.take().map(JoinHandle::join) {
             Some(Ok(outcome)) => Ok(outcome?),

@@ -18,10 +18,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use qlb_testkit::{H3Client, TestResult, eventually};
 
 /// The longest a test waits for something that should happen soon (health checks, pools).
-pub const WAIT: Duration = Duration::from_secs(20);
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
 /// A qlb-server backend with the built-in routes, on loopback.
-pub struct Backend {
+pub(crate) struct Backend {
     pub name: String,
     pub server_id: ServerId,
     pub addr: SocketAddr,
@@ -32,12 +32,12 @@ pub struct Backend {
 impl Backend {
     /// Backend `name` with server ID `server_id` (hex), issuing CIDs under codepoint
     /// `config_id`, on a free loopback port.
-    pub fn start(name: &str, server_id: &str, config_id: u8) -> TestResult<Self> {
+    pub(crate) fn start(name: &str, server_id: &str, config_id: u8) -> TestResult<Self> {
         Self::start_at(name, server_id, config_id, "127.0.0.1:0".parse()?)
     }
 
     /// The same on `addr`.
-    pub fn start_at(
+    pub(crate) fn start_at(
         name: &str,
         server_id: &str,
         config_id: u8,
@@ -64,7 +64,7 @@ impl Backend {
     }
 
     /// The `[[backend]]` table for this backend.
-    pub fn table(&self) -> String {
+    pub(crate) fn table(&self) -> String {
         format!(
             "[[backend]]\nname = \"{}\"\naddr = \"{}\"\nserver_id = \"{}\"\n",
             self.name, self.addr, self.server_id
@@ -72,14 +72,14 @@ impl Backend {
     }
 
     /// Stops at once (connections closed) and frees its port.
-    pub async fn kill(self) {
+    pub(crate) async fn kill(self) {
         self.server.shutdown(Duration::ZERO).await;
         self.serving.await.ok();
     }
 
     /// Kills it and starts it again on the same address, retrying while the port is still
     /// being released.
-    pub async fn restart(self, config_id: u8) -> TestResult<Self> {
+    pub(crate) async fn restart(self, config_id: u8) -> TestResult<Self> {
         let (name, server_id, addr) = (self.name.clone(), self.server_id.to_string(), self.addr);
         self.kill().await;
         let deadline = tokio::time::Instant::now() + WAIT;
@@ -96,13 +96,13 @@ impl Backend {
 }
 
 /// A load balancer configuration file in a temporary directory.
-pub struct LbFile {
+pub(crate) struct LbFile {
     _dir: tempfile::TempDir,
     pub path: PathBuf,
 }
 
 impl LbFile {
-    pub fn new(text: &str) -> TestResult<Self> {
+    pub(crate) fn new(text: &str) -> TestResult<Self> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("lb.toml");
         std::fs::write(&path, text)?;
@@ -110,20 +110,20 @@ impl LbFile {
     }
 
     /// Replaces the file's contents.
-    pub fn write(&self, text: &str) -> TestResult {
+    pub(crate) fn write(&self, text: &str) -> TestResult {
         std::fs::write(&self.path, text)?;
         Ok(())
     }
 
     /// Writes `name` next to the configuration file.
-    pub fn write_beside(&self, name: &str, text: &str) -> TestResult {
+    pub(crate) fn write_beside(&self, name: &str, text: &str) -> TestResult {
         let dir = self.path.parent().ok_or("no directory")?;
         std::fs::write(dir.join(name), text)?;
         Ok(())
     }
 
     /// Starts a balancer from the file.
-    pub async fn start(&self) -> TestResult<Balancer> {
+    pub(crate) async fn start(&self) -> TestResult<Balancer> {
         let config = LbConfig::from_file(&self.path)?;
         Ok(Balancer::start(config, Some(self.path.clone())).await?)
     }
@@ -131,7 +131,7 @@ impl LbFile {
 
 /// Backends `b1`..`bN` (server IDs `0001`.., codepoint 0) behind a balancer run from a file
 /// that lists them all, followed by `rest`.
-pub struct Setup<const N: usize> {
+pub(crate) struct Setup<const N: usize> {
     pub backends: [Backend; N],
     pub file: LbFile,
     pub balancer: Balancer,
@@ -139,7 +139,7 @@ pub struct Setup<const N: usize> {
     pub lb: SocketAddr,
 }
 
-pub async fn setup<const N: usize>(rest: &str) -> TestResult<Setup<N>> {
+pub(crate) async fn setup<const N: usize>(rest: &str) -> TestResult<Setup<N>> {
     let backends = (1..=N)
         .map(|n| Backend::start(&format!("b{n}"), &format!("{n:04x}"), 0))
         .collect::<TestResult<Vec<_>>>()?;
@@ -156,7 +156,7 @@ pub async fn setup<const N: usize>(rest: &str) -> TestResult<Setup<N>> {
 }
 
 /// [`setup`] with health checks in `rest`, once every backend is up.
-pub async fn setup_up<const N: usize>(rest: &str) -> TestResult<Setup<N>> {
+pub(crate) async fn setup_up<const N: usize>(rest: &str) -> TestResult<Setup<N>> {
     let setup = setup(rest).await?;
     all_up(&setup.balancer).await?;
     Ok(setup)
@@ -164,7 +164,7 @@ pub async fn setup_up<const N: usize>(rest: &str) -> TestResult<Setup<N>> {
 
 /// A configuration: one worker on a free loopback port, `quic_lb` tables for codepoints
 /// `codepoints`, `backends`, then `rest` (tables such as `[health]` or `[admin]`).
-pub fn lb_toml(codepoints: &[u8], backends: &[&Backend], rest: &str) -> String {
+pub(crate) fn lb_toml(codepoints: &[u8], backends: &[&Backend], rest: &str) -> String {
     let mut text = String::from("listen = [\"127.0.0.1:0\"]\nworkers = 1\n");
     for &id in codepoints {
         text.push_str(&fixtures::table(id));
@@ -178,14 +178,14 @@ pub fn lb_toml(codepoints: &[u8], backends: &[&Backend], rest: &str) -> String {
 
 /// Fast health checks for tests, generous enough for a loaded machine (a live backend that
 /// fails three checks in a row, falsely, would be taken down and its connections reset).
-pub const FAST_HEALTH: &str = "[health]\ninterval = \"500ms\"\ntimeout = \"500ms\"\n\
+pub(crate) const FAST_HEALTH: &str = "[health]\ninterval = \"500ms\"\ntimeout = \"500ms\"\n\
                                healthy_threshold = 2\nunhealthy_threshold = 3\n";
 
 /// No health checks.
-pub const NO_HEALTH: &str = "[health]\nenabled = false\n";
+pub(crate) const NO_HEALTH: &str = "[health]\nenabled = false\n";
 
 /// The status of backend `name` as JSON.
-pub async fn backend_status(balancer: &Balancer, name: &str) -> serde_json::Value {
+pub(crate) async fn backend_status(balancer: &Balancer, name: &str) -> serde_json::Value {
     let status = serde_json::to_value(balancer.status().await).expect("serializes");
     status["backends"]
         .as_array()
@@ -194,7 +194,7 @@ pub async fn backend_status(balancer: &Balancer, name: &str) -> serde_json::Valu
 }
 
 /// Waits until every backend's health is `up`.
-pub async fn all_up(balancer: &Balancer) -> TestResult {
+pub(crate) async fn all_up(balancer: &Balancer) -> TestResult {
     eventually(WAIT, "every backend up", || async {
         balancer.status().await.backends.iter().all(|b| {
             b.health
@@ -207,7 +207,7 @@ pub async fn all_up(balancer: &Balancer) -> TestResult {
 
 /// A client connection through the load balancer at `lb`: any backend's certificate is
 /// accepted, and a keep-alive every second keeps its flow through the balancer alive.
-pub async fn connect(lb: SocketAddr) -> TestResult<H3Client> {
+pub(crate) async fn connect(lb: SocketAddr) -> TestResult<H3Client> {
     let mut config = qlb_client::Trust::Insecure.client_config()?;
     config.transport_config(transport(
         Duration::from_secs(30),
@@ -217,7 +217,7 @@ pub async fn connect(lb: SocketAddr) -> TestResult<H3Client> {
 }
 
 /// The backend each of `count` fresh connections to `lb` reaches.
-pub async fn new_connections_reach(lb: SocketAddr, count: usize) -> TestResult<Vec<String>> {
+pub(crate) async fn new_connections_reach(lb: SocketAddr, count: usize) -> TestResult<Vec<String>> {
     let mut names = Vec::with_capacity(count);
     for _ in 0..count {
         names.push(connect(lb).await?.backend().await?);
@@ -227,7 +227,7 @@ pub async fn new_connections_reach(lb: SocketAddr, count: usize) -> TestResult<V
 
 /// A fresh connection to `lb` that reaches backend `name`: connections are opened until one
 /// does (at most 64; each reaches a backend by a hash of a random connection ID).
-pub async fn connection_to(lb: SocketAddr, name: &str) -> TestResult<H3Client> {
+pub(crate) async fn connection_to(lb: SocketAddr, name: &str) -> TestResult<H3Client> {
     for _ in 0..64 {
         let mut client = connect(lb).await?;
         if client.backend().await? == name {
@@ -239,20 +239,20 @@ pub async fn connection_to(lb: SocketAddr, name: &str) -> TestResult<H3Client> {
 
 /// An HTTP/1.1 response from the admin API.
 #[derive(Debug)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub status: u16,
     pub headers: String,
     pub body: String,
 }
 
 impl Reply {
-    pub fn json(&self) -> TestResult<serde_json::Value> {
+    pub(crate) fn json(&self) -> TestResult<serde_json::Value> {
         Ok(serde_json::from_str(&self.body)?)
     }
 }
 
 /// `method path` to the admin API at `addr`, with `token` as bearer token.
-pub async fn admin(
+pub(crate) async fn admin(
     addr: SocketAddr,
     method: &str,
     path: &str,

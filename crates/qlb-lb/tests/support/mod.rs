@@ -17,13 +17,13 @@ use quic_lb::{Config, ConnectionId, Decoder, Encoder, ServerId};
 use quinn_udp::{EcnCodepoint, RecvMeta, Transmit, UdpSocketState};
 
 /// The longest any test waits for something that should happen at once.
-pub const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
 /// How long one receive call blocks.
 const RECV_TIMEOUT: Duration = Duration::from_millis(20);
 
 /// One datagram as received.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Datagram {
+pub(crate) struct Datagram {
     /// The sender.
     pub from: SocketAddr,
     pub data: Vec<u8>,
@@ -31,13 +31,13 @@ pub struct Datagram {
 }
 
 /// A UDP socket driven through quinn-udp, blocking with a short receive timeout.
-pub struct Peer {
+pub(crate) struct Peer {
     socket: UdpSocket,
     state: UdpSocketState,
 }
 
 impl Peer {
-    pub fn bind(address: SocketAddr) -> io::Result<Self> {
+    pub(crate) fn bind(address: SocketAddr) -> io::Result<Self> {
         let socket = UdpSocket::bind(address)?;
         let state = UdpSocketState::new((&socket).into())?;
         socket.set_nonblocking(false)?;
@@ -46,25 +46,25 @@ impl Peer {
     }
 
     /// A client on 127.0.0.1.
-    pub fn client() -> Self {
+    pub(crate) fn client() -> Self {
         Self::bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind a client")
     }
 
-    pub fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         self.socket.local_addr().expect("bound")
     }
 
     /// The most datagrams one GSO send may carry (1: no GSO).
-    pub fn max_gso_segments(&self) -> usize {
+    pub(crate) fn max_gso_segments(&self) -> usize {
         self.state.max_gso_segments()
     }
 
-    pub fn send(&self, to: SocketAddr, data: &[u8]) {
+    pub(crate) fn send(&self, to: SocketAddr, data: &[u8]) {
         self.send_batch(to, data, None, None);
     }
 
     /// Sends `contents` to `to` with `ecn`; with `segment_size`, as a GSO batch.
-    pub fn send_batch(
+    pub(crate) fn send_batch(
         &self,
         to: SocketAddr,
         contents: &[u8],
@@ -84,7 +84,7 @@ impl Peer {
     }
 
     /// The datagrams of one receive call (several for a GRO batch); none on timeout.
-    pub fn recv(&self) -> Vec<Datagram> {
+    pub(crate) fn recv(&self) -> Vec<Datagram> {
         let mut buffer = vec![0u8; 1 << 16];
         let mut meta = [RecvMeta::default()];
         let received = self.state.recv(
@@ -122,7 +122,7 @@ impl Peer {
     }
 
     /// Receives until `count` datagrams have come, or [`WAIT`] has passed.
-    pub fn collect(&self, count: usize) -> Vec<Datagram> {
+    pub(crate) fn collect(&self, count: usize) -> Vec<Datagram> {
         let deadline = Instant::now() + WAIT;
         let mut received = Vec::new();
         while received.len() < count && Instant::now() < deadline {
@@ -132,7 +132,7 @@ impl Peer {
     }
 
     /// Sends each of `datagrams` to `to` and collects as many replies.
-    pub fn exchange(
+    pub(crate) fn exchange(
         &self,
         to: SocketAddr,
         datagrams: impl IntoIterator<Item = impl AsRef<[u8]>>,
@@ -149,7 +149,7 @@ impl Peer {
 /// A backend: records every datagram it receives and echoes it to its sender, with the
 /// next ECN codepoint (ECT(0) -> ECT(1) -> CE -> ECT(0)), so that the reply's codepoint
 /// shows it was carried on the way back and not copied from the way in.
-pub struct Backend {
+pub(crate) struct Backend {
     pub name: String,
     pub addr: SocketAddr,
     received: Arc<Mutex<Vec<Datagram>>>,
@@ -158,7 +158,7 @@ pub struct Backend {
 }
 
 impl Backend {
-    pub fn start(name: &str, ip: IpAddr) -> io::Result<Self> {
+    pub(crate) fn start(name: &str, ip: IpAddr) -> io::Result<Self> {
         let peer = Peer::bind(SocketAddr::new(ip, 0))?;
         let addr = peer.addr();
         let received = Arc::new(Mutex::new(Vec::new()));
@@ -190,17 +190,17 @@ impl Backend {
         })
     }
 
-    pub fn received(&self) -> Vec<Datagram> {
+    pub(crate) fn received(&self) -> Vec<Datagram> {
         lock(&self.received).clone()
     }
 
     /// The payloads received, in order.
-    pub fn payloads(&self) -> Vec<Vec<u8>> {
+    pub(crate) fn payloads(&self) -> Vec<Vec<u8>> {
         self.received().into_iter().map(|d| d.data).collect()
     }
 
     /// Waits until `count` datagrams have come (or [`WAIT`] has passed) and returns them.
-    pub fn wait_for(&self, count: usize) -> Vec<Datagram> {
+    pub(crate) fn wait_for(&self, count: usize) -> Vec<Datagram> {
         // Short of `count`, the caller's assertion on what came says what is missing.
         let _ = eventually_blocking(WAIT, "datagrams at a backend", || {
             lock(&self.received).len() >= count
@@ -218,7 +218,7 @@ impl Drop for Backend {
     }
 }
 
-pub fn next_ecn(ecn: EcnCodepoint) -> EcnCodepoint {
+pub(crate) fn next_ecn(ecn: EcnCodepoint) -> EcnCodepoint {
     match ecn {
         EcnCodepoint::Ect0 => EcnCodepoint::Ect1,
         EcnCodepoint::Ect1 => EcnCodepoint::Ce,
@@ -232,7 +232,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Backends `b1`, `b2`, ... with server IDs 0001, 0002, ... under one four-pass QUIC-LB
 /// configuration, and encoders issuing their connection IDs.
-pub struct Cluster {
+pub(crate) struct Cluster {
     pub backends: Vec<Backend>,
     config: Config,
     encoders: Mutex<Vec<Encoder>>,
@@ -240,12 +240,12 @@ pub struct Cluster {
 
 impl Cluster {
     /// `count` backends on 127.0.0.1.
-    pub fn start(count: u8) -> Self {
+    pub(crate) fn start(count: u8) -> Self {
         Self::on(&vec![IpAddr::from([127, 0, 0, 1]); usize::from(count)]).expect("backends")
     }
 
     /// One backend on each of `ips`.
-    pub fn on(ips: &[IpAddr]) -> io::Result<Self> {
+    pub(crate) fn on(ips: &[IpAddr]) -> io::Result<Self> {
         let config = fixtures::config(0);
         let backends = ips
             .iter()
@@ -264,7 +264,7 @@ impl Cluster {
     }
 
     /// The backend named `name`.
-    pub fn backend(&self, name: &str) -> &Backend {
+    pub(crate) fn backend(&self, name: &str) -> &Backend {
         self.backends
             .iter()
             .find(|b| b.name == name)
@@ -272,7 +272,7 @@ impl Cluster {
     }
 
     /// A pool of every backend, in the state `state` gives by name.
-    pub fn pool_with(&self, state: impl Fn(&str) -> BackendState) -> Arc<Pool> {
+    pub(crate) fn pool_with(&self, state: impl Fn(&str) -> BackendState) -> Arc<Pool> {
         let mut decoder = Decoder::new();
         decoder.insert(self.config.clone());
         let backends = self.backends.iter().zip(1u8..).map(|(b, n)| {
@@ -284,12 +284,12 @@ impl Cluster {
     }
 
     /// A pool of every backend, all active.
-    pub fn pool(&self) -> Arc<Pool> {
+    pub(crate) fn pool(&self) -> Arc<Pool> {
         self.pool_with(|_| BackendState::Active)
     }
 
     /// A fresh connection ID of backend `name` (`b1`, `b2`, ...).
-    pub fn cid(&self, name: &str) -> ConnectionId {
+    pub(crate) fn cid(&self, name: &str) -> ConnectionId {
         let index = self
             .backends
             .iter()
@@ -305,7 +305,7 @@ fn server_id(n: u8) -> ServerId {
 
 /// `backends` backends, all active, behind a data plane of `workers` workers listening on one
 /// loopback address (the third value).
-pub fn fixture(
+pub(crate) fn fixture(
     backends: u8,
     workers: usize,
     options: DataplaneOptions,
@@ -317,7 +317,7 @@ pub fn fixture(
 }
 
 /// Starts a data plane on `listen` with `workers` workers.
-pub fn start(
+pub(crate) fn start(
     listen: &[&str],
     workers: usize,
     pool: Arc<Pool>,
@@ -335,7 +335,7 @@ pub fn start(
 
 /// A short-header datagram: DCID `cid`, then `seq` (so that every datagram differs) and 32
 /// octets of payload.
-pub fn short_header(cid: &[u8], seq: u64) -> Vec<u8> {
+pub(crate) fn short_header(cid: &[u8], seq: u64) -> Vec<u8> {
     let mut datagram = vec![0x40];
     datagram.extend_from_slice(cid);
     datagram.extend_from_slice(&seq.to_be_bytes());
@@ -344,7 +344,7 @@ pub fn short_header(cid: &[u8], seq: u64) -> Vec<u8> {
 }
 
 /// A client's v1 Initial with DCID `dcid`, carrying `seq`, padded to `len` octets.
-pub fn initial(dcid: &[u8], seq: u64, len: usize) -> Vec<u8> {
+pub(crate) fn initial(dcid: &[u8], seq: u64, len: usize) -> Vec<u8> {
     let mut datagram = vec![0xc0, 0, 0, 0, 1];
     datagram.push(u8::try_from(dcid.len()).expect("DCID length"));
     datagram.extend_from_slice(dcid);
@@ -357,7 +357,7 @@ pub fn initial(dcid: &[u8], seq: u64, len: usize) -> Vec<u8> {
 
 /// A client-chosen DCID, pseudo-random from `n`. Its codepoint is 7, which no configuration
 /// decodes: it routes by the fallback, never by chance to a backend's server ID.
-pub fn client_dcid(n: u64) -> [u8; 8] {
+pub(crate) fn client_dcid(n: u64) -> [u8; 8] {
     let mut x = n.wrapping_add(0x9e37_79b9_7f4a_7c15);
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -367,7 +367,7 @@ pub fn client_dcid(n: u64) -> [u8; 8] {
 }
 
 /// Sorted copies, for comparing datagram sets.
-pub fn sorted(mut items: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+pub(crate) fn sorted(mut items: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
     items.sort();
     items
 }

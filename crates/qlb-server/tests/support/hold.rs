@@ -15,14 +15,14 @@ use super::{Running, TestResult, start};
 
 /// `GET /hold` reports that it started, then waits until released; it answers whether the
 /// server was draining by then ("draining" or "serving").
-pub struct Hold {
+pub(crate) struct Hold {
     started: mpsc::UnboundedReceiver<()>,
     release: Arc<Notify>,
 }
 
 impl Hold {
     /// Waits until a `/hold` request has reached its handler.
-    pub async fn started(&mut self) -> TestResult {
+    pub(crate) async fn started(&mut self) -> TestResult {
         within(Duration::from_secs(5), "a /hold request to start", async {
             self.started.recv().await;
         })
@@ -30,13 +30,13 @@ impl Hold {
     }
 
     /// Lets one held request answer.
-    pub fn release(&self) {
+    pub(crate) fn release(&self) {
         self.release.notify_one();
     }
 }
 
 /// A server with `/hold` and the built-in routes.
-pub fn start_with_hold(builder: ServerBuilder) -> TestResult<(Running, Hold)> {
+pub(crate) fn start_with_hold(builder: ServerBuilder) -> TestResult<(Running, Hold)> {
     let (started_tx, started) = mpsc::unbounded_channel();
     let release = Arc::new(Notify::new());
     let released = release.clone();

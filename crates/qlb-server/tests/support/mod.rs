@@ -3,8 +3,8 @@
 //! test binary uses a different subset.
 #![allow(dead_code)]
 
-pub mod hold;
-pub mod raw_h3;
+pub(crate) mod hold;
+pub(crate) mod raw_h3;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,28 +14,28 @@ use qlb_testkit::{SelfSigned, fixtures, init_tracing};
 use quic_lb::{Config, Decoder};
 use rustls::pki_types::CertificateDer;
 
-pub use qlb_testkit::{H3Client, TestResult};
+pub(crate) use qlb_testkit::{H3Client, TestResult};
 
 /// The codepoint of the servers' configuration.
 const CODEPOINT: u8 = 1;
 
 /// A keyed four-pass configuration (2-octet server ID, 6-octet nonce: 9-octet CIDs).
-pub fn quic_lb_config() -> Config {
+pub(crate) fn quic_lb_config() -> Config {
     fixtures::config(CODEPOINT)
 }
 
 /// A decoder for [`quic_lb_config`], as the load balancer would hold it.
-pub fn decoder() -> Decoder {
+pub(crate) fn decoder() -> Decoder {
     fixtures::decoder(&[CODEPOINT])
 }
 
 /// A builder for server `server_id` under [`quic_lb_config`].
-pub fn builder(server_id: &str) -> ServerBuilder {
+pub(crate) fn builder(server_id: &str) -> ServerBuilder {
     Server::builder(quic_lb_config(), server_id.parse().expect("hex server id"))
 }
 
 /// A server serving on 127.0.0.1 with a self-signed certificate for localhost.
-pub struct Running {
+pub(crate) struct Running {
     pub server: Server,
     pub addr: SocketAddr,
     pub certificate: CertificateDer<'static>,
@@ -43,7 +43,7 @@ pub struct Running {
 }
 
 /// Binds `builder` to an ephemeral loopback port and serves what `service` makes for it.
-pub fn start<S, B>(
+pub(crate) fn start<S, B>(
     builder: ServerBuilder,
     service: impl FnOnce(&Server) -> S,
 ) -> TestResult<Running>
@@ -55,7 +55,7 @@ where
 }
 
 /// Like [`start`], on `addr`.
-pub fn start_at<S, B>(
+pub(crate) fn start_at<S, B>(
     builder: ServerBuilder,
     addr: SocketAddr,
     service: impl FnOnce(&Server) -> S,
@@ -88,7 +88,7 @@ where
 }
 
 /// A server with the built-in routes.
-pub fn start_builtin(builder: ServerBuilder) -> TestResult<Running> {
+pub(crate) fn start_builtin(builder: ServerBuilder) -> TestResult<Running> {
     start(builder, |server| {
         qlb_server::builtin_routes(server.drain_state())
     })
@@ -96,18 +96,18 @@ pub fn start_builtin(builder: ServerBuilder) -> TestResult<Running> {
 
 impl Running {
     /// A new client connection to this server.
-    pub async fn connect(&self) -> TestResult<H3Client> {
+    pub(crate) async fn connect(&self) -> TestResult<H3Client> {
         H3Client::connect(self.addr, &self.certificate).await
     }
 
     /// Starts a graceful shutdown (deadline `timeout` from now) in a task.
-    pub fn shutdown_in_background(&self, timeout: Duration) -> tokio::task::JoinHandle<()> {
+    pub(crate) fn shutdown_in_background(&self, timeout: Duration) -> tokio::task::JoinHandle<()> {
         let server = self.server.clone();
         tokio::spawn(async move { server.shutdown(timeout).await })
     }
 
     /// Waits until `count` connections have sent their final GOAWAY.
-    pub async fn final_goaways_sent(&self, count: f64) -> TestResult {
+    pub(crate) async fn final_goaways_sent(&self, count: f64) -> TestResult {
         self.wait_for_metric(
             "qlb_server_goaways_sent_total{kind=\"final\"}",
             count,
@@ -117,7 +117,7 @@ impl Running {
     }
 
     /// The value of one metric line, `name{labels}` exactly as in the text format; 0 if absent.
-    pub fn metric(&self, series: &str) -> f64 {
+    pub(crate) fn metric(&self, series: &str) -> f64 {
         let mut registry = prometheus_client::registry::Registry::default();
         self.server.metrics().register(&mut registry);
         let mut text = String::new();
@@ -130,7 +130,7 @@ impl Running {
     /// Waits (up to 5 s) until `series` reaches `value`, then checks it did not overshoot.
     /// Request statuses are counted when the server's handler task ends, which may be just
     /// after the client has its response.
-    pub async fn expect_metric(&self, series: &str, value: f64) -> TestResult {
+    pub(crate) async fn expect_metric(&self, series: &str, value: f64) -> TestResult {
         self.wait_for_metric(series, value, Duration::from_secs(5))
             .await?;
         let now = self.metric(series);
@@ -141,7 +141,12 @@ impl Running {
     }
 
     /// Waits until `series` reaches `value`, up to `limit`.
-    pub async fn wait_for_metric(&self, series: &str, value: f64, limit: Duration) -> TestResult {
+    pub(crate) async fn wait_for_metric(
+        &self,
+        series: &str,
+        value: f64,
+        limit: Duration,
+    ) -> TestResult {
         let until = tokio::time::Instant::now() + limit;
         while self.metric(series) < value {
             if tokio::time::Instant::now() > until {

@@ -15,7 +15,7 @@ const FRAME_SETTINGS: u64 = 0x04;
 const FRAME_GOAWAY: u64 = 0x07;
 
 /// A QUIC connection speaking HTTP/3 without an HTTP/3 library.
-pub struct RawH3 {
+pub(crate) struct RawH3 {
     pub endpoint: quinn::Endpoint,
     pub quic: quinn::Connection,
     /// Our control stream, kept open as RFC 9114 requires.
@@ -23,7 +23,7 @@ pub struct RawH3 {
 }
 
 impl RawH3 {
-    pub async fn connect(
+    pub(crate) async fn connect(
         addr: SocketAddr,
         certificate: &CertificateDer<'static>,
     ) -> TestResult<Self> {
@@ -46,7 +46,10 @@ impl RawH3 {
     }
 
     /// Sends `GET path` on a new request stream; the response is left unread.
-    pub async fn get(&self, path: &str) -> TestResult<(quinn::SendStream, quinn::RecvStream)> {
+    pub(crate) async fn get(
+        &self,
+        path: &str,
+    ) -> TestResult<(quinn::SendStream, quinn::RecvStream)> {
         let (mut send, recv) = self.quic.open_bi().await?;
         // QPACK: required insert count 0, base 0; :method GET (static 17), :scheme https (23),
         // :authority and :path as literals with static name references 0 and 1.
@@ -64,7 +67,7 @@ impl RawH3 {
 
     /// Reads the server's control stream until `count` GOAWAY frames have arrived; returns
     /// their identifiers.
-    pub async fn goaways(&self, count: usize) -> TestResult<Vec<u64>> {
+    pub(crate) async fn goaways(&self, count: usize) -> TestResult<Vec<u64>> {
         let mut control = loop {
             let mut stream = self.quic.accept_uni().await?;
             if read_varint(&mut stream).await? == CONTROL_STREAM {

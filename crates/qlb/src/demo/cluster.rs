@@ -35,7 +35,7 @@ impl QuicLbTable {
 }
 
 /// A backend of the demo.
-pub struct Backend {
+pub(super) struct Backend {
     /// Its name (`b1`).
     pub name: &'static str,
     /// Its server ID.
@@ -47,7 +47,7 @@ pub struct Backend {
 }
 
 /// The running cluster.
-pub struct Cluster {
+pub(super) struct Cluster {
     /// The load balancer.
     pub balancer: Balancer,
     /// The address clients send to.
@@ -63,7 +63,7 @@ impl Cluster {
     /// Starts the backends, then the load balancer in front of them. Backends recycle their
     /// connections after `max_connection_age` (+-10%), as a deployment with gRPC-style max
     /// connection age does.
-    pub async fn start(max_connection_age: Duration) -> Result<Self> {
+    pub(super) async fn start(max_connection_age: Duration) -> Result<Self> {
         let mut cluster_secret = [0; 32];
         rand::rng().fill(&mut cluster_secret[..]);
         let tables = vec![QuicLbTable::random(0)];
@@ -100,7 +100,7 @@ impl Cluster {
     }
 
     /// Asks the load balancer to send no new connection to backend `index`.
-    pub async fn drain_at_load_balancer(&self, index: usize) -> Result<()> {
+    pub(super) async fn drain_at_load_balancer(&self, index: usize) -> Result<()> {
         self.balancer
             .drain(self.backends[index].name)
             .await
@@ -110,7 +110,7 @@ impl Cluster {
 
     /// Shuts backend `index` down gracefully (GOAWAY, then in-flight requests finish),
     /// waiting up to `timeout`.
-    pub async fn shut_down(&mut self, index: usize, timeout: Duration) -> Result<()> {
+    pub(super) async fn shut_down(&mut self, index: usize, timeout: Duration) -> Result<()> {
         let backend = &mut self.backends[index];
         if let Some(server) = backend.server.take() {
             server.shutdown(timeout).await;
@@ -122,7 +122,7 @@ impl Cluster {
     }
 
     /// Starts backend `index` again on its address with the current config, and undrains it.
-    pub async fn restart(&mut self, index: usize) -> Result<()> {
+    pub(super) async fn restart(&mut self, index: usize) -> Result<()> {
         let config = parse_quic_lb(self.current_table())?;
         self.backends[index].start(&config, &self.cluster_secret, self.max_connection_age)?;
         self.balancer
@@ -134,7 +134,7 @@ impl Cluster {
 
     /// Adds a QUIC-LB table with a new key at the next codepoint to the load balancer (both
     /// decode now). Returns the new codepoint.
-    pub async fn add_config_at_load_balancer(&mut self) -> Result<u8> {
+    pub(super) async fn add_config_at_load_balancer(&mut self) -> Result<u8> {
         let next = (self.current_table().config_id + 1) % 7;
         self.tables.push(QuicLbTable::random(next));
         let config = lb_config(&self.tables, &self.backends)?;
@@ -146,7 +146,7 @@ impl Cluster {
     }
 
     /// Moves every backend to the newest QUIC-LB table: their new CIDs use its codepoint.
-    pub fn rotate_backends(&self) -> Result<()> {
+    pub(super) fn rotate_backends(&self) -> Result<()> {
         let config = parse_quic_lb(self.current_table())?;
         for backend in &self.backends {
             if let Some(server) = &backend.server {
@@ -165,7 +165,7 @@ impl Cluster {
     }
 
     /// Stops everything: backends gracefully, then the load balancer.
-    pub async fn stop(mut self) -> Result<()> {
+    pub(super) async fn stop(mut self) -> Result<()> {
         for index in 0..self.backends.len() {
             self.shut_down(index, Duration::from_secs(2)).await?;
         }

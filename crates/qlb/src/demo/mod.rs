@@ -31,7 +31,7 @@ const CONCURRENCY: usize = 24;
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Args)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// How long the traffic runs.
     #[arg(long, value_parser = parse_duration, default_value = "20s")]
     duration: Duration,
@@ -41,7 +41,7 @@ pub struct DemoArgs {
 }
 
 impl DemoArgs {
-    pub fn run(self) -> Result<ExitCode> {
+    pub(crate) fn run(self) -> Result<ExitCode> {
         crate::process::init_logging("error");
         let runtime = runtime(Threads::PerCore)?;
         runtime.block_on(self.demo())

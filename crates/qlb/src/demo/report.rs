@@ -7,7 +7,7 @@ use crate::traffic::Summary;
 
 /// What a demo run measured.
 #[derive(Clone, Debug, Default)]
-pub struct Report {
+pub(super) struct Report {
     /// The load balancer's address.
     pub vip: String,
     /// Requests, errors, latency, migrations, answers per server ID.
@@ -30,7 +30,7 @@ pub struct Report {
 
 /// Connection counts over every client.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ConnectionCounts {
+pub(super) struct ConnectionCounts {
     /// Opened.
     pub opened: u64,
     /// Closed because the server sent GOAWAY (drain, max connection age).
@@ -43,7 +43,7 @@ pub struct ConnectionCounts {
 
 /// What became of the connections open at one moment of the run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Cohort {
+pub(super) struct Cohort {
     /// Connections open then.
     pub open: u64,
     /// Of those, still serving requests at the end of the run.
@@ -56,7 +56,7 @@ pub struct Cohort {
 
 impl Report {
     /// The checks a run must pass, with whether it did.
-    pub fn checks(&self) -> Vec<(String, bool)> {
+    pub(super) fn checks(&self) -> Vec<(String, bool)> {
         let traffic = self.traffic.as_ref();
         let requests = traffic.map_or(0, |t| t.requests);
         let errors = traffic.map_or(0, |t| t.errors);
@@ -106,7 +106,7 @@ impl Report {
     }
 
     /// Whether every check passed.
-    pub fn passed(&self) -> bool {
+    pub(super) fn passed(&self) -> bool {
         self.checks().iter().all(|(_, ok)| *ok)
     }
 }

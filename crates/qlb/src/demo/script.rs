@@ -5,7 +5,7 @@ use std::time::Duration;
 
 /// One step of the demo.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Step {
+pub(super) enum Step {
     /// The load balancer stops sending new connections to the backend (admin drain).
     DrainAtLoadBalancer(usize),
     /// The backend shuts down gracefully: GOAWAY, in-flight requests finish, then it stops.
@@ -21,11 +21,11 @@ pub enum Step {
 }
 
 /// Which backend the demo restarts (the second one: `b2`).
-pub const RESTARTED: usize = 1;
+pub(super) const RESTARTED: usize = 1;
 
 /// The steps of a run of `total`, in time order. Migrations are not steps: they run all
 /// along (one every [`migration_period`]).
-pub fn script(total: Duration) -> Vec<(Duration, Step)> {
+pub(super) fn script(total: Duration) -> Vec<(Duration, Step)> {
     let at = |fraction: f64| total.mul_f64(fraction);
     vec![
         (at(0.25), Step::DrainAtLoadBalancer(RESTARTED)),
@@ -38,7 +38,7 @@ pub fn script(total: Duration) -> Vec<(Duration, Step)> {
 }
 
 /// How often a client connection migrates: about 20 times per run, at least every 2 s.
-pub fn migration_period(total: Duration) -> Duration {
+pub(super) fn migration_period(total: Duration) -> Duration {
     (total / 20).clamp(Duration::from_millis(100), Duration::from_secs(2))
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::traffic::Tally;
 
 /// One backend's line.
-pub struct BackendLine {
+pub(super) struct BackendLine {
     /// `b1`.
     pub name: String,
     /// `0001`.
@@ -18,7 +18,7 @@ pub struct BackendLine {
 }
 
 /// The live view.
-pub struct LiveView {
+pub(super) struct LiveView {
     terminal: bool,
     drawn: usize,
     total: Duration,
@@ -26,7 +26,7 @@ pub struct LiveView {
 
 impl LiveView {
     /// A view of a run of `total`.
-    pub fn new(total: Duration) -> Self {
+    pub(super) fn new(total: Duration) -> Self {
         Self {
             terminal: std::io::stdout().is_terminal(),
             drawn: 0,
@@ -35,7 +35,7 @@ impl LiveView {
     }
 
     /// Reports a step: a line above the live block (or a plain line without a terminal).
-    pub fn step(&mut self, at: Duration, text: &str) {
+    pub(super) fn step(&mut self, at: Duration, text: &str) {
         let mut out = std::io::stdout().lock();
         self.erase(&mut out);
         let _ = writeln!(out, "[{:5.1} s] {text}", at.as_secs_f64());
@@ -43,7 +43,7 @@ impl LiveView {
     }
 
     /// Redraws the live block.
-    pub fn draw(&mut self, at: Duration, tally: &Tally, backends: &[BackendLine]) {
+    pub(super) fn draw(&mut self, at: Duration, tally: &Tally, backends: &[BackendLine]) {
         if !self.terminal {
             return;
         }
@@ -58,7 +58,7 @@ impl LiveView {
     }
 
     /// Removes the live block (before the final report).
-    pub fn clear(&mut self) {
+    pub(super) fn clear(&mut self) {
         let mut out = std::io::stdout().lock();
         self.erase(&mut out);
         let _ = out.flush();

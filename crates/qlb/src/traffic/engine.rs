@@ -17,7 +17,7 @@ use super::tally::{Summary, Tally};
 
 /// When a load run ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Limit {
+pub(crate) enum Limit {
     /// After this long (requests in flight then finish and count).
     Duration(Duration),
     /// After this many requests.
@@ -28,7 +28,7 @@ pub enum Limit {
 
 /// What to send, how much, and how often to migrate.
 #[derive(Clone, Debug)]
-pub struct LoadSpec {
+pub(crate) struct LoadSpec {
     /// The request's path and query (`/whoami`); `/whoami` answers are tallied by server ID.
     pub path: http::uri::PathAndQuery,
     /// Request loops running at once.
@@ -40,7 +40,7 @@ pub struct LoadSpec {
 }
 
 /// A running load: read its tally while it runs, stop it, collect the summary.
-pub struct Load {
+pub(crate) struct Load {
     tally: Arc<Mutex<Tally>>,
     started: Instant,
     stop: watch::Sender<bool>,
@@ -49,7 +49,7 @@ pub struct Load {
 
 impl Load {
     /// Starts `spec` over `clients` (requests go to them in turn). Inside a tokio runtime.
-    pub fn start(clients: Vec<Client>, spec: LoadSpec) -> Self {
+    pub(crate) fn start(clients: Vec<Client>, spec: LoadSpec) -> Self {
         let tally = Arc::new(Mutex::new(Tally::default()));
         let (stop, stopped) = watch::channel(false);
         let clients: Arc<[Client]> = clients.into();
@@ -93,7 +93,7 @@ impl Load {
     }
 
     /// A view of the counts, to watch while [`Load::finish`] waits.
-    pub fn view(&self) -> LoadView {
+    pub(crate) fn view(&self) -> LoadView {
         LoadView {
             tally: self.tally.clone(),
             started: self.started,
@@ -101,12 +101,12 @@ impl Load {
     }
 
     /// Asks the loops to end after their current request.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.stop.send_replace(true);
     }
 
     /// Waits for the run to end (by its limit, or after [`Load::stop`]) and sums it up.
-    pub async fn finish(mut self) -> Summary {
+    pub(crate) async fn finish(mut self) -> Summary {
         // A task ends only once the run is over (stopped, timed out, or out of request
         // tickets, which are then out for every loop): stop the others too.
         while self.tasks.join_next().await.is_some() {
@@ -119,19 +119,19 @@ impl Load {
 
 /// The live counts of a [`Load`].
 #[derive(Clone)]
-pub struct LoadView {
+pub(crate) struct LoadView {
     tally: Arc<Mutex<Tally>>,
     started: Instant,
 }
 
 impl LoadView {
     /// The counts so far.
-    pub fn tally(&self) -> Tally {
+    pub(crate) fn tally(&self) -> Tally {
         lock(&self.tally).clone()
     }
 
     /// Since the start.
-    pub fn elapsed(&self) -> Duration {
+    pub(crate) fn elapsed(&self) -> Duration {
         self.started.elapsed()
     }
 }

@@ -11,7 +11,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Moves `connection` to a new local port: add the path, probe it, switch. Returns the new
 /// local address, or a short name for what failed.
-pub async fn migrate(connection: &Connection) -> Result<SocketAddr, &'static str> {
+pub(super) async fn migrate(connection: &Connection) -> Result<SocketAddr, &'static str> {
     let local = connection.local_addr().map_err(|_| "local_address")?;
     let socket = UdpSocket::bind(SocketAddr::new(local.ip(), 0)).map_err(|_| "bind")?;
     let path = connection

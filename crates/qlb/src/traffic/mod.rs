@@ -6,6 +6,6 @@ mod migrate;
 mod progress;
 mod tally;
 
-pub use engine::{Limit, Load, LoadSpec, LoadView};
-pub use progress::Progress;
-pub use tally::{Summary, Tally};
+pub(crate) use engine::{Limit, Load, LoadSpec, LoadView};
+pub(crate) use progress::Progress;
+pub(crate) use tally::{Summary, Tally};

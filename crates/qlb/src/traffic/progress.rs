@@ -7,14 +7,14 @@ use super::tally::Tally;
 
 /// Draws `[=====>    ]  45%  1234 req  0 err  2345 req/s  3 migrations` on stderr, when stderr
 /// is a terminal; otherwise does nothing (logs and pipes stay clean).
-pub struct Progress {
+pub(crate) struct Progress {
     enabled: bool,
     total: Option<Duration>,
 }
 
 impl Progress {
     /// A progress line for a run of `total` (None: no bar, counts only).
-    pub fn new(total: Option<Duration>) -> Self {
+    pub(crate) fn new(total: Option<Duration>) -> Self {
         Self {
             enabled: std::io::stderr().is_terminal(),
             total,
@@ -22,7 +22,7 @@ impl Progress {
     }
 
     /// Redraws the line for `tally` after `elapsed`.
-    pub fn draw(&self, tally: &Tally, elapsed: Duration) {
+    pub(crate) fn draw(&self, tally: &Tally, elapsed: Duration) {
         if self.enabled {
             let mut stderr = std::io::stderr().lock();
             let _ = write!(stderr, "\r{}\x1b[K", line(tally, elapsed, self.total));
@@ -31,7 +31,7 @@ impl Progress {
     }
 
     /// Clears the line.
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         if self.enabled {
             let _ = write!(std::io::stderr(), "\r\x1b[K");
         }

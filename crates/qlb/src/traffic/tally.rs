@@ -14,7 +14,7 @@ const LATENCY_MAX_US: u64 = 600_000_000;
 
 /// The running count of one load run.
 #[derive(Clone, Debug)]
-pub struct Tally {
+pub(crate) struct Tally {
     requests: u64,
     errors: BTreeMap<String, u64>,
     latency_us: Histogram<u64>,
@@ -42,7 +42,7 @@ impl Default for Tally {
 
 impl Tally {
     /// A request that got a response, after `latency`, served by `backend` when known.
-    pub fn success(&mut self, latency: Duration, backend: Option<&str>) {
+    pub(crate) fn success(&mut self, latency: Duration, backend: Option<&str>) {
         self.requests += 1;
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         self.latency_us
@@ -53,38 +53,38 @@ impl Tally {
     }
 
     /// A request that failed, by a short kind (`timeout`, `status_503`, `connection`, ...).
-    pub fn error(&mut self, kind: &str) {
+    pub(crate) fn error(&mut self, kind: &str) {
         self.requests += 1;
         *self.errors.entry(kind.to_owned()).or_default() += 1;
     }
 
     /// A connection migration (probe + switch) that completed.
-    pub fn migration(&mut self) {
+    pub(crate) fn migration(&mut self) {
         self.migrations += 1;
     }
 
     /// A migration given up because its connection drained gracefully meanwhile.
-    pub fn migration_skipped(&mut self) {
+    pub(crate) fn migration_skipped(&mut self) {
         self.migrations_skipped += 1;
     }
 
     /// A migration that did not complete, by kind (the connection itself may be fine).
-    pub fn migration_failed(&mut self, kind: &str) {
+    pub(crate) fn migration_failed(&mut self, kind: &str) {
         *self.migrations_failed.entry(kind.to_owned()).or_default() += 1;
     }
 
     /// Requests so far, answered or failed.
-    pub fn requests(&self) -> u64 {
+    pub(crate) fn requests(&self) -> u64 {
         self.requests
     }
 
     /// Failed requests so far.
-    pub fn errors(&self) -> u64 {
+    pub(crate) fn errors(&self) -> u64 {
         self.errors.values().sum()
     }
 
     /// The summary of a run that lasted `elapsed`.
-    pub fn summary(&self, elapsed: Duration) -> Summary {
+    pub(crate) fn summary(&self, elapsed: Duration) -> Summary {
         let millis = |quantile: f64| self.latency_us.value_at_quantile(quantile) as f64 / 1000.0;
         let seconds = elapsed.as_secs_f64();
         Summary {
@@ -113,7 +113,7 @@ impl Tally {
 
 /// The end-of-run summary; `qlb load --json` prints it as one JSON object.
 #[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct Summary {
+pub(crate) struct Summary {
     /// Requests made, answered or failed.
     pub requests: u64,
     /// Failed requests.
@@ -139,7 +139,7 @@ pub struct Summary {
 
 /// Latency percentiles, in milliseconds.
 #[derive(Clone, Copy, Debug, Serialize, PartialEq)]
-pub struct Latency {
+pub(crate) struct Latency {
     /// Median.
     pub p50: f64,
     /// 90th percentile.

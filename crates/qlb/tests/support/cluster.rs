@@ -31,7 +31,7 @@ const CONFIG_ID: u8 = 1;
 
 /// What to start.
 #[derive(Clone, Copy, Debug)]
-pub struct Spec {
+pub(crate) struct Spec {
     /// `qlb serve` backends, named b1, b2, ... with server IDs 0001, 0002, ...
     pub backends: usize,
     /// `qlb lb` instances, each with its own listening port and otherwise the same file.
@@ -59,7 +59,7 @@ impl Default for Spec {
 
 impl Spec {
     /// The default cluster with [`HealthChecks::FAST`] and the admin API.
-    pub fn checked() -> Self {
+    pub(crate) fn checked() -> Self {
         Self {
             health: Some(HealthChecks::FAST),
             admin: true,
@@ -70,7 +70,7 @@ impl Spec {
 
 /// The `[health]` table of the load balancers.
 #[derive(Clone, Copy, Debug)]
-pub struct HealthChecks {
+pub(crate) struct HealthChecks {
     pub interval: Duration,
     pub timeout: Duration,
     pub healthy_threshold: u32,
@@ -80,7 +80,7 @@ pub struct HealthChecks {
 impl HealthChecks {
     /// A check every 200 ms (200 ms timeout), two in a row to change a backend's state: a
     /// dead backend is out in about 600 ms, a restarted one in at about 400 ms.
-    pub const FAST: Self = Self {
+    pub(crate) const FAST: Self = Self {
         interval: Duration::from_millis(200),
         timeout: Duration::from_millis(200),
         healthy_threshold: 2,
@@ -89,13 +89,13 @@ impl HealthChecks {
 
     /// About how long a dead backend may still get new connections (config.md): `interval`
     /// times `unhealthy_threshold`, plus `timeout`.
-    pub fn detection_time(&self) -> Duration {
+    pub(crate) fn detection_time(&self) -> Duration {
         self.interval * self.unhealthy_threshold + self.timeout
     }
 }
 
 /// The running cluster; every process is killed when it is dropped.
-pub struct Cluster {
+pub(crate) struct Cluster {
     pub backends: Vec<Backend>,
     pub lbs: Vec<Lb>,
     /// Holds the configuration files, the key and the secret.
@@ -103,7 +103,7 @@ pub struct Cluster {
 }
 
 /// One `qlb serve`.
-pub struct Backend {
+pub(crate) struct Backend {
     pub name: String,
     pub server_id: String,
     /// Its HTTP/3 (UDP) address.
@@ -115,7 +115,7 @@ pub struct Backend {
 }
 
 /// One `qlb lb`.
-pub struct Lb {
+pub(crate) struct Lb {
     /// Its listening address (kept across restarts).
     pub addr: SocketAddr,
     /// Its admin API, if [`Spec::admin`] (a restart picks another port).
@@ -128,7 +128,7 @@ pub struct Lb {
 impl Cluster {
     /// Starts the backends (each on a port of its own choosing), then the load balancers
     /// (likewise); returns once every process has logged that it serves.
-    pub fn start(spec: Spec) -> TestResult<Self> {
+    pub(crate) fn start(spec: Spec) -> TestResult<Self> {
         let dir = tempfile::tempdir()?;
         let key: [u8; 16] = rand::random();
         let secret: [u8; 32] = rand::random();
@@ -153,7 +153,7 @@ impl Cluster {
 
     /// Waits up to `timeout` until every load balancer's health checks find every backend
     /// up (needs [`Spec::checked`] or the like).
-    pub fn wait_until_up(&self, timeout: Duration) -> TestResult {
+    pub(crate) fn wait_until_up(&self, timeout: Duration) -> TestResult {
         for lb in &self.lbs {
             for backend in &self.backends {
                 lb.wait_until_up(&backend.name, timeout)?;
@@ -163,12 +163,12 @@ impl Cluster {
     }
 
     /// The temporary directory, for the test's own files.
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         self.dir.path()
     }
 
     /// `series` on every backend, by name.
-    pub fn metric_per_backend(&self, series: &str) -> TestResult<Vec<(String, f64)>> {
+    pub(crate) fn metric_per_backend(&self, series: &str) -> TestResult<Vec<(String, f64)>> {
         self.backends
             .iter()
             .map(|b| Ok((b.name.clone(), b.metric(series)?)))
@@ -177,7 +177,7 @@ impl Cluster {
 
     /// The one backend that completed a handshake, checking that it completed exactly one:
     /// the test's only connection was served there and nowhere else.
-    pub fn sole_server(&self) -> TestResult<&Backend> {
+    pub(crate) fn sole_server(&self) -> TestResult<&Backend> {
         let handshakes = self.metric_per_backend("qlb_server_handshakes_total{result=\"ok\"}")?;
         match handshakes
             .iter()
@@ -195,7 +195,7 @@ impl Cluster {
     /// (name and server ID), and that each backend completed one handshake per connection
     /// answered there (no handshake was split or repeated elsewhere); returns the number of
     /// connections per backend, every backend listed.
-    pub fn connections_per_backend(
+    pub(crate) fn connections_per_backend(
         &self,
         connections: &[WhoamiAnswers],
         requests: usize,
@@ -232,7 +232,7 @@ impl Cluster {
     }
 
     /// The backend named `name`.
-    pub fn backend(&self, name: &str) -> TestResult<&Backend> {
+    pub(crate) fn backend(&self, name: &str) -> TestResult<&Backend> {
         Ok(self
             .backends
             .iter()
@@ -257,23 +257,23 @@ impl Backend {
 
     /// SIGTERMs the backend: `qlb serve` sends GOAWAY, lets requests in flight finish and
     /// exits (after at most its `--shutdown-timeout`, 10 s).
-    pub fn terminate(&mut self) -> TestResult {
+    pub(crate) fn terminate(&mut self) -> TestResult {
         self.process.terminate()
     }
 
     /// Waits up to `timeout` for the backend to exit (after [`Backend::terminate`]).
-    pub fn wait_stopped(&mut self, timeout: Duration) -> TestResult<ExitStatus> {
+    pub(crate) fn wait_stopped(&mut self, timeout: Duration) -> TestResult<ExitStatus> {
         self.process.wait(timeout)
     }
 
     /// SIGKILLs the backend (a crash or an OOM kill: no GOAWAY, no close).
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         self.process.kill();
     }
 
     /// Starts the backend again (once it has stopped) on its address, with its name and
     /// server ID; retries while the port is briefly taken by another process's socket.
-    pub fn restart(&mut self) -> TestResult {
+    pub(crate) fn restart(&mut self) -> TestResult {
         let listen = self.addr.to_string();
         let (process, _, metrics) = on_its_port(&self.name, || {
             spawn_serve(&self.name, &self.server_id, &listen, &self.config, &[])
@@ -284,7 +284,7 @@ impl Backend {
     }
 
     /// The value of one series, `name{labels}` exactly as in the text format; 0 if absent.
-    pub fn metric(&self, series: &str) -> TestResult<f64> {
+    pub(crate) fn metric(&self, series: &str) -> TestResult<f64> {
         let text = http::ok(self.metrics, "GET", "/metrics")?;
         Ok(text
             .lines()
@@ -294,7 +294,7 @@ impl Backend {
 
     /// Waits up to `timeout` until `series` reaches `at_least` (some series are counted when
     /// a connection ends, just after the client is gone); returns its value.
-    pub fn wait_for_metric(
+    pub(crate) fn wait_for_metric(
         &self,
         series: &str,
         at_least: f64,
@@ -319,7 +319,7 @@ impl Backend {
 
     /// Waits until this backend has seen a client's address change (counted when a
     /// connection ends, just after the client is gone); returns how many it saw.
-    pub fn client_address_changes(&self) -> TestResult<f64> {
+    pub(crate) fn client_address_changes(&self) -> TestResult<f64> {
         self.wait_for_metric(
             "qlb_server_peer_address_changes_total",
             1.0,
@@ -345,13 +345,13 @@ impl Lb {
     }
 
     /// SIGKILLs the load balancer (no goodbye, as in a crash or an OOM kill).
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         self.process.kill();
     }
 
     /// Starts the load balancer again on its port (after [`Lb::kill`]); retries while the
     /// port is briefly taken by another process's ephemeral socket.
-    pub fn restart(&mut self) -> TestResult {
+    pub(crate) fn restart(&mut self) -> TestResult {
         let (process, _, admin) = on_its_port(&self.name, || {
             spawn_lb(&self.name, &self.config, self.admin.is_some())
         })?;
@@ -361,22 +361,22 @@ impl Lb {
     }
 
     /// `GET /status` on the admin API.
-    pub fn status(&self) -> TestResult<Value> {
+    pub(crate) fn status(&self) -> TestResult<Value> {
         http::json(self.admin()?, "GET", "/status")
     }
 
     /// The entry of backend `name` in [`Lb::status`].
-    pub fn backend_status(&self, name: &str) -> TestResult<Value> {
+    pub(crate) fn backend_status(&self, name: &str) -> TestResult<Value> {
         backend_entry(&self.status()?, name)
     }
 
     /// `POST /backends/{name}/drain`: its effective state afterwards.
-    pub fn drain(&self, name: &str) -> TestResult<String> {
+    pub(crate) fn drain(&self, name: &str) -> TestResult<String> {
         self.set_drained(name, "drain")
     }
 
     /// `POST /backends/{name}/undrain`: its effective state afterwards.
-    pub fn undrain(&self, name: &str) -> TestResult<String> {
+    pub(crate) fn undrain(&self, name: &str) -> TestResult<String> {
         self.set_drained(name, "undrain")
     }
 
@@ -390,7 +390,7 @@ impl Lb {
 
     /// Waits up to `timeout` until the status of backend `name` passes `done` (described by
     /// `what` in the error); returns that status.
-    pub fn wait_for_backend(
+    pub(crate) fn wait_for_backend(
         &self,
         name: &str,
         what: &str,
@@ -412,7 +412,7 @@ impl Lb {
 
     /// Waits up to `timeout` until health checks find backend `name` up and the router
     /// gives it new connections.
-    pub fn wait_until_up(&self, name: &str, timeout: Duration) -> TestResult<Value> {
+    pub(crate) fn wait_until_up(&self, name: &str, timeout: Duration) -> TestResult<Value> {
         self.wait_for_backend(name, "up and active", timeout, |status| {
             status["health"]["state"] == "up" && status["effective_state"] == "active"
         })
@@ -426,7 +426,7 @@ impl Lb {
 }
 
 /// The entry of backend `name` in a `GET /status` answer.
-pub fn backend_entry(status: &Value, name: &str) -> TestResult<Value> {
+pub(crate) fn backend_entry(status: &Value, name: &str) -> TestResult<Value> {
     status["backends"]
         .as_array()
         .and_then(|backends| backends.iter().find(|b| b["name"] == name))
@@ -436,7 +436,7 @@ pub fn backend_entry(status: &Value, name: &str) -> TestResult<Value> {
 
 /// Starts `qlb serve` on `listen` with `extra` arguments; returns it once it serves, with its
 /// HTTP/3 and metrics addresses.
-pub fn spawn_serve(
+pub(crate) fn spawn_serve(
     name: &str,
     server_id: &str,
     listen: &str,

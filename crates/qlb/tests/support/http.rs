@@ -12,7 +12,7 @@ use super::TestResult;
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `method path` without a body: the status code and the body of the answer.
-pub fn request(addr: SocketAddr, method: &str, path: &str) -> TestResult<(u16, String)> {
+pub(crate) fn request(addr: SocketAddr, method: &str, path: &str) -> TestResult<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT)?;
     stream.set_read_timeout(Some(TIMEOUT))?;
     stream.set_write_timeout(Some(TIMEOUT))?;
@@ -34,7 +34,7 @@ pub fn request(addr: SocketAddr, method: &str, path: &str) -> TestResult<(u16, S
 }
 
 /// `method path`, which must answer 200: the body.
-pub fn ok(addr: SocketAddr, method: &str, path: &str) -> TestResult<String> {
+pub(crate) fn ok(addr: SocketAddr, method: &str, path: &str) -> TestResult<String> {
     match request(addr, method, path)? {
         (200, body) => Ok(body),
         (status, body) => Err(format!("{method} http://{addr}{path}: {status} {body}").into()),
@@ -42,6 +42,6 @@ pub fn ok(addr: SocketAddr, method: &str, path: &str) -> TestResult<String> {
 }
 
 /// `method path`, which must answer 200 with JSON: the parsed body.
-pub fn json(addr: SocketAddr, method: &str, path: &str) -> TestResult<serde_json::Value> {
+pub(crate) fn json(addr: SocketAddr, method: &str, path: &str) -> TestResult<serde_json::Value> {
     Ok(serde_json::from_str(&ok(addr, method, path)?)?)
 }

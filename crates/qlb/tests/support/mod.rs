@@ -4,10 +4,10 @@
 //! deadline and every child is killed on drop. Each test binary uses a different subset.
 #![allow(dead_code)]
 
-pub mod cluster;
-pub mod http;
-pub mod peers;
-pub mod process;
-pub mod relay;
+pub(crate) mod cluster;
+pub(crate) mod http;
+pub(crate) mod peers;
+pub(crate) mod process;
+pub(crate) mod relay;
 
-pub use qlb_testkit::TestResult;
+pub(crate) use qlb_testkit::TestResult;

@@ -15,7 +15,7 @@ use super::TestResult;
 use super::process::{Process, run};
 
 /// A gtlsclient transfer: `size` random octets uploaded to `/echo` and downloaded back.
-pub struct Echo {
+pub(crate) struct Echo {
     payload: Vec<u8>,
     upload: PathBuf,
     downloads: PathBuf,
@@ -23,7 +23,7 @@ pub struct Echo {
 
 impl Echo {
     /// Writes the payload into `dir` (which also receives the download).
-    pub fn new(dir: &Path, size: usize) -> TestResult<Self> {
+    pub(crate) fn new(dir: &Path, size: usize) -> TestResult<Self> {
         // The kernel's generator: a debug build's would take seconds for 50 MB.
         let mut payload = Vec::with_capacity(size);
         std::fs::File::open("/dev/urandom")?
@@ -41,13 +41,13 @@ impl Echo {
     }
 
     /// The octets sent.
-    pub fn size(&self) -> usize {
+    pub(crate) fn size(&self) -> usize {
         self.payload.len()
     }
 
     /// gtlsclient POSTing the payload to `server`'s `/echo` (https://localhost:PORT/echo),
     /// `extra` options added: no dumps of frames and bodies, exit once the request is done.
-    pub fn gtlsclient(&self, server: SocketAddr, extra: &[&str]) -> Command {
+    pub(crate) fn gtlsclient(&self, server: SocketAddr, extra: &[&str]) -> Command {
         let port = server.port().to_string();
         let mut command = Command::new("gtlsclient");
         command
@@ -67,7 +67,7 @@ impl Echo {
     }
 
     /// Checks that the whole payload came back unchanged.
-    pub fn check(&self) -> TestResult {
+    pub(crate) fn check(&self) -> TestResult {
         let echoed = std::fs::read(self.downloads.join("echo"))?;
         if echoed != self.payload {
             return Err(format!(
@@ -83,7 +83,7 @@ impl Echo {
 
 /// Runs `command` (a gtlsclient) within `timeout`: fails with the end of its log unless it
 /// exits 0. Returns its log (stderr).
-pub fn run_gtlsclient(command: &mut Command, timeout: Duration) -> TestResult<String> {
+pub(crate) fn run_gtlsclient(command: &mut Command, timeout: Duration) -> TestResult<String> {
     let output = run("gtlsclient", command, timeout)?;
     let log = String::from_utf8_lossy(&output.stderr).into_owned();
     if !output.status.success() {
@@ -99,7 +99,7 @@ pub fn run_gtlsclient(command: &mut Command, timeout: Duration) -> TestResult<St
 }
 
 /// aioquic downloading one path, with a keep-alive PING at a fixed interval.
-pub struct Download {
+pub(crate) struct Download {
     process: Process,
     body: PathBuf,
     result: PathBuf,
@@ -107,7 +107,7 @@ pub struct Download {
 
 /// How a [`Download`] ended.
 #[derive(Debug)]
-pub struct Downloaded {
+pub(crate) struct Downloaded {
     /// The response status.
     pub status: u16,
     /// Octets received.
@@ -120,7 +120,7 @@ pub struct Downloaded {
 
 impl Download {
     /// Starts downloading `path` from `server` into a file in `dir`.
-    pub fn start(
+    pub(crate) fn start(
         server: SocketAddr,
         path: &str,
         dir: &Path,
@@ -144,23 +144,23 @@ impl Download {
     }
 
     /// Octets of the body written so far.
-    pub fn arrived(&self) -> u64 {
+    pub(crate) fn arrived(&self) -> u64 {
         std::fs::metadata(&self.body).map_or(0, |m| m.len())
     }
 
     /// Whether it is still downloading.
-    pub fn running(&mut self) -> TestResult<bool> {
+    pub(crate) fn running(&mut self) -> TestResult<bool> {
         self.process.running()
     }
 
     /// The body's file.
-    pub fn body(&self) -> &Path {
+    pub(crate) fn body(&self) -> &Path {
         &self.body
     }
 
     /// Waits up to `timeout` for the download to end; fails with the client's log if it
     /// failed.
-    pub fn finish(&mut self, timeout: Duration) -> TestResult<Downloaded> {
+    pub(crate) fn finish(&mut self, timeout: Duration) -> TestResult<Downloaded> {
         let status = self.process.wait(timeout)?;
         if !status.success() {
             return Err(self.process.failure(&format!("failed ({status})")));
@@ -181,11 +181,11 @@ impl Download {
 }
 
 /// What one aioquic connection got, or why it failed.
-pub type WhoamiAnswers = Result<Whoami, String>;
+pub(crate) type WhoamiAnswers = Result<Whoami, String>;
 
 /// One aioquic connection's `/whoami` answers.
 #[derive(Debug)]
-pub struct Whoami {
+pub(crate) struct Whoami {
     /// From its first Initial to the handshake's end.
     pub handshake: Duration,
     /// The server's answers, in order.
@@ -195,7 +195,7 @@ pub struct Whoami {
 /// Opens `connections` concurrent aioquic connections to `server`, each asking `/whoami`
 /// `requests` times in a row. With `split_hello`, each connection's ClientHello takes two
 /// Initial datagrams (as a post-quantum key share makes it), both with the client's DCID.
-pub fn aioquic_whoami(
+pub(crate) fn aioquic_whoami(
     server: SocketAddr,
     connections: usize,
     requests: usize,
@@ -232,7 +232,7 @@ pub fn aioquic_whoami(
 }
 
 /// The median and the longest handshake of the connections that succeeded, for reports.
-pub fn handshake_times(connections: &[WhoamiAnswers]) -> String {
+pub(crate) fn handshake_times(connections: &[WhoamiAnswers]) -> String {
     let mut times: Vec<Duration> = connections
         .iter()
         .filter_map(|c| Some(c.as_ref().ok()?.handshake))

@@ -13,7 +13,7 @@ use super::TestResult;
 const POLL: Duration = Duration::from_millis(10);
 
 /// A running child with its stderr log; SIGKILLed on drop.
-pub struct Process {
+pub(crate) struct Process {
     name: String,
     child: Child,
     log: Arc<Mutex<Vec<String>>>,
@@ -24,7 +24,7 @@ pub struct Process {
 
 impl Process {
     /// Spawns `command` (stdout discarded, stderr collected); `name` labels errors.
-    pub fn spawn(name: &str, command: &mut Command) -> TestResult<Self> {
+    pub(crate) fn spawn(name: &str, command: &mut Command) -> TestResult<Self> {
         let mut child = command
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -52,7 +52,7 @@ impl Process {
 
     /// Waits up to `timeout` for a log line containing `needle`; returns what follows it.
     /// Fails, with the log, if the process exits first.
-    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> TestResult<String> {
+    pub(crate) fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> TestResult<String> {
         let deadline = Instant::now() + timeout;
         loop {
             let exited = self.exited()?;
@@ -73,20 +73,20 @@ impl Process {
     }
 
     /// SIGTERMs the process (it may take its time to exit: [`Process::wait`]).
-    pub fn terminate(&mut self) -> TestResult {
+    pub(crate) fn terminate(&mut self) -> TestResult {
         let pid = rustix::process::Pid::from_child(&self.child);
         rustix::process::kill_process(pid, rustix::process::Signal::TERM)
             .map_err(|err| format!("{}: SIGTERM: {err}", self.name).into())
     }
 
     /// SIGKILLs the process and reaps it.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// Whether it has not exited yet.
-    pub fn running(&mut self) -> TestResult<bool> {
+    pub(crate) fn running(&mut self) -> TestResult<bool> {
         Ok(self.exited()?.is_none())
     }
 
@@ -102,14 +102,14 @@ impl Process {
     }
 
     /// Waits up to `timeout` for the process to exit.
-    pub fn wait(&mut self, timeout: Duration) -> TestResult<ExitStatus> {
+    pub(crate) fn wait(&mut self, timeout: Duration) -> TestResult<ExitStatus> {
         wait_child(&mut self.child, &self.name, timeout)?;
         self.exited()?
             .ok_or_else(|| format!("{} has no exit status", self.name).into())
     }
 
     /// An error naming the process, with its log.
-    pub fn failure(&self, what: &str) -> Box<dyn std::error::Error + Send + Sync> {
+    pub(crate) fn failure(&self, what: &str) -> Box<dyn std::error::Error + Send + Sync> {
         format!("{} {what}; its log:\n{}", self.name, self.log_text()).into()
     }
 
@@ -127,7 +127,7 @@ impl Drop for Process {
 
 /// Runs `command` to completion, killed if it takes longer than `timeout`: its exit status
 /// and output.
-pub fn run(name: &str, command: &mut Command, timeout: Duration) -> TestResult<Output> {
+pub(crate) fn run(name: &str, command: &mut Command, timeout: Duration) -> TestResult<Output> {
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

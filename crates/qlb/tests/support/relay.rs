@@ -20,7 +20,7 @@ type Counts = Arc<Mutex<HashMap<SocketAddr, Sent>>>;
 
 /// What one client sent through the relay.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Sent {
+pub(crate) struct Sent {
     /// The target its first datagram went to: where its handshake began.
     pub first: usize,
     /// Datagrams through each target.
@@ -28,7 +28,7 @@ pub struct Sent {
 }
 
 /// The running relay, on its own thread; stopped on drop.
-pub struct EcmpRelay {
+pub(crate) struct EcmpRelay {
     /// Where clients send.
     pub addr: SocketAddr,
     counts: Counts,
@@ -40,7 +40,7 @@ impl EcmpRelay {
     /// Listens on a free loopback port and alternates every client's datagrams between
     /// `targets`: the first client's first datagram (an Initial) to `targets[0]`, the second
     /// client's to `targets[1]`, and so on.
-    pub fn start(targets: [SocketAddr; 2]) -> TestResult<Self> {
+    pub(crate) fn start(targets: [SocketAddr; 2]) -> TestResult<Self> {
         let front = std::net::UdpSocket::bind("127.0.0.1:0")?;
         front.set_nonblocking(true)?;
         let addr = front.local_addr()?;
@@ -72,7 +72,7 @@ impl EcmpRelay {
     }
 
     /// What every client sent so far.
-    pub fn clients(&self) -> Vec<Sent> {
+    pub(crate) fn clients(&self) -> Vec<Sent> {
         lock(&self.counts).values().copied().collect()
     }
 }
