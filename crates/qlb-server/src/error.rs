@@ -3,6 +3,10 @@
 
 use thiserror::Error;
 
+/// The cause of an error, whatever its type: dependencies' error types stay out of the API,
+/// so upgrading one changes no signature here.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Why a [`ServerBuilder`](crate::ServerBuilder) could not make a server.
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -64,18 +68,18 @@ pub enum TlsError {
     Pem {
         /// The file.
         path: String,
-        /// What went wrong.
-        source: rustls::pki_types::pem::Error,
+        /// What went wrong (the PEM reader's error).
+        source: BoxError,
     },
     /// The certificate file holds no certificate.
     #[error("{0}: no certificate found")]
     NoCertificate(String),
-    /// rustls refused the certificate or key.
+    /// rustls refused the certificate or key; the source is rustls's reason.
     #[error("TLS configuration refused")]
-    Rustls(#[from] rustls::Error),
-    /// Generating a self-signed certificate failed.
+    Rustls(#[source] BoxError),
+    /// Generating a self-signed certificate failed; the source is the generator's reason.
     #[error("generating a self-signed certificate")]
-    SelfSigned(#[from] rcgen::Error),
+    SelfSigned(#[source] BoxError),
     /// The TLS configuration has no cipher suite QUIC can use.
     #[error("TLS: no TLS 1.3 cipher suite usable by QUIC")]
     NoQuicCipherSuite,

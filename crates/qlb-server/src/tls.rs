@@ -52,7 +52,8 @@ impl Identity {
     /// ```
     pub fn self_signed(names: &[&str]) -> Result<Self, TlsError> {
         let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
-        let certified = rcgen::generate_simple_self_signed(names)?;
+        let certified = rcgen::generate_simple_self_signed(names)
+            .map_err(|err| TlsError::SelfSigned(err.into()))?;
         Ok(Self {
             chain: vec![certified.cert.der().clone()],
             key: PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der()).into(),
@@ -71,7 +72,10 @@ impl Identity {
         let (cert, key) = (cert.as_ref(), key.as_ref());
         let pem_error = |path: &Path| {
             let path = path.display().to_string();
-            move |source| TlsError::Pem { path, source }
+            move |source: rustls::pki_types::pem::Error| TlsError::Pem {
+                path,
+                source: source.into(),
+            }
         };
         let chain = CertificateDer::pem_file_iter(cert)
             .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
@@ -108,10 +112,13 @@ impl Identity {
     /// The QUIC server TLS configuration: TLS 1.3 only, ring, ALPN `h3`.
     pub(crate) fn quic_server_config(&self) -> Result<QuicServerConfig, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let refused = |err: rustls::Error| TlsError::Rustls(err.into());
         let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(refused)?
             .with_no_client_auth()
-            .with_single_cert(self.chain.clone(), self.key.clone_key())?;
+            .with_single_cert(self.chain.clone(), self.key.clone_key())
+            .map_err(refused)?;
         tls.alpn_protocols = vec![ALPN_H3.to_vec()];
         QuicServerConfig::try_from(tls).map_err(|_| TlsError::NoQuicCipherSuite)
     }
