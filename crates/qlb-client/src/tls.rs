@@ -32,9 +32,9 @@ pub enum TlsError {
         /// What went wrong.
         problem: String,
     },
-    /// rustls refused the configuration.
+    /// rustls refused the configuration; the source is rustls's reason.
     #[error("TLS: {0}")]
-    Rustls(#[from] rustls::Error),
+    Rustls(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// QUIC refused the rustls configuration (no TLS 1.3 suite, say).
     #[error("QUIC TLS: {0}")]
     Quic(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -89,7 +89,8 @@ impl Trust {
     pub fn client_config(&self) -> Result<quinn::ClientConfig, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13])?;
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(refused)?;
         let mut tls = match self {
             Self::Insecure => builder
                 .dangerous()
@@ -98,7 +99,7 @@ impl Trust {
             Self::Roots(roots) => {
                 let mut store = RootCertStore::empty();
                 for root in roots {
-                    store.add(root.clone())?;
+                    store.add(root.clone()).map_err(refused)?;
                 }
                 builder.with_root_certificates(store).with_no_client_auth()
             }
@@ -108,6 +109,11 @@ impl Trust {
             .map_err(|err| TlsError::Quic(Box::new(err)))?;
         Ok(quinn::ClientConfig::new(Arc::new(quic)))
     }
+}
+
+/// A rustls refusal as a [`TlsError`].
+fn refused(err: rustls::Error) -> TlsError {
+    TlsError::Rustls(Box::new(err))
 }
 
 /// Accepts any certificate chain, but checks that the handshake was signed by its key.

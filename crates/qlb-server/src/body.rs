@@ -30,7 +30,7 @@ enum BodyState {
 /// The client reset the request stream, or the connection failed, mid-body.
 #[derive(Debug, thiserror::Error)]
 #[error("request body: {0}")]
-pub struct BodyError(#[from] h3::error::StreamError);
+pub struct BodyError(#[source] h3::error::StreamError);
 
 impl RequestBody {
     pub(crate) fn new(stream: RecvStream) -> Self {
