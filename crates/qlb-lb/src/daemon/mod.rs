@@ -185,7 +185,7 @@ impl Balancer {
             &config.listen,
             config.workers,
             Arc::new(state.pool()?),
-            DataplaneOptions::from_config(config),
+            dataplane_options(config),
         )?;
         let admin_listener = match &config.admin {
             Some(admin) => {
@@ -502,6 +502,29 @@ impl Drop for Shared {
             admin.abort();
         }
         // The data plane stops as it drops.
+    }
+}
+
+/// The options [`Balancer::start`] starts the data plane with: the defaults, with the
+/// settings a configuration file has (`flow_idle_timeout`).
+///
+/// ```
+/// use qlb_lb::{config::LbConfig, daemon::dataplane_options};
+/// use std::time::Duration;
+///
+/// let config = LbConfig::from_toml(
+///     "listen = [\"127.0.0.1:4433\"]\nflow_idle_timeout = \"5s\"",
+///     ".".as_ref(),
+/// )?;
+/// let options = dataplane_options(&config);
+/// assert_eq!(options.flow_idle_timeout, Duration::from_secs(5));
+/// # Ok::<(), qlb_lb::config::ConfigError>(())
+/// ```
+#[must_use]
+pub fn dataplane_options(config: &LbConfig) -> DataplaneOptions {
+    DataplaneOptions {
+        flow_idle_timeout: config.flow_idle_timeout,
+        ..DataplaneOptions::default()
     }
 }
 

@@ -228,7 +228,12 @@ impl Status {
             config_file: place.config_file.clone(),
             workers: config.workers.get(),
             health_checks: config.health.enabled,
-            quic_lb_config_ids: config.quic_lb.iter().map(|c| c.id().get()).collect(),
+            quic_lb_config_ids: config
+                .cluster
+                .quic_lb
+                .iter()
+                .map(|c| c.id().get())
+                .collect(),
             backends,
             flows: FlowCounts {
                 active: stats.flows_active,
