@@ -36,6 +36,7 @@
 
 pub mod admin;
 pub mod config;
+mod control_plane;
 pub mod daemon;
 pub mod dataplane;
 pub mod health;

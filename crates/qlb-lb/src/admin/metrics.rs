@@ -12,7 +12,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use qlb_router::BackendState;
 
-use crate::daemon::{BackendStatus, Status};
+use crate::control_plane::{BackendStatus, Status};
 use crate::health::Health;
 
 /// The content type of [`encode`]'s text.

@@ -242,7 +242,7 @@ impl fmt::Display for ReloadReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::fixture::{CONFIG, config, variant};
+    use crate::control_plane::fixture::{CONFIG, config, variant};
 
     #[test]
     fn settings_built_into_sockets_and_threads_need_a_restart() {
