@@ -7,7 +7,7 @@ mod quic;
 
 use std::collections::BTreeSet;
 
-use qlb_lb::health::Health;
+use qlb_lb::daemon::Health;
 use qlb_router::BackendState;
 use quic::{
     Backend, FAST_HEALTH, NO_HEALTH, Setup, TestResult, backend_status, connection_to, eventually,

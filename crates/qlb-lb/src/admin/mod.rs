@@ -1,4 +1,4 @@
-//! The admin HTTP API (axum, HTTP/1.1), run by the [`Balancer`] on `admin.listen`:
+//! The admin HTTP API (axum, HTTP/1.1), run by the [`Balancer`](crate::Balancer) on `admin.listen`:
 //!
 //! | request | answer |
 //! | --- | --- |
@@ -34,13 +34,15 @@ use tokio::task::JoinHandle;
 
 use crate::config::Secret;
 use crate::control_plane::{AdminOverride, ControlPlane, ReloadError};
-pub use metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, encode as encode_metrics};
+use metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
+pub use metrics::encode as encode_metrics;
 
 /// How long a shutdown waits for admin requests in progress.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The running admin server; dropping it stops it at once.
 #[derive(Debug)]
+#[must_use = "dropping the admin server stops it at once"]
 pub(crate) struct AdminServer {
     /// Taken by `stop`.
     stop: Option<oneshot::Sender<()>>,

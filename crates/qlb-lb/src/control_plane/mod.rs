@@ -50,6 +50,7 @@ pub(crate) struct ControlPlane {
 impl ControlPlane {
     /// The control plane of `dataplane`, which routes with `running`'s pool, with its health
     /// checks started. Must be called inside a tokio runtime.
+    #[must_use = "dropping the control plane stops the health checks and the data plane"]
     pub(crate) fn start(
         running: Running,
         dataplane: Dataplane,

@@ -128,6 +128,7 @@ impl Running {
 
     /// How the router treats `backend`: down if health checks find it silent; draining if
     /// they find it unready, or an operator drained it; else as the file says.
+    #[must_use]
     pub(crate) fn effective_state(&self, backend: &BackendConfig) -> BackendState {
         let health = self
             .health
@@ -174,6 +175,7 @@ impl Running {
 
     /// Records one health check of `name` and returns the transition it causes. Results
     /// for names that are not (or no longer) checked are ignored.
+    #[must_use = "a transition that changes routing must reach the pool"]
     pub(crate) fn record_check(&mut self, name: &str, outcome: Outcome) -> Option<Transition> {
         let thresholds = Thresholds::from(&self.config.health);
         let health = self.health.get_mut(name)?;
@@ -307,9 +309,9 @@ mod tests {
         assert_eq!(states(&state), [Down, Draining]);
         // Undrained while down: still down; then up again, back to the file's state.
         assert_eq!(state.set_drained("b1", false), Ok((false, Down)));
-        state.record_check("b1", passed());
+        let _ = state.record_check("b1", passed());
         assert_eq!(states(&state), [Down, Draining], "healthy_threshold is 2");
-        state.record_check("b1", passed());
+        let _ = state.record_check("b1", passed());
         assert_eq!(states(&state), [Active, Draining]);
         // Undraining a backend the file drains leaves it draining.
         assert_eq!(state.set_drained("b2", false), Ok((false, Draining)));
@@ -322,11 +324,11 @@ mod tests {
     #[test]
     fn an_unready_backend_drains_and_a_silent_one_is_down() {
         let mut state = Running::new(config(CONFIG));
-        state.record_check("b1", failed("HTTP status 503"));
-        state.record_check("b1", failed("HTTP status 503"));
+        let _ = state.record_check("b1", failed("HTTP status 503"));
+        let _ = state.record_check("b1", failed("HTTP status 503"));
         assert_eq!(states(&state), [Draining, Draining]);
-        state.record_check("b1", silent());
-        state.record_check("b1", silent());
+        let _ = state.record_check("b1", silent());
+        let _ = state.record_check("b1", silent());
         assert_eq!(states(&state), [Down, Draining]);
         let health = state.health("b1").expect("checked");
         assert_eq!(
@@ -338,9 +340,9 @@ mod tests {
     #[test]
     fn health_records_count_checks_and_transitions() {
         let mut state = Running::new(config(CONFIG));
-        state.record_check("b1", passed());
-        state.record_check("b1", failed("HTTP status 503"));
-        state.record_check("b1", silent());
+        let _ = state.record_check("b1", passed());
+        let _ = state.record_check("b1", failed("HTTP status 503"));
+        let _ = state.record_check("b1", silent());
         assert!(state.record_check("nobody", passed()).is_none());
         let health = state.health("b1").expect("checked");
         assert_eq!(health.state, Health::Down);
@@ -365,8 +367,8 @@ mod tests {
         state.set_drained("b1", true).expect("b1");
         state.set_drained("b2", true).expect("b2");
         for _ in 0..2 {
-            state.record_check("b1", silent());
-            state.record_check("b2", silent());
+            let _ = state.record_check("b1", silent());
+            let _ = state.record_check("b2", silent());
         }
         // b2 moves to another address, b3 arrives.
         let new = config(

@@ -105,7 +105,7 @@ pub struct BackendStatus {
 /// A backend's health checks.
 ///
 /// ```
-/// use qlb_lb::{daemon::HealthStatus, health::Health};
+/// use qlb_lb::daemon::{Health, HealthStatus};
 ///
 /// let health = HealthStatus {
 ///     state: Health::Up,

@@ -132,6 +132,7 @@ pub enum StartError {
 /// # }
 /// ```
 #[derive(Clone, Debug)]
+#[must_use = "dropping the last handle stops the load balancer"]
 pub struct Balancer {
     control: Arc<ControlPlane>,
     /// The admin API, stopped by `shutdown` or when the last handle drops.
@@ -140,8 +141,8 @@ pub struct Balancer {
 
 impl Balancer {
     /// Starts the data plane on `config.listen`, the health checks (every backend is checked
-    /// at once, and routed until a check fails: see [`HealthTracker`](crate::health::HealthTracker))
-    /// and, with an `[admin]` table, the admin API. `config_file` is the file
+    /// at once, and routed until checks fail: [`Health::Unknown`] routes like up) and, with an
+    /// `[admin]` table, the admin API. `config_file` is the file
     /// [`Balancer::reload`] re-reads.
     ///
     /// ```no_run

@@ -448,6 +448,7 @@ fn send(
 }
 
 /// Why a datagram that failed to send with `error` is dropped.
+#[must_use]
 fn send_drop(error: &io::Error) -> DataplaneDrop {
     match error.kind() {
         io::ErrorKind::WouldBlock => DataplaneDrop::SendBlocked,

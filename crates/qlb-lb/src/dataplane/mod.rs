@@ -119,6 +119,7 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
+#[must_use = "dropping the data plane stops it"]
 pub struct Dataplane {
     handle: DataplaneHandle,
     local_addrs: Vec<SocketAddr>,

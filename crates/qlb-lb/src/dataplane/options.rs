@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use qlb_router::TableLimits;
 
-/// Settings of a [`Dataplane`] beyond its addresses, workers and pool.
+/// Settings of a [`Dataplane`](super::Dataplane) beyond its addresses, workers and pool.
 ///
 /// ```
 /// use qlb_lb::dataplane::DataplaneOptions;
