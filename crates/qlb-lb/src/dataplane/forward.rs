@@ -27,6 +27,7 @@ use super::flow_key::FlowKey;
 use super::flow_table::{FlowId, FlowTable};
 use super::options::DataplaneOptions;
 use super::segments::{MAX_TRANSMIT_OCTETS, chunks, datagrams, transmits};
+use super::send::send;
 use super::socket;
 use super::stats::{DataplaneDrop, Stats};
 use super::worker_counters::WorkerCounters;
@@ -437,39 +438,11 @@ fn sources(pool: &Pool) -> HashMap<SocketAddr, usize> {
     sources
 }
 
-fn send(
-    socket: &UdpSocket,
-    state: &UdpSocketState,
-    transmit: &Transmit<'_>,
-) -> Result<(), DataplaneDrop> {
-    state
-        .try_send(socket.into(), transmit)
-        .map_err(|error| send_drop(&error))
-}
-
-/// Why a datagram that failed to send with `error` is dropped.
-#[must_use]
-fn send_drop(error: &io::Error) -> DataplaneDrop {
-    match error.kind() {
-        io::ErrorKind::WouldBlock => DataplaneDrop::SendBlocked,
-        _ if error.raw_os_error() == Some(libc::EMSGSIZE) => DataplaneDrop::Oversized,
-        _ => DataplaneDrop::SendError,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use mio::Poll;
 
     use super::*;
-
-    #[test]
-    fn send_failures_are_told_apart() {
-        let drop_for = |errno| send_drop(&io::Error::from_raw_os_error(errno));
-        assert_eq!(drop_for(libc::EAGAIN), DataplaneDrop::SendBlocked);
-        assert_eq!(drop_for(libc::EMSGSIZE), DataplaneDrop::Oversized);
-        assert_eq!(drop_for(libc::ENETUNREACH), DataplaneDrop::SendError);
-    }
 
     #[test]
     fn tokens_name_the_waker_listeners_and_flow_slots() {

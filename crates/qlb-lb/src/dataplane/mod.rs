@@ -54,6 +54,7 @@ mod flow_table;
 mod forward;
 mod options;
 mod segments;
+mod send;
 mod socket;
 mod stats;
 mod worker_counters;
