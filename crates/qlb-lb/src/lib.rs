@@ -47,5 +47,6 @@ mod control_plane;
 pub mod daemon;
 pub mod dataplane;
 mod health;
+mod sync;
 
 pub use daemon::Balancer;

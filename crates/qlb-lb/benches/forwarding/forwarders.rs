@@ -35,7 +35,7 @@ length_self_encoding = true
 
 /// As the data plane's listening sockets (`dataplane/socket.rs`): a 4 MiB receive buffer.
 const LISTEN_RECV_BUFFER: usize = 4 << 20;
-/// As the data plane's receive buffers (`dataplane/worker.rs`): 64 KiB each, a batch of them.
+/// As the data plane's receive buffers (`dataplane/buffers.rs`): 64 KiB each, a batch of them.
 const BUFFER_SIZE: usize = 1 << 16;
 /// The most one transmit carries, as in the data plane (`dataplane/segments.rs`).
 const MAX_TRANSMIT_OCTETS: usize = 65_507;

@@ -173,7 +173,7 @@ pub struct LbConfig {
 /// assert!(cluster.cluster_secret.is_some());
 /// # Ok::<(), qlb_lb::config::ConfigError>(())
 /// ```
-#[derive(Clone, PartialEq, Eq, Debug, Default)]
+#[derive(Clone, PartialEq, Eq, Debug)]
 #[non_exhaustive]
 pub struct ClusterConfig {
     /// The QUIC-LB configurations, one per codepoint in use, in file order.

@@ -9,7 +9,7 @@ mod running;
 mod snapshot;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use qlb_client::Prober;
 use qlb_router::{BackendState, DropReason, Route, Traffic};
@@ -19,6 +19,7 @@ use tokio::task::AbortHandle;
 use crate::config::{ConfigError, LbConfig, Secret};
 use crate::dataplane::{Dataplane, DataplaneDrop, DataplaneError, DataplaneHandle, Stats};
 use crate::health::{self, Health, Outcome};
+use crate::sync::lock;
 pub use reload::{ReloadError, ReloadReport};
 pub(crate) use running::Running;
 pub use running::UnknownBackend;
@@ -322,12 +323,6 @@ fn status(addresses: &Addresses, running: &Running, stats: &Stats) -> Status {
         receive_errors: stats.receive_errors,
         reloads: running.reloads(),
     }
-}
-
-/// A poisoned lock only means a thread panicked holding it; the state is still whole (every
-/// change is made in one assignment).
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]

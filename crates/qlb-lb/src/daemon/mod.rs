@@ -46,7 +46,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use qlb_client::{Prober, ProberError, Trust};
 use qlb_router::{BackendState, PoolError};
@@ -62,6 +62,7 @@ pub use crate::control_plane::{
 };
 use crate::dataplane::{Dataplane, DataplaneError, DataplaneOptions, Stats};
 pub use crate::health::Health;
+use crate::sync::lock;
 
 /// Why the load balancer could not start.
 ///
@@ -337,10 +338,4 @@ pub fn dataplane_options(config: &LbConfig) -> DataplaneOptions {
         flow_idle_timeout: config.flow_idle_timeout,
         ..DataplaneOptions::default()
     }
-}
-
-/// A poisoned lock only means a thread panicked holding it; the admin server slot is still
-/// whole (it is only ever taken or set).
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -15,6 +15,7 @@ use mio::Waker;
 use qlb_router::Pool;
 
 use super::stats::Stats;
+use crate::sync::lock;
 
 #[derive(Debug)]
 pub(crate) struct Control {
@@ -156,11 +157,6 @@ impl Control {
             waker.wake().ok();
         }
     }
-}
-
-/// Locks `mutex`, also after a panic elsewhere: the data behind it is plain values.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]
