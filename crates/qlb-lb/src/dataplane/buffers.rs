@@ -15,7 +15,6 @@ use quinn_udp::{BATCH_SIZE, RecvMeta, UdpSocketState};
 const BUFFER_SIZE: usize = 1 << 16;
 
 /// Where a datagram of the batch lies: its buffer, and its octets in the buffer.
-#[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct DatagramSpan {
     pub(super) buffer: usize,
     pub(super) octets: Range<usize>,
@@ -127,4 +126,34 @@ impl<'a> Batch<'a> {
 pub(super) fn broken<T: Default>(invariant: &str) -> T {
     debug_assert!(false, "buffer invariant broken: {invariant}");
     T::default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "buffer invariant broken: a test's")]
+    fn a_broken_invariant_panics_in_debug_builds() {
+        broken::<()>("a test's");
+    }
+
+    #[test]
+    fn the_octets_of_a_span_are_those_received() {
+        let mut buffers = Buffers::new();
+        buffers.storage[BUFFER_SIZE..BUFFER_SIZE + 4].copy_from_slice(b"abcd");
+        buffers.metas[1].len = 4;
+        let batch = Batch::new(&buffers, 2);
+        let span = DatagramSpan {
+            buffer: 1,
+            octets: 1..3,
+        };
+        assert_eq!(batch.octets(&span), b"bc");
+        assert_eq!(
+            batch.iter().nth(1).map(|(_, data)| data),
+            Some(&b"abcd"[..])
+        );
+        assert!(batch.meta(2).is_none(), "not filled by this batch");
+    }
 }

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Poll, Token};
 
+use super::board::Board;
 use super::buffers::{Batch, Buffers};
-use super::control::Control;
 use super::forward::{Forwarder, Source};
 use super::options::DataplaneOptions;
 
@@ -26,7 +26,7 @@ const EVENTS: usize = 1024;
 
 pub(crate) struct Worker {
     index: usize,
-    control: Arc<Control>,
+    board: Arc<Board>,
     poll: Poll,
     events: Events,
     /// Sockets with datagrams waiting (or not yet known to be drained), in serving order.
@@ -42,18 +42,18 @@ impl Worker {
     /// whose waker is registered already.
     pub(crate) fn new(
         index: usize,
-        control: Arc<Control>,
+        board: Arc<Board>,
         poll: Poll,
         listeners: Vec<std::net::UdpSocket>,
         options: &DataplaneOptions,
     ) -> io::Result<Self> {
         // The version first: a pool published in between is taken up again, never missed.
-        let pool_version = control.pool_version();
-        let pool = control.pool();
+        let pool_version = board.pool_version();
+        let pool = board.pool();
         let registry = poll.registry().try_clone()?;
         Ok(Self {
             index,
-            control,
+            board,
             poll,
             events: Events::with_capacity(EVENTS),
             ready: VecDeque::new(),
@@ -71,20 +71,20 @@ impl Worker {
     /// Forwards until the data plane stops; fails only if polling fails.
     pub(crate) fn run(mut self) -> io::Result<()> {
         let _retire = Retire {
-            control: Arc::clone(&self.control),
+            board: Arc::clone(&self.board),
             worker: self.index,
         };
         let outcome = self.serve();
-        self.control.publish(
+        self.board.publish(
             self.index,
-            self.control.stats_wanted(),
+            self.board.stats_wanted(),
             self.forwarder.stats(),
         );
         outcome
     }
 
     fn serve(&mut self) -> io::Result<()> {
-        while !self.control.stopping() {
+        while !self.board.stopping() {
             self.take_up_control();
             let now = Instant::now();
             self.forwarder.expire(now);
@@ -116,16 +116,16 @@ impl Worker {
 
     /// Takes up a new pool and answers a stats request, if there is one.
     fn take_up_control(&mut self) {
-        let version = self.control.pool_version();
+        let version = self.board.pool_version();
         if version != self.pool_version {
             self.pool_version = version;
-            self.forwarder.set_pool(self.control.pool());
-            self.control.pool_taken_up(self.index, version);
+            self.forwarder.set_pool(self.board.pool());
+            self.board.pool_taken_up(self.index, version);
         }
-        let wanted = self.control.stats_wanted();
+        let wanted = self.board.stats_wanted();
         if wanted != self.stats_generation {
             self.stats_generation = wanted;
-            self.control
+            self.board
                 .publish(self.index, wanted, self.forwarder.stats());
         }
     }
@@ -177,13 +177,13 @@ impl Worker {
 
 /// Marks the worker gone on the board when its thread ends, also by a panic.
 struct Retire {
-    control: Arc<Control>,
+    board: Arc<Board>,
     worker: usize,
 }
 
 impl Drop for Retire {
     fn drop(&mut self) {
-        self.control.retire(self.worker);
+        self.board.retire(self.worker);
     }
 }
 
@@ -270,12 +270,12 @@ mod tests {
             )],
         )
         .expect("pool");
-        let control = Arc::new(Control::new(Arc::new(pool), Vec::new()));
+        let board = Arc::new(Board::new(Arc::new(pool), Vec::new()));
         let listener = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         let listen = listener.local_addr().expect("bound");
         let mut worker = Worker::new(
             0,
-            control,
+            board,
             Poll::new().expect("poll"),
             vec![listener],
             &DataplaneOptions::default(),

@@ -45,8 +45,8 @@
 //!   connections' datagrams to their backends by connection ID, and the client's next
 //!   datagram opens a new flow: connections survive without state carried over.
 
+mod board;
 mod buffers;
-mod control;
 mod error;
 mod event_loop;
 mod flow_key;
@@ -69,7 +69,7 @@ use std::time::Duration;
 use mio::{Poll, Waker};
 use qlb_router::Pool;
 
-use control::Control;
+use board::Board;
 pub use error::DataplaneError;
 use event_loop::Worker;
 use forward::WAKER;
@@ -179,18 +179,18 @@ impl Dataplane {
                     .map_err(|source| DataplaneError::Worker { worker, source })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let control = Arc::new(Control::new(pool, wakers));
+        let board = Arc::new(Board::new(pool, wakers));
         let prepared = polls
             .into_iter()
             .zip(sockets)
             .enumerate()
             .map(|(worker, (poll, sockets))| {
-                Worker::new(worker, Arc::clone(&control), poll, sockets, &options)
+                Worker::new(worker, Arc::clone(&board), poll, sockets, &options)
                     .map_err(|source| DataplaneError::Worker { worker, source })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let mut dataplane = Self {
-            handle: DataplaneHandle { control },
+            handle: DataplaneHandle { board },
             local_addrs,
             threads: Vec::with_capacity(workers),
         };
@@ -311,12 +311,12 @@ impl Dataplane {
     /// ```
     pub fn shutdown(mut self) -> Result<Stats, DataplaneError> {
         self.stop_and_join()?;
-        Ok(self.handle.control.stats(Duration::ZERO))
+        Ok(self.handle.board.stats(Duration::ZERO))
     }
 
     /// Stops every worker and waits for its thread; the first failure is reported.
     fn stop_and_join(&mut self) -> Result<(), DataplaneError> {
-        self.handle.control.stop();
+        self.handle.board.stop();
         let mut outcome = Ok(());
         for (worker, thread) in self.threads.drain(..).enumerate() {
             let joined = match thread.join() {
@@ -355,7 +355,7 @@ impl Drop for Dataplane {
 /// ```
 #[derive(Clone, Debug)]
 pub struct DataplaneHandle {
-    control: Arc<Control>,
+    board: Arc<Board>,
 }
 
 impl DataplaneHandle {
@@ -380,7 +380,7 @@ impl DataplaneHandle {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn set_pool(&self, pool: Arc<Pool>) {
-        self.control.set_pool(pool, ANSWER_TIMEOUT);
+        self.board.set_pool(pool, ANSWER_TIMEOUT);
     }
 
     /// The pool last given (workers may take a batch to take it up).
@@ -396,7 +396,7 @@ impl DataplaneHandle {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn pool(&self) -> Arc<Pool> {
-        self.control.pool()
+        self.board.pool()
     }
 
     /// Fresh stats, summed over workers: every worker publishes its counters between two
@@ -419,7 +419,7 @@ impl DataplaneHandle {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn stats(&self) -> Stats {
-        self.control.stats(ANSWER_TIMEOUT)
+        self.board.stats(ANSWER_TIMEOUT)
     }
 }
 
