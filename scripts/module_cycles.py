@@ -1,126 +1,153 @@
 #!/usr/bin/env python3
-"""Prints the import graph's cycles between the source files of one crate.
+"""Import cycles between a crate's modules, read from `crate::` and `super::` paths.
 
-Usage: scripts/module_cycles.py crates/qlb-client/src [ALLOWED_A:ALLOWED_B ...]
+Usage: scripts/module_cycles.py crates/qlb-lb/src [ALLOWED_A:ALLOWED_B ...]
 
-An edge A -> B means file A names an item of file B: through `crate::`, `super::`, `self::`
-or a child module's name, in code (comments are skipped; `super::` inside a file's trailing
-`#[cfg(test)] mod tests` is the file itself). Cycles are the strongly connected components
-with more than one file; pairs given as arguments (module paths, e.g. `builder:client`) are
-allowed and leave them out. Exits 1 if any other cycle remains.
+Every file is a module (`a/b.rs` and `a/b/mod.rs` are `a::b`). An edge A -> B is a path in A's
+code (a `use` line or inline, comments excluded; `crate::`, `super::` or a child's name) that
+names B or an item in it: a child that imports from its parent and a parent that imports from
+that child make a cycle too. A module's own inline `mod tests` counts as the module. Reports the cycles among files and among top-level
+modules; exits 1 if there is one. Pairs given after the folder (module paths, such as
+`builder:client`, a builder and its product) are allowed to import each other.
 """
 
+import os
 import re
 import sys
-from pathlib import Path
-
-IDENT_PATH = r"[A-Za-z_][A-Za-z0-9_]*(?:::[A-Za-z_][A-Za-z0-9_]*)*"
 
 
-def module_of(src: Path, file: Path) -> tuple[str, ...]:
-    parts = list(file.relative_to(src).with_suffix("").parts)
-    if parts[-1] in ("lib", "main", "mod"):
-        parts.pop()
-    return tuple(parts)
-
-
-def resolve(modules: set, start: tuple, path: list) -> tuple:
-    """The deepest module file along `start` + `path`."""
-    best = start
-    current = list(start)
-    for part in path:
-        current.append(part)
-        if tuple(current) in modules:
-            best = tuple(current)
-        else:
-            break
-    return best
-
-
-def edges_of(src: Path, file: Path, modules: set) -> set:
-    me = module_of(src, file)
-    is_dir_module = file.name in ("mod.rs", "lib.rs", "main.rs")
-    children = {m[-1] for m in modules if len(m) == len(me) + 1 and m[:-1] == me}
-    parent = me if is_dir_module else me[:-1]
-    found = set()
-    in_tests = False
-    for line in file.read_text().splitlines():
-        code = line.split("//", 1)[0]
-        if re.match(r"\s*mod tests\b", code):
-            in_tests = True
-        # `a::{b, c}` names module `a` at least.
-        for kind, path in re.findall(r"\b(crate|super|self)::(" + IDENT_PATH + "|\{)", code):
-            parts = [] if path == "{" else path.split("::")
-            if kind == "crate":
-                base = ()
-            elif kind == "self":
-                base = me
-            else:
-                # `super` of a file module is its folder's module; inside `mod tests` it is
-                # the file itself.
-                base = me if in_tests else parent
-                while parts and parts[0] == "super":
-                    parts.pop(0)
-                    base = base[:-1]
-            found.add(resolve(modules, base, parts))
-        for child in children:
-            for path in re.findall(r"(?<![:\w])" + child + r"::(" + IDENT_PATH + r"|\{)", code):
-                parts = [] if path == "{" else path.split("::")
-                found.add(resolve(modules, me + (child,), parts))
-    found.discard(me)
+def modules(root):
+    found = {}
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            if not name.endswith(".rs"):
+                continue
+            rel = os.path.relpath(os.path.join(dirpath, name), root)[:-3].split(os.sep)
+            if rel[-1] in ("mod", "lib", "main"):
+                rel = rel[:-1]
+            found[tuple(rel)] = os.path.join(dirpath, name)
     return found
 
 
-def cycles(graph: dict) -> list:
-    """Tarjan's strongly connected components with more than one node."""
-    index, low, stack, on_stack, out = {}, {}, [], set(), []
-    counter = [0]
+def code(path):
+    """The file's text without comments and string literals' contents."""
+    text = open(path).read()
+    text = re.sub(r"//[^\n]*", "", text)
+    text = re.sub(r"\bpub\((?:crate|super|in [^)]*)\)", "pub", text)
+    text = re.sub(r'r#"(?:.|\n)*?"#', '""', text)
+    return re.sub(r'"(?:\\.|[^"\\])*"', '""', text)
 
-    def visit(node):
-        index[node] = low[node] = counter[0]
-        counter[0] += 1
-        stack.append(node)
-        on_stack.add(node)
-        for next_node in graph.get(node, ()):
-            if next_node not in index:
-                visit(next_node)
-                low[node] = min(low[node], low[next_node])
-            elif next_node in on_stack:
-                low[node] = min(low[node], index[next_node])
-        if low[node] == index[node]:
-            component = []
-            while True:
-                top = stack.pop()
-                on_stack.discard(top)
-                component.append(top)
-                if top == node:
-                    break
-            if len(component) > 1:
-                out.append(sorted(component))
 
-    for node in sorted(graph):
-        if node not in index:
-            visit(node)
+def paths(text, children):
+    """Every path starting at `crate`, `super` or a child module, `use` groups expanded."""
+    out = []
+    roots = "|".join(["crate", "super"] + sorted(children))
+    for match in re.finditer(r"(?<!::)\b(%s)((?:::\w+)*)(::\{)?" % roots, text):
+        if match.group(1) in children and not match.group(2) and not match.group(3):
+            continue  # a name like the module's, not a path into it
+        head = [match.group(1)] + [p for p in match.group(2).split("::") if p]
+        if match.group(3):
+            depth, start, i = 1, match.end(), match.end()
+            while depth and i < len(text):
+                depth += {"{": 1, "}": -1}.get(text[i], 0)
+                i += 1
+            for part in re.split(r"[,{}\s]+", text[start : i - 1]):
+                if part and part != "self":
+                    out.append(head + [p for p in part.split("::") if p])
+            out.append(head)
+        else:
+            out.append(head)
     return out
 
 
-def main() -> int:
-    src = Path(sys.argv[1])
-    allowed = [set(tuple(p.split("::")) for p in pair.split(":")) for pair in sys.argv[2:]]
-    files = sorted(src.rglob("*.rs"))
-    modules = {module_of(src, f) for f in files}
-    graph = {module_of(src, f): edges_of(src, f, modules) for f in files}
+def resolve(module, path, known):
+    if path[0] == "crate":
+        absolute, rest = [], path[1:]
+    elif path[0] != "super":
+        absolute, rest = list(module), path
+    else:
+        absolute, rest = list(module), path
+        while rest and rest[0] == "super":
+            absolute, rest = absolute[:-1], rest[1:]
+    target = tuple(absolute)
+    for part in rest:
+        if target + (part,) in known:
+            target += (part,)
+        else:
+            break
+    return target
+
+
+def cycles(edges):
+    """Strongly connected components with more than one node (Tarjan)."""
+    index, low, stack, on, found, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in edges.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in list(edges):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def main(root, allowed=()):
+    known = modules(root)
+    files, tops = {}, {}
+    for module, path in known.items():
+        children = {m[-1] for m in known if len(m) == len(module) + 1 and m[:-1] == module}
+        text = code(path)
+        # An inline module (`mod tests { .. }`, last in the file): its `super` is this file.
+        inline = re.search(r"\bmod\s+\w+\s*\{", text)
+        parts = [(module, text)]
+        if inline:
+            parts = [(module, text[: inline.start()]), (module + ("",), text[inline.start() :])]
+        for inner, part in parts:
+            for p in paths(part, children):
+                if p[0] not in ("crate", "super"):
+                    inner_path = p  # a child of the file's module
+                    target = resolve(module, inner_path, known)
+                else:
+                    target = resolve(inner, p, known)
+                if target and target != module and target in known:
+                    files.setdefault(module, set()).add(target)
+                if module and target and module[0] != target[0]:
+                    tops.setdefault(module[:1], set()).add(target[:1])
     name = lambda m: "::".join(m) or "crate"
-    edge_count = sum(len(v) for v in graph.values())
-    print(f"{len(files)} files, {edge_count} import edges between them")
-    bad = [c for c in cycles(graph) if set(c) not in allowed]
-    for component in cycles(graph):
-        label = "allowed" if set(component) in allowed else "CYCLE"
-        print(f"{label}: {' <-> '.join(name(m) for m in component)}")
+    print(f"{len(known)} modules, {sum(map(len, files.values()))} edges between files")
+    for top, targets in sorted(tops.items()):
+        print(f"  {name(top)} -> {', '.join(sorted(map(name, targets)))}")
+    allowed = [sorted(pair.split(":")) for pair in allowed]
+    found = [("files", c) for c in cycles(files)] + [("top-level modules", c) for c in cycles(tops)]
+    bad = [(kind, c) for kind, c in found if sorted(map(name, c)) not in allowed]
+    for kind, component in found:
+        if (kind, component) not in bad:
+            print(f"allowed: {', '.join(map(name, component))}")
+    for kind, component in bad:
+        print(f"cycle among {kind}: {', '.join(map(name, component))}")
     if not bad:
-        print("no other cycle: the module graph is acyclic")
+        print("no cycles")
     return 1 if bad else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "src", sys.argv[2:]))

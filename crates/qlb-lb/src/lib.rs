@@ -1,18 +1,23 @@
-//! The qlb load balancer daemon's parts:
+//! The qlb load balancer daemon. Its public parts are what `qlb lb`, `qlb serve`, the
+//! benchmarks and the tests use:
 //!
-//! * [`config`]: the TOML file that `qlb lb` runs from and that `qlb serve` backends read
-//!   their QUIC-LB tables and cluster secret from, validated, and the routing
-//!   [`Pool`](qlb_router::Pool) it describes;
-//! * [`dataplane`]: the forwarding data plane in `proxy` mode: worker threads on
-//!   SO_REUSEPORT sockets with batched I/O (GRO, GSO, ECN) that route client datagrams with
+//! * [`config`]: the TOML file, validated: the part every member of a cluster shares
+//!   ([`ClusterConfig`](config::ClusterConfig), which `qlb serve` backends read) and the load
+//!   balancer's whole file ([`LbConfig`](config::LbConfig), which `qlb lb` runs from), and the
+//!   routing [`Pool`](qlb_router::Pool) it describes;
+//! * [`dataplane`]: the forwarding data plane in `proxy` mode, on plain options: worker threads
+//!   on SO_REUSEPORT sockets with batched I/O (GRO, GSO, ECN) that route client datagrams with
 //!   [`qlb_router`] and relay them through per-flow upstream sockets, with a handle to swap the
 //!   pool and read the counters;
-//! * [`health`]: active HTTP/3 health checks and the threshold logic that turns their results
-//!   into up and down;
-//! * [`daemon`]: the [`Balancer`], which runs all of it from a configuration: health checks,
-//!   admin drains and reloads swap the data plane's pool without losing a flow;
+//! * [`daemon`]: the [`Balancer`], which runs all of it from a configuration: active HTTP/3
+//!   health checks, admin drains and reloads swap the data plane's pool without losing a flow;
+//!   and what it reports ([`Status`](daemon::Status));
 //! * [`admin`]: the admin HTTP API (status, drain, reload, Prometheus metrics) the balancer
-//!   serves on `admin.listen`.
+//!   serves on `admin.listen`, and the metrics encoding.
+//!
+//! Inside, modules import downwards only: `config` and `dataplane` at the bottom, the health
+//! checks on `config`, the control plane's state and operations on those, `admin` on the
+//! control plane, and `daemon` on everything.
 //!
 //! ```
 //! use qlb_lb::config::LbConfig;
@@ -34,10 +39,14 @@
 //! # Ok::<(), qlb_lb::config::ConfigError>(())
 //! ```
 
+#![warn(unreachable_pub)]
+
 pub mod admin;
 pub mod config;
+mod control_plane;
 pub mod daemon;
 pub mod dataplane;
-pub mod health;
+mod health;
+mod sync;
 
 pub use daemon::Balancer;

@@ -5,7 +5,7 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use qlb_lb::config::{ConfigError, LbConfig};
+use qlb_lb::config::{ClusterConfig, ConfigError, LbConfig};
 use qlb_router::BackendState;
 use quic_lb::Mode;
 
@@ -72,11 +72,24 @@ fn with_files(dir: &Path) {
 }
 
 fn load(text: &str) -> Result<LbConfig, ConfigError> {
+    load_with(text, LbConfig::from_file)
+}
+
+/// The shared part of `text`, as a backend reads it.
+fn load_cluster(text: &str) -> Result<ClusterConfig, ConfigError> {
+    load_with(text, ClusterConfig::load)
+}
+
+/// `text` written to a file beside the example's files, read by `read`.
+fn load_with<T>(
+    text: &str,
+    read: impl FnOnce(&Path) -> Result<T, ConfigError>,
+) -> Result<T, ConfigError> {
     let dir = tempfile::tempdir().expect("temp dir");
     with_files(dir.path());
     let path = dir.path().join("lb.toml");
     fs::write(&path, text).expect("write");
-    LbConfig::from_file(&path)
+    read(&path)
 }
 
 /// The example with `from` replaced by `to`; the replacement must apply.
@@ -98,11 +111,13 @@ fn the_documented_example_loads() {
     assert_eq!(config.listen.len(), 2);
     assert_eq!(config.workers.get(), 2);
     assert_eq!(config.flow_idle_timeout, Duration::from_secs(60));
-    assert_eq!(config.quic_lb.len(), 2);
-    assert_eq!(config.quic_lb[0].mode(), Mode::FourPass);
-    assert_eq!(config.quic_lb[1].mode(), Mode::SinglePass);
+    assert_eq!(config.cluster.quic_lb.len(), 2);
+    assert_eq!(config.cluster.quic_lb[0].mode(), Mode::FourPass);
+    assert_eq!(config.cluster.quic_lb[1].mode(), Mode::SinglePass);
     assert_eq!(
-        config.quic_lb[1].key().map(|k| hex::encode(k.as_bytes())),
+        config.cluster.quic_lb[1]
+            .key()
+            .map(|k| hex::encode(k.as_bytes())),
         Some("ffeeddccbbaa99887766554433221100".to_owned())
     );
     assert_eq!(config.backends[1].weight, 3);
@@ -114,7 +129,11 @@ fn the_documented_example_loads() {
         Some(&b"s3cret-token"[..])
     );
     assert_eq!(
-        config.cluster_secret.as_ref().map(|s| s.as_bytes().len()),
+        config
+            .cluster
+            .cluster_secret
+            .as_ref()
+            .map(|s| s.as_bytes().len()),
         Some(18)
     );
     let pool = config.pool(|name| name == "b1").expect("pool");
@@ -145,7 +164,7 @@ fn defaults_fill_what_is_left_out() {
     assert_eq!(config.health.interval, Duration::from_secs(1));
     assert_eq!(config.health.path, "/healthz");
     assert!(config.admin.is_none());
-    assert!(config.cluster_secret.is_none());
+    assert!(config.cluster.cluster_secret.is_none());
     assert_eq!(config.backends[0].weight, 1);
     assert_eq!(config.backends[0].state, BackendState::Active);
 }
@@ -329,4 +348,77 @@ fn an_inline_admin_token_and_repeated_free_ports_are_accepted() {
         "listen = [\"127.0.0.1:0\", \"127.0.0.1:0\"]",
     );
     assert_eq!(load(&two_free_ports).expect("valid").listen.len(), 2);
+}
+
+/// The example's shared part alone: what a cluster file holds.
+fn cluster_only() -> String {
+    let lb_own = EXAMPLE.find("[[backend]]").expect("backends");
+    let shared = EXAMPLE.get(..lb_own).expect("prefix");
+    ["listen", "workers", "mode", "flow_idle_timeout"]
+        .iter()
+        .fold(shared.to_owned(), |text, key| {
+            text.lines()
+                .filter(|line| !line.starts_with(key))
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+}
+
+#[test]
+fn a_cluster_file_holds_the_shared_part_alone_and_the_lb_needs_more() {
+    let text = cluster_only();
+    assert!(
+        !text.contains("listen") && !text.contains("[[backend]]"),
+        "{text}"
+    );
+    let cluster = load_cluster(&text).expect("valid");
+    assert_eq!(cluster.quic_lb.len(), 2);
+    assert_eq!(cluster.quic_lb[1].mode(), Mode::SinglePass);
+    assert_eq!(
+        cluster.cluster_secret.as_ref().map(|s| s.as_bytes().len()),
+        Some(18)
+    );
+    // The load balancer needs its listeners.
+    assert!(refusal(&text).starts_with("listen:"), "{}", refusal(&text));
+}
+
+#[test]
+fn the_whole_lb_file_yields_the_same_shared_part() {
+    let cluster = load_cluster(EXAMPLE).expect("valid");
+    assert_eq!(cluster, load(EXAMPLE).expect("valid").cluster);
+    assert_eq!(cluster, load_cluster(&cluster_only()).expect("valid"));
+    // The load balancer's own sections are skipped, not validated.
+    let bad_lb_part = variant("workers = 2", "workers = 0");
+    assert_eq!(load_cluster(&bad_lb_part).expect("valid"), cluster);
+}
+
+#[test]
+fn the_shared_part_is_refused_naming_its_field() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("config_id = 1", "config_id = 7", "quic_lb[1].config_id:"),
+        ("nonce_len = 6", "nonce_len = 3", "quic_lb[0].nonce_len:"),
+        (
+            "key_file = \"quic_lb_1.key\"",
+            "key_file = \"missing.key\"",
+            "quic_lb[1].key_file: cannot read",
+        ),
+        (
+            "cluster_secret_file = \"cluster.secret\"",
+            "cluster_secret = \"xyz\"",
+            "cluster_secret: must be hex",
+        ),
+        ("workers = 2", "workerz = 2", "workerz"),
+    ];
+    for &(from, to, expected) in cases {
+        for text in [variant(from, to), cluster_only().replacen(from, to, 1)] {
+            if !text.contains(to) {
+                continue; // the cluster file lacks the load balancer's keys
+            }
+            let message = load_cluster(&text).expect_err(to).to_string();
+            assert!(
+                message.contains(expected),
+                "{to:?}: expected {expected:?} in {message:?}"
+            );
+        }
+    }
 }

@@ -7,7 +7,7 @@ mod quic;
 
 use std::collections::BTreeSet;
 
-use qlb_lb::health::Health;
+use qlb_lb::daemon::Health;
 use qlb_router::BackendState;
 use qlb_testkit::{TestResult, eventually, fetch};
 use quic::{

@@ -13,7 +13,7 @@ use anyhow::{Context, Result, anyhow};
 use axum::response::IntoResponse;
 use clap::Args;
 use prometheus_client::registry::Registry;
-use qlb_lb::config::{LbConfig, parse_duration};
+use qlb_lb::config::{ClusterConfig, parse_duration};
 use qlb_server::{Identity, Server, builtin_routes};
 use quic_lb::{Config, ServerId};
 use tokio::signal::unix::{SignalKind, signal};
@@ -29,8 +29,8 @@ pub(crate) struct ServeArgs {
     /// This server's QUIC-LB server ID, hex (the load balancer's `backend.server_id`).
     #[arg(long)]
     server_id: ServerId,
-    /// The load balancer's TOML file: its [[quic_lb]] tables and cluster secret are used,
-    /// other sections are ignored.
+    /// The cluster file: its [[quic_lb]] tables and cluster secret. A load balancer's whole
+    /// file does too: the load balancer's own sections are ignored.
     #[arg(long)]
     config: PathBuf,
     /// Issue CIDs under this config rotation codepoint [default: the file's first table].
@@ -68,12 +68,12 @@ impl ServeArgs {
     }
 
     async fn serve(self) -> Result<()> {
-        let lb = LbConfig::from_file(&self.config)
+        let cluster = ClusterConfig::load(&self.config)
             .with_context(|| format!("reading {}", self.config.display()))?;
-        let config = select_config(&lb.quic_lb, self.config_id)
+        let config = select_config(&cluster.quic_lb, self.config_id)
             .with_context(|| format!("{}: quic_lb", self.config.display()))?;
         let mut builder = Server::builder(config, self.server_id).name(&self.name);
-        match &lb.cluster_secret {
+        match &cluster.cluster_secret {
             Some(secret) => builder = builder.cluster_secret(secret.as_bytes()),
             None => tracing::warn!(
                 "{} has no cluster_secret: stateless resets will not work across servers",

@@ -1,5 +1,6 @@
 //! `qlb serve` as operators run it: the real binary on loopback, stopped with SIGTERM while a
-//! request is in flight. The request completes and the process exits 0.
+//! request is in flight. The request completes and the process exits 0. It reads the shared
+//! cluster file alone, without the load balancer's sections.
 
 mod support;
 
@@ -55,5 +56,28 @@ async fn sigterm_lets_the_request_in_flight_finish_then_exits_zero() -> TestResu
     let (status, mut serve) = status;
     assert_eq!(status?.code(), Some(0), "exit status");
     serve.wait_for_log("shutting down", Duration::from_secs(1))?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_file_without_the_load_balancers_sections_is_enough() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("cluster.toml");
+    std::fs::write(
+        &config,
+        "cluster_secret = \"00112233445566778899aabbccddeeff\"\n\
+         [[quic_lb]]\nconfig_id = 0\nserver_id_len = 2\nnonce_len = 6\n\
+         key = \"8f95f09245765f80256934e50c66207f\"\n",
+    )?;
+    let (mut serve, addr, _metrics) = spawn_serve("b1", "0a01", "127.0.0.1:0", &config, &[])?;
+    let prober = Prober::new(&Trust::Insecure)?;
+    let whoami = prober
+        .probe(addr, "localhost", "/whoami", Duration::from_secs(5))
+        .await
+        .expect("serving");
+    assert_eq!(whoami.status, http::StatusCode::OK);
+    serve.terminate()?;
+    let status = tokio::task::spawn_blocking(move || serve.wait(Duration::from_secs(20))).await?;
+    assert_eq!(status?.code(), Some(0), "exit status");
     Ok(())
 }

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token};
 use qlb_lb::config::LbConfig;
-use qlb_lb::dataplane::{Dataplane, DataplaneDrop, DataplaneOptions};
+use qlb_lb::daemon::dataplane_options;
+use qlb_lb::dataplane::{Dataplane, DataplaneDrop};
 use qlb_router::Route;
 use quic_lb::Encoder;
 use quinn_udp::{BATCH_SIZE, RecvMeta, Transmit, UdpSocketState};
@@ -34,7 +35,7 @@ length_self_encoding = true
 
 /// As the data plane's listening sockets (`dataplane/socket.rs`): a 4 MiB receive buffer.
 const LISTEN_RECV_BUFFER: usize = 4 << 20;
-/// As the data plane's receive buffers (`dataplane/worker.rs`): 64 KiB each, a batch of them.
+/// As the data plane's receive buffers (`dataplane/buffers.rs`): 64 KiB each, a batch of them.
 const BUFFER_SIZE: usize = 1 << 16;
 /// The most one transmit carries, as in the data plane (`dataplane/segments.rs`).
 const MAX_TRANSMIT_OCTETS: usize = 65_507;
@@ -495,7 +496,7 @@ pub(crate) fn start_qlb(config: &LbConfig, cpu: Option<usize>) -> BenchResult<Ru
         &config.listen,
         config.workers,
         Arc::new(pool),
-        DataplaneOptions::from_config(config),
+        dataplane_options(config),
     )?;
     // A thread names itself once running: wait for the name.
     let deadline = Instant::now() + NGINX_WAIT;
@@ -515,7 +516,11 @@ pub(crate) fn start_qlb(config: &LbConfig, cpu: Option<usize>) -> BenchResult<Ru
 /// An encoder of connection IDs for each backend of `config` (its first QUIC-LB table), in
 /// backend order, as the backends (`qlb serve`) would issue them.
 pub(crate) fn encoders(config: &LbConfig) -> BenchResult<Vec<Encoder>> {
-    let quic_lb = config.quic_lb.first().ok_or("no [[quic_lb]] table")?;
+    let quic_lb = config
+        .cluster
+        .quic_lb
+        .first()
+        .ok_or("no [[quic_lb]] table")?;
     Ok(config
         .backends
         .iter()

@@ -207,6 +207,7 @@ fn main() -> BenchResult {
     describe_machine(&settings);
     // The CID length, from the configuration's QUIC-LB table (no backends needed).
     let cid_len = forwarders::qlb_config(&[])?
+        .cluster
         .quic_lb
         .first()
         .map(quic_lb::Config::cid_len)

@@ -12,11 +12,11 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use qlb_router::BackendState;
 
-use crate::daemon::{BackendStatus, Status};
+use crate::control_plane::{BackendStatus, Status};
 use crate::health::Health;
 
 /// The content type of [`encode`]'s text.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Encodes `status` as Prometheus (OpenMetrics) text.
 ///

@@ -1,4 +1,4 @@
-//! The admin HTTP API (axum, HTTP/1.1), run by the [`Balancer`] on `admin.listen`:
+//! The admin HTTP API (axum, HTTP/1.1), run by the [`Balancer`](crate::Balancer) on `admin.listen`:
 //!
 //! | request | answer |
 //! | --- | --- |
@@ -16,7 +16,7 @@
 mod metrics;
 
 use std::net::SocketAddr;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use axum::Json;
@@ -33,24 +33,27 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::config::Secret;
-use crate::daemon::{AdminOverride, Balancer, ReloadError, Shared};
-pub use metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, encode as encode_metrics};
+use crate::control_plane::{AdminOverride, ControlPlane, ReloadError};
+use metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
+pub use metrics::encode as encode_metrics;
 
 /// How long a shutdown waits for admin requests in progress.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The running admin server.
+/// The running admin server; dropping it stops it at once.
 #[derive(Debug)]
+#[must_use = "dropping the admin server stops it at once"]
 pub(crate) struct AdminServer {
-    stop: oneshot::Sender<()>,
+    /// Taken by `stop`.
+    stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
 
 impl AdminServer {
-    /// Serves the admin API on `listener` for the balancer behind `shared`, until stopped.
-    pub(crate) fn spawn(listener: TcpListener, shared: Weak<Shared>) -> Self {
+    /// Serves the admin API on `listener` for the balancer behind `control`, until stopped.
+    pub(crate) fn spawn(listener: TcpListener, control: Weak<ControlPlane>) -> Self {
         let (stop, stopped) = oneshot::channel::<()>();
-        let app = router(shared);
+        let app = router(control);
         let task = tokio::spawn(async move {
             let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
                 stopped.await.ok();
@@ -59,34 +62,41 @@ impl AdminServer {
                 tracing::error!(%err, "the admin API failed");
             }
         });
-        Self { stop, task }
-    }
-
-    /// Stops accepting and waits (a little) for requests in progress.
-    pub(crate) async fn stop(self) {
-        self.stop.send(()).ok();
-        let abort = self.task.abort_handle();
-        if tokio::time::timeout(STOP_TIMEOUT, self.task).await.is_err() {
-            abort.abort();
+        Self {
+            stop: Some(stop),
+            task,
         }
     }
 
-    /// Stops at once (the balancer is gone).
-    pub(crate) fn abort(&self) {
+    /// Stops accepting and waits (a little) for requests in progress.
+    pub(crate) async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            stop.send(()).ok();
+        }
+        // Past the timeout, dropping `self` aborts the task.
+        tokio::time::timeout(STOP_TIMEOUT, &mut self.task)
+            .await
+            .ok();
+    }
+}
+
+impl Drop for AdminServer {
+    fn drop(&mut self) {
+        // The balancer is gone (or the server has stopped already: then this does nothing).
         self.task.abort();
     }
 }
 
-/// The admin API's routes for the balancer behind `shared`.
-fn router(shared: Weak<Shared>) -> axum::Router {
+/// The admin API's routes for the balancer behind `control`.
+fn router(control: Weak<ControlPlane>) -> axum::Router {
     axum::Router::new()
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/reload", post(reload))
         .route("/backends/{name}/drain", post(drain))
         .route("/backends/{name}/undrain", post(undrain))
-        .layer(middleware::from_fn_with_state(shared.clone(), authorize))
-        .with_state(shared)
+        .layer(middleware::from_fn_with_state(control.clone(), authorize))
+        .with_state(control)
 }
 
 /// A JSON error body: `{"error": "..."}`.
@@ -105,31 +115,28 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 /// The balancer behind the admin API, as an extractor: 503 once it is gone.
-struct Live(Balancer);
+struct Live(Arc<ControlPlane>);
 
-impl FromRequestParts<Weak<Shared>> for Live {
+impl FromRequestParts<Weak<ControlPlane>> for Live {
     type Rejection = Response;
 
     async fn from_request_parts(
         _parts: &mut Parts,
-        shared: &Weak<Shared>,
+        control: &Weak<ControlPlane>,
     ) -> Result<Self, Self::Rejection> {
-        shared
-            .upgrade()
-            .map(|shared| Self(Balancer::from_shared(shared)))
-            .ok_or_else(|| {
-                error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the load balancer has stopped",
-                )
-            })
+        control.upgrade().map(Self).ok_or_else(|| {
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the load balancer has stopped",
+            )
+        })
     }
 }
 
-async fn authorize(Live(balancer): Live, request: Request, next: Next) -> Response {
+async fn authorize(Live(control): Live, request: Request, next: Next) -> Response {
     if let Some(refusal) = refusal(
-        balancer.admin_token().as_ref(),
-        balancer.admin_addr(),
+        control.admin_token().as_ref(),
+        control.addresses().admin,
         request.headers().get(header::AUTHORIZATION),
     ) {
         return refusal;
@@ -173,12 +180,12 @@ fn refusal(
     Some(response)
 }
 
-async fn status(Live(balancer): Live) -> Response {
-    Json(balancer.status().await).into_response()
+async fn status(Live(control): Live) -> Response {
+    Json(control.status().await).into_response()
 }
 
-async fn metrics(Live(balancer): Live) -> Response {
-    match encode_metrics(balancer.status().await) {
+async fn metrics(Live(control): Live) -> Response {
+    match encode_metrics(control.status().await) {
         Ok(text) => ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], text).into_response(),
         Err(_) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -187,8 +194,8 @@ async fn metrics(Live(balancer): Live) -> Response {
     }
 }
 
-async fn reload(Live(balancer): Live) -> Response {
-    match balancer.reload().await {
+async fn reload(Live(control): Live) -> Response {
+    match control.reload().await {
         Ok(report) => Json(report).into_response(),
         Err(err) => {
             let status = match &err {
@@ -210,18 +217,14 @@ async fn undrain(balancer: Live, name: Path<String>) -> Response {
     set_drained(balancer, name, false).await
 }
 
-async fn set_drained(Live(balancer): Live, Path(name): Path<String>, drained: bool) -> Response {
+async fn set_drained(Live(control): Live, Path(name): Path<String>, drained: bool) -> Response {
     #[derive(Serialize)]
     struct Drained {
         name: String,
         admin_override: Option<AdminOverride>,
         effective_state: &'static str,
     }
-    let result = if drained {
-        balancer.drain(&name).await
-    } else {
-        balancer.undrain(&name).await
-    };
+    let result = control.set_drained(&name, drained).await;
     match result {
         Ok(state) => Json(Drained {
             name,

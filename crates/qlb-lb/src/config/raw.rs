@@ -2,7 +2,9 @@
 //! field is an error rather than a silently ignored line.
 
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 
+/// The whole file, as the load balancer reads it.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
@@ -19,6 +21,32 @@ pub(super) struct RawConfig {
     pub backend: Vec<RawBackend>,
     pub health: Option<RawHealth>,
     pub admin: Option<RawAdmin>,
+}
+
+/// The whole file, as every member of the cluster reads it: the shared part, and the load
+/// balancer's own keys (those of [`RawConfig`] but the shared ones) known but skipped, so
+/// that one file serves everyone and a misspelt key is still refused.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCluster {
+    pub cluster_secret: Option<String>,
+    pub cluster_secret_file: Option<String>,
+    #[serde(default)]
+    pub quic_lb: Vec<RawQuicLb>,
+    #[serde(rename = "listen")]
+    _listen: Option<IgnoredAny>,
+    #[serde(rename = "workers")]
+    _workers: Option<IgnoredAny>,
+    #[serde(rename = "mode")]
+    _mode: Option<IgnoredAny>,
+    #[serde(rename = "flow_idle_timeout")]
+    _flow_idle_timeout: Option<IgnoredAny>,
+    #[serde(rename = "backend")]
+    _backend: Option<IgnoredAny>,
+    #[serde(rename = "health")]
+    _health: Option<IgnoredAny>,
+    #[serde(rename = "admin")]
+    _admin: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]

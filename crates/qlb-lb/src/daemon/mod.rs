@@ -43,33 +43,26 @@
 //! # }
 //! ```
 
-mod reload;
-mod state;
-mod status;
-
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use qlb_client::{Prober, ProberBuildError, Trust};
 use qlb_router::{BackendState, PoolError};
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tokio::runtime::Handle;
-use tokio::task::AbortHandle;
 
 use crate::admin::AdminServer;
-use crate::config::{ConfigError, LbConfig, Secret};
-use crate::dataplane::{Dataplane, DataplaneError, DataplaneHandle, DataplaneOptions, Stats};
-use crate::health::{self, Health, Outcome};
-pub use reload::{ReloadError, ReloadReport};
-use state::State;
-pub use state::{AdminOverride, UnknownBackend};
-use status::Place;
-pub use status::{
-    BackendStatus, DropCounts, FlowCounts, HealthStatus, ReloadCounts, Status, TrafficCount,
+use crate::config::LbConfig;
+use crate::control_plane::{Addresses, ControlPlane, Running};
+pub use crate::control_plane::{
+    AdminOverride, BackendStatus, DropCounts, FlowCounts, HealthStatus, ReloadCounts, ReloadError,
+    ReloadReport, Status, TrafficCount, UnknownBackend,
 };
+use crate::dataplane::{Dataplane, DataplaneError, DataplaneOptions, Stats};
+pub use crate::health::Health;
+use crate::sync::lock;
 
 /// Why the load balancer could not start.
 ///
@@ -140,33 +133,17 @@ pub enum StartError {
 /// # }
 /// ```
 #[derive(Clone, Debug)]
+#[must_use = "dropping the last handle stops the load balancer"]
 pub struct Balancer {
-    shared: Arc<Shared>,
-}
-
-/// What every handle, the health checks and the admin API share. Background tasks hold it
-/// weakly, so dropping the last [`Balancer`] stops everything.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    state: Mutex<State>,
-    /// The running health check tasks (locked after `state` when both are).
-    checks: Mutex<Vec<AbortHandle>>,
-    /// The admin API's token, apart from `state` so that authorizing a request never waits
-    /// for a pool swap.
-    admin_token: Mutex<Option<Secret>>,
-    handle: DataplaneHandle,
-    /// Taken by `shutdown`.
-    dataplane: Mutex<Option<Dataplane>>,
-    admin: Mutex<Option<AdminServer>>,
-    place: Place,
-    runtime: Handle,
-    prober: Arc<Prober>,
+    control: Arc<ControlPlane>,
+    /// The admin API, stopped by `shutdown` or when the last handle drops.
+    admin: Arc<Mutex<Option<AdminServer>>>,
 }
 
 impl Balancer {
     /// Starts the data plane on `config.listen`, the health checks (every backend is checked
-    /// at once, and routed until a check fails: see [`HealthTracker`](crate::health::HealthTracker))
-    /// and, with an `[admin]` table, the admin API. `config_file` is the file
+    /// at once, and routed until checks fail: [`Health::Unknown`] routes like up) and, with an
+    /// `[admin]` table, the admin API. `config_file` is the file
     /// [`Balancer::reload`] re-reads.
     ///
     /// ```no_run
@@ -179,13 +156,13 @@ impl Balancer {
     /// # }
     /// ```
     pub async fn start(config: LbConfig, config_file: Option<PathBuf>) -> Result<Self, StartError> {
-        let state = State::new(config);
-        let config = state.config();
+        let running = Running::new(config);
+        let config = running.config();
         let dataplane = Dataplane::start(
             &config.listen,
             config.workers,
-            Arc::new(state.pool()?),
-            DataplaneOptions::from_config(config),
+            Arc::new(running.pool()?),
+            dataplane_options(config),
         )?;
         let admin_listener = match &config.admin {
             Some(admin) => {
@@ -199,30 +176,19 @@ impl Balancer {
             }
             None => None,
         };
-        let shared = Arc::new(Shared {
-            admin_token: Mutex::new(config.admin.as_ref().and_then(|a| a.token.clone())),
-            handle: dataplane.handle(),
-            place: Place {
-                listen: dataplane.local_addrs().to_vec(),
-                admin: admin_listener.as_ref().map(|(_, bound)| *bound),
-                config_file,
-            },
-            dataplane: Mutex::new(Some(dataplane)),
-            admin: Mutex::new(None),
-            checks: Mutex::new(Vec::new()),
-            runtime: Handle::current(),
-            prober: Arc::new(Prober::new(&Trust::Insecure)?),
-            state: Mutex::new(state),
-        });
-        shared.restart_checks(&lock(&shared.state));
-        if let Some((listener, _)) = admin_listener {
-            *lock(&shared.admin) = Some(AdminServer::spawn(listener, Arc::downgrade(&shared)));
-        }
-        Ok(Self { shared })
-    }
-
-    pub(crate) fn from_shared(shared: Arc<Shared>) -> Self {
-        Self { shared }
+        let addresses = Addresses {
+            listen: dataplane.local_addrs().to_vec(),
+            admin: admin_listener.as_ref().map(|(_, bound)| *bound),
+            config_file,
+        };
+        let prober = Prober::new(&Trust::Insecure)?;
+        let control = ControlPlane::start(running, dataplane, addresses, prober);
+        let admin = admin_listener
+            .map(|(listener, _)| AdminServer::spawn(listener, Arc::downgrade(&control)));
+        Ok(Self {
+            control,
+            admin: Arc::new(Mutex::new(admin)),
+        })
     }
 
     /// The bound UDP addresses, in `listen` order, port 0 resolved.
@@ -233,7 +199,7 @@ impl Balancer {
     /// # }
     /// ```
     pub fn listen_addrs(&self) -> &[SocketAddr] {
-        &self.shared.place.listen
+        &self.control.addresses().listen
     }
 
     /// The admin API's bound address, port 0 resolved; `None` without an `[admin]` table.
@@ -246,7 +212,7 @@ impl Balancer {
     /// # }
     /// ```
     pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.shared.place.admin
+        self.control.addresses().admin
     }
 
     /// The file [`Balancer::reload`] re-reads, if any.
@@ -257,7 +223,7 @@ impl Balancer {
     /// # }
     /// ```
     pub fn config_file(&self) -> Option<&Path> {
-        self.shared.place.config_file.as_deref()
+        self.control.addresses().config_file.as_deref()
     }
 
     /// Re-reads the configuration file and swaps it in, or refuses it and keeps the running
@@ -272,11 +238,7 @@ impl Balancer {
     /// # }
     /// ```
     pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
-        let Some(path) = self.shared.place.config_file.clone() else {
-            return Err(ReloadError::NoConfigFile);
-        };
-        self.blocking(move |shared| shared.reload(LbConfig::from_file(&path)))
-            .await
+        self.control.reload().await
     }
 
     /// Swaps in `config`, or refuses it and keeps the running one, as [`Balancer::reload`]
@@ -291,7 +253,7 @@ impl Balancer {
     /// # }
     /// ```
     pub async fn reload_from(&self, config: LbConfig) -> Result<ReloadReport, ReloadError> {
-        self.blocking(move |shared| shared.reload(Ok(config))).await
+        self.control.reload_from(config).await
     }
 
     /// Drains backend `name` (no new connections; its connections' packets still reach it)
@@ -306,9 +268,7 @@ impl Balancer {
     /// # }
     /// ```
     pub async fn drain(&self, name: &str) -> Result<BackendState, UnknownBackend> {
-        let name = name.to_owned();
-        self.blocking(move |shared| shared.set_drained(&name, true))
-            .await
+        self.control.set_drained(name, true).await
     }
 
     /// Removes the admin drain of backend `name`: it goes back to the state the file gives
@@ -321,9 +281,7 @@ impl Balancer {
     /// # }
     /// ```
     pub async fn undrain(&self, name: &str) -> Result<BackendState, UnknownBackend> {
-        let name = name.to_owned();
-        self.blocking(move |shared| shared.set_drained(&name, false))
-            .await
+        self.control.set_drained(name, false).await
     }
 
     /// A snapshot of backends, flows and counters (what `GET /status` serves).
@@ -335,7 +293,7 @@ impl Balancer {
     /// # }
     /// ```
     pub async fn status(&self) -> Status {
-        self.blocking(|shared| shared.status()).await
+        self.control.status().await
     }
 
     /// Stops the admin API (letting requests in progress finish), the health checks and the
@@ -351,204 +309,33 @@ impl Balancer {
     /// # }
     /// ```
     pub async fn shutdown(&self) -> Result<Stats, DataplaneError> {
-        let admin = lock(&self.shared.admin).take();
+        let admin = lock(&self.admin).take();
         if let Some(admin) = admin {
             admin.stop().await;
         }
-        self.blocking(|shared| {
-            lock(&shared.state).stop();
-            lock(&shared.checks).drain(..).for_each(|c| c.abort());
-            let dataplane = lock(&shared.dataplane).take();
-            match dataplane {
-                Some(dataplane) => dataplane.shutdown(),
-                None => Ok(shared.handle.stats()),
-            }
-        })
-        .await
-    }
-
-    /// The admin API's token, if one is configured.
-    pub(crate) fn admin_token(&self) -> Option<Secret> {
-        lock(&self.shared.admin_token).clone()
-    }
-
-    /// Runs `work` on a blocking thread: pool swaps and stats wait for the data plane.
-    async fn blocking<R: Send + 'static>(
-        &self,
-        work: impl FnOnce(&Arc<Shared>) -> R + Send + 'static,
-    ) -> R {
-        let shared = Arc::clone(&self.shared);
-        match tokio::task::spawn_blocking(move || work(&shared)).await {
-            Ok(result) => result,
-            // A panic in `work` is a bug: let it reach the caller.
-            Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
-            // Blocking tasks are only cancelled when the runtime shuts down, which drops
-            // this future first.
-            Err(err) => panic!("the runtime is shutting down: {err}"),
-        }
+        self.control.shutdown().await
     }
 }
 
-impl Shared {
-    /// Swaps in the pool for `state`.
-    fn apply(&self, state: &State) {
-        match state.pool() {
-            Ok(pool) => self.handle.set_pool(Arc::new(pool)),
-            // The configuration's pool was built once already; states do not make it invalid.
-            Err(err) => tracing::error!(%err, "cannot build the routing pool; keeping the last"),
-        }
-    }
-
-    fn set_drained(&self, name: &str, drained: bool) -> Result<BackendState, UnknownBackend> {
-        let mut state = lock(&self.state);
-        let (changed, now) = state.set_drained(name, drained)?;
-        let action = if drained { "drained" } else { "undrained" };
-        tracing::info!(
-            backend = name,
-            state = now.as_str(),
-            "{action} through the admin API"
-        );
-        if changed {
-            self.apply(&state);
-        }
-        Ok(now)
-    }
-
-    fn reload(
-        self: &Arc<Self>,
-        new: Result<LbConfig, ConfigError>,
-    ) -> Result<ReloadReport, ReloadError> {
-        let mut state = lock(&self.state);
-        let outcome = new.map_err(ReloadError::from).and_then(|new| {
-            let (next, report) = state.reloaded(new)?;
-            let pool = next.pool().map_err(ReloadError::Pool)?;
-            Ok((next, report, pool))
-        });
-        match outcome {
-            Ok((next, report, pool)) => {
-                *state = next;
-                state.count_reload(true);
-                *lock(&self.admin_token) =
-                    state.config().admin.as_ref().and_then(|a| a.token.clone());
-                self.handle.set_pool(Arc::new(pool));
-                self.restart_checks(&state);
-                tracing::info!("configuration reloaded: {report}");
-                Ok(report)
-            }
-            Err(err) => {
-                state.count_reload(false);
-                tracing::error!("reload refused, the running configuration stays: {err}");
-                Err(err)
-            }
-        }
-    }
-
-    fn status(&self) -> Status {
-        // Stats first: collecting them waits for the workers, which must not hold up the
-        // state (health reports, drains) meanwhile.
-        let stats = self.handle.stats();
-        Status::new(&self.place, &lock(&self.state), &stats)
-    }
-
-    /// Replaces the health check tasks with ones for `state`'s backends and epoch.
-    fn restart_checks(self: &Arc<Self>, state: &State) {
-        let mut checks = lock(&self.checks);
-        checks.drain(..).for_each(|c| c.abort());
-        let epoch = state.epoch();
-        let shared = Arc::downgrade(self);
-        *checks = health::spawn_checks(
-            &self.runtime,
-            &self.prober,
-            &state.config().health,
-            state.checked_backends(),
-            move |name, result| {
-                if let Some(shared) = shared.upgrade() {
-                    shared.report_check(epoch, name, result);
-                }
-            },
-        );
-    }
-
-    /// Takes one health check of backend `name`, from checks started at `epoch`.
-    fn report_check(&self, epoch: u64, name: &str, outcome: Outcome) {
-        let mut state = lock(&self.state);
-        if state.epoch() != epoch {
-            return; // started before a reload: the backend may have changed
-        }
-        if let Some(why) = &outcome.failure {
-            tracing::debug!(backend = name, "health check failed: {why}");
-        }
-        let why = outcome.failure.clone().unwrap_or_default();
-        let Some(transition) = state.record_check(name, outcome) else {
-            return;
-        };
-        let (from, to) = (transition.from.as_str(), transition.to.as_str());
-        match transition.to {
-            Health::Up | Health::Unknown => tracing::info!(backend = name, from, "backend {to}"),
-            Health::Unready | Health::Down => {
-                tracing::warn!(backend = name, from, "backend {to}: {why}");
-            }
-        }
-        if transition.changes_routing() {
-            self.apply(&state);
-        }
-    }
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        lock(&self.checks).drain(..).for_each(|c| c.abort());
-        if let Some(admin) = lock(&self.admin).as_ref() {
-            admin.abort();
-        }
-        // The data plane stops as it drops.
-    }
-}
-
-/// A poisoned lock only means a thread panicked holding it; the state is still whole (every
-/// change is made in one assignment).
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// The configuration the daemon's unit tests start from.
-#[cfg(test)]
-mod fixture {
-    use crate::config::LbConfig;
-
-    /// Two backends (the file drains b2), an admin API, health thresholds of 2; `[health]`
-    /// comes last, so that keys can be appended to it.
-    pub(super) const CONFIG: &str = r#"
-listen = ["127.0.0.1:4433"]
-workers = 1
-[[quic_lb]]
-config_id = 0
-server_id_len = 2
-nonce_len = 6
-[[backend]]
-name = "b1"
-addr = "127.0.0.1:5001"
-server_id = "0001"
-[[backend]]
-name = "b2"
-addr = "127.0.0.1:5002"
-server_id = "0002"
-state = "draining"
-[admin]
-listen = "127.0.0.1:9901"
-[health]
-healthy_threshold = 2
-unhealthy_threshold = 2
-"#;
-
-    /// `text`, validated.
-    pub(super) fn config(text: &str) -> LbConfig {
-        LbConfig::from_toml(text, ".".as_ref()).expect("valid")
-    }
-
-    /// [`CONFIG`] with `from` (which must be in it) replaced by `to`, validated.
-    pub(super) fn variant(from: &str, to: &str) -> LbConfig {
-        assert!(CONFIG.contains(from), "{from}");
-        config(&CONFIG.replacen(from, to, 1))
+/// The options [`Balancer::start`] starts the data plane with: the defaults, with the
+/// settings a configuration file has (`flow_idle_timeout`).
+///
+/// ```
+/// use qlb_lb::{config::LbConfig, daemon::dataplane_options};
+/// use std::time::Duration;
+///
+/// let config = LbConfig::from_toml(
+///     "listen = [\"127.0.0.1:4433\"]\nflow_idle_timeout = \"5s\"",
+///     ".".as_ref(),
+/// )?;
+/// let options = dataplane_options(&config);
+/// assert_eq!(options.flow_idle_timeout, Duration::from_secs(5));
+/// # Ok::<(), qlb_lb::config::ConfigError>(())
+/// ```
+#[must_use]
+pub fn dataplane_options(config: &LbConfig) -> DataplaneOptions {
+    DataplaneOptions {
+        flow_idle_timeout: config.flow_idle_timeout,
+        ..DataplaneOptions::default()
     }
 }

@@ -45,13 +45,19 @@
 //!   connections' datagrams to their backends by connection ID, and the client's next
 //!   datagram opens a new flow: connections survive without state carried over.
 
-mod control;
-mod counters;
+mod board;
+mod buffers;
+mod error;
+mod event_loop;
+mod flow_key;
 mod flow_table;
+mod forward;
+mod options;
 mod segments;
+mod send;
 mod socket;
 mod stats;
-mod worker;
+mod worker_counters;
 
 use std::io;
 use std::net::SocketAddr;
@@ -61,119 +67,18 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use mio::{Poll, Waker};
-use qlb_router::{Pool, TableLimits};
-use thiserror::Error;
+use qlb_router::Pool;
 
-use crate::config::LbConfig;
-use control::Control;
+use board::Board;
+pub use error::DataplaneError;
+use event_loop::Worker;
+use forward::WAKER;
+pub use options::DataplaneOptions;
 pub use stats::{DataplaneDrop, Stats};
-use worker::{WAKER, Worker};
 
 /// How long [`DataplaneHandle::stats`] and [`DataplaneHandle::set_pool`] wait for a worker
 /// that does not answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Why the data plane could not start, or failed.
-///
-/// ```
-/// use qlb_lb::dataplane::{Dataplane, DataplaneError, DataplaneOptions};
-/// use std::{num::NonZeroUsize, sync::Arc};
-///
-/// let pool = Arc::new(qlb_router::Pool::new(quic_lb::Decoder::new(), [])?);
-/// let err = Dataplane::start(&[], NonZeroUsize::MIN, pool, DataplaneOptions::default())
-///     .unwrap_err();
-/// assert!(matches!(err, DataplaneError::NoListenAddress));
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Debug, Error)]
-#[non_exhaustive]
-pub enum DataplaneError {
-    /// No listening address was given.
-    #[error("listen: at least one address is required")]
-    NoListenAddress,
-    /// A listening address was given twice.
-    #[error("listen: {address} is given twice")]
-    DuplicateListenAddress {
-        /// The address.
-        address: SocketAddr,
-    },
-    /// A listening address could not be bound.
-    #[error("cannot listen on {address}: {source}")]
-    Bind {
-        /// The address.
-        address: SocketAddr,
-        /// What the operating system said.
-        source: io::Error,
-    },
-    /// A worker could not be set up or started, or its event loop failed.
-    #[error("data plane worker {worker}: {source}")]
-    Worker {
-        /// The worker's number, from 0.
-        worker: usize,
-        /// What the operating system said.
-        source: io::Error,
-    },
-    /// A worker thread panicked (a bug).
-    #[error("data plane worker {worker} panicked")]
-    WorkerPanicked {
-        /// The worker's number, from 0.
-        worker: usize,
-    },
-}
-
-/// Settings of a [`Dataplane`] beyond its addresses, workers and pool.
-///
-/// ```
-/// use qlb_lb::dataplane::DataplaneOptions;
-/// use std::time::Duration;
-///
-/// let options = DataplaneOptions { max_flows: 1024, ..DataplaneOptions::default() };
-/// assert_eq!(options.flow_idle_timeout, Duration::from_secs(60));
-/// ```
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub struct DataplaneOptions {
-    /// A flow without traffic in either direction for this long is forgotten and its
-    /// upstream socket closed. Default 60 s.
-    pub flow_idle_timeout: Duration,
-    /// The most flows per worker; 0 refuses every flow. Default 65536. Each flow holds a
-    /// socket: the process's file descriptor limit must allow `workers * max_flows` and some.
-    pub max_flows: usize,
-    /// The size and idle timeout of each router's DCID and 4-tuple tables.
-    pub table_limits: TableLimits,
-}
-
-impl Default for DataplaneOptions {
-    fn default() -> Self {
-        Self {
-            flow_idle_timeout: Duration::from_secs(60),
-            max_flows: 1 << 16,
-            table_limits: TableLimits::default(),
-        }
-    }
-}
-
-impl DataplaneOptions {
-    /// The defaults, with the settings a configuration file has (`flow_idle_timeout`).
-    ///
-    /// ```
-    /// use qlb_lb::{config::LbConfig, dataplane::DataplaneOptions};
-    /// use std::time::Duration;
-    ///
-    /// let config = LbConfig::from_toml(
-    ///     "listen = [\"127.0.0.1:4433\"]\nflow_idle_timeout = \"5s\"",
-    ///     ".".as_ref(),
-    /// )?;
-    /// let options = DataplaneOptions::from_config(&config);
-    /// assert_eq!(options.flow_idle_timeout, Duration::from_secs(5));
-    /// # Ok::<(), qlb_lb::config::ConfigError>(())
-    /// ```
-    pub fn from_config(config: &LbConfig) -> Self {
-        Self {
-            flow_idle_timeout: config.flow_idle_timeout,
-            ..Self::default()
-        }
-    }
-}
 
 /// The running data plane: worker threads forwarding between clients and backends until
 /// [`Dataplane::shutdown`] (or drop).
@@ -215,6 +120,7 @@ impl DataplaneOptions {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
+#[must_use = "dropping the data plane stops it"]
 pub struct Dataplane {
     handle: DataplaneHandle,
     local_addrs: Vec<SocketAddr>,
@@ -273,18 +179,18 @@ impl Dataplane {
                     .map_err(|source| DataplaneError::Worker { worker, source })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let control = Arc::new(Control::new(pool, wakers));
+        let board = Arc::new(Board::new(pool, wakers));
         let prepared = polls
             .into_iter()
             .zip(sockets)
             .enumerate()
             .map(|(worker, (poll, sockets))| {
-                Worker::new(worker, Arc::clone(&control), poll, sockets, &options)
+                Worker::new(worker, Arc::clone(&board), poll, sockets, &options)
                     .map_err(|source| DataplaneError::Worker { worker, source })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let mut dataplane = Self {
-            handle: DataplaneHandle { control },
+            handle: DataplaneHandle { board },
             local_addrs,
             threads: Vec::with_capacity(workers),
         };
@@ -405,12 +311,12 @@ impl Dataplane {
     /// ```
     pub fn shutdown(mut self) -> Result<Stats, DataplaneError> {
         self.stop_and_join()?;
-        Ok(self.handle.control.stats(Duration::ZERO))
+        Ok(self.handle.board.stats(Duration::ZERO))
     }
 
     /// Stops every worker and waits for its thread; the first failure is reported.
     fn stop_and_join(&mut self) -> Result<(), DataplaneError> {
-        self.handle.control.stop();
+        self.handle.board.stop();
         let mut outcome = Ok(());
         for (worker, thread) in self.threads.drain(..).enumerate() {
             let joined = match thread.join() {
@@ -449,7 +355,7 @@ impl Drop for Dataplane {
 /// ```
 #[derive(Clone, Debug)]
 pub struct DataplaneHandle {
-    control: Arc<Control>,
+    board: Arc<Board>,
 }
 
 impl DataplaneHandle {
@@ -474,7 +380,7 @@ impl DataplaneHandle {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn set_pool(&self, pool: Arc<Pool>) {
-        self.control.set_pool(pool, ANSWER_TIMEOUT);
+        self.board.set_pool(pool, ANSWER_TIMEOUT);
     }
 
     /// The pool last given (workers may take a batch to take it up).
@@ -490,7 +396,7 @@ impl DataplaneHandle {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn pool(&self) -> Arc<Pool> {
-        self.control.pool()
+        self.board.pool()
     }
 
     /// Fresh stats, summed over workers: every worker publishes its counters between two
@@ -513,7 +419,7 @@ impl DataplaneHandle {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn stats(&self) -> Stats {
-        self.control.stats(ANSWER_TIMEOUT)
+        self.board.stats(ANSWER_TIMEOUT)
     }
 }
 

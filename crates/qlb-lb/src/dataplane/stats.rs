@@ -132,17 +132,7 @@ impl Stats {
     }
 
     /// Adds `other` in: the sum over workers.
-    ///
-    /// ```
-    /// use qlb_lb::dataplane::Stats;
-    ///
-    /// let mut worker = Stats::default();
-    /// worker.flows_created = 2;
-    /// let mut total = worker.clone();
-    /// total.merge(&worker);
-    /// assert_eq!(total.flows_created, 4);
-    /// ```
-    pub fn merge(&mut self, other: &Stats) {
+    pub(crate) fn merge(&mut self, other: &Stats) {
         self.router.merge(&other.router);
         self.flows_active += other.flows_active;
         self.flows_created += other.flows_created;
@@ -218,5 +208,16 @@ mod tests {
                 bytes: 200
             }
         );
+    }
+
+    #[test]
+    fn merging_sums_over_workers() {
+        let worker = Stats {
+            flows_created: 2,
+            ..Stats::default()
+        };
+        let mut total = worker.clone();
+        total.merge(&worker);
+        assert_eq!(total.flows_created, 4);
     }
 }

@@ -6,17 +6,6 @@
 //! thresholds, transitions returned as values); this module's I/O part only runs probes and
 //! reports their results. The [`Balancer`](crate::Balancer) feeds those into its trackers
 //! and swaps the data plane's pool when a backend enters or leaves service.
-//!
-//! ```
-//! use qlb_lb::health::{CheckResult, Health, HealthTracker, Thresholds};
-//!
-//! let thresholds = Thresholds { healthy: 2, unhealthy: 2 };
-//! let mut tracker = HealthTracker::new();
-//! tracker.record(CheckResult::NoAnswer, thresholds);
-//! assert_eq!(tracker.health(), Health::Unknown, "one silent check is not enough");
-//! tracker.record(CheckResult::NoAnswer, thresholds);
-//! assert_eq!(tracker.health(), Health::Down);
-//! ```
 
 mod tracker;
 
@@ -30,17 +19,18 @@ use tokio::task::AbortHandle;
 use tokio::time::MissedTickBehavior;
 
 use crate::config::HealthConfig;
-pub use tracker::{CheckResult, Health, HealthTracker, Thresholds, Transition};
+pub use tracker::Health;
+pub(crate) use tracker::{CheckResult, HealthTracker, Thresholds, Transition};
 
 /// The TLS server name of every probe (backends' certificates are not verified: the check is
 /// whether they accept connections and answer).
-pub const PROBE_SERVER_NAME: &str = "localhost";
+pub(crate) const PROBE_SERVER_NAME: &str = "localhost";
 
 /// One check of one backend: its result and, for a failure, why.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub(crate) struct Outcome {
-    pub result: CheckResult,
-    pub failure: Option<String>,
+    pub(crate) result: CheckResult,
+    pub(crate) failure: Option<String>,
 }
 
 impl Outcome {

@@ -8,7 +8,7 @@ use crate::config::HealthConfig;
 /// What health checks say of a backend.
 ///
 /// ```
-/// use qlb_lb::health::Health;
+/// use qlb_lb::daemon::Health;
 ///
 /// assert!(Health::Down.is_down());
 /// assert!(!Health::Unready.is_down(), "alive: its connections' packets still reach it");
@@ -40,7 +40,7 @@ impl Health {
     /// Whether the backend is out of service altogether: only [`Health::Down`] is.
     ///
     /// ```
-    /// assert!(!qlb_lb::health::Health::Up.is_down());
+    /// assert!(!qlb_lb::daemon::Health::Up.is_down());
     /// ```
     pub fn is_down(self) -> bool {
         self == Self::Down
@@ -49,7 +49,7 @@ impl Health {
     /// Whether the backend may get new connections: unknown and up.
     ///
     /// ```
-    /// assert!(!qlb_lb::health::Health::Down.takes_new_connections());
+    /// assert!(!qlb_lb::daemon::Health::Down.takes_new_connections());
     /// ```
     pub fn takes_new_connections(self) -> bool {
         matches!(self, Self::Unknown | Self::Up)
@@ -58,7 +58,7 @@ impl Health {
     /// A stable snake_case label, for metrics and logs.
     ///
     /// ```
-    /// assert_eq!(qlb_lb::health::Health::Unknown.as_str(), "unknown");
+    /// assert_eq!(qlb_lb::daemon::Health::Unknown.as_str(), "unknown");
     /// ```
     pub fn as_str(self) -> &'static str {
         match self {
@@ -71,15 +71,8 @@ impl Health {
 }
 
 /// The result of one check.
-///
-/// ```
-/// use qlb_lb::health::{CheckResult, Health};
-///
-/// assert_eq!(CheckResult::Failed.health(), Health::Unready);
-/// assert_eq!(CheckResult::NoAnswer.health(), Health::Down);
-/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum CheckResult {
+pub(crate) enum CheckResult {
     /// A 2xx answer.
     Passed,
     /// An answer, but not a healthy one: another status, a refused handshake, a closed
@@ -91,13 +84,7 @@ pub enum CheckResult {
 
 impl CheckResult {
     /// The state enough of these results in a row lead to.
-    ///
-    /// ```
-    /// use qlb_lb::health::{CheckResult, Health};
-    ///
-    /// assert_eq!(CheckResult::Passed.health(), Health::Up);
-    /// ```
-    pub fn health(self) -> Health {
+    pub(crate) fn health(self) -> Health {
         match self {
             Self::Passed => Health::Up,
             Self::Failed => Health::Unready,
@@ -107,21 +94,14 @@ impl CheckResult {
 }
 
 /// How many consecutive results change a backend's state.
-///
-/// ```
-/// use qlb_lb::{config::HealthConfig, health::Thresholds};
-///
-/// let thresholds = Thresholds::from(&HealthConfig::default());
-/// assert_eq!((thresholds.healthy, thresholds.unhealthy), (2, 2));
-/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub struct Thresholds {
+pub(crate) struct Thresholds {
     /// Consecutive passes that bring a failing backend up (at least 1).
-    pub healthy: u32,
+    pub(crate) healthy: u32,
     /// Consecutive failures that take a backend out of new connections' choices, and
     /// consecutive failures of the other kind that move it between unready and down (at
     /// least 1).
-    pub unhealthy: u32,
+    pub(crate) unhealthy: u32,
 }
 
 impl From<&HealthConfig> for Thresholds {
@@ -134,32 +114,19 @@ impl From<&HealthConfig> for Thresholds {
 }
 
 /// A change of a backend's [`Health`].
-///
-/// ```
-/// use qlb_lb::health::{Health, Transition};
-///
-/// let transition = Transition { from: Health::Up, to: Health::Down };
-/// assert!(transition.changes_routing());
-/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub struct Transition {
+#[must_use = "a transition that changes routing must reach the pool"]
+pub(crate) struct Transition {
     /// The state before.
-    pub from: Health,
+    pub(crate) from: Health,
     /// The state after.
-    pub to: Health,
+    pub(crate) to: Health,
 }
 
 impl Transition {
     /// Whether the routing pool changes: every transition does except from unknown to up
     /// (both route alike).
-    ///
-    /// ```
-    /// use qlb_lb::health::{Health, Transition};
-    ///
-    /// assert!(!Transition { from: Health::Unknown, to: Health::Up }.changes_routing());
-    /// assert!(Transition { from: Health::Unready, to: Health::Down }.changes_routing());
-    /// ```
-    pub fn changes_routing(&self) -> bool {
+    pub(crate) fn changes_routing(&self) -> bool {
         self.from.takes_new_connections() != self.to.takes_new_connections()
             || self.from.is_down() != self.to.is_down()
     }
@@ -179,20 +146,8 @@ impl Transition {
 ///   draining server that finally exits goes down; a restarted one that still refuses is
 ///   unready);
 /// * `healthy` consecutive passes bring it up.
-///
-/// ```
-/// use qlb_lb::health::{CheckResult::*, Health, HealthTracker, Thresholds};
-///
-/// let thresholds = Thresholds { healthy: 2, unhealthy: 2 };
-/// let mut tracker = HealthTracker::new();
-/// assert_eq!(tracker.record(Passed, thresholds).map(|t| t.to), Some(Health::Up));
-/// assert_eq!(tracker.record(Failed, thresholds), None, "one failure is not enough");
-/// assert_eq!(tracker.record(Failed, thresholds).map(|t| t.to), Some(Health::Unready));
-/// assert_eq!(tracker.record(NoAnswer, thresholds), None);
-/// assert_eq!(tracker.record(NoAnswer, thresholds).map(|t| t.to), Some(Health::Down));
-/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub struct HealthTracker {
+pub(crate) struct HealthTracker {
     health: Health,
     /// Consecutive passes.
     passes: u32,
@@ -211,13 +166,7 @@ impl Default for HealthTracker {
 
 impl HealthTracker {
     /// A backend not checked yet.
-    ///
-    /// ```
-    /// use qlb_lb::health::{Health, HealthTracker};
-    ///
-    /// assert_eq!(HealthTracker::new().health(), Health::Unknown);
-    /// ```
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             health: Health::Unknown,
             passes: 0,
@@ -228,26 +177,17 @@ impl HealthTracker {
     }
 
     /// The current state.
-    ///
-    /// ```
-    /// assert!(!qlb_lb::health::HealthTracker::new().health().is_down());
-    /// ```
-    pub fn health(&self) -> Health {
+    pub(crate) fn health(&self) -> Health {
         self.health
     }
 
     /// Records one check result and returns the state change it causes, if any.
-    ///
-    /// ```
-    /// use qlb_lb::health::{CheckResult, Health, HealthTracker, Thresholds, Transition};
-    ///
-    /// let thresholds = Thresholds { healthy: 3, unhealthy: 2 };
-    /// let mut tracker = HealthTracker::new();
-    /// assert_eq!(tracker.record(CheckResult::NoAnswer, thresholds), None);
-    /// let second = tracker.record(CheckResult::NoAnswer, thresholds);
-    /// assert_eq!(second, Some(Transition { from: Health::Unknown, to: Health::Down }));
-    /// ```
-    pub fn record(&mut self, result: CheckResult, thresholds: Thresholds) -> Option<Transition> {
+    #[must_use = "a transition that changes routing must reach the pool"]
+    pub(crate) fn record(
+        &mut self,
+        result: CheckResult,
+        thresholds: Thresholds,
+    ) -> Option<Transition> {
         let target = result.health();
         let enough = if result == CheckResult::Passed {
             self.passes += 1;
@@ -377,6 +317,111 @@ mod tests {
                     );
                 assert_eq!(changes, expected, "{from:?} -> {to:?}");
             }
+        }
+    }
+
+    /// The examples the tracker's documentation gave when it was public.
+    #[test]
+    fn the_former_doc_examples_hold() {
+        {
+            let thresholds = Thresholds {
+                healthy: 2,
+                unhealthy: 2,
+            };
+            let mut tracker = HealthTracker::new();
+            let _ = tracker.record(CheckResult::NoAnswer, thresholds);
+            assert_eq!(
+                tracker.health(),
+                Health::Unknown,
+                "one silent check is not enough"
+            );
+            let _ = tracker.record(CheckResult::NoAnswer, thresholds);
+            assert_eq!(tracker.health(), Health::Down);
+        }
+        {
+            assert_eq!(CheckResult::Failed.health(), Health::Unready);
+            assert_eq!(CheckResult::NoAnswer.health(), Health::Down);
+        }
+        {
+            assert_eq!(CheckResult::Passed.health(), Health::Up);
+        }
+        {
+            use crate::config::HealthConfig;
+
+            let thresholds = Thresholds::from(&HealthConfig::default());
+            assert_eq!((thresholds.healthy, thresholds.unhealthy), (2, 2));
+        }
+        {
+            let transition = Transition {
+                from: Health::Up,
+                to: Health::Down,
+            };
+            assert!(transition.changes_routing());
+        }
+        {
+            assert!(
+                !Transition {
+                    from: Health::Unknown,
+                    to: Health::Up
+                }
+                .changes_routing()
+            );
+            assert!(
+                Transition {
+                    from: Health::Unready,
+                    to: Health::Down
+                }
+                .changes_routing()
+            );
+        }
+        {
+            use CheckResult::*;
+
+            let thresholds = Thresholds {
+                healthy: 2,
+                unhealthy: 2,
+            };
+            let mut tracker = HealthTracker::new();
+            assert_eq!(
+                tracker.record(Passed, thresholds).map(|t| t.to),
+                Some(Health::Up)
+            );
+            assert_eq!(
+                tracker.record(Failed, thresholds),
+                None,
+                "one failure is not enough"
+            );
+            assert_eq!(
+                tracker.record(Failed, thresholds).map(|t| t.to),
+                Some(Health::Unready)
+            );
+            assert_eq!(tracker.record(NoAnswer, thresholds), None);
+            assert_eq!(
+                tracker.record(NoAnswer, thresholds).map(|t| t.to),
+                Some(Health::Down)
+            );
+        }
+        {
+            assert_eq!(HealthTracker::new().health(), Health::Unknown);
+        }
+        {
+            assert!(!HealthTracker::new().health().is_down());
+        }
+        {
+            let thresholds = Thresholds {
+                healthy: 3,
+                unhealthy: 2,
+            };
+            let mut tracker = HealthTracker::new();
+            assert_eq!(tracker.record(CheckResult::NoAnswer, thresholds), None);
+            let second = tracker.record(CheckResult::NoAnswer, thresholds);
+            assert_eq!(
+                second,
+                Some(Transition {
+                    from: Health::Unknown,
+                    to: Health::Down
+                })
+            );
         }
     }
 }

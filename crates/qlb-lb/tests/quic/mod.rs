@@ -199,7 +199,7 @@ pub(crate) async fn all_up(balancer: &Balancer) -> TestResult {
         balancer.status().await.backends.iter().all(|b| {
             b.health
                 .as_ref()
-                .is_some_and(|h| h.state == qlb_lb::health::Health::Up)
+                .is_some_and(|h| h.state == qlb_lb::daemon::Health::Up)
         })
     })
     .await

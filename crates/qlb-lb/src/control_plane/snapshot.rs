@@ -1,16 +1,30 @@
-//! What `GET /status` answers and `/metrics` exports: the running configuration's backends
-//! with every layer of their state, and the data plane's counters.
+//! The snapshot types: what `GET /status` answers and `/metrics` exports, the running
+//! configuration's backends with every layer of their state, and the data plane's counters.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use qlb_router::{BackendState, DropReason, Route, Traffic};
+use qlb_router::{BackendState, Traffic};
 use serde::{Serialize, Serializer};
 
-use super::state::{AdminOverride, State};
-use crate::dataplane::{DataplaneDrop, Stats};
 use crate::health::Health;
+
+/// An operator's decision through the admin API that overrides the file's `state`.
+///
+/// ```
+/// use qlb_lb::daemon::AdminOverride;
+///
+/// assert_eq!(serde_json::to_string(&AdminOverride::Drain)?, "\"drain\"");
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AdminOverride {
+    /// Drained: no new connections, existing ones still delivered.
+    Drain,
+}
 
 /// A snapshot of the load balancer, as `GET /status` serves it (JSON).
 ///
@@ -91,7 +105,7 @@ pub struct BackendStatus {
 /// A backend's health checks.
 ///
 /// ```
-/// use qlb_lb::{daemon::HealthStatus, health::Health};
+/// use qlb_lb::daemon::{Health, HealthStatus};
 ///
 /// let health = HealthStatus {
 ///     state: Health::Up,
@@ -171,9 +185,9 @@ pub struct FlowCounts {
 /// ```
 #[derive(Clone, PartialEq, Eq, Debug, Default, Serialize)]
 pub struct DropCounts {
-    /// By [`DropReason`] label, every reason present.
+    /// By [`DropReason`](qlb_router::DropReason) label, every reason present.
     pub router: BTreeMap<&'static str, u64>,
-    /// By [`DataplaneDrop`] label, every reason present.
+    /// By [`DataplaneDrop`](crate::dataplane::DataplaneDrop) label, every reason present.
     pub dataplane: BTreeMap<&'static str, u64>,
 }
 
@@ -190,120 +204,15 @@ pub struct ReloadCounts {
     pub refused: u64,
 }
 
-/// Where the load balancer runs: what `Status` reports besides state and counters.
+/// Where the load balancer runs: its bound addresses and the file it reloads, which
+/// `Status` reports besides state and counters.
 #[derive(Clone, Debug)]
-pub(crate) struct Place {
-    pub listen: Vec<SocketAddr>,
-    pub admin: Option<SocketAddr>,
-    pub config_file: Option<PathBuf>,
-}
-
-impl Status {
-    pub(crate) fn new(place: &Place, state: &State, stats: &Stats) -> Self {
-        let config = state.config();
-        let to_backend: BTreeMap<&str, Traffic> = stats.router.backends().collect();
-        let backends = config
-            .backends
-            .iter()
-            .map(|b| BackendStatus {
-                name: b.name.clone(),
-                addr: b.addr,
-                server_id: b.server_id.to_string(),
-                weight: b.weight,
-                configured_state: b.state,
-                admin_override: state.admin_override(&b.name),
-                health: state.health(&b.name),
-                effective_state: state.effective_state(b),
-                to_backend: to_backend
-                    .get(b.name.as_str())
-                    .copied()
-                    .unwrap_or_default()
-                    .into(),
-                to_client: stats.to_client(&b.name).into(),
-            })
-            .collect();
-        Self {
-            listen: place.listen.clone(),
-            admin: place.admin,
-            config_file: place.config_file.clone(),
-            workers: config.workers.get(),
-            health_checks: config.health.enabled,
-            quic_lb_config_ids: config.quic_lb.iter().map(|c| c.id().get()).collect(),
-            backends,
-            flows: FlowCounts {
-                active: stats.flows_active,
-                created: stats.flows_created,
-                expired: stats.flows_expired,
-            },
-            routed: Route::ALL
-                .iter()
-                .map(|r| (r.as_str(), stats.router.routed(*r)))
-                .collect(),
-            dropped: DropCounts {
-                router: DropReason::ALL
-                    .iter()
-                    .map(|r| (r.as_str(), stats.router.dropped(*r)))
-                    .collect(),
-                dataplane: DataplaneDrop::ALL
-                    .iter()
-                    .map(|r| (r.as_str(), stats.dropped(*r)))
-                    .collect(),
-            },
-            receive_errors: stats.receive_errors,
-            reloads: state.reloads(),
-        }
-    }
+pub(crate) struct Addresses {
+    pub(crate) listen: Vec<SocketAddr>,
+    pub(crate) admin: Option<SocketAddr>,
+    pub(crate) config_file: Option<PathBuf>,
 }
 
 fn state_label<S: Serializer>(state: &BackendState, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(state.as_str())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::LbConfig;
-
-    #[test]
-    fn every_layer_of_a_backend_shows() {
-        let config = LbConfig::from_toml(
-            r#"
-            listen = ["127.0.0.1:4433"]
-            [[quic_lb]]
-            config_id = 2
-            server_id_len = 1
-            nonce_len = 6
-            [[backend]]
-            name = "b1"
-            addr = "127.0.0.1:5001"
-            server_id = "0a"
-            weight = 3
-            "#,
-            ".".as_ref(),
-        )
-        .expect("valid");
-        let mut state = State::new(config);
-        state.set_drained("b1", true).expect("b1");
-        let place = Place {
-            listen: vec!["127.0.0.1:4433".parse().expect("addr")],
-            admin: None,
-            config_file: None,
-        };
-        let json = serde_json::to_value(Status::new(&place, &state, &Stats::default()))
-            .expect("serializes");
-        let backend = &json["backends"][0];
-        assert_eq!(backend["server_id"], "0a");
-        assert_eq!(backend["weight"], 3);
-        assert_eq!(backend["configured_state"], "active");
-        assert_eq!(backend["admin_override"], "drain");
-        assert_eq!(backend["health"]["state"], "unknown");
-        assert_eq!(backend["effective_state"], "draining");
-        assert_eq!(backend["to_client"]["packets"], 0);
-        assert_eq!(json["quic_lb_config_ids"], serde_json::json!([2]));
-        assert_eq!(json["routed"]["cid"], 0);
-        assert_eq!(json["dropped"]["router"]["no_backend"], 0);
-        assert_eq!(json["dropped"]["dataplane"]["flow_table_full"], 0);
-        assert_eq!(json["flows"]["active"], 0);
-        assert_eq!(json["admin"], serde_json::Value::Null);
-    }
 }

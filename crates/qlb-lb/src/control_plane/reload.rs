@@ -141,8 +141,14 @@ impl ReloadReport {
         let backend = |config: &LbConfig, name: &str| {
             config.backends.iter().find(|b| b.name == name).cloned()
         };
-        let quic_lb =
-            |config: &LbConfig, id: u8| config.quic_lb.iter().find(|c| c.id().get() == id).cloned();
+        let quic_lb = |config: &LbConfig, id: u8| {
+            config
+                .cluster
+                .quic_lb
+                .iter()
+                .find(|c| c.id().get() == id)
+                .cloned()
+        };
         let mut report = Self::default();
         for b in &new.backends {
             match backend(running, &b.name) {
@@ -157,7 +163,7 @@ impl ReloadReport {
             .filter(|b| backend(new, &b.name).is_none())
             .map(|b| b.name.clone())
             .collect();
-        for config in &new.quic_lb {
+        for config in &new.cluster.quic_lb {
             let id = config.id().get();
             match quic_lb(running, id) {
                 None => report.quic_lb_added.push(id),
@@ -166,6 +172,7 @@ impl ReloadReport {
             }
         }
         report.quic_lb_removed = running
+            .cluster
             .quic_lb
             .iter()
             .map(|c| c.id().get())
@@ -235,7 +242,7 @@ impl fmt::Display for ReloadReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::fixture::{CONFIG, config, variant};
+    use crate::control_plane::fixture::{CONFIG, config, variant};
 
     #[test]
     fn settings_built_into_sockets_and_threads_need_a_restart() {

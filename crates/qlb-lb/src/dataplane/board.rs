@@ -1,5 +1,6 @@
-//! What the handle and the workers share: the stop flag, the current pool, the board workers
-//! publish their stats on, and a waker per worker.
+//! The board between the control plane and the workers, which the handle and every worker
+//! share: the stop flag, the current pool, where workers publish their stats and answers, and
+//! a waker per worker.
 //!
 //! Workers read two atomics between batches (the pool version and the stats generation
 //! wanted), which only the control plane writes, rarely; nothing is written by every worker
@@ -15,9 +16,12 @@ use mio::Waker;
 use qlb_router::Pool;
 
 use super::stats::Stats;
+use crate::sync::lock;
 
+/// The board: what the control plane posts (stop, pool, stats wanted) and what each worker
+/// answers on it.
 #[derive(Debug)]
-pub(crate) struct Control {
+pub(crate) struct Board {
     stop: AtomicBool,
     pool_version: AtomicU64,
     pool: Mutex<Arc<Pool>>,
@@ -39,7 +43,7 @@ struct Published {
     stats: Stats,
 }
 
-impl Control {
+impl Board {
     /// Shared state for workers woken by `wakers` (one each, in worker order).
     pub(crate) fn new(pool: Arc<Pool>, wakers: Vec<Waker>) -> Self {
         Self {
@@ -80,7 +84,7 @@ impl Control {
         Arc::clone(&lock(&self.pool))
     }
 
-    /// Bumped by every [`Control::set_pool`].
+    /// Bumped by every [`Board::set_pool`].
     pub(crate) fn pool_version(&self) -> u64 {
         self.pool_version.load(Ordering::Acquire)
     }
@@ -158,16 +162,11 @@ impl Control {
     }
 }
 
-/// Locks `mutex`, also after a panic elsewhere: the data behind it is plain values.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn control(workers: usize) -> (Arc<Control>, Vec<mio::Poll>) {
+    fn board(workers: usize) -> (Arc<Board>, Vec<mio::Poll>) {
         let polls: Vec<mio::Poll> = (0..workers)
             .map(|_| mio::Poll::new().expect("poll"))
             .collect();
@@ -176,48 +175,48 @@ mod tests {
             .map(|p| Waker::new(p.registry(), mio::Token(0)).expect("waker"))
             .collect();
         let pool = Arc::new(Pool::new(quic_lb::Decoder::new(), []).expect("pool"));
-        (Arc::new(Control::new(pool, wakers)), polls)
+        (Arc::new(Board::new(pool, wakers)), polls)
     }
 
     #[test]
     fn stats_wait_for_every_running_worker_and_sum_them() {
-        let (control, _polls) = control(2);
+        let (board, _polls) = board(2);
         let worker = {
-            let control = Arc::clone(&control);
+            let board = Arc::clone(&board);
             std::thread::spawn(move || {
                 // Worker 0 answers each request; worker 1 has retired.
-                control.retire(1);
+                board.retire(1);
                 let mut answered = 0;
                 while answered < 2 {
-                    let wanted = control.stats_wanted();
+                    let wanted = board.stats_wanted();
                     if wanted > answered {
                         let mut stats = Stats::default();
                         stats.flows_created = wanted;
-                        control.publish(0, wanted, stats);
+                        board.publish(0, wanted, stats);
                         answered = wanted;
                     }
                     std::thread::yield_now();
                 }
             })
         };
-        assert_eq!(control.stats(Duration::from_secs(30)).flows_created, 1);
-        assert_eq!(control.stats(Duration::from_secs(30)).flows_created, 2);
+        assert_eq!(board.stats(Duration::from_secs(30)).flows_created, 1);
+        assert_eq!(board.stats(Duration::from_secs(30)).flows_created, 2);
         worker.join().expect("worker");
     }
 
     #[test]
     fn stats_give_up_on_silent_workers_after_the_timeout() {
-        let (control, _polls) = control(1);
+        let (board, _polls) = board(1);
         let mut stats = Stats::default();
         stats.flows_expired = 7;
-        control.publish(0, 0, stats);
-        let stale = control.stats(Duration::from_millis(10));
+        board.publish(0, 0, stats);
+        let stale = board.stats(Duration::from_millis(10));
         assert_eq!(stale.flows_expired, 7);
     }
 
     #[test]
     fn pool_changes_wake_workers_and_wait_for_them() {
-        let (control, mut polls) = control(1);
+        let (board, mut polls) = board(1);
         let bigger = Pool::new(
             quic_lb::Decoder::new(),
             [qlb_router::Backend::new(
@@ -228,33 +227,33 @@ mod tests {
         .expect("pool");
         let mut poll = polls.remove(0);
         let worker = {
-            let control = Arc::clone(&control);
+            let board = Arc::clone(&board);
             std::thread::spawn(move || {
                 let mut events = mio::Events::with_capacity(4);
                 poll.poll(&mut events, Some(Duration::from_secs(30)))
                     .expect("poll");
                 let woken: Vec<mio::Token> = events.iter().map(|e| e.token()).collect();
-                let version = control.pool_version();
-                let backends = control.pool().backends().len();
-                control.pool_taken_up(0, version);
+                let version = board.pool_version();
+                let backends = board.pool().backends().len();
+                board.pool_taken_up(0, version);
                 (woken, version, backends)
             })
         };
-        control.set_pool(Arc::new(bigger), Duration::from_secs(30));
+        board.set_pool(Arc::new(bigger), Duration::from_secs(30));
         // set_pool has returned: the worker has answered.
         let (woken, version, backends) = worker.join().expect("worker");
         assert_eq!((woken, version, backends), (vec![mio::Token(0)], 1, 1));
-        control.stop();
-        assert!(control.stopping());
+        board.stop();
+        assert!(board.stopping());
     }
 
     #[test]
     fn pool_changes_do_not_wait_for_retired_workers() {
-        let (control, _polls) = control(2);
-        control.retire(0);
-        control.retire(1);
+        let (board, _polls) = board(2);
+        board.retire(0);
+        board.retire(1);
         let empty = Pool::new(quic_lb::Decoder::new(), []).expect("pool");
-        control.set_pool(Arc::new(empty), Duration::from_secs(30));
-        assert_eq!(control.pool_version(), 1);
+        board.set_pool(Arc::new(empty), Duration::from_secs(30));
+        assert_eq!(board.pool_version(), 1);
     }
 }

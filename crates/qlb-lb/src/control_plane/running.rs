@@ -1,16 +1,16 @@
-//! The control plane's state without I/O: the running configuration, admin drains, health
-//! per backend, and how they combine into the routing pool. Every decision of the daemon is
-//! made here and unit-tested; `Balancer` only locks, applies pools and runs tasks.
+//! The running state of the control plane, without I/O: the running configuration, admin
+//! drains, health per backend, and how they combine into the routing pool. Every decision of
+//! the daemon is made here and unit-tested; the control plane only locks, applies pools and
+//! runs tasks.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 
 use qlb_router::{BackendState, Pool, PoolError};
-use serde::Serialize;
 use thiserror::Error;
 
 use super::reload::{ReloadError, ReloadReport, check_live_changes};
-use super::status::{HealthStatus, ReloadCounts};
+use super::snapshot::{AdminOverride, HealthStatus, ReloadCounts};
 use crate::config::{BackendConfig, LbConfig};
 use crate::health::{Health, HealthTracker, Outcome, Thresholds, Transition};
 
@@ -25,22 +25,6 @@ use crate::health::{Health, HealthTracker, Outcome, Thresholds, Transition};
 pub struct UnknownBackend {
     /// The name asked for.
     pub name: String,
-}
-
-/// An operator's decision through the admin API that overrides the file's `state`.
-///
-/// ```
-/// use qlb_lb::daemon::AdminOverride;
-///
-/// assert_eq!(serde_json::to_string(&AdminOverride::Drain)?, "\"drain\"");
-/// # Ok::<(), serde_json::Error>(())
-/// ```
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum AdminOverride {
-    /// Drained: no new connections, existing ones still delivered.
-    Drain,
 }
 
 /// The health record of one backend.
@@ -74,7 +58,7 @@ impl BackendHealth {
 
 /// The running configuration and what the control plane has learnt on top of it.
 #[derive(Debug)]
-pub(crate) struct State {
+pub(crate) struct Running {
     config: LbConfig,
     /// Bumped by every reload, so that results of checks started before are ignored.
     epoch: u64,
@@ -85,7 +69,7 @@ pub(crate) struct State {
     stopped: bool,
 }
 
-impl State {
+impl Running {
     pub(crate) fn new(config: LbConfig) -> Self {
         let health = fresh_health(&config, &HashMap::new());
         Self {
@@ -144,6 +128,7 @@ impl State {
 
     /// How the router treats `backend`: down if health checks find it silent; draining if
     /// they find it unready, or an operator drained it; else as the file says.
+    #[must_use]
     pub(crate) fn effective_state(&self, backend: &BackendConfig) -> BackendState {
         let health = self
             .health
@@ -190,6 +175,7 @@ impl State {
 
     /// Records one health check of `name` and returns the transition it causes. Results
     /// for names that are not (or no longer) checked are ignored.
+    #[must_use = "a transition that changes routing must reach the pool"]
     pub(crate) fn record_check(&mut self, name: &str, outcome: Outcome) -> Option<Transition> {
         let thresholds = Thresholds::from(&self.config.health);
         let health = self.health.get_mut(name)?;
@@ -273,7 +259,7 @@ fn fresh_health(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::fixture::{CONFIG, config, variant};
+    use crate::control_plane::fixture::{CONFIG, config, variant};
     use crate::health::CheckResult;
 
     fn passed() -> Outcome {
@@ -297,7 +283,7 @@ mod tests {
         }
     }
 
-    fn states(state: &State) -> Vec<BackendState> {
+    fn states(state: &Running) -> Vec<BackendState> {
         state
             .pool()
             .expect("pool")
@@ -311,7 +297,7 @@ mod tests {
 
     #[test]
     fn health_beats_admin_drain_which_beats_the_file() {
-        let mut state = State::new(config(CONFIG));
+        let mut state = Running::new(config(CONFIG));
         assert_eq!(states(&state), [Active, Draining], "unknown health routes");
         assert_eq!(state.set_drained("b1", true), Ok((true, Draining)));
         assert_eq!(states(&state), [Draining, Draining]);
@@ -323,9 +309,9 @@ mod tests {
         assert_eq!(states(&state), [Down, Draining]);
         // Undrained while down: still down; then up again, back to the file's state.
         assert_eq!(state.set_drained("b1", false), Ok((false, Down)));
-        state.record_check("b1", passed());
+        let _ = state.record_check("b1", passed());
         assert_eq!(states(&state), [Down, Draining], "healthy_threshold is 2");
-        state.record_check("b1", passed());
+        let _ = state.record_check("b1", passed());
         assert_eq!(states(&state), [Active, Draining]);
         // Undraining a backend the file drains leaves it draining.
         assert_eq!(state.set_drained("b2", false), Ok((false, Draining)));
@@ -337,12 +323,12 @@ mod tests {
 
     #[test]
     fn an_unready_backend_drains_and_a_silent_one_is_down() {
-        let mut state = State::new(config(CONFIG));
-        state.record_check("b1", failed("HTTP status 503"));
-        state.record_check("b1", failed("HTTP status 503"));
+        let mut state = Running::new(config(CONFIG));
+        let _ = state.record_check("b1", failed("HTTP status 503"));
+        let _ = state.record_check("b1", failed("HTTP status 503"));
         assert_eq!(states(&state), [Draining, Draining]);
-        state.record_check("b1", silent());
-        state.record_check("b1", silent());
+        let _ = state.record_check("b1", silent());
+        let _ = state.record_check("b1", silent());
         assert_eq!(states(&state), [Down, Draining]);
         let health = state.health("b1").expect("checked");
         assert_eq!(
@@ -353,10 +339,10 @@ mod tests {
 
     #[test]
     fn health_records_count_checks_and_transitions() {
-        let mut state = State::new(config(CONFIG));
-        state.record_check("b1", passed());
-        state.record_check("b1", failed("HTTP status 503"));
-        state.record_check("b1", silent());
+        let mut state = Running::new(config(CONFIG));
+        let _ = state.record_check("b1", passed());
+        let _ = state.record_check("b1", failed("HTTP status 503"));
+        let _ = state.record_check("b1", silent());
         assert!(state.record_check("nobody", passed()).is_none());
         let health = state.health("b1").expect("checked");
         assert_eq!(health.state, Health::Down);
@@ -368,7 +354,7 @@ mod tests {
 
     #[test]
     fn disabled_checks_leave_every_backend_to_the_file() {
-        let mut state = State::new(config(&format!("{CONFIG}\nenabled = false")));
+        let mut state = Running::new(config(&format!("{CONFIG}\nenabled = false")));
         assert!(state.health("b1").is_none());
         assert!(state.checked_backends().is_empty());
         assert!(state.record_check("b1", silent()).is_none());
@@ -377,12 +363,12 @@ mod tests {
 
     #[test]
     fn a_reload_keeps_what_still_applies_and_bumps_the_epoch() {
-        let mut state = State::new(config(CONFIG));
+        let mut state = Running::new(config(CONFIG));
         state.set_drained("b1", true).expect("b1");
         state.set_drained("b2", true).expect("b2");
         for _ in 0..2 {
-            state.record_check("b1", silent());
-            state.record_check("b2", silent());
+            let _ = state.record_check("b1", silent());
+            let _ = state.record_check("b2", silent());
         }
         // b2 moves to another address, b3 arrives.
         let new = config(
@@ -415,7 +401,7 @@ mod tests {
 
     #[test]
     fn a_refused_reload_changes_nothing_and_a_stopped_state_refuses_all() {
-        let mut state = State::new(config(CONFIG));
+        let mut state = Running::new(config(CONFIG));
         let err = state
             .reloaded(variant("workers = 1", "workers = 2"))
             .expect_err("workers");

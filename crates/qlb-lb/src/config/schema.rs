@@ -1,0 +1,184 @@
+//! The validated configuration: what the file says, in types.
+
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use qlb_router::BackendState;
+use quic_lb::{Config, ServerId};
+
+use super::secret::Secret;
+
+/// How the load balancer forwards datagrams.
+///
+/// ```
+/// use qlb_lb::config::LbConfig;
+///
+/// let config = LbConfig::from_toml(r#"
+///     listen = ["127.0.0.1:4433"]
+///     [[backend]]
+///     name = "b1"
+///     addr = "127.0.0.1:5001"
+///     server_id = "01"
+/// "#, ".".as_ref())?;
+/// assert_eq!(config.mode, qlb_lb::config::ForwardingMode::Proxy);
+/// # Ok::<(), qlb_lb::config::ConfigError>(())
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum ForwardingMode {
+    /// The load balancer relays both directions through a per-flow upstream socket;
+    /// clients only ever see the listening address.
+    Proxy,
+}
+
+/// One `[[backend]]` table.
+///
+/// ```
+/// use qlb_lb::config::LbConfig;
+///
+/// let config = LbConfig::from_toml(r#"
+///     listen = ["127.0.0.1:4433"]
+///     [[backend]]
+///     name = "b1"
+///     addr = "127.0.0.1:5001"
+///     server_id = "01"
+/// "#, ".".as_ref())?;
+/// assert_eq!(config.backends[0].server_id.to_string(), "01");
+/// assert_eq!(config.backends[0].weight, 1);
+/// # Ok::<(), qlb_lb::config::ConfigError>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct BackendConfig {
+    /// Unique name, used by the admin API and in metrics.
+    pub name: String,
+    /// Where its datagrams go.
+    pub addr: SocketAddr,
+    /// Its server ID, the same under every `[[quic_lb]]` configuration.
+    pub server_id: ServerId,
+    /// Share of new connections relative to the other backends, at least 1.
+    pub weight: u32,
+    /// `Active`, or `Draining` (no new connections).
+    pub state: BackendState,
+}
+
+/// The `[health]` table: active HTTP/3 health checks.
+///
+/// ```
+/// use qlb_lb::config::HealthConfig;
+/// use std::time::Duration;
+///
+/// let health = HealthConfig::default();
+/// assert_eq!((health.interval, health.unhealthy_threshold), (Duration::from_secs(1), 2));
+/// ```
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct HealthConfig {
+    /// Off: every backend is assumed up.
+    pub enabled: bool,
+    /// Time between checks of one backend.
+    pub interval: Duration,
+    /// How long one check may take.
+    pub timeout: Duration,
+    /// The path of the HTTP/3 GET.
+    pub path: String,
+    /// Consecutive successes that make a down backend up.
+    pub healthy_threshold: u32,
+    /// Consecutive failures that make an up backend down.
+    pub unhealthy_threshold: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            path: "/healthz".to_owned(),
+            healthy_threshold: 2,
+            unhealthy_threshold: 2,
+        }
+    }
+}
+
+/// The `[admin]` table: the HTTP admin API.
+///
+/// ```
+/// use qlb_lb::config::LbConfig;
+///
+/// let config = LbConfig::from_toml(r#"
+///     listen = ["127.0.0.1:4433"]
+///     [admin]
+/// "#, ".".as_ref())?;
+/// assert_eq!(config.admin.map(|a| a.listen.to_string()), Some("127.0.0.1:9901".to_owned()));
+/// # Ok::<(), qlb_lb::config::ConfigError>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct AdminConfig {
+    /// Its TCP address.
+    pub listen: SocketAddr,
+    /// The bearer token requests must carry; required when `listen` is not loopback.
+    pub token: Option<Secret>,
+}
+
+/// A validated load balancer configuration.
+///
+/// ```
+/// use qlb_lb::config::LbConfig;
+///
+/// let err = LbConfig::from_toml(r#"
+///     listen = ["127.0.0.1:4433"]
+///     [[quic_lb]]
+///     config_id = 7
+///     server_id_len = 2
+///     nonce_len = 6
+/// "#, ".".as_ref()).unwrap_err();
+/// assert!(err.to_string().starts_with("quic_lb[0].config_id:"), "{err}");
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct LbConfig {
+    /// UDP addresses to receive client datagrams on.
+    pub listen: Vec<SocketAddr>,
+    /// Data-plane threads.
+    pub workers: NonZeroUsize,
+    /// How datagrams are forwarded.
+    pub mode: ForwardingMode,
+    /// How long a proxy-mode flow lives without traffic.
+    pub flow_idle_timeout: Duration,
+    /// The part every member of the cluster shares: `[[quic_lb]]` tables, cluster secret.
+    pub cluster: ClusterConfig,
+    /// The backends, in file order.
+    pub backends: Vec<BackendConfig>,
+    /// Health checking.
+    pub health: HealthConfig,
+    /// The admin API, if the file has an `[admin]` table.
+    pub admin: Option<AdminConfig>,
+}
+
+/// The part of the file every member of a cluster shares: the load balancers decode
+/// connection IDs with its `[[quic_lb]]` tables, and the backends (`qlb serve`) encode them
+/// with the same tables and derive their stateless-reset and token keys from its secret.
+///
+/// ```
+/// use qlb_lb::config::ClusterConfig;
+///
+/// let cluster = ClusterConfig::from_toml(r#"
+///     cluster_secret = "00112233445566778899aabbccddeeff"
+///     [[quic_lb]]
+///     config_id = 0
+///     server_id_len = 2
+///     nonce_len = 6
+/// "#, ".".as_ref())?;
+/// assert_eq!(cluster.quic_lb[0].server_id_len(), 2);
+/// assert!(cluster.cluster_secret.is_some());
+/// # Ok::<(), qlb_lb::config::ConfigError>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub struct ClusterConfig {
+    /// The QUIC-LB configurations, one per codepoint in use, in file order.
+    pub quic_lb: Vec<Config>,
+    /// The secret backends derive their stateless-reset and token keys from; the load
+    /// balancer itself does not use it.
+    pub cluster_secret: Option<Secret>,
+}

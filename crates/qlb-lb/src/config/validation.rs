@@ -1,0 +1,321 @@
+//! The validators: each turns one raw field (or table) into its typed value, or refuses it
+//! naming the field.
+
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::Path;
+use std::time::Duration;
+
+use qlb_router::BackendState;
+use quic_lb::{Config, ConfigId, Key, ServerId};
+
+use super::duration::parse_duration;
+use super::error::{ConfigError, field_error, read_file};
+use super::raw::{RawAdmin, RawBackend, RawHealth, RawQuicLb};
+use super::schema::{AdminConfig, BackendConfig, ForwardingMode, HealthConfig};
+use super::secret::Secret;
+
+/// The shortest cluster secret accepted, in octets.
+const MIN_CLUSTER_SECRET_LEN: usize = 16;
+
+/// A secret given either inline (`name`) or in a file (`name_file`), not both.
+fn inline_or_file(
+    field: &str,
+    inline: Option<&str>,
+    file: Option<&str>,
+    base: &Path,
+) -> Result<Option<String>, ConfigError> {
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(ConfigError::invalid(
+            field,
+            format!("give {field} or {field}_file, not both"),
+        )),
+        (Some(text), None) => Ok(Some(text.trim().to_owned())),
+        (None, Some(path)) => {
+            let field = format!("{field}_file");
+            Ok(Some(read_file(&field, &base.join(path))?.trim().to_owned()))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+pub(super) fn listen_addresses(raw: &[String]) -> Result<Vec<SocketAddr>, ConfigError> {
+    if raw.is_empty() {
+        return Err(ConfigError::invalid(
+            "listen",
+            "at least one UDP address is required, e.g. [\"127.0.0.1:4433\"]",
+        ));
+    }
+    let mut addresses: Vec<SocketAddr> = Vec::with_capacity(raw.len());
+    for (i, text) in raw.iter().enumerate() {
+        let field = format!("listen[{i}]");
+        let address = socket_addr(&field, text)?;
+        // Port 0 asks for a free port, a different one each time it is listed.
+        if let Some(first) = addresses
+            .iter()
+            .position(|a| *a == address && address.port() != 0)
+        {
+            return Err(ConfigError::invalid(
+                field,
+                format!("{address} is also listen[{first}]"),
+            ));
+        }
+        addresses.push(address);
+    }
+    Ok(addresses)
+}
+
+fn socket_addr(field: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+    text.parse().map_err(|_| {
+        ConfigError::invalid(
+            field,
+            format!("expected ip:port, e.g. \"127.0.0.1:4433\" or \"[::1]:4433\", got {text:?}"),
+        )
+    })
+}
+
+pub(super) fn workers(raw: Option<i64>) -> Result<NonZeroUsize, ConfigError> {
+    match raw {
+        None => Ok(std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN)),
+        Some(n) => usize::try_from(n)
+            .ok()
+            .and_then(NonZeroUsize::new)
+            .filter(|n| n.get() <= 1024)
+            .ok_or_else(|| ConfigError::invalid("workers", format!("must be 1..=1024, got {n}"))),
+    }
+}
+
+pub(super) fn mode(raw: Option<&str>) -> Result<ForwardingMode, ConfigError> {
+    match raw.unwrap_or("proxy") {
+        "proxy" => Ok(ForwardingMode::Proxy),
+        other => Err(ConfigError::invalid(
+            "mode",
+            format!("unsupported {other:?}; supported: \"proxy\""),
+        )),
+    }
+}
+
+fn duration(field: &str, raw: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
+    raw.map_or(Ok(default), |text| {
+        parse_duration(text).map_err(|problem| ConfigError::invalid(field, problem))
+    })
+}
+
+pub(super) fn positive_duration(
+    field: &str,
+    raw: Option<&str>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let value = duration(field, raw, default)?;
+    if value.is_zero() {
+        return Err(ConfigError::invalid(field, "must be more than zero"));
+    }
+    Ok(value)
+}
+
+fn count(field: &str, raw: Option<i64>, default: u32) -> Result<u32, ConfigError> {
+    raw.map_or(Ok(default), |n| {
+        u32::try_from(n)
+            .ok()
+            .filter(|&n| n >= 1)
+            .ok_or_else(|| ConfigError::invalid(field, format!("must be at least 1, got {n}")))
+    })
+}
+
+fn small_number(field: &str, value: i64) -> Result<u8, ConfigError> {
+    u8::try_from(value).map_err(|_| ConfigError::invalid(field, format!("out of range: {value}")))
+}
+
+pub(super) fn quic_lb_configs(raw: &[RawQuicLb], base: &Path) -> Result<Vec<Config>, ConfigError> {
+    let mut configs: Vec<Config> = Vec::with_capacity(raw.len());
+    for (i, table) in raw.iter().enumerate() {
+        let prefix = format!("quic_lb[{i}]");
+        let in_table =
+            |e: quic_lb::ConfigError| field_error(&e.to_string(), Some(&prefix), &prefix);
+        let id = ConfigId::new(small_number(
+            &format!("{prefix}.config_id"),
+            table.config_id,
+        )?)
+        .map_err(in_table)?;
+        if let Some(j) = configs.iter().position(|c| c.id() == id) {
+            return Err(ConfigError::invalid(
+                format!("{prefix}.config_id"),
+                format!("{id} is already used by quic_lb[{j}]"),
+            ));
+        }
+        let key = inline_or_file(
+            &format!("{prefix}.key"),
+            table.key.as_deref(),
+            table.key_file.as_deref(),
+            base,
+        )?
+        .map(|hex| hex.parse::<Key>())
+        .transpose()
+        .map_err(in_table)?;
+        let config = Config::new(
+            id,
+            usize::from(small_number(
+                &format!("{prefix}.server_id_len"),
+                table.server_id_len,
+            )?),
+            usize::from(small_number(
+                &format!("{prefix}.nonce_len"),
+                table.nonce_len,
+            )?),
+            key,
+        )
+        .map_err(in_table)?
+        .with_length_self_encoding(table.length_self_encoding.unwrap_or(true));
+        configs.push(config);
+    }
+    Ok(configs)
+}
+
+pub(super) fn backends(
+    raw: &[RawBackend],
+    quic_lb: &[Config],
+) -> Result<Vec<BackendConfig>, ConfigError> {
+    raw.iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let field = |name: &str| format!("backend[{i}].{name}");
+            if b.name.trim().is_empty() {
+                return Err(ConfigError::invalid(field("name"), "must not be empty"));
+            }
+            let server_id: ServerId = b.server_id.parse().map_err(|e: quic_lb::ConfigError| {
+                ConfigError::invalid(field("server_id"), e.to_string())
+            })?;
+            if let Some((j, config)) = quic_lb
+                .iter()
+                .enumerate()
+                .find(|(_, c)| c.server_id_len() != server_id.len())
+            {
+                return Err(ConfigError::invalid(
+                    field("server_id"),
+                    format!(
+                        "{} octets, but quic_lb[{j}] (config {}) takes server_id_len = {}",
+                        server_id.len(),
+                        config.id(),
+                        config.server_id_len()
+                    ),
+                ));
+            }
+            let state = match b.state.as_deref().unwrap_or("active") {
+                "active" => BackendState::Active,
+                "draining" => BackendState::Draining,
+                other => {
+                    return Err(ConfigError::invalid(
+                        field("state"),
+                        format!("expected \"active\" or \"draining\", got {other:?}"),
+                    ));
+                }
+            };
+            Ok(BackendConfig {
+                name: b.name.clone(),
+                addr: socket_addr(&field("addr"), &b.addr)?,
+                server_id,
+                weight: count(&field("weight"), b.weight, 1)?,
+                state,
+            })
+        })
+        .collect()
+}
+
+pub(super) fn health(raw: Option<&RawHealth>) -> Result<HealthConfig, ConfigError> {
+    let default = HealthConfig::default();
+    let Some(raw) = raw else { return Ok(default) };
+    let health = HealthConfig {
+        enabled: raw.enabled.unwrap_or(default.enabled),
+        interval: positive_duration("health.interval", raw.interval.as_deref(), default.interval)?,
+        timeout: positive_duration("health.timeout", raw.timeout.as_deref(), default.timeout)?,
+        path: raw.path.clone().unwrap_or(default.path),
+        healthy_threshold: count(
+            "health.healthy_threshold",
+            raw.healthy_threshold,
+            default.healthy_threshold,
+        )?,
+        unhealthy_threshold: count(
+            "health.unhealthy_threshold",
+            raw.unhealthy_threshold,
+            default.unhealthy_threshold,
+        )?,
+    };
+    if !health.path.starts_with('/') {
+        return Err(ConfigError::invalid(
+            "health.path",
+            format!("must start with '/', got {:?}", health.path),
+        ));
+    }
+    if health.timeout > health.interval {
+        return Err(ConfigError::invalid(
+            "health.timeout",
+            format!(
+                "{:?} exceeds health.interval {:?}: checks of one backend would overlap",
+                health.timeout, health.interval
+            ),
+        ));
+    }
+    Ok(health)
+}
+
+pub(super) fn admin(raw: &RawAdmin, base: &Path) -> Result<AdminConfig, ConfigError> {
+    let listen = socket_addr(
+        "admin.listen",
+        raw.listen.as_deref().unwrap_or("127.0.0.1:9901"),
+    )?;
+    let token = inline_or_file(
+        "admin.token",
+        raw.token.as_deref(),
+        raw.token_file.as_deref(),
+        base,
+    )?;
+    let token_field = if raw.token.is_some() {
+        "admin.token"
+    } else {
+        "admin.token_file"
+    };
+    if token.as_deref() == Some("") {
+        return Err(ConfigError::invalid(token_field, "the token is empty"));
+    }
+    if token.is_none() && !listen.ip().is_loopback() {
+        return Err(ConfigError::invalid(
+            "admin.token_file",
+            format!(
+                "required (or admin.token) when admin.listen ({listen}) is not a loopback address"
+            ),
+        ));
+    }
+    Ok(AdminConfig {
+        listen,
+        token: token.map(|t| Secret::new(t.into_bytes())),
+    })
+}
+
+pub(super) fn cluster_secret(
+    inline: Option<&str>,
+    file: Option<&str>,
+    base: &Path,
+) -> Result<Option<Secret>, ConfigError> {
+    let Some(hex_text) = inline_or_file("cluster_secret", inline, file, base)? else {
+        return Ok(None);
+    };
+    let field = if inline.is_some() {
+        "cluster_secret"
+    } else {
+        "cluster_secret_file"
+    };
+    let bytes = hex::decode(&hex_text).map_err(|_| {
+        ConfigError::invalid(field, "must be hex (e.g. from `openssl rand -hex 32`)")
+    })?;
+    if bytes.len() < MIN_CLUSTER_SECRET_LEN {
+        return Err(ConfigError::invalid(
+            field,
+            format!(
+                "at least {MIN_CLUSTER_SECRET_LEN} octets ({} hex digits) needed, got {}",
+                2 * MIN_CLUSTER_SECRET_LEN,
+                bytes.len()
+            ),
+        ));
+    }
+    Ok(Some(Secret::new(bytes)))
+}

@@ -1,0 +1,375 @@
+//! The control plane: the running state behind the load balancer, and every operation on
+//! it (admin drains, reloads, health reports, status), each applied to the data plane as one
+//! pool swap. The [`Balancer`](crate::Balancer) and the admin API both work through it.
+
+#[cfg(test)]
+mod fixture;
+mod reload;
+mod running;
+mod snapshot;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use qlb_client::Prober;
+use qlb_router::{BackendState, DropReason, Route, Traffic};
+use tokio::runtime::Handle;
+use tokio::task::AbortHandle;
+
+use crate::config::{ConfigError, LbConfig, Secret};
+use crate::dataplane::{Dataplane, DataplaneDrop, DataplaneError, DataplaneHandle, Stats};
+use crate::health::{self, Health, Outcome};
+use crate::sync::lock;
+pub use reload::{ReloadError, ReloadReport};
+pub(crate) use running::Running;
+pub use running::UnknownBackend;
+pub(crate) use snapshot::Addresses;
+pub use snapshot::{
+    AdminOverride, BackendStatus, DropCounts, FlowCounts, HealthStatus, ReloadCounts, Status,
+    TrafficCount,
+};
+
+/// The running state and the data plane it drives, shared by every [`Balancer`](crate::Balancer)
+/// handle and the admin API; health checks and the admin API hold it weakly, so dropping the
+/// last balancer handle stops everything.
+#[derive(Debug)]
+pub(crate) struct ControlPlane {
+    running: Mutex<Running>,
+    /// The running health check tasks (locked after `running` when both are).
+    checks: Mutex<Vec<AbortHandle>>,
+    /// The admin API's token, apart from `running` so that authorizing a request never waits
+    /// for a pool swap.
+    admin_token: Mutex<Option<Secret>>,
+    handle: DataplaneHandle,
+    /// Taken by `shutdown`.
+    dataplane: Mutex<Option<Dataplane>>,
+    addresses: Addresses,
+    runtime: Handle,
+    prober: Arc<Prober>,
+}
+
+impl ControlPlane {
+    /// The control plane of `dataplane`, which routes with `running`'s pool, with its health
+    /// checks started. Must be called inside a tokio runtime.
+    #[must_use = "dropping the control plane stops the health checks and the data plane"]
+    pub(crate) fn start(
+        running: Running,
+        dataplane: Dataplane,
+        addresses: Addresses,
+        prober: Prober,
+    ) -> Arc<Self> {
+        let control = Arc::new(Self {
+            admin_token: Mutex::new(
+                running
+                    .config()
+                    .admin
+                    .as_ref()
+                    .and_then(|a| a.token.clone()),
+            ),
+            handle: dataplane.handle(),
+            dataplane: Mutex::new(Some(dataplane)),
+            checks: Mutex::new(Vec::new()),
+            addresses,
+            runtime: Handle::current(),
+            prober: Arc::new(prober),
+            running: Mutex::new(running),
+        });
+        control.restart_checks(&lock(&control.running));
+        control
+    }
+
+    /// Where the load balancer runs.
+    pub(crate) fn addresses(&self) -> &Addresses {
+        &self.addresses
+    }
+
+    /// The admin API's token, if one is configured.
+    pub(crate) fn admin_token(&self) -> Option<Secret> {
+        lock(&self.admin_token).clone()
+    }
+
+    /// Re-reads the configuration file and swaps it in, or refuses it.
+    pub(crate) async fn reload(self: &Arc<Self>) -> Result<ReloadReport, ReloadError> {
+        let Some(path) = self.addresses.config_file.clone() else {
+            return Err(ReloadError::NoConfigFile);
+        };
+        self.blocking(move |control| control.reload_with(LbConfig::from_file(&path)))
+            .await
+    }
+
+    /// Swaps in `config`, or refuses it.
+    pub(crate) async fn reload_from(
+        self: &Arc<Self>,
+        config: LbConfig,
+    ) -> Result<ReloadReport, ReloadError> {
+        self.blocking(move |control| control.reload_with(Ok(config)))
+            .await
+    }
+
+    /// Sets or clears the admin drain of backend `name`; returns its effective state.
+    pub(crate) async fn set_drained(
+        self: &Arc<Self>,
+        name: &str,
+        drained: bool,
+    ) -> Result<BackendState, UnknownBackend> {
+        let name = name.to_owned();
+        self.blocking(move |control| control.set_drained_now(&name, drained))
+            .await
+    }
+
+    /// A snapshot of backends, flows and counters.
+    pub(crate) async fn status(self: &Arc<Self>) -> Status {
+        self.blocking(|control| control.status_now()).await
+    }
+
+    /// Stops the health checks and the data plane; returns the data plane's final counters.
+    pub(crate) async fn shutdown(self: &Arc<Self>) -> Result<Stats, DataplaneError> {
+        self.blocking(|control| {
+            lock(&control.running).stop();
+            lock(&control.checks).drain(..).for_each(|c| c.abort());
+            let dataplane = lock(&control.dataplane).take();
+            match dataplane {
+                Some(dataplane) => dataplane.shutdown(),
+                None => Ok(control.handle.stats()),
+            }
+        })
+        .await
+    }
+
+    /// Runs `work` on a blocking thread: pool swaps and stats wait for the data plane.
+    async fn blocking<R: Send + 'static>(
+        self: &Arc<Self>,
+        work: impl FnOnce(&Arc<Self>) -> R + Send + 'static,
+    ) -> R {
+        let control = Arc::clone(self);
+        match tokio::task::spawn_blocking(move || work(&control)).await {
+            Ok(result) => result,
+            // A panic in `work` is a bug: let it reach the caller.
+            Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+            // Blocking tasks are only cancelled when the runtime shuts down, which drops
+            // this future first.
+            Err(err) => panic!("the runtime is shutting down: {err}"),
+        }
+    }
+
+    /// Swaps in the pool for `state`.
+    fn apply(&self, state: &Running) {
+        match state.pool() {
+            Ok(pool) => self.handle.set_pool(Arc::new(pool)),
+            // The configuration's pool was built once already; states do not make it invalid.
+            Err(err) => tracing::error!(%err, "cannot build the routing pool; keeping the last"),
+        }
+    }
+
+    fn set_drained_now(&self, name: &str, drained: bool) -> Result<BackendState, UnknownBackend> {
+        let mut state = lock(&self.running);
+        let (changed, now) = state.set_drained(name, drained)?;
+        let action = if drained { "drained" } else { "undrained" };
+        tracing::info!(
+            backend = name,
+            state = now.as_str(),
+            "{action} through the admin API"
+        );
+        if changed {
+            self.apply(&state);
+        }
+        Ok(now)
+    }
+
+    fn reload_with(
+        self: &Arc<Self>,
+        new: Result<LbConfig, ConfigError>,
+    ) -> Result<ReloadReport, ReloadError> {
+        let mut state = lock(&self.running);
+        let outcome = new.map_err(ReloadError::from).and_then(|new| {
+            let (next, report) = state.reloaded(new)?;
+            let pool = next.pool().map_err(ReloadError::Pool)?;
+            Ok((next, report, pool))
+        });
+        match outcome {
+            Ok((next, report, pool)) => {
+                *state = next;
+                state.count_reload(true);
+                *lock(&self.admin_token) =
+                    state.config().admin.as_ref().and_then(|a| a.token.clone());
+                self.handle.set_pool(Arc::new(pool));
+                self.restart_checks(&state);
+                tracing::info!("configuration reloaded: {report}");
+                Ok(report)
+            }
+            Err(err) => {
+                state.count_reload(false);
+                tracing::error!("reload refused, the running configuration stays: {err}");
+                Err(err)
+            }
+        }
+    }
+
+    fn status_now(&self) -> Status {
+        // Stats first: collecting them waits for the workers, which must not hold up the
+        // state (health reports, drains) meanwhile.
+        let stats = self.handle.stats();
+        status(&self.addresses, &lock(&self.running), &stats)
+    }
+
+    /// Replaces the health check tasks with ones for `state`'s backends and epoch.
+    fn restart_checks(self: &Arc<Self>, state: &Running) {
+        let mut checks = lock(&self.checks);
+        checks.drain(..).for_each(|c| c.abort());
+        let epoch = state.epoch();
+        let control = Arc::downgrade(self);
+        *checks = health::spawn_checks(
+            &self.runtime,
+            &self.prober,
+            &state.config().health,
+            state.checked_backends(),
+            move |name, result| {
+                if let Some(control) = control.upgrade() {
+                    control.report_check(epoch, name, result);
+                }
+            },
+        );
+    }
+
+    /// Takes one health check of backend `name`, from checks started at `epoch`.
+    fn report_check(&self, epoch: u64, name: &str, outcome: Outcome) {
+        let mut state = lock(&self.running);
+        if state.epoch() != epoch {
+            return; // started before a reload: the backend may have changed
+        }
+        if let Some(why) = &outcome.failure {
+            tracing::debug!(backend = name, "health check failed: {why}");
+        }
+        let why = outcome.failure.clone().unwrap_or_default();
+        let Some(transition) = state.record_check(name, outcome) else {
+            return;
+        };
+        let (from, to) = (transition.from.as_str(), transition.to.as_str());
+        match transition.to {
+            Health::Up | Health::Unknown => tracing::info!(backend = name, from, "backend {to}"),
+            Health::Unready | Health::Down => {
+                tracing::warn!(backend = name, from, "backend {to}: {why}");
+            }
+        }
+        if transition.changes_routing() {
+            self.apply(&state);
+        }
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        lock(&self.checks).drain(..).for_each(|c| c.abort());
+        // The data plane stops as it drops.
+    }
+}
+
+/// The snapshot of `running`, with the data plane's `stats`, at `addresses`.
+fn status(addresses: &Addresses, running: &Running, stats: &Stats) -> Status {
+    let config = running.config();
+    let to_backend: BTreeMap<&str, Traffic> = stats.router.backends().collect();
+    let backends = config
+        .backends
+        .iter()
+        .map(|b| BackendStatus {
+            name: b.name.clone(),
+            addr: b.addr,
+            server_id: b.server_id.to_string(),
+            weight: b.weight,
+            configured_state: b.state,
+            admin_override: running.admin_override(&b.name),
+            health: running.health(&b.name),
+            effective_state: running.effective_state(b),
+            to_backend: to_backend
+                .get(b.name.as_str())
+                .copied()
+                .unwrap_or_default()
+                .into(),
+            to_client: stats.to_client(&b.name).into(),
+        })
+        .collect();
+    Status {
+        listen: addresses.listen.clone(),
+        admin: addresses.admin,
+        config_file: addresses.config_file.clone(),
+        workers: config.workers.get(),
+        health_checks: config.health.enabled,
+        quic_lb_config_ids: config
+            .cluster
+            .quic_lb
+            .iter()
+            .map(|c| c.id().get())
+            .collect(),
+        backends,
+        flows: FlowCounts {
+            active: stats.flows_active,
+            created: stats.flows_created,
+            expired: stats.flows_expired,
+        },
+        routed: Route::ALL
+            .iter()
+            .map(|r| (r.as_str(), stats.router.routed(*r)))
+            .collect(),
+        dropped: DropCounts {
+            router: DropReason::ALL
+                .iter()
+                .map(|r| (r.as_str(), stats.router.dropped(*r)))
+                .collect(),
+            dataplane: DataplaneDrop::ALL
+                .iter()
+                .map(|r| (r.as_str(), stats.dropped(*r)))
+                .collect(),
+        },
+        receive_errors: stats.receive_errors,
+        reloads: running.reloads(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LbConfig;
+
+    #[test]
+    fn every_layer_of_a_backend_shows() {
+        let config = LbConfig::from_toml(
+            r#"
+            listen = ["127.0.0.1:4433"]
+            [[quic_lb]]
+            config_id = 2
+            server_id_len = 1
+            nonce_len = 6
+            [[backend]]
+            name = "b1"
+            addr = "127.0.0.1:5001"
+            server_id = "0a"
+            weight = 3
+            "#,
+            ".".as_ref(),
+        )
+        .expect("valid");
+        let mut state = Running::new(config);
+        state.set_drained("b1", true).expect("b1");
+        let addresses = Addresses {
+            listen: vec!["127.0.0.1:4433".parse().expect("addr")],
+            admin: None,
+            config_file: None,
+        };
+        let json = serde_json::to_value(status(&addresses, &state, &Stats::default()))
+            .expect("serializes");
+        let backend = &json["backends"][0];
+        assert_eq!(backend["server_id"], "0a");
+        assert_eq!(backend["weight"], 3);
+        assert_eq!(backend["configured_state"], "active");
+        assert_eq!(backend["admin_override"], "drain");
+        assert_eq!(backend["health"]["state"], "unknown");
+        assert_eq!(backend["effective_state"], "draining");
+        assert_eq!(backend["to_client"]["packets"], 0);
+        assert_eq!(json["quic_lb_config_ids"], serde_json::json!([2]));
+        assert_eq!(json["routed"]["cid"], 0);
+        assert_eq!(json["dropped"]["router"]["no_backend"], 0);
+        assert_eq!(json["dropped"]["dataplane"]["flow_table_full"], 0);
+        assert_eq!(json["flows"]["active"], 0);
+        assert_eq!(json["admin"], serde_json::Value::Null);
+    }
+}

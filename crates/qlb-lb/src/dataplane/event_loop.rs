@@ -1,0 +1,352 @@
+//! One worker: an event loop on its own thread over its listening sockets (one per listening
+//! address) and the upstream sockets of its flows, feeding receive batches to its
+//! [`Forwarder`].
+//!
+//! Sockets are registered edge-triggered with one `mio` poll. A socket with an event joins the
+//! ready queue; each round serves every ready socket one receive batch (`recvmmsg`, GRO) and
+//! requeues it until a receive would block, so that no socket (a flooded listener, a busy
+//! flow) starves the others. Between rounds the worker takes up a new pool, publishes its
+//! stats when asked, and forgets idle flows; it sleeps until the next flow lapses or a waker
+//! call.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Poll, Token};
+
+use super::board::Board;
+use super::buffers::{Batch, Buffers};
+use super::forward::{Forwarder, Source};
+use super::options::DataplaneOptions;
+
+/// Readiness events taken per poll.
+const EVENTS: usize = 1024;
+
+pub(crate) struct Worker {
+    index: usize,
+    board: Arc<Board>,
+    poll: Poll,
+    events: Events,
+    /// Sockets with datagrams waiting (or not yet known to be drained), in serving order.
+    ready: VecDeque<Token>,
+    buffers: Buffers,
+    forwarder: Forwarder,
+    pool_version: u64,
+    stats_generation: u64,
+}
+
+impl Worker {
+    /// A worker serving `listeners` (bound sockets, one per listening address) with `poll`,
+    /// whose waker is registered already.
+    pub(crate) fn new(
+        index: usize,
+        board: Arc<Board>,
+        poll: Poll,
+        listeners: Vec<std::net::UdpSocket>,
+        options: &DataplaneOptions,
+    ) -> io::Result<Self> {
+        // The version first: a pool published in between is taken up again, never missed.
+        let pool_version = board.pool_version();
+        let pool = board.pool();
+        let registry = poll.registry().try_clone()?;
+        Ok(Self {
+            index,
+            board,
+            poll,
+            events: Events::with_capacity(EVENTS),
+            ready: VecDeque::new(),
+            buffers: Buffers::new(),
+            forwarder: Forwarder::new(listeners, registry, pool, options)?,
+            pool_version,
+            stats_generation: 0,
+        })
+    }
+
+    pub(crate) fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Forwards until the data plane stops; fails only if polling fails.
+    pub(crate) fn run(mut self) -> io::Result<()> {
+        let _retire = Retire {
+            board: Arc::clone(&self.board),
+            worker: self.index,
+        };
+        let outcome = self.serve();
+        self.board.publish(
+            self.index,
+            self.board.stats_wanted(),
+            self.forwarder.stats(),
+        );
+        outcome
+    }
+
+    fn serve(&mut self) -> io::Result<()> {
+        while !self.board.stopping() {
+            self.take_up_control();
+            let now = Instant::now();
+            self.forwarder.expire(now);
+            let timeout = if self.ready.is_empty() {
+                self.forwarder
+                    .next_expiry()
+                    .map(|at| at.saturating_duration_since(now))
+            } else {
+                Some(Duration::ZERO)
+            };
+            match self.poll.poll(&mut self.events, timeout) {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => return Err(error),
+            }
+            for event in self.events.iter() {
+                let token = event.token();
+                if let Some(ready) = self.forwarder.ready_flag(token) {
+                    if !*ready {
+                        *ready = true;
+                        self.ready.push_back(token);
+                    }
+                }
+            }
+            self.serve_ready();
+        }
+        Ok(())
+    }
+
+    /// Takes up a new pool and answers a stats request, if there is one.
+    fn take_up_control(&mut self) {
+        let version = self.board.pool_version();
+        if version != self.pool_version {
+            self.pool_version = version;
+            self.forwarder.set_pool(self.board.pool());
+            self.board.pool_taken_up(self.index, version);
+        }
+        let wanted = self.board.stats_wanted();
+        if wanted != self.stats_generation {
+            self.stats_generation = wanted;
+            self.board
+                .publish(self.index, wanted, self.forwarder.stats());
+        }
+    }
+
+    /// One receive batch from every ready socket.
+    fn serve_ready(&mut self) {
+        for _ in 0..self.ready.len() {
+            let Some(token) = self.ready.pop_front() else {
+                break;
+            };
+            if self.serve_batch(token) {
+                if let Some(ready) = self.forwarder.ready_flag(token) {
+                    *ready = false;
+                }
+            } else {
+                self.ready.push_back(token);
+            }
+        }
+    }
+
+    /// Receives and forwards one batch from the socket of `token`; true once it is drained
+    /// (or gone).
+    fn serve_batch(&mut self, token: Token) -> bool {
+        let Some(source) = self.forwarder.source(token) else {
+            return true;
+        };
+        let Some((socket, state)) = self.forwarder.socket(source) else {
+            return true;
+        };
+        let received = self.buffers.recv(socket, state);
+        let count = match received {
+            Ok(count) => count,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(_) => {
+                // Nothing to retry: the next datagram brings a new event.
+                self.forwarder.receive_error();
+                return true;
+            }
+        };
+        let batch = Batch::new(&self.buffers, count);
+        let now = Instant::now();
+        match source {
+            Source::Listener(listener) => self.forwarder.client_batch(listener, batch, now),
+            Source::Flow(id) => self.forwarder.backend_batch(id, batch, now),
+        }
+        false
+    }
+}
+
+/// Marks the worker gone on the board when its thread ends, also by a panic.
+struct Retire {
+    board: Arc<Board>,
+    worker: usize,
+}
+
+impl Drop for Retire {
+    fn drop(&mut self) {
+        self.board.retire(self.worker);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use mio::net::UdpSocket;
+    use qlb_router::Pool;
+    use quinn_udp::UdpSocketState;
+
+    use super::*;
+    use crate::dataplane::flow_table::FlowId;
+    use crate::dataplane::segments::datagrams;
+
+    /// A socket on 127.0.0.1 set up by quinn-udp (GRO on, non-blocking).
+    fn quinn_socket() -> (UdpSocket, UdpSocketState) {
+        let socket = UdpSocket::bind("127.0.0.1:0".parse().expect("address")).expect("bind");
+        let state = UdpSocketState::new((&socket).into()).expect("quinn-udp");
+        (socket, state)
+    }
+
+    /// Buffers received on `socket` until `wanted` datagrams have come, or 10 s: each as
+    /// (sender, octets, datagram lengths).
+    fn receive(
+        socket: &UdpSocket,
+        state: &UdpSocketState,
+        wanted: usize,
+    ) -> Vec<(SocketAddr, Vec<u8>, Vec<usize>)> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut buffers = Buffers::new();
+        let mut received: Vec<(SocketAddr, Vec<u8>, Vec<usize>)> = Vec::new();
+        while received.iter().map(|(_, _, l)| l.len()).sum::<usize>() < wanted
+            && Instant::now() < deadline
+        {
+            let count = match buffers.recv(socket, state) {
+                Ok(count) => count,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+                Err(e) => panic!("receive: {e}"),
+            };
+            let batch = Batch::new(&buffers, count);
+            received.extend(batch.iter().map(|(meta, data)| {
+                let lengths = datagrams(data.len(), meta.stride)
+                    .map(|r| r.len())
+                    .collect();
+                (meta.addr, data.to_vec(), lengths)
+            }));
+        }
+        received
+    }
+
+    /// The octets of every buffer `receive` returned, in order.
+    fn joined(received: &[(SocketAddr, Vec<u8>, Vec<usize>)]) -> Vec<u8> {
+        received
+            .iter()
+            .flat_map(|(_, octets, _)| octets.clone())
+            .collect()
+    }
+
+    /// How many segments the worker's listening socket sends at most in one GSO send.
+    fn max_gso_segments(worker: &Worker) -> usize {
+        let listener = worker.forwarder.socket(Source::Listener(0));
+        listener.map_or(1, |(_, state)| state.max_gso_segments())
+    }
+
+    /// A short-header datagram of `len` octets, filled with `fill`.
+    fn datagram(len: usize, fill: u8) -> Vec<u8> {
+        let mut datagram = vec![fill; len];
+        datagram[0] = 0x40;
+        datagram
+    }
+
+    #[test]
+    fn consecutive_datagrams_of_a_flow_leave_together_whole_and_in_order_both_ways() {
+        let (backend, backend_state) = quinn_socket();
+        let pool = Pool::new(
+            quic_lb::Decoder::new(),
+            [qlb_router::Backend::new(
+                "b1",
+                backend.local_addr().expect("bound"),
+            )],
+        )
+        .expect("pool");
+        let board = Arc::new(Board::new(Arc::new(pool), Vec::new()));
+        let listener = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let listen = listener.local_addr().expect("bound");
+        let mut worker = Worker::new(
+            0,
+            board,
+            Poll::new().expect("poll"),
+            vec![listener],
+            &DataplaneOptions::default(),
+        )
+        .expect("worker");
+        let (a, a_state) = quinn_socket();
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+
+        // Queued before the worker looks, so that one receive batch takes them all: client a
+        // sends a run of four (the last shorter), two more, then b one, then a one.
+        let from_a = [
+            (1200, 1),
+            (1200, 2),
+            (1200, 3),
+            (700, 4),
+            (1200, 5),
+            (1200, 6),
+        ];
+        for (len, fill) in from_a {
+            a.send_to(&datagram(len, fill), listen).expect("send");
+        }
+        b.send_to(&datagram(1200, 7), listen).expect("send");
+        a.send_to(&datagram(1200, 8), listen).expect("send");
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!worker.serve_batch(Token(1)), "a batch came");
+
+        let received = receive(&backend, &backend_state, 8);
+        let sent = from_a.into_iter().chain([(1200, 7), (1200, 8)]);
+        assert_eq!(
+            joined(&received),
+            sent.flat_map(|(len, fill)| datagram(len, fill))
+                .collect::<Vec<_>>(),
+            "every octet, in order"
+        );
+        let flow_a = received[0].0;
+        let shape: Vec<(bool, Vec<usize>)> = received
+            .iter()
+            .map(|(from, _, lengths)| (*from == flow_a, lengths.clone()))
+            .collect();
+        if max_gso_segments(&worker) >= 4 {
+            assert_eq!(
+                shape,
+                [
+                    (true, vec![1200, 1200, 1200, 700]),
+                    (true, vec![1200, 1200]),
+                    (false, vec![1200]),
+                    (true, vec![1200]),
+                ]
+            );
+        }
+
+        // Three replies to a, sent one by one, reach a the same way, from the listen address.
+        let replies = [(1200, 9), (1200, 10), (300, 11)];
+        for (len, fill) in replies {
+            backend.send_to(&datagram(len, fill), flow_a).expect("send");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let flow_token = worker.forwarder.flow_token(FlowId::new(0));
+        assert!(!worker.serve_batch(flow_token), "a batch came");
+        let received = receive(&a, &a_state, 3);
+        let sent = replies
+            .into_iter()
+            .flat_map(|(len, fill)| datagram(len, fill));
+        assert_eq!(
+            joined(&received),
+            sent.collect::<Vec<_>>(),
+            "every octet, in order"
+        );
+        assert!(received.iter().all(|(from, _, _)| *from == listen));
+        if max_gso_segments(&worker) >= 3 {
+            assert_eq!(received.len(), 1, "one send");
+        }
+    }
+}

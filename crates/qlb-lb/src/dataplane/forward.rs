@@ -1,0 +1,473 @@
+//! The forwarding logic: what a datagram touches on its way through, apart from the buffer it
+//! is in.
+//!
+//! Client to backend: each datagram of a batch is routed by the listener's router and leaves
+//! through its flow's upstream socket. Backend to client: the datagrams received on an
+//! upstream socket from a backend of the pool leave through the listening socket the client
+//! used, from the address the client sent to. Both ways, each datagram keeps its ECN
+//! codepoint, and consecutive datagrams of a batch bound for one place with one codepoint
+//! leave as one send, with GSO for several ([`super::segments`]).
+//!
+//! Poll tokens name the sockets: the waker's first, then one per listening address, then one
+//! per flow slot.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use mio::net::UdpSocket;
+use mio::{Interest, Registry, Token};
+use qlb_router::{Decision, Pool, Router};
+use quinn_udp::{EcnCodepoint, Transmit, UdpSocketState};
+
+use super::buffers::{Batch, DatagramSpan, broken};
+use super::flow_key::FlowKey;
+use super::flow_table::{FlowId, FlowTable};
+use super::options::DataplaneOptions;
+use super::segments::{MAX_TRANSMIT_OCTETS, chunks, datagrams, transmits};
+use super::send::send;
+use super::socket;
+use super::stats::{DataplaneDrop, Stats};
+use super::worker_counters::WorkerCounters;
+
+/// The token of the worker's waker.
+pub(super) const WAKER: Token = Token(0);
+/// The token of the first listening socket; flows' tokens follow the listeners'.
+const FIRST_LISTENER: usize = 1;
+
+/// Everything a datagram touches on its way through, apart from the buffer it is in.
+pub(super) struct Forwarder {
+    listeners: Vec<Listener>,
+    flows: FlowTable<FlowKey, Flow>,
+    registry: Registry,
+    pool: Arc<Pool>,
+    /// Backend address -> index in `pool`: replies are taken from these addresses only.
+    sources: HashMap<SocketAddr, usize>,
+    counters: WorkerCounters,
+    /// Scratch, per datagram of the batch being forwarded: where it lies in the buffers,
+    /// where the router sends it (client batches), and where it leaves with its length.
+    spans: Vec<DatagramSpan>,
+    routes: Vec<Option<SocketAddr>>,
+    exits: Vec<(Option<Exit>, usize)>,
+    /// Scratch: single datagrams of several buffers gathered into one transmit.
+    gather: Vec<u8>,
+}
+
+/// How a datagram leaves: through which socket, to where, with which codepoint, from which
+/// local address. Neighbours with equal exits may leave in one transmit.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Exit {
+    via: Source,
+    destination: SocketAddr,
+    ecn: Option<EcnCodepoint>,
+    src_ip: Option<IpAddr>,
+}
+
+struct Listener {
+    socket: UdpSocket,
+    state: UdpSocketState,
+    /// Bound to `0.0.0.0` or `[::]`: replies must name the address the client sent to.
+    wildcard: bool,
+    router: Router,
+    ready: bool,
+}
+
+struct Flow {
+    socket: UdpSocket,
+    state: UdpSocketState,
+    /// The address the client last sent to, when its listener is a wildcard.
+    local_ip: Option<IpAddr>,
+    ready: bool,
+}
+
+/// A socket the worker receives on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Source {
+    Listener(usize),
+    Flow(FlowId),
+}
+
+impl Forwarder {
+    /// A forwarder for `listeners` (bound sockets, one per listening address), which it
+    /// registers with `registry` (flows' sockets follow), routing with `pool`.
+    pub(super) fn new(
+        listeners: Vec<std::net::UdpSocket>,
+        registry: Registry,
+        pool: Arc<Pool>,
+        options: &DataplaneOptions,
+    ) -> io::Result<Self> {
+        let listeners = listeners
+            .into_iter()
+            .enumerate()
+            .map(|(position, socket)| {
+                let mut socket = UdpSocket::from_std(socket);
+                let state = UdpSocketState::new((&socket).into())?;
+                let wildcard = socket.local_addr()?.ip().is_unspecified();
+                let token = Token(FIRST_LISTENER + position);
+                registry.register(&mut socket, token, Interest::READABLE)?;
+                Ok(Listener {
+                    socket,
+                    state,
+                    wildcard,
+                    router: Router::with_limits(Arc::clone(&pool), options.table_limits),
+                    ready: false,
+                })
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(Self {
+            listeners,
+            flows: FlowTable::new(options.max_flows, options.flow_idle_timeout),
+            registry,
+            sources: sources(&pool),
+            counters: WorkerCounters::new(&pool),
+            pool,
+            spans: Vec::new(),
+            routes: Vec::new(),
+            exits: Vec::new(),
+            gather: Vec::new(),
+        })
+    }
+
+    /// The socket of `source`, if it is still there.
+    #[inline]
+    pub(super) fn socket(&self, source: Source) -> Option<(&UdpSocket, &UdpSocketState)> {
+        socket_of(&self.listeners, &self.flows, source)
+    }
+
+    /// When the next flow lapses, if there is one.
+    pub(super) fn next_expiry(&self) -> Option<Instant> {
+        self.flows.next_expiry()
+    }
+
+    /// Counts a failed receive call.
+    pub(super) fn receive_error(&mut self) {
+        self.counters.receive_error();
+    }
+
+    pub(super) fn source(&self, token: Token) -> Option<Source> {
+        let first_flow = FIRST_LISTENER + self.listeners.len();
+        match token.0 {
+            t if t < FIRST_LISTENER => None,
+            t if t < first_flow => Some(Source::Listener(t - FIRST_LISTENER)),
+            t => Some(Source::Flow(FlowId::new(t - first_flow))),
+        }
+    }
+
+    pub(super) fn flow_token(&self, id: FlowId) -> Token {
+        Token(FIRST_LISTENER + self.listeners.len() + id.slot())
+    }
+
+    pub(super) fn ready_flag(&mut self, token: Token) -> Option<&mut bool> {
+        match self.source(token)? {
+            Source::Listener(listener) => Some(&mut self.listeners.get_mut(listener)?.ready),
+            Source::Flow(id) => Some(&mut self.flows.get_mut(id)?.1.ready),
+        }
+    }
+
+    pub(super) fn set_pool(&mut self, pool: Arc<Pool>) {
+        for listener in &mut self.listeners {
+            listener.router.set_pool(Arc::clone(&pool));
+        }
+        self.counters.change_pool(&self.pool, &pool);
+        self.sources = sources(&pool);
+        self.pool = pool;
+    }
+
+    pub(super) fn stats(&self) -> Stats {
+        self.counters.snapshot(
+            &self.pool,
+            self.listeners.iter().map(|l| l.router.counters()),
+            self.flows.len(),
+        )
+    }
+
+    /// Forgets the flows idle since before `now - flow_idle_timeout`.
+    pub(super) fn expire(&mut self, now: Instant) {
+        while let Some((_, mut flow)) = self.flows.expire(now) {
+            // Closing the socket leaves the poll anyway; deregistering first also guarantees
+            // that no event for the (reusable) token is still to come.
+            self.registry.deregister(&mut flow.socket).ok();
+            self.counters.flow_expired();
+        }
+    }
+
+    /// Routes the datagrams of a receive batch from clients of `listener` and forwards them.
+    pub(super) fn client_batch(&mut self, listener: usize, batch: Batch<'_>, now: Instant) {
+        let Some(l) = self.listeners.get_mut(listener) else {
+            return;
+        };
+        self.spans.clear();
+        self.routes.clear();
+        for (buffer, (meta, data)) in batch.iter().enumerate() {
+            for octets in datagrams(data.len(), meta.stride) {
+                let datagram = data
+                    .get(octets.clone())
+                    .unwrap_or_else(|| broken("a datagram lies in its buffer"));
+                self.routes
+                    .push(match l.router.route(datagram, meta.addr, now) {
+                        Decision::Forward(forward) => Some(forward.address),
+                        // The router counts its drops.
+                        Decision::Drop(_) => None,
+                    });
+                self.spans.push(DatagramSpan { buffer, octets });
+            }
+        }
+        let wildcard = l.wildcard;
+        let routes = std::mem::take(&mut self.routes);
+        let spans = std::mem::take(&mut self.spans);
+        self.exits.clear();
+        // Consecutive datagrams of one client mostly share a flow: look it up (or fail to
+        // open it) once.
+        let mut last: Option<(FlowKey, Result<FlowId, DataplaneDrop>)> = None;
+        for (route, span) in routes.iter().zip(&spans) {
+            let Some(backend) = *route else {
+                self.exits.push((None, span.octets.len()));
+                continue;
+            };
+            let Some(meta) = batch.meta(span.buffer) else {
+                // A span of this batch names one of its buffers.
+                broken::<()>("a span's buffer is in its batch");
+                self.exits.push((None, span.octets.len()));
+                continue;
+            };
+            let key = FlowKey {
+                listener,
+                client: meta.addr,
+                ipv6_upstream: backend.is_ipv6(),
+            };
+            let id = match last {
+                Some((last_key, id)) if last_key == key => id,
+                _ => self.flow(key, backend, now),
+            };
+            last = Some((key, id));
+            let exit = match id {
+                Ok(id) => {
+                    if wildcard && meta.dst_ip.is_some() {
+                        if let Some((_, flow)) = self.flows.get_mut(id) {
+                            flow.local_ip = meta.dst_ip;
+                        }
+                    }
+                    Some(Exit {
+                        via: Source::Flow(id),
+                        destination: backend,
+                        ecn: meta.ecn,
+                        src_ip: None,
+                    })
+                }
+                Err(reason) => {
+                    self.counters.dropped(reason, 1);
+                    None
+                }
+            };
+            self.exits.push((exit, span.octets.len()));
+        }
+        (self.routes, self.spans) = (routes, spans);
+        self.send(batch);
+    }
+
+    /// Sends the datagrams of `batch` as `spans` and `exits` say.
+    fn send(&mut self, batch: Batch<'_>) {
+        debug_assert_eq!(self.exits.len(), self.spans.len(), "an exit per datagram");
+        for (exit, run) in transmits(&self.exits, MAX_TRANSMIT_OCTETS) {
+            // Not `self.socket`: the sends below count into `self` meanwhile.
+            let Some((socket, state)) = socket_of(&self.listeners, &self.flows, exit.via) else {
+                continue;
+            };
+            for piece in chunks(run, state.max_gso_segments()) {
+                // Pieces of runs of `exits`, which are as long as `spans`, and never empty.
+                let spans: &[DatagramSpan] = self
+                    .spans
+                    .get(piece.clone())
+                    .unwrap_or_else(|| broken("a transmit's datagrams are in the batch"));
+                let (Some(first), Some(last)) = (spans.first(), spans.last()) else {
+                    broken::<()>("a transmit has datagrams");
+                    continue;
+                };
+                let contents = if first.buffer == last.buffer {
+                    // Consecutive datagrams of one buffer lie back to back.
+                    batch.range(first.buffer, first.octets.start..last.octets.end)
+                } else {
+                    self.gather.clear();
+                    for span in spans {
+                        self.gather.extend_from_slice(batch.octets(span));
+                    }
+                    &self.gather
+                };
+                let transmit = Transmit {
+                    destination: exit.destination,
+                    ecn: exit.ecn,
+                    contents,
+                    segment_size: (spans.len() > 1).then_some(first.octets.len()),
+                    src_ip: exit.src_ip,
+                };
+                if let Err(reason) = send(socket, state, &transmit) {
+                    self.counters.dropped(reason, piece.len());
+                }
+            }
+        }
+    }
+
+    /// The flow of `key` (used now), opened for `backend`'s family if there is none.
+    fn flow(
+        &mut self,
+        key: FlowKey,
+        backend: SocketAddr,
+        now: Instant,
+    ) -> Result<FlowId, DataplaneDrop> {
+        match self.flows.find(&key, now) {
+            Some(id) => Ok(id),
+            None => self.open_flow(key, backend, now),
+        }
+    }
+
+    fn open_flow(
+        &mut self,
+        key: FlowKey,
+        backend: SocketAddr,
+        now: Instant,
+    ) -> Result<FlowId, DataplaneDrop> {
+        if self.flows.is_full() {
+            self.expire(now);
+        }
+        if self.flows.is_full() {
+            return Err(DataplaneDrop::FlowTableFull);
+        }
+        let flow = Flow::open(backend).map_err(|_| DataplaneDrop::UpstreamSocket)?;
+        let id = self
+            .flows
+            .insert(key, flow, now)
+            .map_err(|_| DataplaneDrop::FlowTableFull)?;
+        let token = self.flow_token(id);
+        let registered = match self.flows.get_mut(id) {
+            Some((_, flow)) => self
+                .registry
+                .register(&mut flow.socket, token, Interest::READABLE)
+                .is_ok(),
+            None => false,
+        };
+        if !registered {
+            self.flows.remove(id);
+            return Err(DataplaneDrop::UpstreamSocket);
+        }
+        self.counters.flow_created();
+        Ok(id)
+    }
+
+    /// Relays a receive batch from backends to the client of flow `id`.
+    pub(super) fn backend_batch(&mut self, id: FlowId, batch: Batch<'_>, now: Instant) {
+        let Some((key, local_ip)) = self
+            .flows
+            .get_mut(id)
+            .map(|(key, flow)| (*key, flow.local_ip))
+        else {
+            return;
+        };
+        self.spans.clear();
+        self.exits.clear();
+        let mut touched = false;
+        for (buffer, (meta, data)) in batch.iter().enumerate() {
+            let start = self.spans.len();
+            self.spans.extend(
+                datagrams(data.len(), meta.stride).map(|octets| DatagramSpan { buffer, octets }),
+            );
+            let count = self.spans.len() - start;
+            let exit = match self.sources.get(&meta.addr) {
+                Some(&backend) => {
+                    self.counters.replied(backend, count, data.len());
+                    touched = true;
+                    Some(Exit {
+                        via: Source::Listener(key.listener),
+                        destination: key.client,
+                        ecn: meta.ecn,
+                        src_ip: local_ip,
+                    })
+                }
+                None => {
+                    self.counters.dropped(DataplaneDrop::UnknownSource, count);
+                    None
+                }
+            };
+            let spans: &[DatagramSpan] = self
+                .spans
+                .get(start..)
+                .unwrap_or_else(|| broken("the spans just added are there"));
+            self.exits
+                .extend(spans.iter().map(|span| (exit, span.octets.len())));
+        }
+        if touched {
+            self.flows.touch(id, now);
+        }
+        self.send(batch);
+    }
+}
+
+impl Flow {
+    fn open(backend: SocketAddr) -> io::Result<Self> {
+        let socket = UdpSocket::from_std(socket::upstream(backend)?);
+        let state = UdpSocketState::new((&socket).into())?;
+        Ok(Self {
+            socket,
+            state,
+            local_ip: None,
+            ready: false,
+        })
+    }
+}
+
+/// The socket of `source` among `listeners` and `flows`, if it is still there.
+#[inline]
+fn socket_of<'a>(
+    listeners: &'a [Listener],
+    flows: &'a FlowTable<FlowKey, Flow>,
+    source: Source,
+) -> Option<(&'a UdpSocket, &'a UdpSocketState)> {
+    match source {
+        Source::Listener(listener) => listeners.get(listener).map(|l| (&l.socket, &l.state)),
+        Source::Flow(id) => flows.get(id).map(|f| (&f.socket, &f.state)),
+    }
+}
+
+/// Backend address -> index in `pool`; of backends sharing an address, the first.
+fn sources(pool: &Pool) -> HashMap<SocketAddr, usize> {
+    let mut sources = HashMap::with_capacity(pool.backends().len());
+    for (index, backend) in pool.backends().iter().enumerate() {
+        sources.entry(backend.address()).or_insert(index);
+    }
+    sources
+}
+
+#[cfg(test)]
+mod tests {
+    use mio::Poll;
+
+    use super::*;
+
+    #[test]
+    fn tokens_name_the_waker_listeners_and_flow_slots() {
+        let poll = Poll::new().expect("poll");
+        let pool = Arc::new(Pool::new(quic_lb::Decoder::new(), []).expect("pool"));
+        let listeners = vec![
+            std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"),
+            std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"),
+        ];
+        let options = DataplaneOptions::default();
+        let registry = poll.registry().try_clone().expect("registry");
+        let forwarder = Forwarder::new(listeners, registry, pool, &options).expect("forwarder");
+        assert!(forwarder.source(WAKER).is_none());
+        assert!(matches!(
+            forwarder.source(Token(1)),
+            Some(Source::Listener(0))
+        ));
+        assert!(matches!(
+            forwarder.source(Token(2)),
+            Some(Source::Listener(1))
+        ));
+        let flow = FlowId::new(5);
+        assert!(matches!(
+            forwarder.source(forwarder.flow_token(flow)),
+            Some(Source::Flow(id)) if id == flow
+        ));
+    }
+}
