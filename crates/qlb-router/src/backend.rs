@@ -124,6 +124,7 @@ impl Backend {
     /// assert!(backend.server_id(ConfigId::new(0)?).is_none());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[must_use]
     pub fn with_server_id(mut self, config_id: ConfigId, server_id: ServerId) -> Self {
         if let Some(slot) = self.server_ids.get_mut(usize::from(config_id.get())) {
             *slot = Some(server_id);
@@ -139,6 +140,7 @@ impl Backend {
     /// assert_eq!(backend.weight(), 5);
     /// # Ok::<(), std::net::AddrParseError>(())
     /// ```
+    #[must_use]
     pub fn with_weight(mut self, weight: u32) -> Self {
         self.weight = weight;
         self
@@ -153,6 +155,7 @@ impl Backend {
     /// assert_eq!(backend.state(), BackendState::Down);
     /// # Ok::<(), std::net::AddrParseError>(())
     /// ```
+    #[must_use]
     pub fn with_state(mut self, state: BackendState) -> Self {
         self.state = state;
         self

@@ -15,6 +15,7 @@ use crate::header::HeaderError;
 /// assert_eq!(decision.forward(), None);
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[must_use = "a decision names what to do with the datagram"]
 pub enum Decision {
     /// Send the datagram, unchanged, to a backend.
     Forward(Forward),

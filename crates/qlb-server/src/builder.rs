@@ -38,6 +38,7 @@ use crate::tls::Identity;
 /// # }
 /// ```
 #[derive(Debug)]
+#[must_use = "a builder does nothing until `bind`"]
 pub struct ServerBuilder {
     config: Config,
     server_id: ServerId,

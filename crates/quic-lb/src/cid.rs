@@ -6,7 +6,6 @@ use std::str::FromStr;
 
 use rand::Rng;
 
-use crate::config::first_octet;
 use crate::error::ConnectionIdError;
 use crate::octets::Octets;
 
@@ -143,6 +142,12 @@ impl fmt::Debug for ConnectionId {
         self.0.fmt_hex(f)?;
         f.write_str(")")
     }
+}
+
+/// A CID's first octet: the codepoint in the top three bits, `low_bits` (the length, or
+/// random bits) in the other five.
+pub(crate) fn first_octet(codepoint: u8, low_bits: u8) -> u8 {
+    (codepoint << 5) | (low_bits & 0x1f)
 }
 
 #[cfg(test)]

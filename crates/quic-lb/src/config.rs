@@ -3,13 +3,11 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::cid::ConnectionId;
+use crate::cid::{ConnectionId, first_octet};
 use crate::cipher::Cipher;
 use crate::error::ConfigError;
-use crate::server_id::ServerId;
+use crate::server_id::{MAX_SERVER_ID_LEN, MIN_SERVER_ID_LEN, ServerId};
 
-pub(crate) const MIN_SERVER_ID_LEN: usize = 1;
-pub(crate) const MAX_SERVER_ID_LEN: usize = 15;
 pub(crate) const MIN_NONCE_LEN: usize = 4;
 pub(crate) const MAX_NONCE_LEN: usize = 18;
 pub(crate) const MAX_PLAINTEXT_LEN: usize = 19;
@@ -228,6 +226,7 @@ impl Config {
     /// assert!(!config.length_self_encoding());
     /// # Ok::<(), quic_lb::ConfigError>(())
     /// ```
+    #[must_use]
     pub fn with_length_self_encoding(mut self, on: bool) -> Self {
         self.length_self_encoding = on;
         self
@@ -404,11 +403,6 @@ impl Config {
             Some(cipher) => ServerId::from_head(&cipher.decrypt_prefix(block, sid_len), sid_len),
         }
     }
-}
-
-/// The first octet: codepoint in the top three bits, `low_bits` in the other five.
-pub(crate) fn first_octet(codepoint: u8, low_bits: u8) -> u8 {
-    (codepoint << 5) | (low_bits & 0x1f)
 }
 
 impl PartialEq for Config {

@@ -5,9 +5,12 @@ use std::ops::Deref;
 use std::str::FromStr;
 
 use crate::cipher::Block;
-use crate::config::{MAX_SERVER_ID_LEN, MIN_SERVER_ID_LEN};
 use crate::error::ConfigError;
 use crate::octets::Octets;
+
+/// The shortest and the longest server ID a configuration may have (draft-21 section 5).
+pub(crate) const MIN_SERVER_ID_LEN: usize = 1;
+pub(crate) const MAX_SERVER_ID_LEN: usize = 15;
 
 /// A server ID: 1 to 15 opaque octets, stored inline (no heap).
 ///
