@@ -104,10 +104,11 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 /// // A client sends a short-header datagram; the backend gets it and answers.
 /// let client = UdpSocket::bind("127.0.0.1:0")?;
 /// client.set_read_timeout(Some(Duration::from_secs(10)))?;
-/// client.send_to(&[0x40, 1, 2, 3, 4, 5, 6, 7, 8], lb)?;
+/// let datagram = [0x40; 32];
+/// client.send_to(&datagram, lb)?;
 /// let mut buffer = [0; 64];
 /// let (len, flow) = backend.recv_from(&mut buffer)?;
-/// assert_eq!(&buffer[..len], [0x40, 1, 2, 3, 4, 5, 6, 7, 8]);
+/// assert_eq!(&buffer[..len], datagram);
 /// backend.send_to(b"reply", flow)?;
 ///
 /// // The reply comes from the load balancer's address.
