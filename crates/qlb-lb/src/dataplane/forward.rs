@@ -2,11 +2,11 @@
 //! is in.
 //!
 //! Client to backend: each datagram of a batch is routed by the listener's router and leaves
-//! through its flow's upstream socket. Backend to client: the datagrams received on an
-//! upstream socket from a backend of the pool leave through the listening socket the client
-//! used, from the address the client sent to. Both ways, each datagram keeps its ECN
-//! codepoint, and consecutive datagrams of a batch bound for one place with one codepoint
-//! leave as one send, with GSO for several ([`super::segments`]).
+//! through its flow's upstream socket, connected to the backend. Backend to client: the
+//! datagrams received on an upstream socket from a backend of the pool leave through the
+//! listening socket the client used, from the address the client sent to. Both ways, each
+//! datagram keeps its ECN codepoint, and consecutive datagrams of a batch bound for one place
+//! with one codepoint leave as one send, with GSO for several ([`super::segments`]).
 //!
 //! Poll tokens name the sockets: the waker's first, then one per listening address, then one
 //! per flow slot.
@@ -43,7 +43,8 @@ pub(super) struct Forwarder {
     flows: FlowTable<FlowKey, Flow>,
     registry: Registry,
     pool: Arc<Pool>,
-    /// Backend address -> index in `pool`: replies are taken from these addresses only.
+    /// Backend address -> index in `pool`: replies are taken from these addresses only (and
+    /// each flow's socket is connected to one of them).
     sources: HashMap<SocketAddr, usize>,
     counters: WorkerCounters,
     /// Scratch, per datagram of the batch being forwarded: where it lies in the buffers,
@@ -383,6 +384,9 @@ impl Forwarder {
                 datagrams(data.len(), meta.stride).map(|octets| DatagramSpan { buffer, octets }),
             );
             let count = self.spans.len() - start;
+            // The socket is connected to the flow's backend, so the kernel delivers nothing
+            // else; the lookup still names the backend for the counters, and drops what a
+            // backend sends after a new pool has removed it.
             let exit = match self.sources.get(&meta.addr) {
                 Some(&backend) => {
                     self.counters.replied(backend, count, data.len());
