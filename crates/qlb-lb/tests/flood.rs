@@ -34,9 +34,12 @@ const CHUNK: u64 = 500;
 /// than the kernel dropping it at a full socket, and the queue before the worker (which real
 /// clients' datagrams wait in too) stays some 100 ms long, not seconds.
 const LAG: u64 = 1_000;
-/// The data plane's caps in this test (one worker).
+/// The data plane's caps in this test (one worker). A real client's flow survives a flood
+/// while its backend answers before MAX_UNCONFIRMED flood flows come: about 200 ms here, in
+/// a debug build on a busy machine (an evicted handshake's next packets reach the backend
+/// from another upstream port, which it ignores until the handshake times out).
 const MAX_FLOWS: u64 = 4_096;
-const MAX_UNCONFIRMED: u64 = 1_024;
+const MAX_UNCONFIRMED: u64 = 2_048;
 /// Descriptors the test itself may open beside the flows: clients, aioquic's pipes, the
 /// admin connections, the runtime's.
 const FD_SLACK: u64 = 256;
