@@ -113,6 +113,10 @@ fn build_pool(states: u8) -> Arc<Pool> {
     Arc::new(Pool::with_maglev_size(decoder, backends, 251).expect("valid pool"))
 }
 
+/// At least the longest header `issued` makes (1 + 4 + 1 + 20 + 1 octets) and a one-octet
+/// Length, then 4 + 16 octets.
+const MIN_ISSUED_LEN: usize = 27 + 1 + 20;
+
 fn issued(config: u8, backend: u8, long: bool, tail: &[u8]) -> (Vec<u8>, u8) {
     let configs = configs();
     let config = &configs[usize::from(config) % configs.len()];
@@ -134,6 +138,9 @@ fn issued(config: u8, backend: u8, long: bool, tail: &[u8]) -> (Vec<u8>, u8) {
         header
     };
     datagram.extend_from_slice(tail);
+    // Room for a packet number and a header-protection sample whatever the tail: shorter
+    // datagrams are dropped as too short, which the free-form steps exercise.
+    datagram.resize(datagram.len().max(MIN_ISSUED_LEN), 0);
     (datagram, backend)
 }
 

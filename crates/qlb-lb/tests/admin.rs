@@ -265,8 +265,12 @@ async fn metrics_parse_and_cover_every_family() -> TestResult {
         ("qlb_lb_dropped", "counter"),
         ("qlb_lb_receive_errors", "counter"),
         ("qlb_lb_flows_active", "gauge"),
+        ("qlb_lb_flows_unconfirmed", "gauge"),
         ("qlb_lb_flows_created", "counter"),
+        ("qlb_lb_flows_confirmed", "counter"),
         ("qlb_lb_flows_expired", "counter"),
+        ("qlb_lb_flows_evicted", "counter"),
+        ("qlb_lb_flows_refused", "counter"),
         ("qlb_lb_backend_state", "gauge"),
         ("qlb_lb_backend_health", "gauge"),
         ("qlb_lb_health_checks", "counter"),
@@ -316,6 +320,20 @@ async fn metrics_parse_and_cover_every_family() -> TestResult {
         Some(0.0)
     );
     assert_eq!(value("qlb_lb_flows_active", &[]), Some(1.0));
+    // The H3 client's flow was answered by its backend.
+    assert_eq!(value("qlb_lb_flows_unconfirmed", &[]), Some(0.0));
+    for reason in ["unconfirmed_cap", "table_full"] {
+        assert_eq!(
+            value("qlb_lb_flows_evicted_total", &[("reason", reason)]),
+            Some(0.0)
+        );
+    }
+    for reason in ["table_full", "upstream_socket"] {
+        assert_eq!(
+            value("qlb_lb_flows_refused_total", &[("reason", reason)]),
+            Some(0.0)
+        );
+    }
     assert_eq!(
         value(
             "qlb_lb_backend_health",

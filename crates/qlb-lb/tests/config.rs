@@ -170,6 +170,21 @@ fn defaults_fill_what_is_left_out() {
 }
 
 #[test]
+fn flow_caps_default_and_follow_each_other() {
+    let defaults = load(EXAMPLE).expect("valid");
+    assert_eq!(
+        (defaults.max_flows, defaults.max_unconfirmed_flows),
+        (65536, 4096)
+    );
+    let flow_idle = "flow_idle_timeout = \"60s\"";
+    let small = load(&variant(flow_idle, "max_flows = 1000")).expect("valid");
+    assert_eq!((small.max_flows, small.max_unconfirmed_flows), (1000, 1000));
+    let both = variant(flow_idle, "max_flows = 1000\nmax_unconfirmed_flows = 10");
+    let both = load(&both).expect("valid");
+    assert_eq!((both.max_flows, both.max_unconfirmed_flows), (1000, 10));
+}
+
+#[test]
 fn every_bad_value_is_refused_naming_its_field() {
     let cases: &[(&str, &str, &str)] = &[
         ("workers = 2", "workerz = 2", "workerz"),
@@ -184,6 +199,21 @@ fn every_bad_value_is_refused_naming_its_field() {
             "flow_idle_timeout = \"60s\"",
             "flow_idle_timeout = \"0s\"",
             "flow_idle_timeout:",
+        ),
+        (
+            "flow_idle_timeout = \"60s\"",
+            "max_flows = 0",
+            "max_flows: must be 1..=",
+        ),
+        (
+            "flow_idle_timeout = \"60s\"",
+            "max_flows = 100\nmax_unconfirmed_flows = 101",
+            "max_unconfirmed_flows: must be 1..=100, got 101",
+        ),
+        (
+            "flow_idle_timeout = \"60s\"",
+            "max_unconfirmed_flows = 0",
+            "max_unconfirmed_flows:",
         ),
         (
             "listen = [\"127.0.0.1:4433\", \"[::1]:4433\"]",

@@ -43,7 +43,7 @@ impl AddAssign for Traffic {
 /// let (mut first, mut second) = (Router::new(pool.clone()), Router::new(pool));
 /// let client = "198.51.100.7:5000".parse()?;
 /// first.route(&[], client, Instant::now());
-/// second.route(&[0x40, 1, 2], client, Instant::now());
+/// second.route(&[0x40; 32], client, Instant::now());
 ///
 /// let mut total = CounterSnapshot::default();
 /// total.merge(&first.counters());

@@ -32,7 +32,8 @@ impl Decision {
     ///
     /// let pool = Pool::new(quic_lb::Decoder::new(), [Backend::new("a", "192.0.2.1:443".parse()?)])?;
     /// let mut router = Router::new(Arc::new(pool));
-    /// let datagram = [0x40, 0x01, 0x02, 0x03];
+    /// // A short header of a codepoint without configuration: 21 octets at least.
+    /// let datagram = [0x40; 32];
     /// let decision = router.route(&datagram, "198.51.100.7:5000".parse()?, Instant::now());
     /// assert_eq!(decision.forward().map(|f| f.route), Some(Route::Fallback));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -53,7 +54,7 @@ impl Decision {
 ///
 /// let pool = Pool::new(quic_lb::Decoder::new(), [Backend::new("a", "192.0.2.1:443".parse()?)])?;
 /// let mut router = Router::new(Arc::new(pool));
-/// let decision = router.route(&[0x40, 0x01], "198.51.100.7:5000".parse()?, Instant::now());
+/// let decision = router.route(&[0x40; 32], "198.51.100.7:5000".parse()?, Instant::now());
 /// let forward = decision.forward().expect("one backend");
 /// assert_eq!(forward.address, "192.0.2.1:443".parse()?);
 /// assert_eq!(router.pool().backend(forward.backend).map(|b| b.name()), Some("a"));
@@ -116,6 +117,7 @@ impl Route {
 ///
 /// assert_eq!(DropReason::from(HeaderError::Truncated), DropReason::Truncated);
 /// assert_eq!(DropReason::InitialTooSmall.as_str(), "initial_too_small");
+/// assert_eq!(DropReason::TooShort.as_str(), "too_short");
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum DropReason {
@@ -132,19 +134,25 @@ pub enum DropReason {
     /// A v1 or v2 Initial in a datagram under 1200 octets, which servers must discard
     /// (RFC 9000 section 14.1); dropping it here spares the backends and the flow tables.
     InitialTooSmall,
+    /// A short header, or a v1 or v2 0-RTT or Handshake packet, too short to hold the
+    /// 16-octet header-protection sample 4 octets after its packet number offset
+    /// (RFC 9001 section 5.4.2): no endpoint could decrypt it. Dropped before any flow state
+    /// is made for it.
+    TooShort,
     /// Nothing routes the datagram and no backend takes new connections.
     NoBackend,
 }
 
 impl DropReason {
     /// Every reason.
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 8] = [
         Self::Empty,
         Self::Truncated,
         Self::CidTooLong,
         Self::VersionNegotiation,
         Self::Retry,
         Self::InitialTooSmall,
+        Self::TooShort,
         Self::NoBackend,
     ];
 
@@ -161,6 +169,7 @@ impl DropReason {
             Self::VersionNegotiation => "version_negotiation",
             Self::Retry => "retry",
             Self::InitialTooSmall => "initial_too_small",
+            Self::TooShort => "too_short",
             Self::NoBackend => "no_backend",
         }
     }

@@ -17,6 +17,12 @@ use crate::table::{IdleTable, TableLimits};
 
 /// The smallest UDP payload that may carry a v1 or v2 Initial (RFC 9000 section 14.1).
 const MIN_INITIAL_DATAGRAM: usize = 1200;
+/// What a packet needs after its packet number offset: the packet number is taken as 4 octets
+/// long for the 16-octet header-protection sample (RFC 9001 section 5.4.2).
+const MIN_AFTER_PN_OFFSET: usize = 4 + 16;
+/// The fixed octets of a v1 or v2 0-RTT or Handshake header apart from the CIDs: first octet,
+/// version, the two CID lengths and a one-octet Length (RFC 9000 section 17.2).
+const LONG_HEADER_FIXED: usize = 1 + 4 + 1 + 1 + 1;
 
 /// Routes datagrams from clients to backends, sans-IO: no sockets, no threads, no clock.
 ///
@@ -250,16 +256,29 @@ impl Router {
     }
 }
 
-/// Packets a client never sends, or that servers must discard.
+/// Packets a client never sends, that servers must discard, or too short to be a packet of
+/// their kind.
 fn refusal(header: &Header<'_>, datagram_len: usize) -> Option<DropReason> {
-    let Header::Long(long) = header else {
-        return None;
+    let long = match header {
+        Header::Long(long) => long,
+        // A DCID of unknown length (no configuration for its codepoint) counts as empty.
+        Header::Short(short) => {
+            let dcid_len = short.dcid.map_or(0, <[u8]>::len);
+            return (datagram_len < 1 + dcid_len + MIN_AFTER_PN_OFFSET)
+                .then_some(DropReason::TooShort);
+        }
     };
     match long.packet_type {
         LongPacketType::VersionNegotiation => Some(DropReason::VersionNegotiation),
         LongPacketType::Retry => Some(DropReason::Retry),
         LongPacketType::Initial if datagram_len < MIN_INITIAL_DATAGRAM => {
             Some(DropReason::InitialTooSmall)
+        }
+        LongPacketType::ZeroRtt | LongPacketType::Handshake
+            if datagram_len
+                < LONG_HEADER_FIXED + long.dcid.len() + long.scid.len() + MIN_AFTER_PN_OFFSET =>
+        {
+            Some(DropReason::TooShort)
         }
         _ => None,
     }

@@ -36,8 +36,10 @@ fn pool_where(count: u8, n: u8, state: BackendState) -> Arc<Pool> {
 }
 
 /// A short header under codepoint 3, which has no config: its DCID length is unknown, so the
-/// client address stands for the connection.
-const UNKNOWN_DCID_LEN: [u8; 12] = [0x40, 0x60, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+/// client address stands for the connection. 21 octets, the least such a packet can be.
+const UNKNOWN_DCID_LEN: [u8; 21] = [
+    0x40, 0x60, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19,
+];
 
 fn router_over(pool: Pool) -> Router {
     Router::new(Arc::new(pool))
@@ -348,6 +350,18 @@ fn refuses_what_clients_never_send_and_what_cannot_be_parsed() {
             long_header(0xc0, QUIC_V1, &[1; 8], &[2; 8], 1199),
             DropReason::InitialTooSmall,
         ),
+        // One octet short of a header-protection sample: 1 + 20 octets when no configuration
+        // gives the DCID's length, 1 + DCID + 20 when one does.
+        (UNKNOWN_DCID_LEN[..20].to_vec(), DropReason::TooShort),
+        (
+            short_header(&encoder(&configs()[0], 1).generate())[..1 + configs()[0].cid_len() + 19]
+                .to_vec(),
+            DropReason::TooShort,
+        ),
+        (
+            long_header(0xe0, QUIC_V1, &[1; 8], &[2; 8], 8 + 16 + 19),
+            DropReason::TooShort,
+        ),
     ];
     for (datagram, reason) in &cases {
         assert_eq!(
@@ -357,7 +371,8 @@ fn refuses_what_clients_never_send_and_what_cannot_be_parsed() {
     }
     let counters = router.counters();
     for (_, reason) in &cases {
-        assert_eq!(counters.dropped(*reason), 1, "{reason:?}");
+        let expected = cases.iter().filter(|(_, r)| r == reason).count() as u64;
+        assert_eq!(counters.dropped(*reason), expected, "{reason:?}");
     }
     assert_eq!(counters.decisions(), cases.len() as u64);
 }

@@ -115,14 +115,26 @@ impl Collector for Snapshot {
             (
                 MetricType::Gauge,
                 "qlb_lb_flows_active",
-                "Flows (client address and listening address) in the flow tables",
+                "Flows (client address, listening address and backend) in the flow tables",
                 status.flows.active,
+            ),
+            (
+                MetricType::Gauge,
+                "qlb_lb_flows_unconfirmed",
+                "Flows in the flow tables that their backend has not answered yet",
+                status.flows.unconfirmed,
             ),
             (
                 MetricType::Counter,
                 "qlb_lb_flows_created",
                 "Flows opened",
                 status.flows.created,
+            ),
+            (
+                MetricType::Counter,
+                "qlb_lb_flows_confirmed",
+                "Flows whose backend answered",
+                status.flows.confirmed,
             ),
             (
                 MetricType::Counter,
@@ -135,6 +147,30 @@ impl Collector for Snapshot {
                 kind,
                 value,
                 encoder.encode_descriptor(name, help, None, kind)?,
+            )?;
+        }
+        for (name, help, counts) in [
+            (
+                "qlb_lb_flows_evicted",
+                "Unconfirmed flows evicted for new ones, by reason (unconfirmed_cap: \
+                 max_unconfirmed_flows reached; table_full: max_flows reached)",
+                &status.flows.evicted,
+            ),
+            (
+                "qlb_lb_flows_refused",
+                "New flows refused, by reason (table_full: no flow could be evicted; \
+                 upstream_socket: no socket)",
+                &status.flows.refused,
+            ),
+        ] {
+            family(
+                &mut encoder,
+                MetricType::Counter,
+                name,
+                help,
+                counts
+                    .iter()
+                    .map(|(reason, count)| ([("reason", *reason)], *count)),
             )?;
         }
         family(

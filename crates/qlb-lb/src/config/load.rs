@@ -7,7 +7,7 @@ use super::error::{ConfigError, field_error, parse, read_file};
 use super::raw::{RawCluster, RawConfig, RawQuicLb};
 use super::schema::{ClusterConfig, LbConfig};
 use super::validation::{
-    admin, backends, cluster_secret, health, listen_addresses, mode, positive_duration,
+    admin, backends, cluster_secret, flow_caps, health, listen_addresses, mode, positive_duration,
     quic_lb_configs, workers,
 };
 
@@ -40,6 +40,8 @@ impl LbConfig {
             raw.cluster_secret_file.as_deref(),
             base,
         )?;
+        let (max_flows, max_unconfirmed_flows) =
+            flow_caps(raw.max_flows, raw.max_unconfirmed_flows)?;
         let config = Self {
             listen: listen_addresses(&raw.listen)?,
             workers: workers(raw.workers)?,
@@ -49,6 +51,8 @@ impl LbConfig {
                 raw.flow_idle_timeout.as_deref(),
                 Duration::from_secs(60),
             )?,
+            max_flows,
+            max_unconfirmed_flows,
             backends: backends(&raw.backend, &cluster.quic_lb)?,
             cluster,
             health: health(raw.health.as_ref())?,

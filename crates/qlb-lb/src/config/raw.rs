@@ -15,6 +15,8 @@ pub(super) struct RawConfig {
     pub workers: Option<i64>,
     pub mode: Option<String>,
     pub flow_idle_timeout: Option<String>,
+    pub max_flows: Option<i64>,
+    pub max_unconfirmed_flows: Option<i64>,
     #[serde(default)]
     pub quic_lb: Vec<RawQuicLb>,
     #[serde(default)]
@@ -41,6 +43,10 @@ pub(super) struct RawCluster {
     _mode: Option<IgnoredAny>,
     #[serde(rename = "flow_idle_timeout")]
     _flow_idle_timeout: Option<IgnoredAny>,
+    #[serde(rename = "max_flows")]
+    _max_flows: Option<IgnoredAny>,
+    #[serde(rename = "max_unconfirmed_flows")]
+    _max_unconfirmed_flows: Option<IgnoredAny>,
     #[serde(rename = "backend")]
     _backend: Option<IgnoredAny>,
     #[serde(rename = "health")]

@@ -145,6 +145,11 @@ pub struct LbConfig {
     pub mode: ForwardingMode,
     /// How long a proxy-mode flow lives without traffic.
     pub flow_idle_timeout: Duration,
+    /// The most proxy-mode flows per worker.
+    pub max_flows: usize,
+    /// The most unconfirmed proxy-mode flows (no reply from their backend yet) per worker, at
+    /// most `max_flows`.
+    pub max_unconfirmed_flows: usize,
     /// The part every member of the cluster shares: `[[quic_lb]]` tables, cluster secret.
     pub cluster: ClusterConfig,
     /// The backends, in file order.

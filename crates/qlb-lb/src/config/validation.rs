@@ -14,6 +14,7 @@ use super::error::{ConfigError, field_error, read_file};
 use super::raw::{RawAdmin, RawBackend, RawHealth, RawQuicLb};
 use super::schema::{AdminConfig, BackendConfig, ForwardingMode, HealthConfig};
 use super::secret::Secret;
+use crate::dataplane::DataplaneOptions;
 
 /// The shortest cluster secret accepted, in octets.
 const MIN_CLUSTER_SECRET_LEN: usize = 16;
@@ -83,6 +84,33 @@ pub(super) fn workers(raw: Option<i64>) -> Result<NonZeroUsize, ConfigError> {
             .filter(|n| n.get() <= 1024)
             .ok_or_else(|| ConfigError::invalid("workers", format!("must be 1..=1024, got {n}"))),
     }
+}
+
+/// The most flows a worker may hold: more would only be file descriptors the process's limit
+/// refuses anyway.
+const MAX_FLOWS_LIMIT: usize = 1 << 24;
+
+/// `max_flows` (default 65536) and `max_unconfirmed_flows` (default 4096, or `max_flows` if
+/// that is smaller), each at least 1, the second at most the first.
+pub(super) fn flow_caps(
+    max_flows: Option<i64>,
+    max_unconfirmed: Option<i64>,
+) -> Result<(usize, usize), ConfigError> {
+    let defaults = DataplaneOptions::default();
+    let count = |field: &str, raw: i64, max: usize| {
+        usize::try_from(raw)
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| ConfigError::invalid(field, format!("must be 1..={max}, got {raw}")))
+    };
+    let flows = max_flows.map_or(Ok(defaults.max_flows), |raw| {
+        count("max_flows", raw, MAX_FLOWS_LIMIT)
+    })?;
+    let unconfirmed = match max_unconfirmed {
+        None => defaults.max_unconfirmed_flows.min(flows),
+        Some(raw) => count("max_unconfirmed_flows", raw, flows)?,
+    };
+    Ok((flows, unconfirmed))
 }
 
 pub(super) fn mode(raw: Option<&str>) -> Result<ForwardingMode, ConfigError> {

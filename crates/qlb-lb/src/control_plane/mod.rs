@@ -17,7 +17,9 @@ use tokio::runtime::Handle;
 use tokio::task::AbortHandle;
 
 use crate::config::{ConfigError, LbConfig, Secret};
-use crate::dataplane::{Dataplane, DataplaneDrop, DataplaneError, DataplaneHandle, Stats};
+use crate::dataplane::{
+    Dataplane, DataplaneDrop, DataplaneError, DataplaneHandle, FlowEviction, FlowRefusal, Stats,
+};
 use crate::health::{self, Health, Outcome};
 use crate::sync::lock;
 pub use reload::{ReloadError, ReloadReport};
@@ -303,8 +305,18 @@ fn status(addresses: &Addresses, running: &Running, stats: &Stats) -> Status {
         backends,
         flows: FlowCounts {
             active: stats.flows_active,
+            unconfirmed: stats.flows_unconfirmed,
             created: stats.flows_created,
+            confirmed: stats.flows_confirmed,
             expired: stats.flows_expired,
+            evicted: FlowEviction::ALL
+                .iter()
+                .map(|e| (e.as_str(), stats.evicted(*e)))
+                .collect(),
+            refused: FlowRefusal::ALL
+                .iter()
+                .map(|r| (r.as_str(), stats.refused(*r)))
+                .collect(),
         },
         routed: Route::ALL
             .iter()

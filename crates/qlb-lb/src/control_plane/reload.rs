@@ -69,7 +69,7 @@ impl ReloadError {
 
 /// Refuses a new configuration that changes what the running data plane or admin listener
 /// was built with: the listening sockets and worker threads, the forwarding mode, the flow
-/// expiry the workers were given, and the admin API's socket.
+/// expiry and caps the workers were given, and the admin API's socket.
 pub(crate) fn check_live_changes(running: &LbConfig, new: &LbConfig) -> Result<(), ReloadError> {
     fn refuse(field: &str, running: impl fmt::Debug, file: impl fmt::Debug) -> ReloadError {
         ReloadError::NeedsRestart {
@@ -93,6 +93,18 @@ pub(crate) fn check_live_changes(running: &LbConfig, new: &LbConfig) -> Result<(
             running.flow_idle_timeout,
             new.flow_idle_timeout,
         ));
+    }
+    for (field, running, file) in [
+        ("max_flows", running.max_flows, new.max_flows),
+        (
+            "max_unconfirmed_flows",
+            running.max_unconfirmed_flows,
+            new.max_unconfirmed_flows,
+        ),
+    ] {
+        if running != file {
+            return Err(refuse(field, running, file));
+        }
     }
     let admin_listen = |config: &LbConfig| config.admin.as_ref().map(|a| a.listen);
     if admin_listen(running) != admin_listen(new) {
@@ -254,6 +266,12 @@ mod tests {
                 "workers = 1",
                 "flow_idle_timeout = \"5s\"\nworkers = 1",
                 "flow_idle_timeout",
+            ),
+            ("workers = 1", "max_flows = 100\nworkers = 1", "max_flows"),
+            (
+                "workers = 1",
+                "max_unconfirmed_flows = 100\nworkers = 1",
+                "max_unconfirmed_flows",
             ),
             (
                 "listen = \"127.0.0.1:9901\"",

@@ -163,19 +163,29 @@ impl From<Traffic> for TrafficCount {
     }
 }
 
-/// The data plane's flows (one per client address and listening address).
+/// The data plane's flows (one per client address, listening address and backend).
 ///
 /// ```
 /// assert_eq!(qlb_lb::daemon::FlowCounts::default().active, 0);
 /// ```
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize)]
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize)]
 pub struct FlowCounts {
     /// In the flow tables now.
     pub active: u64,
-    /// Opened since start.
+    /// In the flow tables now, not yet answered by their backend.
+    pub unconfirmed: u64,
+    /// Opened (admitted) since start.
     pub created: u64,
+    /// Confirmed (their backend answered) since start.
+    pub confirmed: u64,
     /// Expired after `flow_idle_timeout` since start.
     pub expired: u64,
+    /// Evicted to make room since start, by [`FlowEviction`](crate::dataplane::FlowEviction)
+    /// label, every reason present.
+    pub evicted: BTreeMap<&'static str, u64>,
+    /// New flows refused since start, by [`FlowRefusal`](crate::dataplane::FlowRefusal)
+    /// label, every reason present.
+    pub refused: BTreeMap<&'static str, u64>,
 }
 
 /// Drops by reason: the router's (before forwarding) and the data plane's (flows, sends).

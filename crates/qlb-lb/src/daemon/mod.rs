@@ -318,7 +318,8 @@ impl Balancer {
 }
 
 /// The options [`Balancer::start`] starts the data plane with: the defaults, with the
-/// settings a configuration file has (`flow_idle_timeout`).
+/// settings a configuration file has (`flow_idle_timeout`, `max_flows`,
+/// `max_unconfirmed_flows`).
 ///
 /// ```
 /// use qlb_lb::{config::LbConfig, daemon::dataplane_options};
@@ -330,12 +331,15 @@ impl Balancer {
 /// )?;
 /// let options = dataplane_options(&config);
 /// assert_eq!(options.flow_idle_timeout, Duration::from_secs(5));
+/// assert_eq!((options.max_flows, options.max_unconfirmed_flows), (65536, 4096));
 /// # Ok::<(), qlb_lb::config::ConfigError>(())
 /// ```
 #[must_use]
 pub fn dataplane_options(config: &LbConfig) -> DataplaneOptions {
     DataplaneOptions {
         flow_idle_timeout: config.flow_idle_timeout,
+        max_flows: config.max_flows,
+        max_unconfirmed_flows: config.max_unconfirmed_flows,
         ..DataplaneOptions::default()
     }
 }

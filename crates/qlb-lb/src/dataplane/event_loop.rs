@@ -159,6 +159,9 @@ impl Worker {
         let count = match received {
             Ok(count) => count,
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => return true,
+            // A flow's socket is connected: an ICMP port unreachable from its backend comes
+            // back as this error, once. Not a failed receive; datagrams may still be queued.
+            Err(error) if error.kind() == io::ErrorKind::ConnectionRefused => return false,
             Err(_) => {
                 // Nothing to retry: the next datagram brings a new event.
                 self.forwarder.receive_error();

@@ -2,11 +2,11 @@
 //! is in.
 //!
 //! Client to backend: each datagram of a batch is routed by the listener's router and leaves
-//! through its flow's upstream socket. Backend to client: the datagrams received on an
-//! upstream socket from a backend of the pool leave through the listening socket the client
-//! used, from the address the client sent to. Both ways, each datagram keeps its ECN
-//! codepoint, and consecutive datagrams of a batch bound for one place with one codepoint
-//! leave as one send, with GSO for several ([`super::segments`]).
+//! through its flow's upstream socket, connected to the backend. Backend to client: the
+//! datagrams received on an upstream socket from a backend of the pool leave through the
+//! listening socket the client used, from the address the client sent to. Both ways, each
+//! datagram keeps its ECN codepoint, and consecutive datagrams of a batch bound for one place
+//! with one codepoint leave as one send, with GSO for several ([`super::segments`]).
 //!
 //! Poll tokens name the sockets: the waker's first, then one per listening address, then one
 //! per flow slot.
@@ -24,12 +24,12 @@ use quinn_udp::{EcnCodepoint, Transmit, UdpSocketState};
 
 use super::buffers::{Batch, DatagramSpan, broken};
 use super::flow_key::FlowKey;
-use super::flow_table::{FlowId, FlowTable};
+use super::flow_table::{FlowId, FlowTable, Full};
 use super::options::DataplaneOptions;
 use super::segments::{MAX_TRANSMIT_OCTETS, chunks, datagrams, transmits};
 use super::send::send;
 use super::socket;
-use super::stats::{DataplaneDrop, Stats};
+use super::stats::{DataplaneDrop, FlowRefusal, Stats};
 use super::worker_counters::WorkerCounters;
 
 /// The token of the worker's waker.
@@ -43,7 +43,8 @@ pub(super) struct Forwarder {
     flows: FlowTable<FlowKey, Flow>,
     registry: Registry,
     pool: Arc<Pool>,
-    /// Backend address -> index in `pool`: replies are taken from these addresses only.
+    /// Backend address -> index in `pool`: replies are taken from these addresses only (and
+    /// each flow's socket is connected to one of them).
     sources: HashMap<SocketAddr, usize>,
     counters: WorkerCounters,
     /// Scratch, per datagram of the batch being forwarded: where it lies in the buffers,
@@ -118,7 +119,11 @@ impl Forwarder {
             .collect::<io::Result<Vec<_>>>()?;
         Ok(Self {
             listeners,
-            flows: FlowTable::new(options.max_flows, options.flow_idle_timeout),
+            flows: FlowTable::new(
+                options.max_flows,
+                options.max_unconfirmed_flows,
+                options.flow_idle_timeout,
+            ),
             registry,
             sources: sources(&pool),
             counters: WorkerCounters::new(&pool),
@@ -179,16 +184,14 @@ impl Forwarder {
         self.counters.snapshot(
             &self.pool,
             self.listeners.iter().map(|l| l.router.counters()),
-            self.flows.len(),
+            (self.flows.len(), self.flows.unconfirmed()),
         )
     }
 
     /// Forgets the flows idle since before `now - flow_idle_timeout`.
     pub(super) fn expire(&mut self, now: Instant) {
-        while let Some((_, mut flow)) = self.flows.expire(now) {
-            // Closing the socket leaves the poll anyway; deregistering first also guarantees
-            // that no event for the (reusable) token is still to come.
-            self.registry.deregister(&mut flow.socket).ok();
+        while let Some((_, flow)) = self.flows.expire(now) {
+            self.close(flow);
             self.counters.flow_expired();
         }
     }
@@ -235,11 +238,11 @@ impl Forwarder {
             let key = FlowKey {
                 listener,
                 client: meta.addr,
-                ipv6_upstream: backend.is_ipv6(),
+                backend,
             };
             let id = match last {
                 Some((last_key, id)) if last_key == key => id,
-                _ => self.flow(key, backend, now),
+                _ => self.flow(key, now),
             };
             last = Some((key, id));
             let exit = match id {
@@ -309,36 +312,37 @@ impl Forwarder {
         }
     }
 
-    /// The flow of `key` (used now), opened for `backend`'s family if there is none.
-    fn flow(
-        &mut self,
-        key: FlowKey,
-        backend: SocketAddr,
-        now: Instant,
-    ) -> Result<FlowId, DataplaneDrop> {
+    /// The flow of `key` (used now), opened if there is none.
+    fn flow(&mut self, key: FlowKey, now: Instant) -> Result<FlowId, DataplaneDrop> {
         match self.flows.find(&key, now) {
             Some(id) => Ok(id),
-            None => self.open_flow(key, backend, now),
+            None => self.open_flow(key, now).map_err(|refusal| {
+                self.counters.flow_refused(refusal);
+                refusal.drop()
+            }),
         }
     }
 
-    fn open_flow(
-        &mut self,
-        key: FlowKey,
-        backend: SocketAddr,
-        now: Instant,
-    ) -> Result<FlowId, DataplaneDrop> {
+    /// Opens an unconfirmed flow for `key`, evicting the least recently used unconfirmed flow
+    /// if its class or the table is full.
+    fn open_flow(&mut self, key: FlowKey, now: Instant) -> Result<FlowId, FlowRefusal> {
         if self.flows.is_full() {
             self.expire(now);
         }
-        if self.flows.is_full() {
-            return Err(DataplaneDrop::FlowTableFull);
+        // Room first, so that a refused flow costs no socket.
+        match self.flows.make_room(now) {
+            Ok(None) => {}
+            Ok(Some((reason, _, flow))) => {
+                self.close(flow);
+                self.counters.flow_evicted(reason);
+            }
+            Err(Full) => return Err(FlowRefusal::TableFull),
         }
-        let flow = Flow::open(backend).map_err(|_| DataplaneDrop::UpstreamSocket)?;
+        let flow = Flow::open(key.backend).map_err(|_| FlowRefusal::UpstreamSocket)?;
         let id = self
             .flows
             .insert(key, flow, now)
-            .map_err(|_| DataplaneDrop::FlowTableFull)?;
+            .map_err(|_| FlowRefusal::TableFull)?;
         let token = self.flow_token(id);
         let registered = match self.flows.get_mut(id) {
             Some((_, flow)) => self
@@ -349,10 +353,17 @@ impl Forwarder {
         };
         if !registered {
             self.flows.remove(id);
-            return Err(DataplaneDrop::UpstreamSocket);
+            return Err(FlowRefusal::UpstreamSocket);
         }
         self.counters.flow_created();
         Ok(id)
+    }
+
+    /// Closes a flow taken out of the table. Closing the socket leaves the poll anyway;
+    /// deregistering first also guarantees that no event for the (reusable) token is still
+    /// to come.
+    fn close(&self, mut flow: Flow) {
+        self.registry.deregister(&mut flow.socket).ok();
     }
 
     /// Relays a receive batch from backends to the client of flow `id`.
@@ -373,6 +384,9 @@ impl Forwarder {
                 datagrams(data.len(), meta.stride).map(|octets| DatagramSpan { buffer, octets }),
             );
             let count = self.spans.len() - start;
+            // The socket is connected to the flow's backend, so the kernel delivers nothing
+            // else; the lookup still names the backend for the counters, and drops what a
+            // backend sends after a new pool has removed it.
             let exit = match self.sources.get(&meta.addr) {
                 Some(&backend) => {
                     self.counters.replied(backend, count, data.len());
@@ -396,14 +410,17 @@ impl Forwarder {
             self.exits
                 .extend(spans.iter().map(|span| (exit, span.octets.len())));
         }
-        if touched {
-            self.flows.touch(id, now);
+        // A reply from the backend confirms the flow: a spoofed source never gets one to
+        // answer, so confirmed flows are the ones with a real client behind them.
+        if touched && self.flows.confirm(id, now) {
+            self.counters.flow_confirmed();
         }
         self.send(batch);
     }
 }
 
 impl Flow {
+    /// A flow whose upstream socket is connected to `backend`.
     fn open(backend: SocketAddr) -> io::Result<Self> {
         let socket = UdpSocket::from_std(socket::upstream(backend)?);
         let state = UdpSocketState::new((&socket).into())?;

@@ -27,16 +27,18 @@
 //!   sends, and the client-facing source address (`IP_PKTINFO`) set from the address the
 //!   client sent to when a listening address is a wildcard. Datagrams are forwarded whole and
 //!   unchanged; a datagram that cannot be sent is dropped and counted, never queued.
-//! * **Flows.** A flow is a client address on one listening address (and the address family
-//!   of its backends: an IPv4 and an IPv6 backend need two upstream sockets). Its upstream
-//!   socket sends every datagram of the flow wherever the router decides, per datagram (a
-//!   CID-routed datagram may name another backend than the flow's last one), and takes
-//!   replies from any backend of the pool. Flows are bounded per worker (new ones are refused
-//!   and counted when full, old ones keep working) and forgotten after
-//!   [`DataplaneOptions::flow_idle_timeout`] without traffic either way. Each flow holds a
-//!   file descriptor, and opening one (socket, bind, `quinn-udp` setup with GRO and ECN,
-//!   registration) costs about 0.1 ms of the worker's time: the table's bound also bounds
-//!   what a flood of new client addresses can cost.
+//! * **Flows.** A flow is a client address on one listening address, to one backend: its
+//!   upstream socket is connected to the backend (bound to the address that reaches it), so
+//!   the kernel delivers that backend's replies only, and a client whose connections go to
+//!   several backends has a flow for each. Flows are bounded per worker and forgotten after
+//!   [`DataplaneOptions::flow_idle_timeout`] without traffic either way. A new flow is
+//!   *unconfirmed* until its backend answers; spoofed sources only ever make unconfirmed
+//!   flows, so those have their own cap ([`DataplaneOptions::max_unconfirmed_flows`]) and are
+//!   evicted, least recently used first, when it or [`DataplaneOptions::max_flows`] is
+//!   reached; confirmed flows are never evicted, only forgotten when idle, so a flood of new
+//!   client addresses cannot push real clients out. Each flow holds a file descriptor, and
+//!   opening one (socket, connect, `quinn-udp` setup with GRO and ECN, registration) costs
+//!   about 0.1 ms of the worker's time: the table's bounds also bound what a flood can cost.
 //! * **Pool changes** ([`Dataplane::set_pool`]) are published to every worker, which takes
 //!   the new pool up between batches with [`Router::set_pool`](qlb_router::Router::set_pool):
 //!   sockets, flows and the routers' tables stay, so nothing is lost. The call returns once
@@ -73,8 +75,8 @@ use board::Board;
 pub use error::DataplaneError;
 use event_loop::Worker;
 use forward::WAKER;
-pub use options::DataplaneOptions;
-pub use stats::{DataplaneDrop, Stats};
+pub use options::{DEFAULT_MAX_UNCONFIRMED_FLOWS, DataplaneOptions};
+pub use stats::{DataplaneDrop, FlowEviction, FlowRefusal, Stats};
 
 /// How long [`DataplaneHandle::stats`] and [`DataplaneHandle::set_pool`] wait for a worker
 /// that does not answer.
@@ -104,10 +106,11 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 /// // A client sends a short-header datagram; the backend gets it and answers.
 /// let client = UdpSocket::bind("127.0.0.1:0")?;
 /// client.set_read_timeout(Some(Duration::from_secs(10)))?;
-/// client.send_to(&[0x40, 1, 2, 3, 4, 5, 6, 7, 8], lb)?;
+/// let datagram = [0x40; 32];
+/// client.send_to(&datagram, lb)?;
 /// let mut buffer = [0; 64];
 /// let (len, flow) = backend.recv_from(&mut buffer)?;
-/// assert_eq!(&buffer[..len], [0x40, 1, 2, 3, 4, 5, 6, 7, 8]);
+/// assert_eq!(&buffer[..len], datagram);
 /// backend.send_to(b"reply", flow)?;
 ///
 /// // The reply comes from the load balancer's address.

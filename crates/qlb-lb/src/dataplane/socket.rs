@@ -3,7 +3,7 @@
 //! hash), and the per-flow upstream sockets.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -52,16 +52,13 @@ fn listener(address: SocketAddr) -> io::Result<UdpSocket> {
     Ok(socket.into())
 }
 
-/// A socket on an ephemeral port of the unspecified address of `backend`'s family, for one
-/// flow's datagrams to backends of that family and their replies.
+/// A socket for one flow's datagrams to `backend` and its replies, connected to it: the
+/// kernel delivers datagrams from `backend` only, so nobody else can reach the flow's client
+/// through its port. Connecting an unbound socket binds it to an ephemeral port of the
+/// address routing reaches `backend` from, not the unspecified address.
 pub(crate) fn upstream(backend: SocketAddr) -> io::Result<UdpSocket> {
-    let unspecified = match backend {
-        SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-    };
-    let address = SocketAddr::new(unspecified, 0);
-    let socket = udp_socket(address)?;
-    socket.bind(&address.into())?;
+    let socket = udp_socket(backend)?;
+    socket.connect(&backend.into())?;
     Ok(socket.into())
 }
 
@@ -104,9 +101,36 @@ mod tests {
     }
 
     #[test]
-    fn upstream_sockets_take_the_backend_family() {
-        let v4 = upstream("192.0.2.1:443".parse().expect("addr")).expect("socket");
-        assert!(v4.local_addr().expect("bound").ip().is_unspecified());
-        assert!(v4.local_addr().expect("bound").is_ipv4());
+    fn upstream_sockets_are_connected_from_the_address_that_reaches_the_backend() {
+        let backend = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let address = backend.local_addr().expect("bound");
+        let socket = upstream(address).expect("socket");
+        assert_eq!(socket.peer_addr().expect("connected"), address);
+        let local = socket.local_addr().expect("bound");
+        assert_eq!(local.ip(), address.ip());
+        assert_ne!(local.port(), 0);
+
+        // Only the backend's datagrams are delivered.
+        let stranger = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        stranger.send_to(b"stranger", local).expect("send");
+        backend.send_to(b"backend", local).expect("send");
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .expect("timeout");
+        let mut buffer = [0; 16];
+        let len = socket.recv(&mut buffer).expect("the backend's datagram");
+        assert_eq!(&buffer[..len], b"backend");
+    }
+
+    #[test]
+    fn ipv6_upstream_sockets_are_ipv6_only_and_connected() {
+        // Hosts without IPv6 loopback have nothing to check.
+        let Ok(backend) = UdpSocket::bind("[::1]:0") else {
+            return;
+        };
+        let address = backend.local_addr().expect("bound");
+        let socket = upstream(address).expect("socket");
+        assert_eq!(socket.peer_addr().expect("connected"), address);
+        assert_eq!(socket.local_addr().expect("bound").ip(), address.ip());
     }
 }

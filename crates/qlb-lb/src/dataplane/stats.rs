@@ -63,8 +63,93 @@ impl DataplaneDrop {
     }
 }
 
+/// Why a live flow was closed before it lapsed: to make room for a new one.
+///
+/// ```
+/// use qlb_lb::dataplane::FlowEviction;
+///
+/// let labels: Vec<&str> = FlowEviction::ALL.iter().map(|e| e.as_str()).collect();
+/// assert_eq!(labels, ["unconfirmed_cap", "table_full"]);
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum FlowEviction {
+    /// The least recently used unconfirmed flow (no reply from its backend yet), evicted for
+    /// a new flow when `max_unconfirmed_flows` were unconfirmed.
+    UnconfirmedCap,
+    /// The least recently used unconfirmed flow, evicted for a new flow when the table held
+    /// `max_flows`.
+    TableFull,
+}
+
+impl FlowEviction {
+    /// Every reason.
+    pub const ALL: [FlowEviction; 2] = [Self::UnconfirmedCap, Self::TableFull];
+
+    /// A stable snake_case label, for metrics and logs.
+    ///
+    /// ```
+    /// assert_eq!(qlb_lb::dataplane::FlowEviction::UnconfirmedCap.as_str(), "unconfirmed_cap");
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UnconfirmedCap => "unconfirmed_cap",
+            Self::TableFull => "table_full",
+        }
+    }
+}
+
+/// Why a new flow was refused (its datagram is dropped, counted in [`Stats::dropped`] under
+/// [`FlowRefusal::drop`]).
+///
+/// ```
+/// use qlb_lb::dataplane::FlowRefusal;
+///
+/// let labels: Vec<&str> = FlowRefusal::ALL.iter().map(|r| r.as_str()).collect();
+/// assert_eq!(labels, ["table_full", "upstream_socket"]);
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum FlowRefusal {
+    /// No flow could be evicted: the unconfirmed class or the whole table was full and every
+    /// unconfirmed flow was in use by the batch being forwarded (or there were none).
+    TableFull,
+    /// Its upstream socket could not be opened, connected or registered.
+    UpstreamSocket,
+}
+
+impl FlowRefusal {
+    /// Every reason.
+    pub const ALL: [FlowRefusal; 2] = [Self::TableFull, Self::UpstreamSocket];
+
+    /// A stable snake_case label, for metrics and logs.
+    ///
+    /// ```
+    /// assert_eq!(qlb_lb::dataplane::FlowRefusal::TableFull.as_str(), "table_full");
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TableFull => "table_full",
+            Self::UpstreamSocket => "upstream_socket",
+        }
+    }
+
+    /// The reason the refused flow's datagrams are dropped for.
+    ///
+    /// ```
+    /// use qlb_lb::dataplane::{DataplaneDrop, FlowRefusal};
+    ///
+    /// assert_eq!(FlowRefusal::TableFull.drop(), DataplaneDrop::FlowTableFull);
+    /// ```
+    pub fn drop(self) -> DataplaneDrop {
+        match self {
+            Self::TableFull => DataplaneDrop::FlowTableFull,
+            Self::UpstreamSocket => DataplaneDrop::UpstreamSocket,
+        }
+    }
+}
+
 /// A copy of the data plane's counters, summed over its workers. Counts only grow over the
-/// data plane's life (they export as Prometheus counters), except [`Stats::flows_active`].
+/// data plane's life (they export as Prometheus counters), except [`Stats::flows_active`] and
+/// [`Stats::flows_unconfirmed`].
 ///
 /// Client to backend: [`Stats::router`] holds every routing decision, drops by reason and
 /// datagrams and octets per backend as routed; datagrams the data plane then failed to send
@@ -85,13 +170,19 @@ pub struct Stats {
     pub router: CounterSnapshot,
     /// Flows now in the flow tables.
     pub flows_active: u64,
-    /// Flows opened.
+    /// Flows now in the flow tables that their backend has not answered yet.
+    pub flows_unconfirmed: u64,
+    /// Flows opened (admitted).
     pub flows_created: u64,
+    /// Flows confirmed: their backend answered.
+    pub flows_confirmed: u64,
     /// Flows forgotten after `flow_idle_timeout` without traffic.
     pub flows_expired: u64,
     /// Receive calls that failed with an error (not datagrams; should stay 0).
     pub receive_errors: u64,
     dropped: [u64; DataplaneDrop::ALL.len()],
+    evicted: [u64; FlowEviction::ALL.len()],
+    refused: [u64; FlowRefusal::ALL.len()],
     to_clients: BTreeMap<Arc<str>, Traffic>,
 }
 
@@ -105,6 +196,28 @@ impl Stats {
     /// ```
     pub fn dropped(&self, reason: DataplaneDrop) -> u64 {
         self.dropped.get(reason as usize).copied().unwrap_or(0)
+    }
+
+    /// Flows closed before they lapsed, for `reason`.
+    ///
+    /// ```
+    /// use qlb_lb::dataplane::{FlowEviction, Stats};
+    ///
+    /// assert_eq!(Stats::default().evicted(FlowEviction::UnconfirmedCap), 0);
+    /// ```
+    pub fn evicted(&self, reason: FlowEviction) -> u64 {
+        self.evicted.get(reason as usize).copied().unwrap_or(0)
+    }
+
+    /// New flows refused for `reason`.
+    ///
+    /// ```
+    /// use qlb_lb::dataplane::{FlowRefusal, Stats};
+    ///
+    /// assert_eq!(Stats::default().refused(FlowRefusal::TableFull), 0);
+    /// ```
+    pub fn refused(&self, reason: FlowRefusal) -> u64 {
+        self.refused.get(reason as usize).copied().unwrap_or(0)
     }
 
     /// Datagrams and octets received from each backend and sent on to clients, by backend
@@ -135,11 +248,20 @@ impl Stats {
     pub(crate) fn merge(&mut self, other: &Stats) {
         self.router.merge(&other.router);
         self.flows_active += other.flows_active;
+        self.flows_unconfirmed += other.flows_unconfirmed;
         self.flows_created += other.flows_created;
+        self.flows_confirmed += other.flows_confirmed;
         self.flows_expired += other.flows_expired;
         self.receive_errors += other.receive_errors;
-        for (sum, count) in self.dropped.iter_mut().zip(&other.dropped) {
-            *sum += count;
+        let sums = [
+            (&mut self.dropped[..], &other.dropped[..]),
+            (&mut self.evicted[..], &other.evicted[..]),
+            (&mut self.refused[..], &other.refused[..]),
+        ];
+        for (sums, counts) in sums {
+            for (sum, count) in sums.iter_mut().zip(counts) {
+                *sum += count;
+            }
         }
         for (name, traffic) in &other.to_clients {
             self.add_to_client(name, *traffic);
@@ -149,6 +271,18 @@ impl Stats {
     pub(crate) fn add_dropped(&mut self, reason: DataplaneDrop, datagrams: u64) {
         if let Some(count) = self.dropped.get_mut(reason as usize) {
             *count += datagrams;
+        }
+    }
+
+    pub(crate) fn add_evicted(&mut self, reason: FlowEviction) {
+        if let Some(count) = self.evicted.get_mut(reason as usize) {
+            *count += 1;
+        }
+    }
+
+    pub(crate) fn add_refused(&mut self, reason: FlowRefusal) {
+        if let Some(count) = self.refused.get_mut(reason as usize) {
+            *count += 1;
         }
     }
 
@@ -169,6 +303,15 @@ mod tests {
         for (position, reason) in DataplaneDrop::ALL.iter().enumerate() {
             assert_eq!(*reason as usize, position);
         }
+        let evictions: std::collections::HashSet<&str> =
+            FlowEviction::ALL.iter().map(|e| e.as_str()).collect();
+        assert_eq!(evictions.len(), FlowEviction::ALL.len());
+        for (position, reason) in FlowEviction::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, position);
+        }
+        for (position, reason) in FlowRefusal::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, position);
+        }
     }
 
     #[test]
@@ -182,6 +325,8 @@ mod tests {
             ..Stats::default()
         };
         one.add_dropped(DataplaneDrop::SendBlocked, 3);
+        one.add_evicted(FlowEviction::TableFull);
+        one.add_refused(FlowRefusal::UpstreamSocket);
         one.add_to_client(
             &name,
             Traffic {
@@ -201,6 +346,8 @@ mod tests {
             (2, 4, 2, 2)
         );
         assert_eq!(total.dropped(DataplaneDrop::SendBlocked), 6);
+        assert_eq!(total.evicted(FlowEviction::TableFull), 2);
+        assert_eq!(total.refused(FlowRefusal::UpstreamSocket), 2);
         assert_eq!(
             total.to_client("b1"),
             Traffic {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use qlb_router::{CounterSnapshot, Pool, Traffic};
 
-use super::stats::{DataplaneDrop, Stats};
+use super::stats::{DataplaneDrop, FlowEviction, FlowRefusal, Stats};
 
 #[derive(Debug)]
 pub(crate) struct WorkerCounters {
@@ -28,6 +28,18 @@ impl WorkerCounters {
 
     pub(crate) fn flow_created(&mut self) {
         self.totals.flows_created += 1;
+    }
+
+    pub(crate) fn flow_confirmed(&mut self) {
+        self.totals.flows_confirmed += 1;
+    }
+
+    pub(crate) fn flow_evicted(&mut self, reason: FlowEviction) {
+        self.totals.add_evicted(reason);
+    }
+
+    pub(crate) fn flow_refused(&mut self, reason: FlowRefusal) {
+        self.totals.add_refused(reason);
     }
 
     pub(crate) fn flow_expired(&mut self) {
@@ -56,12 +68,12 @@ impl WorkerCounters {
     }
 
     /// The worker's stats: these counters against `pool`, its routers' counters and the
-    /// number of flows it holds.
+    /// number of flows it holds, all and unconfirmed.
     pub(crate) fn snapshot(
         &self,
         pool: &Pool,
         routers: impl IntoIterator<Item = CounterSnapshot>,
-        flows_active: usize,
+        (flows_active, flows_unconfirmed): (usize, usize),
     ) -> Stats {
         let mut stats = self.totals.clone();
         fold(&mut stats, pool, &self.to_clients);
@@ -69,6 +81,7 @@ impl WorkerCounters {
             stats.router.merge(&router);
         }
         stats.flows_active = flows_active as u64;
+        stats.flows_unconfirmed = flows_unconfirmed as u64;
         stats
     }
 }
@@ -104,13 +117,13 @@ mod tests {
         counters.change_pool(&first, &second);
         counters.replied(0, 1, 50); // b, now at index 0
         counters.replied(1, 1, 10); // c
-        let stats = counters.snapshot(&second, [], 3);
+        let stats = counters.snapshot(&second, [], (3, 1));
         let traffic: Vec<(&str, u64, u64)> = stats
             .to_clients()
             .map(|(name, t)| (name, t.packets, t.bytes))
             .collect();
         assert_eq!(traffic, [("a", 1, 100), ("b", 3, 350), ("c", 1, 10)]);
-        assert_eq!(stats.flows_active, 3);
+        assert_eq!((stats.flows_active, stats.flows_unconfirmed), (3, 1));
     }
 
     #[test]
@@ -121,8 +134,14 @@ mod tests {
         counters.flow_created();
         counters.flow_created();
         counters.flow_expired();
+        counters.flow_confirmed();
+        counters.flow_evicted(FlowEviction::UnconfirmedCap);
+        counters.flow_refused(FlowRefusal::TableFull);
         counters.receive_error();
-        let stats = counters.snapshot(&pool, [CounterSnapshot::default()], 1);
+        let stats = counters.snapshot(&pool, [CounterSnapshot::default()], (1, 0));
+        assert_eq!(stats.flows_confirmed, 1);
+        assert_eq!(stats.evicted(FlowEviction::UnconfirmedCap), 1);
+        assert_eq!(stats.refused(FlowRefusal::TableFull), 1);
         assert_eq!(stats.dropped(DataplaneDrop::FlowTableFull), 3);
         assert_eq!(
             (

@@ -154,6 +154,8 @@ pub(crate) struct Backend {
     pub addr: SocketAddr,
     received: Arc<Mutex<Vec<Datagram>>>,
     stop: Arc<AtomicBool>,
+    /// Set: datagrams are recorded but not echoed.
+    muted: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -163,14 +165,19 @@ impl Backend {
         let addr = peer.addr();
         let received = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
+        let muted = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (received, stop) = (Arc::clone(&received), Arc::clone(&stop));
+            let (received, stop, muted) =
+                (Arc::clone(&received), Arc::clone(&stop), Arc::clone(&muted));
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     for datagram in peer.recv() {
                         // Recorded before the echo leaves: a client holding the reply can
                         // count on the record.
                         lock(&received).push(datagram.clone());
+                        if muted.load(Ordering::Relaxed) {
+                            continue;
+                        }
                         peer.send_batch(
                             datagram.from,
                             &datagram.data,
@@ -186,8 +193,14 @@ impl Backend {
             addr,
             received,
             stop,
+            muted,
             thread: Some(thread),
         })
+    }
+
+    /// Stops echoing (or starts again): the flows of datagrams sent meanwhile stay unconfirmed.
+    pub(crate) fn mute(&self, muted: bool) {
+        self.muted.store(muted, Ordering::Relaxed);
     }
 
     pub(crate) fn received(&self) -> Vec<Datagram> {
