@@ -1,11 +1,11 @@
-//! Initial parsing and Retry token validation take any bytes without panicking, and no
-//! forged token validates.
+//! Initial parsing, token replacement and Retry token validation take any bytes without
+//! panicking, and no forged token validates.
 #![no_main]
 
 use std::net::SocketAddr;
 
 use libfuzzer_sys::fuzz_target;
-use qlb_retry::{Initial, TokenKey, TokenKeys};
+use qlb_retry::{Initial, TokenKey, TokenKeys, replace_token};
 
 fuzz_target!(|data: &[u8]| {
     let keys = TokenKeys::new(
@@ -18,4 +18,5 @@ fuzz_target!(|data: &[u8]| {
     // an AES-GCM tag is out of a fuzzer's reach, so acceptance means a bug.
     let token = Initial::parse(data).map_or(data, |initial| initial.token);
     assert!(keys.validate(token, client, 0).is_err());
+    let _ = replace_token(data, b"a token for the backend");
 });

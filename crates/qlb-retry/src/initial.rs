@@ -18,6 +18,8 @@ pub struct Initial<'a> {
     pub scid: &'a [u8],
     /// The token: empty, or from a Retry or a NEW_TOKEN frame.
     pub token: &'a [u8],
+    /// Where the token length starts and where the token ends, for [`crate::replace_token`].
+    pub(crate) token_span: (usize, usize),
 }
 
 /// Why a datagram does not start with a client Initial of a known version.
@@ -66,14 +68,16 @@ impl<'a> Initial<'a> {
         }
         let (dcid, rest) = cid(rest)?;
         let (scid, rest) = cid(rest)?;
+        let token_len_at = datagram.len() - rest.len();
         let (token_len, used) = varint::decode(rest).ok_or(InitialError::Truncated)?;
         let token_len = usize::try_from(token_len).map_err(|_| InitialError::Truncated)?;
-        let (token, _) = take(&rest[used..], token_len)?;
+        let (token, rest) = take(&rest[used..], token_len)?;
         Ok(Self {
             version,
             dcid,
             scid,
             token,
+            token_span: (token_len_at, datagram.len() - rest.len()),
         })
     }
 }

@@ -15,6 +15,7 @@
 mod initial;
 mod keys;
 mod packet;
+mod reseal;
 mod token;
 mod varint;
 mod version;
@@ -22,5 +23,6 @@ mod version;
 pub use initial::{Initial, InitialError};
 pub use keys::{TOKEN_LABEL, derive_cluster_key};
 pub use packet::{RetryError, retry_packet};
+pub use reseal::{ResealError, replace_token};
 pub use token::{NONCE_LEN, TokenError, TokenKey, TokenKeys, ValidToken};
 pub use version::Version;

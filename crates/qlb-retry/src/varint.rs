@@ -11,9 +11,23 @@ pub(crate) fn decode(buf: &[u8]) -> Option<(u64, usize)> {
     Some((value, len))
 }
 
+/// Appends `value` in the shortest encoding, or in at least `min_octets` (1, 2, 4 or 8).
+pub(crate) fn encode(out: &mut Vec<u8>, value: u64, min_octets: usize) {
+    let (octets, tag) = match value {
+        v if v < 1 << 6 && min_octets <= 1 => (1, 0x00),
+        v if v < 1 << 14 && min_octets <= 2 => (2, 0x40),
+        v if v < 1 << 30 && min_octets <= 4 => (4, 0x80),
+        _ => (8, 0xc0),
+    };
+    let be = value.to_be_bytes();
+    let start = out.len();
+    out.extend_from_slice(&be[8 - octets..]);
+    out[start] |= tag;
+}
+
 #[cfg(test)]
 mod tests {
-    use super::decode;
+    use super::{decode, encode};
 
     #[test]
     fn rfc9000_appendix_a1_examples() {
@@ -23,6 +37,12 @@ mod tests {
         let eight = hex::decode("c2197c5eff14e88c").expect("hex");
         assert_eq!(decode(&eight), Some((151_288_809_941_952_652, 8)));
         assert_eq!(decode(&[0x7b]), None);
+        let mut out = Vec::new();
+        encode(&mut out, 37, 1);
+        encode(&mut out, 37, 2);
+        encode(&mut out, 15_293, 1);
+        encode(&mut out, 494_878_333, 1);
+        assert_eq!(hex::encode(out), "2540257bbd9d7f3e7d");
         assert_eq!(decode(&[]), None);
     }
 }
