@@ -53,6 +53,7 @@ mod flow_key;
 mod flow_table;
 mod forward;
 mod options;
+mod retry;
 mod segments;
 mod send;
 mod socket;
@@ -74,6 +75,7 @@ pub use error::DataplaneError;
 use event_loop::Worker;
 use forward::WAKER;
 pub use options::DataplaneOptions;
+pub use retry::{RetryCounts, RetryOffload, RetryTrigger};
 pub use stats::{DataplaneDrop, Stats};
 
 /// How long [`DataplaneHandle::stats`] and [`DataplaneHandle::set_pool`] wait for a worker

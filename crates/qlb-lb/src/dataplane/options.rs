@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use qlb_router::TableLimits;
 
+use super::retry::RetryOffload;
+
 /// Settings of a [`Dataplane`](super::Dataplane) beyond its addresses, workers and pool.
 ///
 /// ```
@@ -13,7 +15,7 @@ use qlb_router::TableLimits;
 /// let options = DataplaneOptions { max_flows: 1024, ..DataplaneOptions::default() };
 /// assert_eq!(options.flow_idle_timeout, Duration::from_secs(60));
 /// ```
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Debug)]
 pub struct DataplaneOptions {
     /// A flow without traffic in either direction for this long is forgotten and its
     /// upstream socket closed. Default 60 s.
@@ -23,6 +25,8 @@ pub struct DataplaneOptions {
     pub max_flows: usize,
     /// The size and idle timeout of each router's DCID and 4-tuple tables.
     pub table_limits: TableLimits,
+    /// Retry offload; `None` (the default) forwards every Initial.
+    pub retry: Option<RetryOffload>,
 }
 
 impl Default for DataplaneOptions {
@@ -31,6 +35,7 @@ impl Default for DataplaneOptions {
             flow_idle_timeout: Duration::from_secs(60),
             max_flows: 1 << 16,
             table_limits: TableLimits::default(),
+            retry: None,
         }
     }
 }
