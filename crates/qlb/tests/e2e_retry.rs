@@ -129,3 +129,45 @@ fn aioquic_is_retried_by_the_lb_and_each_connection_keeps_its_backend() -> TestR
     assert_eq!(counts["tokens_invalid"], 0, "{counts}");
     Ok(())
 }
+
+/// A flood of token-less Initials (random DCIDs, from a socket that never answers the
+/// Retries, as spoofed sources would not) reaches no backend and opens no flow, while a real
+/// client connects and is served.
+#[test]
+fn an_initial_flood_reaches_no_backend_and_real_clients_still_connect() -> TestResult {
+    const FLOOD: usize = 2_000;
+    let cluster = retrying_cluster()?;
+    let lb = cluster.lbs[0].addr;
+    let flooder = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    for _ in 0..FLOOD {
+        let mut initial = vec![0xc0, 0, 0, 0, 1, 8];
+        initial.extend_from_slice(&rand::random::<[u8; 8]>());
+        initial.extend_from_slice(&[0, 0, 0x44, 0x9e]);
+        initial.resize(1200, 0);
+        flooder.send_to(&initial, lb)?;
+    }
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let config = qlb_client::Trust::Insecure.client_config()?;
+        let mut client = H3Client::connect_with(lb, config).await?;
+        client.backend().await?;
+        TestResult::Ok(())
+    })?;
+    let status = cluster.lbs[0].status()?;
+    let (retry, flows) = (&status["retry"], &status["flows"]);
+    let handshakes = backend_handshakes(&cluster)?;
+    let failed: f64 = cluster
+        .metric_per_backend("qlb_server_handshakes_total{result=\"failed\"}")?
+        .iter()
+        .map(|(_, count)| count)
+        .sum();
+    eprintln!(
+        "flood of {FLOOD} Initials: retry counters {retry}, flows {flows}; backends: \
+         {handshakes} handshakes ok, {failed} failed"
+    );
+    // The socket buffer may drop some of the flood; the client's Initial adds one Retry.
+    assert!(retry["sent"].as_u64() > Some(FLOOD as u64 / 2), "{retry}");
+    assert_eq!((handshakes, failed), (1.0, 0.0));
+    assert_eq!(flows["created"], 1, "{flows}");
+    Ok(())
+}
