@@ -5,7 +5,7 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use qlb_lb::config::{ClusterConfig, ConfigError, LbConfig};
+use qlb_lb::config::{ClusterConfig, ConfigError, LbConfig, RetryConfig, RetryMode};
 use qlb_router::BackendState;
 use quic_lb::Mode;
 
@@ -451,4 +451,48 @@ fn the_shared_part_is_refused_naming_its_field() {
             );
         }
     }
+}
+
+#[test]
+fn the_retry_table_loads_and_bad_values_are_refused_naming_their_field() {
+    let with = |table: &str| format!("{EXAMPLE}\n[retry]\n{table}\n");
+    assert_eq!(load(EXAMPLE).expect("valid").retry, RetryConfig::default());
+    let config = load(&with(
+        "mode = \"above\"\nthreshold = 500\ntoken_lifetime = \"5s\"\n\
+         previous_cluster_secret = \"ffeeddccbbaa99887766554433221100\"",
+    ))
+    .expect("valid");
+    assert_eq!(config.retry.mode, RetryMode::Above(500));
+    assert_eq!(config.retry.token_lifetime, Duration::from_secs(5));
+    assert!(config.retry.previous_cluster_secret.is_some());
+    assert_eq!(
+        load(&with("mode = \"always\"")).expect("valid").retry.mode,
+        RetryMode::Always
+    );
+    for (table, field) in [
+        ("mode = \"sometimes\"", "retry.mode:"),
+        ("mode = \"above\"", "retry.threshold:"),
+        ("mode = \"always\"\nthreshold = 5", "retry.threshold:"),
+        ("mode = \"above\"\nthreshold = -1", "retry.threshold:"),
+        ("token_lifetime = \"16s\"", "retry.token_lifetime:"),
+        ("token_lifetime = \"1500ms\"", "retry.token_lifetime:"),
+        ("token_lifetime = \"0s\"", "retry.token_lifetime:"),
+        (
+            "previous_cluster_secret = \"zz\"",
+            "retry.previous_cluster_secret:",
+        ),
+        ("modes = \"always\"", "modes"),
+    ] {
+        let message = refusal(&with(table));
+        assert!(message.contains(field), "{table}: {message}");
+    }
+    let no_secret =
+        with("mode = \"always\"").replacen("cluster_secret_file = \"cluster.secret\"\n", "", 1);
+    assert!(
+        refusal(&no_secret).starts_with("retry.mode: needs cluster_secret"),
+        "{}",
+        refusal(&no_secret)
+    );
+    // A backend reading the shared part ignores the table.
+    assert!(load_cluster(&with("mode = \"always\"")).is_ok());
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use quic_lb::ConnectionId;
 
-use crate::backend::BackendKey;
+use crate::backend::{BackendIndex, BackendKey};
 use crate::counters::{CounterSnapshot, Counters};
 use crate::decision::{Decision, DropReason, Forward, Route};
 use crate::hash::{Domain, address_hash, stable_hash};
@@ -153,6 +153,27 @@ impl Router {
     /// ```
     pub fn counters(&self) -> CounterSnapshot {
         self.counters.snapshot(&self.pool)
+    }
+
+    /// The backend the fallback picks for a client Initial `datagram` from `client`, recording
+    /// and counting nothing: a Retry offload names it in its Retry's SCID instead of
+    /// forwarding, and a stranger's token-less Initial must leave no state behind.
+    ///
+    /// ```
+    /// use qlb_router::{Backend, Pool, Router};
+    /// use std::sync::Arc;
+    ///
+    /// let pool = Pool::new(quic_lb::Decoder::new(), [Backend::new("b", "192.0.2.1:4433".parse()?)])?;
+    /// let router = Router::new(Arc::new(pool));
+    /// let initial = [0xc0, 0, 0, 0, 1, 4, 1, 2, 3, 4, 0, 0];
+    /// assert_eq!(router.fallback_choice(&initial, "198.51.100.7:5000".parse()?).map(|b| b.get()), Some(0));
+    /// assert_eq!(router.counters().decisions(), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn fallback_choice(&self, datagram: &[u8], client: SocketAddr) -> Option<BackendIndex> {
+        let header = Header::parse(datagram, self.pool.decoder()).ok()?;
+        let (index, _) = self.pool.fallback(fallback_hash(&header, client))?;
+        Some(index)
     }
 
     /// Decides where the datagram `datagram` from `client`, received at `now`, goes, and

@@ -5,15 +5,12 @@
 
 use std::fmt;
 
+use qlb_retry::{TokenKey, derive_cluster_key};
 use ring::{hkdf, hmac};
 
-/// HKDF-Extract salt: fixes the derivation to this protocol and version.
-const SALT: &[u8] = b"qlb cluster keys v1";
 /// HKDF-Expand label of the stateless-reset HMAC key.
 const RESET_LABEL: &[u8] = b"qlb stateless reset";
-/// HKDF-Expand label of the token key.
-const TOKEN_LABEL: &[u8] = b"qlb token";
-/// Octets of each derived key.
+/// Octets of a random secret.
 const KEY_LEN: usize = 32;
 
 /// The two keys quinn needs; `Debug` never shows them.
@@ -26,11 +23,11 @@ pub(crate) struct ClusterKeys {
 
 impl ClusterKeys {
     /// Keys derived from a cluster secret with HKDF-SHA256 under two distinct labels.
+    /// The token key is the one `qlb lb` mints Retry tokens under (`docs/retry.md`).
     pub(crate) fn derive(secret: &[u8]) -> Self {
-        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, SALT).extract(secret);
         Self {
-            reset: hmac::Key::new(hmac::HMAC_SHA256, &expand(&prk, RESET_LABEL)),
-            token: hkdf::Prk::new_less_safe(hkdf::HKDF_SHA256, &expand(&prk, TOKEN_LABEL)),
+            reset: hmac::Key::new(hmac::HMAC_SHA256, &derive_cluster_key(secret, RESET_LABEL)),
+            token: TokenKey::from_cluster_secret(secret).prk().clone(),
         }
     }
 
@@ -44,22 +41,6 @@ impl fmt::Debug for ClusterKeys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ClusterKeys(..)")
     }
-}
-
-/// `KEY_LEN` octets of HKDF-Expand output for `label`.
-fn expand(prk: &hkdf::Prk, label: &[u8]) -> [u8; KEY_LEN] {
-    struct Len;
-    impl hkdf::KeyType for Len {
-        fn len(&self) -> usize {
-            KEY_LEN
-        }
-    }
-    let mut key = [0u8; KEY_LEN];
-    prk.expand(&[label], Len)
-        .and_then(|okm| okm.fill(&mut key))
-        // HKDF-SHA256 refuses only outputs longer than 255 * 32 octets.
-        .expect("32 octets is a valid HKDF-SHA256 output length");
-    key
 }
 
 #[cfg(test)]
@@ -103,8 +84,10 @@ mod tests {
 
     #[test]
     fn the_two_labels_give_independent_keys() {
-        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, SALT).extract(b"s");
-        assert_ne!(expand(&prk, RESET_LABEL), expand(&prk, TOKEN_LABEL));
+        assert_ne!(
+            derive_cluster_key(b"s", RESET_LABEL),
+            derive_cluster_key(b"s", qlb_retry::TOKEN_LABEL)
+        );
     }
 
     #[test]

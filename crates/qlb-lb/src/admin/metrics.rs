@@ -142,6 +142,30 @@ impl Collector for Snapshot {
                 "Flows forgotten after flow_idle_timeout without traffic",
                 status.flows.expired,
             ),
+            (
+                MetricType::Counter,
+                "qlb_lb_retries_sent",
+                "Retry packets sent in answer to token-less Initials (Retry offload)",
+                status.retry.sent,
+            ),
+            (
+                MetricType::Counter,
+                "qlb_lb_retry_tokens_valid",
+                "Initials with a valid Retry token, forwarded",
+                status.retry.tokens_valid,
+            ),
+            (
+                MetricType::Counter,
+                "qlb_lb_retry_tokens_invalid",
+                "Initials with a token that did not validate, dropped",
+                status.retry.tokens_invalid,
+            ),
+            (
+                MetricType::Counter,
+                "qlb_lb_retry_tokens_expired",
+                "Initials with an expired Retry token",
+                status.retry.tokens_expired,
+            ),
         ] {
             sample(
                 kind,

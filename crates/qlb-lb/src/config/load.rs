@@ -8,7 +8,7 @@ use super::raw::{RawCluster, RawConfig, RawQuicLb};
 use super::schema::{ClusterConfig, LbConfig};
 use super::validation::{
     admin, backends, cluster_secret, flow_caps, health, listen_addresses, mode, positive_duration,
-    quic_lb_configs, workers,
+    quic_lb_configs, retry, workers,
 };
 
 impl LbConfig {
@@ -54,6 +54,7 @@ impl LbConfig {
             max_flows,
             max_unconfirmed_flows,
             backends: backends(&raw.backend, &cluster.quic_lb)?,
+            retry: retry(raw.retry.as_ref(), &cluster, base)?,
             cluster,
             health: health(raw.health.as_ref())?,
             admin: raw.admin.as_ref().map(|a| admin(a, base)).transpose()?,

@@ -23,6 +23,7 @@ pub(super) struct RawConfig {
     pub backend: Vec<RawBackend>,
     pub health: Option<RawHealth>,
     pub admin: Option<RawAdmin>,
+    pub retry: Option<RawRetry>,
 }
 
 /// The whole file, as every member of the cluster reads it: the shared part, and the load
@@ -53,6 +54,8 @@ pub(super) struct RawCluster {
     _health: Option<IgnoredAny>,
     #[serde(rename = "admin")]
     _admin: Option<IgnoredAny>,
+    #[serde(rename = "retry")]
+    _retry: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -93,4 +96,14 @@ pub(super) struct RawAdmin {
     pub listen: Option<String>,
     pub token: Option<String>,
     pub token_file: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRetry {
+    pub mode: Option<String>,
+    pub threshold: Option<i64>,
+    pub token_lifetime: Option<String>,
+    pub previous_cluster_secret: Option<String>,
+    pub previous_cluster_secret_file: Option<String>,
 }

@@ -158,6 +158,8 @@ pub struct LbConfig {
     pub health: HealthConfig,
     /// The admin API, if the file has an `[admin]` table.
     pub admin: Option<AdminConfig>,
+    /// The `[retry]` table.
+    pub retry: RetryConfig,
 }
 
 /// The part of the file every member of a cluster shares: the load balancers decode
@@ -186,4 +188,37 @@ pub struct ClusterConfig {
     /// The secret backends derive their stateless-reset and token keys from; the load
     /// balancer itself does not use it.
     pub cluster_secret: Option<Secret>,
+}
+
+/// When the load balancer answers token-less Initials with a Retry (`[retry] mode`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum RetryMode {
+    /// Never (the default): every Initial is forwarded.
+    #[default]
+    Off,
+    /// Always.
+    Always,
+    /// When a worker sees more than this many token-less Initials per second.
+    Above(u32),
+}
+
+/// The `[retry]` table: Retry offload (`docs/retry.md`).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct RetryConfig {
+    /// When Retries are sent.
+    pub mode: RetryMode,
+    /// How long a Retry token is accepted, whole seconds up to 15.
+    pub token_lifetime: Duration,
+    /// The cluster secret before a rotation, whose tokens are still accepted.
+    pub previous_cluster_secret: Option<Secret>,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            mode: RetryMode::Off,
+            token_lifetime: Duration::from_secs(10),
+            previous_cluster_secret: None,
+        }
+    }
 }

@@ -11,8 +11,10 @@ use quic_lb::{Config, ConfigId, Key, ServerId};
 
 use super::duration::parse_duration;
 use super::error::{ConfigError, field_error, read_file};
-use super::raw::{RawAdmin, RawBackend, RawHealth, RawQuicLb};
-use super::schema::{AdminConfig, BackendConfig, ForwardingMode, HealthConfig};
+use super::raw::{RawAdmin, RawBackend, RawHealth, RawQuicLb, RawRetry};
+use super::schema::{
+    AdminConfig, BackendConfig, ClusterConfig, ForwardingMode, HealthConfig, RetryConfig, RetryMode,
+};
 use super::secret::Secret;
 use crate::dataplane::DataplaneOptions;
 
@@ -324,16 +326,26 @@ pub(super) fn cluster_secret(
     file: Option<&str>,
     base: &Path,
 ) -> Result<Option<Secret>, ConfigError> {
-    let Some(hex_text) = inline_or_file("cluster_secret", inline, file, base)? else {
+    hex_secret("cluster_secret", inline, file, base)
+}
+
+/// A cluster secret in hex, inline (`name`) or in a file (`name_file`).
+fn hex_secret(
+    name: &str,
+    inline: Option<&str>,
+    file: Option<&str>,
+    base: &Path,
+) -> Result<Option<Secret>, ConfigError> {
+    let Some(hex_text) = inline_or_file(name, inline, file, base)? else {
         return Ok(None);
     };
     let field = if inline.is_some() {
-        "cluster_secret"
+        name.to_owned()
     } else {
-        "cluster_secret_file"
+        format!("{name}_file")
     };
     let bytes = hex::decode(&hex_text).map_err(|_| {
-        ConfigError::invalid(field, "must be hex (e.g. from `openssl rand -hex 32`)")
+        ConfigError::invalid(&field, "must be hex (e.g. from `openssl rand -hex 32`)")
     })?;
     if bytes.len() < MIN_CLUSTER_SECRET_LEN {
         return Err(ConfigError::invalid(
@@ -346,4 +358,84 @@ pub(super) fn cluster_secret(
         ));
     }
     Ok(Some(Secret::new(bytes)))
+}
+
+/// The longest Retry token lifetime: quinn's `retry_token_lifetime` on the backends (15 s),
+/// which check it again.
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(15);
+
+/// The `[retry]` table, which needs the cluster secret (the backends' token key derives from
+/// it) and a `[[quic_lb]]` table (Retry SCIDs are QUIC-LB CIDs) unless it is off.
+pub(super) fn retry(
+    raw: Option<&RawRetry>,
+    cluster: &ClusterConfig,
+    base: &Path,
+) -> Result<RetryConfig, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(RetryConfig::default());
+    };
+    let mode = match (raw.mode.as_deref().unwrap_or("off"), raw.threshold) {
+        ("off", None) => RetryMode::Off,
+        ("always", None) => RetryMode::Always,
+        ("above", Some(n)) => RetryMode::Above(u32::try_from(n).map_err(|_| {
+            ConfigError::invalid(
+                "retry.threshold",
+                format!("must be 0..=4294967295, got {n}"),
+            )
+        })?),
+        ("above", None) => {
+            return Err(ConfigError::invalid(
+                "retry.threshold",
+                "required with mode = \"above\" (token-less Initials per second per worker)",
+            ));
+        }
+        ("off" | "always", Some(_)) => {
+            return Err(ConfigError::invalid(
+                "retry.threshold",
+                "only with mode = \"above\"",
+            ));
+        }
+        (other, _) => {
+            return Err(ConfigError::invalid(
+                "retry.mode",
+                format!("expected \"off\", \"always\" or \"above\", got {other:?}"),
+            ));
+        }
+    };
+    let token_lifetime = positive_duration(
+        "retry.token_lifetime",
+        raw.token_lifetime.as_deref(),
+        Duration::from_secs(10),
+    )?;
+    if token_lifetime > MAX_TOKEN_LIFETIME || token_lifetime.subsec_nanos() != 0 {
+        return Err(ConfigError::invalid(
+            "retry.token_lifetime",
+            "whole seconds, at most 15s (the backends' token lifetime)",
+        ));
+    }
+    let previous_cluster_secret = hex_secret(
+        "retry.previous_cluster_secret",
+        raw.previous_cluster_secret.as_deref(),
+        raw.previous_cluster_secret_file.as_deref(),
+        base,
+    )?;
+    if mode != RetryMode::Off {
+        if cluster.cluster_secret.is_none() {
+            return Err(ConfigError::invalid(
+                "retry.mode",
+                "needs cluster_secret: the backends' token key derives from it",
+            ));
+        }
+        if cluster.quic_lb.is_empty() {
+            return Err(ConfigError::invalid(
+                "retry.mode",
+                "needs a [[quic_lb]] table: Retry SCIDs are QUIC-LB CIDs",
+            ));
+        }
+    }
+    Ok(RetryConfig {
+        mode,
+        token_lifetime,
+        previous_cluster_secret,
+    })
 }

@@ -333,6 +333,7 @@ fn status(addresses: &Addresses, running: &Running, stats: &Stats) -> Status {
                 .collect(),
         },
         receive_errors: stats.receive_errors,
+        retry: stats.retry,
         reloads: running.reloads(),
     }
 }

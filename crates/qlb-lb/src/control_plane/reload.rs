@@ -7,7 +7,7 @@ use qlb_router::PoolError;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::config::{ConfigError, LbConfig};
+use crate::config::{ConfigError, LbConfig, RetryMode};
 
 /// Why a reload was refused. The running configuration stays in every case.
 ///
@@ -69,7 +69,8 @@ impl ReloadError {
 
 /// Refuses a new configuration that changes what the running data plane or admin listener
 /// was built with: the listening sockets and worker threads, the forwarding mode, the flow
-/// expiry and caps the workers were given, and the admin API's socket.
+/// expiry and caps the workers were given, the Retry offload settings and keys, and the
+/// admin API's socket.
 pub(crate) fn check_live_changes(running: &LbConfig, new: &LbConfig) -> Result<(), ReloadError> {
     fn refuse(field: &str, running: impl fmt::Debug, file: impl fmt::Debug) -> ReloadError {
         ReloadError::NeedsRestart {
@@ -105,6 +106,15 @@ pub(crate) fn check_live_changes(running: &LbConfig, new: &LbConfig) -> Result<(
         if running != file {
             return Err(refuse(field, running, file));
         }
+    }
+    // The workers hold the Retry settings and the token keys derived from the secret.
+    if running.retry != new.retry {
+        return Err(refuse("retry", running.retry.mode, new.retry.mode));
+    }
+    if running.retry.mode != RetryMode::Off
+        && running.cluster.cluster_secret != new.cluster.cluster_secret
+    {
+        return Err(refuse("cluster_secret", "(secret)", "(another secret)"));
     }
     let admin_listen = |config: &LbConfig| config.admin.as_ref().map(|a| a.listen);
     if admin_listen(running) != admin_listen(new) {
@@ -279,6 +289,11 @@ mod tests {
                 "admin.listen",
             ),
             ("[admin]\nlisten = \"127.0.0.1:9901\"\n", "", "admin.listen"),
+            (
+                "[admin]\n",
+                "[retry]\ntoken_lifetime = \"5s\"\n[admin]\n",
+                "retry",
+            ),
         ];
         for (from, to, field) in cases {
             let err = check_live_changes(&running, &variant(from, to)).expect_err(field);

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use qlb_router::{BackendState, Traffic};
 use serde::{Serialize, Serializer};
 
+use crate::dataplane::RetryCounts;
 use crate::health::Health;
 
 /// An operator's decision through the admin API that overrides the file's `state`.
@@ -64,6 +65,8 @@ pub struct Status {
     pub dropped: DropCounts,
     /// Failed receive calls of the data plane (not datagrams; should stay 0).
     pub receive_errors: u64,
+    /// Retry offload: Retries sent and the tokens of Initials (all zero when it is off).
+    pub retry: RetryCounts,
     /// Reloads since start.
     pub reloads: ReloadCounts,
 }

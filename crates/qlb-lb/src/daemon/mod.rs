@@ -49,18 +49,21 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use qlb_client::{Prober, ProberBuildError, Trust};
+use qlb_retry::{TokenKey, TokenKeys};
 use qlb_router::{BackendState, PoolError};
 use thiserror::Error;
 use tokio::net::TcpListener;
 
 use crate::admin::AdminServer;
-use crate::config::LbConfig;
+use crate::config::{LbConfig, RetryMode};
 use crate::control_plane::{Addresses, ControlPlane, Running};
 pub use crate::control_plane::{
     AdminOverride, BackendStatus, DropCounts, FlowCounts, HealthStatus, ReloadCounts, ReloadError,
     ReloadReport, Status, TrafficCount, UnknownBackend,
 };
-use crate::dataplane::{Dataplane, DataplaneError, DataplaneOptions, Stats};
+use crate::dataplane::{
+    Dataplane, DataplaneError, DataplaneOptions, RetryOffload, RetryTrigger, Stats,
+};
 pub use crate::health::Health;
 use crate::sync::lock;
 
@@ -319,7 +322,7 @@ impl Balancer {
 
 /// The options [`Balancer::start`] starts the data plane with: the defaults, with the
 /// settings a configuration file has (`flow_idle_timeout`, `max_flows`,
-/// `max_unconfirmed_flows`).
+/// `max_unconfirmed_flows`, `[retry]`).
 ///
 /// ```
 /// use qlb_lb::{config::LbConfig, daemon::dataplane_options};
@@ -340,6 +343,28 @@ pub fn dataplane_options(config: &LbConfig) -> DataplaneOptions {
         flow_idle_timeout: config.flow_idle_timeout,
         max_flows: config.max_flows,
         max_unconfirmed_flows: config.max_unconfirmed_flows,
+        retry: retry_offload(config),
         ..DataplaneOptions::default()
     }
+}
+
+/// Retry offload as `[retry]` says, under the cluster secret's token key; Retry SCIDs use the
+/// last `[[quic_lb]]` table (the one a rotation adds). Validation made sure both exist.
+fn retry_offload(config: &LbConfig) -> Option<RetryOffload> {
+    let trigger = match config.retry.mode {
+        RetryMode::Off => return None,
+        RetryMode::Always => RetryTrigger::Always,
+        RetryMode::Above(threshold) => RetryTrigger::Above(threshold),
+    };
+    let secret = config.cluster.cluster_secret.as_ref()?;
+    let previous = config.retry.previous_cluster_secret.as_ref();
+    Some(RetryOffload {
+        trigger,
+        keys: Arc::new(TokenKeys::new(
+            TokenKey::from_cluster_secret(secret.as_bytes()),
+            previous.map(|p| TokenKey::from_cluster_secret(p.as_bytes())),
+            config.retry.token_lifetime.as_secs(),
+        )),
+        config_id: config.cluster.quic_lb.last()?.id(),
+    })
 }

@@ -26,6 +26,7 @@ use super::buffers::{Batch, DatagramSpan, broken};
 use super::flow_key::FlowKey;
 use super::flow_table::{FlowId, FlowTable, Full};
 use super::options::DataplaneOptions;
+use super::retry::{RetryState, Verdict, exchange, unix_now};
 use super::segments::{MAX_TRANSMIT_OCTETS, chunks, datagrams, transmits};
 use super::send::send;
 use super::socket;
@@ -54,6 +55,11 @@ pub(super) struct Forwarder {
     exits: Vec<(Option<Exit>, usize)>,
     /// Scratch: single datagrams of several buffers gathered into one transmit.
     gather: Vec<u8>,
+    /// Retry offload, when on.
+    retry: Option<RetryState>,
+    /// Scratch, per datagram of a client batch: the valid Retry token whose Initial leaves
+    /// resealed for its flow's upstream address.
+    exchanges: Vec<Option<qlb_retry::ValidToken>>,
 }
 
 /// How a datagram leaves: through which socket, to where, with which codepoint, from which
@@ -80,6 +86,9 @@ struct Flow {
     state: UdpSocketState,
     /// The address the client last sent to, when its listener is a wildcard.
     local_ip: Option<IpAddr>,
+    /// The address the backend sees this flow's datagrams come from, once Retry offload
+    /// needed it.
+    seen_as: Option<SocketAddr>,
     ready: bool,
 }
 
@@ -132,6 +141,8 @@ impl Forwarder {
             routes: Vec::new(),
             exits: Vec::new(),
             gather: Vec::new(),
+            retry: options.retry.clone().map(RetryState::new),
+            exchanges: Vec::new(),
         })
     }
 
@@ -176,16 +187,23 @@ impl Forwarder {
             listener.router.set_pool(Arc::clone(&pool));
         }
         self.counters.change_pool(&self.pool, &pool);
+        if let Some(retry) = &mut self.retry {
+            retry.set_pool();
+        }
         self.sources = sources(&pool);
         self.pool = pool;
     }
 
     pub(super) fn stats(&self) -> Stats {
-        self.counters.snapshot(
+        let mut stats = self.counters.snapshot(
             &self.pool,
             self.listeners.iter().map(|l| l.router.counters()),
             (self.flows.len(), self.flows.unconfirmed()),
-        )
+        );
+        if let Some(retry) = &self.retry {
+            stats.retry = retry.counts;
+        }
+        stats
     }
 
     /// Forgets the flows idle since before `now - flow_idle_timeout`.
@@ -203,17 +221,44 @@ impl Forwarder {
         };
         self.spans.clear();
         self.routes.clear();
+        self.exchanges.clear();
+        let unix_now = self.retry.as_ref().map(|_| unix_now());
         for (buffer, (meta, data)) in batch.iter().enumerate() {
             for octets in datagrams(data.len(), meta.stride) {
                 let datagram = data
                     .get(octets.clone())
                     .unwrap_or_else(|| broken("a datagram lies in its buffer"));
-                self.routes
-                    .push(match l.router.route(datagram, meta.addr, now) {
+                let verdict = match (&mut self.retry, unix_now) {
+                    (Some(retry), Some(now)) => retry.inspect(datagram, meta.addr, &l.router, now),
+                    _ => Verdict::Route,
+                };
+                let (route, exchange) = match verdict {
+                    Verdict::Route => (true, None),
+                    Verdict::Exchange(valid) => (true, Some(valid)),
+                    Verdict::Drop => (false, None),
+                    Verdict::Reply(retry) => {
+                        let transmit = Transmit {
+                            destination: meta.addr,
+                            ecn: None,
+                            contents: &retry,
+                            segment_size: None,
+                            src_ip: if l.wildcard { meta.dst_ip } else { None },
+                        };
+                        if let Err(reason) = send(&l.socket, &l.state, &transmit) {
+                            self.counters.dropped(reason, 1);
+                        }
+                        (false, None)
+                    }
+                };
+                self.routes.push(match route {
+                    false => None,
+                    true => match l.router.route(datagram, meta.addr, now) {
                         Decision::Forward(forward) => Some(forward.address),
                         // The router counts its drops.
                         Decision::Drop(_) => None,
-                    });
+                    },
+                });
+                self.exchanges.push(exchange);
                 self.spans.push(DatagramSpan { buffer, octets });
             }
         }
@@ -224,7 +269,8 @@ impl Forwarder {
         // Consecutive datagrams of one client mostly share a flow: look it up (or fail to
         // open it) once.
         let mut last: Option<(FlowKey, Result<FlowId, DataplaneDrop>)> = None;
-        for (route, span) in routes.iter().zip(&spans) {
+        let exchanges = std::mem::take(&mut self.exchanges);
+        for ((route, span), exchanged) in routes.iter().zip(&spans).zip(&exchanges) {
             let Some(backend) = *route else {
                 self.exits.push((None, span.octets.len()));
                 continue;
@@ -252,12 +298,20 @@ impl Forwarder {
                             flow.local_ip = meta.dst_ip;
                         }
                     }
-                    Some(Exit {
+                    let exit = Exit {
                         via: Source::Flow(id),
                         destination: backend,
                         ecn: meta.ecn,
                         src_ip: None,
-                    })
+                    };
+                    match exchanged {
+                        Some(valid) => {
+                            // It leaves alone: resealed, it is no longer in the buffers.
+                            self.send_exchanged(exit, id, batch.octets(span), valid);
+                            None
+                        }
+                        None => Some(exit),
+                    }
                 }
                 Err(reason) => {
                     self.counters.dropped(reason, 1);
@@ -266,8 +320,38 @@ impl Forwarder {
             };
             self.exits.push((exit, span.octets.len()));
         }
-        (self.routes, self.spans) = (routes, spans);
+        (self.routes, self.spans, self.exchanges) = (routes, spans, exchanges);
         self.send(batch);
+    }
+
+    /// Sends the Initial `datagram` of flow `id` with its valid Retry token exchanged for one
+    /// naming the address the backend sees. A later Initial of the handshake, whose DCID is
+    /// by then the backend's own and so no longer gives its keys, leaves unchanged: the
+    /// backend reads a token only in a connection's first packet.
+    fn send_exchanged(
+        &mut self,
+        exit: Exit,
+        id: FlowId,
+        datagram: &[u8],
+        valid: &qlb_retry::ValidToken,
+    ) {
+        let (Some(retry), Some((_, flow))) = (&mut self.retry, self.flows.get_mut(id)) else {
+            return;
+        };
+        retry.counts.tokens_valid += 1;
+        let resealed = flow
+            .seen_as(exit.destination)
+            .and_then(|seen_as| exchange(retry.keys(), datagram, valid, seen_as));
+        let transmit = Transmit {
+            destination: exit.destination,
+            ecn: exit.ecn,
+            contents: resealed.as_deref().unwrap_or(datagram),
+            segment_size: None,
+            src_ip: None,
+        };
+        if let Err(reason) = send(&flow.socket, &flow.state, &transmit) {
+            self.counters.dropped(reason, 1);
+        }
     }
 
     /// Sends the datagrams of `batch` as `spans` and `exits` say.
@@ -428,8 +512,27 @@ impl Flow {
             socket,
             state,
             local_ip: None,
+            seen_as: None,
             ready: false,
         })
+    }
+
+    /// The address `backend` sees this flow's datagrams come from: the socket's port and the
+    /// source address the kernel picks toward `backend`.
+    fn seen_as(&mut self, backend: SocketAddr) -> Option<SocketAddr> {
+        if self.seen_as.is_none() {
+            let local = self.socket.local_addr().ok()?;
+            let ip = match local.ip().is_unspecified() {
+                false => local.ip(),
+                true => {
+                    let probe = std::net::UdpSocket::bind(SocketAddr::new(local.ip(), 0)).ok()?;
+                    probe.connect(backend).ok()?;
+                    probe.local_addr().ok()?.ip()
+                }
+            };
+            self.seen_as = Some(SocketAddr::new(ip, local.port()));
+        }
+        self.seen_as
     }
 }
 

@@ -55,6 +55,7 @@ mod flow_key;
 mod flow_table;
 mod forward;
 mod options;
+mod retry;
 mod segments;
 mod send;
 mod socket;
@@ -76,6 +77,7 @@ pub use error::DataplaneError;
 use event_loop::Worker;
 use forward::WAKER;
 pub use options::{DEFAULT_MAX_UNCONFIRMED_FLOWS, DataplaneOptions};
+pub use retry::{RetryCounts, RetryOffload, RetryTrigger};
 pub use stats::{DataplaneDrop, FlowEviction, FlowRefusal, Stats};
 
 /// How long [`DataplaneHandle::stats`] and [`DataplaneHandle::set_pool`] wait for a worker

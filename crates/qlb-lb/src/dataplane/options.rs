@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use qlb_router::TableLimits;
 
+use super::retry::RetryOffload;
+
 /// Settings of a [`Dataplane`](super::Dataplane) beyond its addresses, workers and pool.
 ///
 /// ```
@@ -14,7 +16,7 @@ use qlb_router::TableLimits;
 /// assert_eq!(options.flow_idle_timeout, Duration::from_secs(60));
 /// assert_eq!(options.max_unconfirmed_flows, 4096);
 /// ```
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Debug)]
 pub struct DataplaneOptions {
     /// A flow without traffic in either direction for this long is forgotten and its
     /// upstream socket closed. Default 60 s.
@@ -31,6 +33,8 @@ pub struct DataplaneOptions {
     pub max_unconfirmed_flows: usize,
     /// The size and idle timeout of each router's DCID and 4-tuple tables.
     pub table_limits: TableLimits,
+    /// Retry offload; `None` (the default) forwards every Initial.
+    pub retry: Option<RetryOffload>,
 }
 
 /// The default [`DataplaneOptions::max_unconfirmed_flows`]. A real client's flow is
@@ -49,6 +53,7 @@ impl Default for DataplaneOptions {
             max_flows: 1 << 16,
             max_unconfirmed_flows: DEFAULT_MAX_UNCONFIRMED_FLOWS,
             table_limits: TableLimits::default(),
+            retry: None,
         }
     }
 }

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use qlb_router::{CounterSnapshot, Traffic};
 
+use super::retry::RetryCounts;
+
 /// Why the data plane dropped a datagram the router had decided to forward, or one a backend
 /// sent. (The router counts its own drops: [`qlb_router::DropReason`].)
 ///
@@ -180,6 +182,8 @@ pub struct Stats {
     pub flows_expired: u64,
     /// Receive calls that failed with an error (not datagrams; should stay 0).
     pub receive_errors: u64,
+    /// Retry offload: Retries sent and tokens seen.
+    pub retry: RetryCounts,
     dropped: [u64; DataplaneDrop::ALL.len()],
     evicted: [u64; FlowEviction::ALL.len()],
     refused: [u64; FlowRefusal::ALL.len()],
@@ -253,6 +257,7 @@ impl Stats {
         self.flows_confirmed += other.flows_confirmed;
         self.flows_expired += other.flows_expired;
         self.receive_errors += other.receive_errors;
+        self.retry.merge(&other.retry);
         let sums = [
             (&mut self.dropped[..], &other.dropped[..]),
             (&mut self.evicted[..], &other.evicted[..]),

@@ -43,6 +43,8 @@ pub(crate) struct Spec {
     pub health: Option<HealthChecks>,
     /// Whether the load balancers serve their admin API (on a port of their choosing).
     pub admin: bool,
+    /// The body of the load balancers' `[retry]` table, if any.
+    pub retry: Option<&'static str>,
 }
 
 impl Default for Spec {
@@ -53,6 +55,7 @@ impl Default for Spec {
             workers: 2,
             health: None,
             admin: false,
+            retry: None,
         }
     }
 }
@@ -541,6 +544,9 @@ fn config_text(spec: &Spec, backends: &[Backend]) -> String {
     };
     if spec.admin {
         text.push_str("\n[admin]\nlisten = \"127.0.0.1:0\"\n");
+    }
+    if let Some(retry) = spec.retry {
+        let _ = write!(text, "\n[retry]\n{retry}\n");
     }
     for backend in backends {
         let _ = write!(
