@@ -185,6 +185,27 @@ fn every_bad_value_is_refused_naming_its_field() {
             "flow_idle_timeout = \"0s\"",
             "flow_idle_timeout:",
         ),
+        // Past a day: it would overflow an `Instant` in a worker instead.
+        (
+            "flow_idle_timeout = \"60s\"",
+            "flow_idle_timeout = \"1000000000h\"",
+            "flow_idle_timeout:",
+        ),
+        (
+            "flow_idle_timeout = \"60s\"",
+            "flow_idle_timeout = \"25h\"",
+            "flow_idle_timeout:",
+        ),
+        (
+            "interval = \"1s\"",
+            "interval = \"1000000000h\"",
+            "health.interval:",
+        ),
+        (
+            "timeout = \"500ms\"",
+            "timeout = \"1000000000h\"",
+            "health.timeout:",
+        ),
         (
             "listen = [\"127.0.0.1:4433\", \"[::1]:4433\"]",
             "listen = []",

@@ -95,10 +95,22 @@ pub(super) fn mode(raw: Option<&str>) -> Result<ForwardingMode, ConfigError> {
     }
 }
 
+/// The longest duration any field of the file may hold. Every one of them (flow idle
+/// timeout, health interval and timeout) is added to an `Instant` in a worker or task, where
+/// an absurd value would overflow and panic; a day is far beyond any sensible timer here.
+const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
 fn duration(field: &str, raw: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
-    raw.map_or(Ok(default), |text| {
+    let value = raw.map_or(Ok(default), |text| {
         parse_duration(text).map_err(|problem| ConfigError::invalid(field, problem))
-    })
+    })?;
+    if value > MAX_DURATION {
+        return Err(ConfigError::invalid(
+            field,
+            format!("{value:?} exceeds the maximum of {MAX_DURATION:?} (1 day)"),
+        ));
+    }
+    Ok(value)
 }
 
 pub(super) fn positive_duration(
