@@ -281,6 +281,11 @@ fn every_bad_value_is_refused_naming_its_field() {
         ),
         ("path = \"/healthz\"", "path = \"healthz\"", "health.path:"),
         (
+            "token_file = \"admin.token\"",
+            "token_file = \"admin.token\"\nallowed_hosts = [\"lb.internal\", \"evil host\"]",
+            "admin.allowed_hosts[1]:",
+        ),
+        (
             "healthy_threshold = 2",
             "healthy_threshold = 0",
             "health.healthy_threshold:",

@@ -214,6 +214,17 @@ impl Collector for Snapshot {
                 ([("result", "refused")], status.reloads.refused),
             ],
         )?;
+        family(
+            &mut encoder,
+            MetricType::Counter,
+            "qlb_lb_admin_refused",
+            "Admin API requests refused, by reason (host: not one of the API's names; origin: \
+             a cross-origin POST; token: no valid bearer token)",
+            status
+                .admin_refused
+                .iter()
+                .map(|(reason, count)| ([("reason", *reason)], *count)),
+        )?;
         Ok(())
     }
 }

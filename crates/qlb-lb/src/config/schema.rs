@@ -118,6 +118,9 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// The bearer token requests must carry; required when `listen` is not loopback.
     pub token: Option<Secret>,
+    /// Host names (lowercase, `name` or `name:port`) the API answers to besides `localhost`
+    /// and IP literals: a `Host` naming anything else may be a DNS rebinding attack.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// A validated load balancer configuration.

@@ -297,10 +297,34 @@ pub(super) fn admin(raw: &RawAdmin, base: &Path) -> Result<AdminConfig, ConfigEr
             ),
         ));
     }
+    let allowed_hosts = raw
+        .allowed_hosts
+        .iter()
+        .enumerate()
+        .map(|(i, host)| allowed_host(&format!("admin.allowed_hosts[{i}]"), host))
+        .collect::<Result<_, _>>()?;
     Ok(AdminConfig {
         listen,
         token: token.map(|t| Secret::new(t.into_bytes())),
+        allowed_hosts,
     })
+}
+
+/// A name as a `Host` header carries it, lowercased: letters, digits, `-` and `.`, with an
+/// optional `:port`.
+fn allowed_host(field: &str, text: &str) -> Result<String, ConfigError> {
+    let (name, port) = text.rsplit_once(':').unwrap_or((text, "0"));
+    let name_ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    if !name_ok || port.parse::<u16>().is_err() {
+        return Err(ConfigError::invalid(
+            field,
+            format!("expected a host name, optionally with :port, got {text:?}"),
+        ));
+    }
+    Ok(text.to_ascii_lowercase())
 }
 
 pub(super) fn cluster_secret(

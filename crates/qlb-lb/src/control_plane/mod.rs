@@ -9,6 +9,7 @@ mod running;
 mod snapshot;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use qlb_client::Prober;
@@ -16,14 +17,14 @@ use qlb_router::{BackendState, DropReason, Route, Traffic};
 use tokio::runtime::Handle;
 use tokio::task::AbortHandle;
 
-use crate::config::{ConfigError, LbConfig, Secret};
+use crate::config::{AdminConfig, ConfigError, LbConfig};
 use crate::dataplane::{Dataplane, DataplaneDrop, DataplaneError, DataplaneHandle, Stats};
 use crate::health::{self, Health, Outcome};
 use crate::sync::lock;
 pub use reload::{ReloadError, ReloadReport};
 pub(crate) use running::Running;
 pub use running::UnknownBackend;
-pub(crate) use snapshot::Addresses;
+pub(crate) use snapshot::{Addresses, AdminRefusal};
 pub use snapshot::{
     AdminOverride, BackendStatus, DropCounts, FlowCounts, HealthStatus, ReloadCounts, Status,
     TrafficCount,
@@ -37,9 +38,11 @@ pub(crate) struct ControlPlane {
     running: Mutex<Running>,
     /// The running health check tasks (locked after `running` when both are).
     checks: Mutex<Vec<AbortHandle>>,
-    /// The admin API's token, apart from `running` so that authorizing a request never waits
-    /// for a pool swap.
-    admin_token: Mutex<Option<Secret>>,
+    /// The `[admin]` table (token, allowed hosts), apart from `running` so that authorizing a
+    /// request never waits for a pool swap.
+    admin: Mutex<Option<AdminConfig>>,
+    /// Admin requests refused, by [`AdminRefusal`] in `ALL` order.
+    admin_refused: [AtomicU64; AdminRefusal::ALL.len()],
     handle: DataplaneHandle,
     /// Taken by `shutdown`.
     dataplane: Mutex<Option<Dataplane>>,
@@ -59,13 +62,8 @@ impl ControlPlane {
         prober: Prober,
     ) -> Arc<Self> {
         let control = Arc::new(Self {
-            admin_token: Mutex::new(
-                running
-                    .config()
-                    .admin
-                    .as_ref()
-                    .and_then(|a| a.token.clone()),
-            ),
+            admin: Mutex::new(running.config().admin.clone()),
+            admin_refused: Default::default(),
             handle: dataplane.handle(),
             dataplane: Mutex::new(Some(dataplane)),
             checks: Mutex::new(Vec::new()),
@@ -83,9 +81,14 @@ impl ControlPlane {
         &self.addresses
     }
 
-    /// The admin API's token, if one is configured.
-    pub(crate) fn admin_token(&self) -> Option<Secret> {
-        lock(&self.admin_token).clone()
+    /// The `[admin]` table as last loaded.
+    pub(crate) fn admin_config(&self) -> Option<AdminConfig> {
+        lock(&self.admin).clone()
+    }
+
+    /// Counts an admin request refused for `reason`.
+    pub(crate) fn count_admin_refusal(&self, reason: AdminRefusal) {
+        self.admin_refused[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Re-reads the configuration file and swaps it in, or refuses it.
@@ -190,8 +193,7 @@ impl ControlPlane {
             Ok((next, report, pool)) => {
                 *state = next;
                 state.count_reload(true);
-                *lock(&self.admin_token) =
-                    state.config().admin.as_ref().and_then(|a| a.token.clone());
+                *lock(&self.admin) = state.config().admin.clone();
                 self.handle.set_pool(Arc::new(pool));
                 self.restart_checks(&state);
                 tracing::info!("configuration reloaded: {report}");
@@ -209,7 +211,17 @@ impl ControlPlane {
         // Stats first: collecting them waits for the workers, which must not hold up the
         // state (health reports, drains) meanwhile.
         let stats = self.handle.stats();
-        status(&self.addresses, &lock(&self.running), &stats)
+        let mut status = status(&self.addresses, &lock(&self.running), &stats);
+        status.admin_refused = AdminRefusal::ALL
+            .iter()
+            .map(|&r| {
+                (
+                    r.as_str(),
+                    self.admin_refused[r as usize].load(Ordering::Relaxed),
+                )
+            })
+            .collect();
+        status
     }
 
     /// Replaces the health check tasks with ones for `state`'s backends and epoch.
@@ -322,6 +334,7 @@ fn status(addresses: &Addresses, running: &Running, stats: &Stats) -> Status {
         },
         receive_errors: stats.receive_errors,
         reloads: running.reloads(),
+        admin_refused: BTreeMap::new(),
     }
 }
 

@@ -66,6 +66,8 @@ pub struct Status {
     pub receive_errors: u64,
     /// Reloads since start.
     pub reloads: ReloadCounts,
+    /// Admin API requests refused, by [`AdminRefusal`] label, every reason present.
+    pub admin_refused: BTreeMap<&'static str, u64>,
 }
 
 /// One backend: what the file says, what operators and health checks add, and the result.
@@ -202,6 +204,30 @@ pub struct ReloadCounts {
     pub applied: u64,
     /// Reloads refused (the running configuration stayed).
     pub refused: u64,
+}
+
+/// Why the admin API refused a request.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum AdminRefusal {
+    /// `Host` is not one of the API's names (DNS rebinding, or a misdirected request).
+    Host,
+    /// A state-changing request from another origin (a cross-site POST).
+    Origin,
+    /// No valid bearer token.
+    Token,
+}
+
+impl AdminRefusal {
+    pub(crate) const ALL: [Self; 3] = [Self::Host, Self::Origin, Self::Token];
+
+    /// The label in `/status` and `/metrics`.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Host => "host",
+            Self::Origin => "origin",
+            Self::Token => "token",
+        }
+    }
 }
 
 /// Where the load balancer runs: its bound addresses and the file it reloads, which
