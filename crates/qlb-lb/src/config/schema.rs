@@ -181,7 +181,7 @@ pub struct LbConfig {
 pub struct ClusterConfig {
     /// The QUIC-LB configurations, one per codepoint in use, in file order.
     pub quic_lb: Vec<Config>,
-    /// The secret backends derive their stateless-reset and token keys from; the load
-    /// balancer itself does not use it.
+    /// The secret backends derive their stateless-reset and token keys from, and load
+    /// balancers the key of their fallback hash.
     pub cluster_secret: Option<Secret>,
 }
