@@ -324,6 +324,54 @@ fn parse_metrics(text: &str) -> TestResult<(HashMap<String, String>, Vec<Sample>
     Ok((families, samples))
 }
 
+/// What the key rotation procedure (docs/operations.md) watches: CID-routed decisions by
+/// codepoint, in `/status` and `/metrics` alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cid_decisions_are_counted_by_codepoint() -> TestResult {
+    let old = Backend::start("b1", "0001", 0)?;
+    let new = Backend::start("b2", "0002", 1)?;
+    let file = LbFile::new(&lb_toml(
+        &[0, 1],
+        &[&old, &new],
+        &format!("{NO_HEALTH}{LOOPBACK_ADMIN}"),
+    ))?;
+    let balancer = file.start().await?;
+    let (lb, api) = (
+        balancer.listen_addrs()[0],
+        balancer.admin_addr().ok_or("admin")?,
+    );
+    for name in ["b1", "b2"] {
+        let mut client = connection_to(lb, name).await?;
+        client.get("/bytes/20000").await?;
+    }
+    let status = admin(api, "GET", "/status", None).await?.json()?;
+    let by_codepoint = &status["routed_by_codepoint"];
+    let count = |id: &str| by_codepoint[id].as_u64().unwrap_or_default();
+    assert!(count("0") > 0 && count("1") > 0, "{by_codepoint}");
+    assert_eq!(
+        count("0") + count("1"),
+        status["routed"]["cid"].as_u64().unwrap_or_default(),
+        "{status}"
+    );
+
+    let metrics = admin(api, "GET", "/metrics", None).await?.body;
+    let (_, samples) = parse_metrics(&metrics)?;
+    let sample = |id: &str| {
+        samples
+            .iter()
+            .find(|s| {
+                s.name == "qlb_lb_codepoint_decisions_total"
+                    && s.labels.get("config_id").map(String::as_str) == Some(id)
+            })
+            .map(|s| s.value)
+    };
+    assert!(sample("0") >= Some(count("0") as f64), "{metrics}");
+    assert!(sample("1") >= Some(count("1") as f64), "{metrics}");
+    assert_eq!(sample("3"), None, "not configured, never seen");
+    balancer.shutdown().await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_parse_and_cover_every_family() -> TestResult {
     let Setup::<1> { balancer, lb, .. } =
@@ -362,6 +410,8 @@ async fn metrics_parse_and_cover_every_family() -> TestResult {
         ("qlb_lb_health_checks", "counter"),
         ("qlb_lb_health_transitions", "counter"),
         ("qlb_lb_reloads", "counter"),
+        ("qlb_lb_codepoint_decisions", "counter"),
+        ("qlb_lb_admin_refused", "counter"),
     ];
     for (family, kind) in expected {
         assert_eq!(

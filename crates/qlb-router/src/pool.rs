@@ -335,10 +335,11 @@ impl Pool {
         &self.decoder
     }
 
-    /// The backend a routable DCID names, if it serves existing connections; `None` makes
-    /// the DCID unroutable (draft section 4.1: a server ID not mapped to an active server).
+    /// The backend a routable DCID names, if it serves existing connections, and the
+    /// codepoint it was decoded under; `None` makes the DCID unroutable (draft section 4.1:
+    /// a server ID not mapped to an active server).
     #[inline]
-    pub(crate) fn route_by_cid(&self, dcid: &[u8]) -> Option<Chosen<'_>> {
+    pub(crate) fn route_by_cid(&self, dcid: &[u8]) -> Option<(Chosen<'_>, ConfigId)> {
         // Read in place: moving the result would load the server ID with wide loads from
         // where `decode` has just written it with narrow stores, which stalls.
         let decoded = self.decoder.decode(dcid);
@@ -349,7 +350,7 @@ impl Pool {
             .server_ids
             .get(usize::from(decoded.config_id.get()))?
             .get(&decoded.server_id)?;
-        self.serving(index)
+        Some((self.serving(index)?, decoded.config_id))
     }
 
     /// The backend a flow table entry names, if it is in this pool.
@@ -572,7 +573,7 @@ mod tests {
             7,
         )
         .expect("valid");
-        let route = |cid: &[u8]| pool.route_by_cid(cid).map(|(index, _)| index);
+        let route = |cid: &[u8]| pool.route_by_cid(cid).map(|((index, _), _)| index);
         let cid = |sid: u8| [0x00, 0x00, sid, 9, 9, 9, 9];
         assert_eq!(route(&cid(1)), pool.find("a"));
         assert_eq!(route(&cid(2)), pool.find("b"));

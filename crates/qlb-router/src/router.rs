@@ -178,7 +178,10 @@ impl Router {
         }
         let by_cid = header.dcid().and_then(|dcid| self.pool.route_by_cid(dcid));
         let chosen = match by_cid {
-            Some(backend) => Some((backend, Route::Cid)),
+            Some((backend, config_id)) => {
+                self.counters.count_codepoint(config_id);
+                Some((backend, Route::Cid))
+            }
             None => self.route_unroutable(header, client, now),
         };
         match chosen {

@@ -407,6 +407,44 @@ fn refuses_what_clients_never_send_and_what_cannot_be_parsed() {
 }
 
 #[test]
+fn cid_routed_datagrams_are_counted_by_codepoint_and_merge() {
+    let [plaintext, keyed, _] = configs();
+    let pool = Arc::new(pool(1..=3));
+    let (mut first, mut second) = (Router::new(pool.clone()), Router::new(pool));
+    let now = Instant::now();
+    for _ in 0..3 {
+        forwarded(
+            &mut first,
+            &short_header(&encoder(&plaintext, 1).generate()),
+            1,
+            now,
+        );
+    }
+    forwarded(
+        &mut second,
+        &short_header(&encoder(&plaintext, 2).generate()),
+        2,
+        now,
+    );
+    forwarded(
+        &mut second,
+        &short_header(&encoder(&keyed, 3).generate()),
+        3,
+        now,
+    );
+    // Not CID-routed: counted by route, under no codepoint.
+    forwarded(&mut second, &initial(&client_dcid(1)), 4, now);
+
+    let mut total = first.counters();
+    total.merge(&second.counters());
+    let by_codepoint: Vec<u64> = (0..7)
+        .map(|id| total.routed_by_codepoint(quic_lb::ConfigId::new(id).expect("id")))
+        .collect();
+    assert_eq!(by_codepoint, [4, 1, 0, 0, 0, 0, 0]);
+    assert_eq!(total.routed(Route::Cid), 5);
+}
+
+#[test]
 fn an_empty_pool_drops_what_it_cannot_route_with_a_reason() {
     let mut router = router_over(Pool::new(decoder(), []).expect("empty is valid"));
     let now = Instant::now();

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use qlb_client::Prober;
 use qlb_router::{BackendState, DropReason, Route, Traffic};
+use quic_lb::ConfigId;
 use tokio::runtime::Handle;
 use tokio::task::AbortHandle;
 
@@ -321,6 +322,12 @@ fn status(addresses: &Addresses, running: &Running, stats: &Stats) -> Status {
         routed: Route::ALL
             .iter()
             .map(|r| (r.as_str(), stats.router.routed(*r)))
+            .collect(),
+        routed_by_codepoint: (0..ConfigId::COUNT as u8)
+            .filter_map(|id| ConfigId::new(id).ok())
+            .map(|id| (id, stats.router.routed_by_codepoint(id)))
+            .filter(|&(id, count)| count > 0 || config.cluster.quic_lb.iter().any(|c| c.id() == id))
+            .map(|(id, count)| (id.get(), count))
             .collect(),
         dropped: DropCounts {
             router: DropReason::ALL

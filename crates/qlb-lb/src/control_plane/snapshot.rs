@@ -60,6 +60,11 @@ pub struct Status {
     /// Datagrams forwarded, by how the backend was chosen (`cid`, `dcid_table`,
     /// `tuple_table`, `fallback`).
     pub routed: BTreeMap<&'static str, u64>,
+    /// Datagrams routed by the server ID in their CID (`routed["cid"]`), by the QUIC-LB
+    /// codepoint (`config_id`) they were decoded under: every codepoint of the running
+    /// configuration, and any other that routed datagrams since start. During a key
+    /// rotation, the old codepoint's count stops growing once its connections are gone.
+    pub routed_by_codepoint: BTreeMap<u8, u64>,
     /// Datagrams dropped, by reason.
     pub dropped: DropCounts,
     /// Failed receive calls of the data plane (not datagrams; should stay 0).
