@@ -55,6 +55,7 @@ unhealthy_threshold = 3
 [admin]
 listen = "0.0.0.0:9901"
 token_file = "admin.token"
+allowed_hosts = ["lb-1.internal"]
 "#;
 
 fn with_files(dir: &Path) {
@@ -128,6 +129,7 @@ fn the_documented_example_loads() {
         admin.token.as_ref().map(|t| t.as_bytes()),
         Some(&b"s3cret-token"[..])
     );
+    assert_eq!(admin.allowed_hosts, ["lb-1.internal"]);
     assert_eq!(
         config
             .cluster
@@ -281,8 +283,8 @@ fn every_bad_value_is_refused_naming_its_field() {
         ),
         ("path = \"/healthz\"", "path = \"healthz\"", "health.path:"),
         (
-            "token_file = \"admin.token\"",
-            "token_file = \"admin.token\"\nallowed_hosts = [\"lb.internal\", \"evil host\"]",
+            "allowed_hosts = [\"lb-1.internal\"]",
+            "allowed_hosts = [\"lb.internal\", \"evil host\"]",
             "admin.allowed_hosts[1]:",
         ),
         (
