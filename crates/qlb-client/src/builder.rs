@@ -13,7 +13,7 @@ use crate::connections::plan;
 use crate::connections::shared::{ConnectSettings, DEFAULT_CONNECT_TIMEOUT};
 use crate::discovery::resolver::{self, DnsSettings};
 use crate::discovery::target::Target;
-use crate::error::BuildError;
+use crate::error::{BuildError, MAX_LIFETIME, MAX_TIMER};
 use crate::prober::{Prober, ProberBuildError};
 use crate::tls::Trust;
 
@@ -88,7 +88,7 @@ impl ClientBuilder {
     }
 
     /// The whole-exchange timeout of each request (override per request with
-    /// [`RequestTimeout`](crate::RequestTimeout)). Default 30 s.
+    /// [`RequestTimeout`](crate::RequestTimeout)). Default 30 s; at most a day.
     ///
     /// ```
     /// # let target = "10.0.0.1:443".parse().unwrap();
@@ -100,7 +100,7 @@ impl ClientBuilder {
         self
     }
 
-    /// How long a QUIC handshake may take. Default 10 s.
+    /// How long a QUIC handshake may take. Default 10 s; at most a day.
     ///
     /// ```
     /// # let target = "10.0.0.1:443".parse().unwrap();
@@ -138,7 +138,7 @@ impl ClientBuilder {
 
     /// Retire connections this old (+-10% jitter): a replacement is opened first, the old
     /// connection takes requests until the replacement is ready, then finishes the ones it
-    /// carries and closes. Default: never.
+    /// carries and closes. Default: never; at most a year.
     ///
     /// ```
     /// # let target = "10.0.0.1:443".parse().unwrap();
@@ -151,7 +151,7 @@ impl ClientBuilder {
     }
 
     /// Close connections beyond `min_connections` once their backend had no request for
-    /// this long. Default: never.
+    /// this long. Default: never; at most a day.
     ///
     /// ```
     /// # let target = "10.0.0.1:443".parse().unwrap();
@@ -176,9 +176,9 @@ impl ClientBuilder {
         self
     }
 
-    /// How often a `dns://` target is resolved again. Default 30 s; at least 5 s. While
-    /// half the backends are unhealthy or unreachable, it is resolved again sooner (every
-    /// 5 s at most).
+    /// How often a `dns://` target is resolved again. Default 30 s; at least 5 s, at most a
+    /// day. While half the backends are unhealthy or unreachable, it is resolved again
+    /// sooner (every 5 s at most).
     ///
     /// ```
     /// # let target = "dns://api.internal:443".parse().unwrap();
@@ -304,17 +304,15 @@ impl ClientBuilder {
     }
 
     fn validate(&self) -> Result<(), BuildError> {
-        let positive = |field: &'static str, value: Option<Duration>| match value {
-            Some(value) if value.is_zero() => Err(BuildError::Field {
-                field,
-                problem: "must be more than zero".to_owned(),
-            }),
-            _ => Ok(()),
+        let check = |field, value: Option<Duration>, max| {
+            value.map_or(Ok(()), |value| {
+                BuildError::check_duration(field, value, max)
+            })
         };
-        positive("timeout", Some(self.timeout))?;
-        positive("connect_timeout", Some(self.connect_timeout))?;
-        positive("max_lifetime", self.max_lifetime)?;
-        positive("idle_timeout", self.limits.idle_timeout)?;
+        check("timeout", Some(self.timeout), MAX_TIMER)?;
+        check("connect_timeout", Some(self.connect_timeout), MAX_TIMER)?;
+        check("max_lifetime", self.max_lifetime, MAX_LIFETIME)?;
+        check("idle_timeout", self.limits.idle_timeout, MAX_TIMER)?;
         if self.subset == Some(0) {
             return Err(BuildError::Field {
                 field: "subset",
@@ -353,6 +351,19 @@ mod tests {
             (builder().max_lifetime(zero), "max_lifetime"),
             (builder().idle_timeout(zero), "idle_timeout"),
             (builder().subset(0), "subset"),
+            // Past their maxima: tasks would overflow an `Instant` adding them.
+            (builder().timeout(Duration::MAX), "timeout"),
+            (builder().connect_timeout(MAX_TIMER * 2), "connect_timeout"),
+            (builder().max_lifetime(MAX_LIFETIME * 2), "max_lifetime"),
+            (builder().idle_timeout(Duration::MAX), "idle_timeout"),
+            (builder().dns_interval(Duration::MAX), "dns_interval"),
+            (
+                builder().health_check(HealthCheck {
+                    interval: Duration::MAX,
+                    ..HealthCheck::default()
+                }),
+                "health_check.interval",
+            ),
             (
                 builder().dns_interval(Duration::from_millis(4999)),
                 "dns_interval",

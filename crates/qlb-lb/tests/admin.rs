@@ -1,6 +1,6 @@
 //! The admin HTTP API over real TCP, in front of a real load balancer with HTTP/3 backends:
 //! status, drain and undrain (and where new connections go meanwhile), reload, metrics, and
-//! the bearer token off loopback.
+//! the bearer token off loopback, and the Host and Origin checks that stop web pages.
 
 mod quic;
 
@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 
 use qlb_testkit::TestResult;
 use quic::{
-    Backend, FAST_HEALTH, LbFile, NO_HEALTH, Setup, admin, connection_to, lb_toml,
+    Backend, FAST_HEALTH, LbFile, NO_HEALTH, Setup, admin, admin_with, connection_to, lb_toml,
     new_connections_reach, setup, setup_up,
 };
 
@@ -140,6 +140,96 @@ async fn a_token_is_required_off_loopback_and_not_on_it() -> TestResult {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebinding_hosts_and_cross_site_posts_are_refused_token_or_not() -> TestResult {
+    let b1 = Backend::start("b1", "0001", 0)?;
+    let file = LbFile::new(&lb_toml(
+        &[0],
+        &[&b1],
+        &format!(
+            "{NO_HEALTH}[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"tok-7c1e\"\n\
+             allowed_hosts = [\"lb.internal\"]\n"
+        ),
+    ))?;
+    let balancer = file.start().await?;
+    let api = balancer.admin_addr().ok_or("admin")?;
+    let port = api.port();
+    let token = Some("tok-7c1e");
+    let request = |method, path, headers: Vec<(&'static str, String)>| async move {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        admin_with(api, method, path, token, &headers).await
+    };
+
+    // The API's own names: its address, localhost, loopback literals, the configured name.
+    for host in [
+        api.to_string(),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+        format!("lb.internal:{port}"),
+    ] {
+        let reply = request("GET", "/status", vec![("Host", host.clone())]).await?;
+        assert_eq!(reply.status, 200, "{host}: {reply:?}");
+    }
+    // A page whose name was rebound to 127.0.0.1, with the right token or not.
+    let evil = format!("evil.example:{port}");
+    for (method, path) in [("GET", "/status"), ("GET", "/metrics"), ("POST", "/reload")] {
+        let reply = request(method, path, vec![("Host", evil.clone())]).await?;
+        assert_eq!(reply.status, 421, "{method} {path}: {reply:?}");
+        assert!(reply.body.contains("admin.allowed_hosts"), "{reply:?}");
+    }
+    // No Host at all is no better.
+    assert_eq!(request("GET", "/status", vec![]).await?.status, 421);
+    // A cross-site POST: the right Host, a foreign Origin.
+    let own = vec![("Host", api.to_string())];
+    let with_origin = |origin: &str| {
+        let mut headers = own.clone();
+        headers.push(("Origin", origin.to_owned()));
+        headers
+    };
+    let reply = request(
+        "POST",
+        "/backends/b1/drain",
+        with_origin("http://evil.example"),
+    )
+    .await?;
+    assert_eq!(reply.status, 403, "{reply:?}");
+    assert_eq!(
+        backend_state(api).await?,
+        "active",
+        "the drain did not happen"
+    );
+    let reply = request(
+        "POST",
+        "/backends/b1/drain",
+        with_origin(&format!("http://{api}")),
+    )
+    .await?;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(backend_state(api).await?, "draining");
+
+    let status = admin(api, "GET", "/status", token).await?.json()?;
+    assert_eq!(status["admin_refused"]["host"], 4, "{status}");
+    assert_eq!(status["admin_refused"]["origin"], 1, "{status}");
+    let metrics = admin(api, "GET", "/metrics", token).await?.body;
+    assert!(
+        metrics.contains("qlb_lb_admin_refused_total{reason=\"host\"} 4"),
+        "{metrics}"
+    );
+    balancer.shutdown().await?;
+    Ok(())
+}
+
+/// The effective state of backend b1, through the API.
+async fn backend_state(api: SocketAddr) -> TestResult<String> {
+    let status = admin(api, "GET", "/status", Some("tok-7c1e"))
+        .await?
+        .json()?;
+    Ok(status["backends"][0]["effective_state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_over_http_reports_changes_and_refusals() -> TestResult {
     let b1 = Backend::start("b1", "0001", 0)?;
     let b2 = Backend::start("b2", "0002", 0)?;
@@ -234,6 +324,54 @@ fn parse_metrics(text: &str) -> TestResult<(HashMap<String, String>, Vec<Sample>
     Ok((families, samples))
 }
 
+/// What the key rotation procedure (docs/operations.md) watches: CID-routed decisions by
+/// codepoint, in `/status` and `/metrics` alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cid_decisions_are_counted_by_codepoint() -> TestResult {
+    let old = Backend::start("b1", "0001", 0)?;
+    let new = Backend::start("b2", "0002", 1)?;
+    let file = LbFile::new(&lb_toml(
+        &[0, 1],
+        &[&old, &new],
+        &format!("{NO_HEALTH}{LOOPBACK_ADMIN}"),
+    ))?;
+    let balancer = file.start().await?;
+    let (lb, api) = (
+        balancer.listen_addrs()[0],
+        balancer.admin_addr().ok_or("admin")?,
+    );
+    for name in ["b1", "b2"] {
+        let mut client = connection_to(lb, name).await?;
+        client.get("/bytes/20000").await?;
+    }
+    let status = admin(api, "GET", "/status", None).await?.json()?;
+    let by_codepoint = &status["routed_by_codepoint"];
+    let count = |id: &str| by_codepoint[id].as_u64().unwrap_or_default();
+    assert!(count("0") > 0 && count("1") > 0, "{by_codepoint}");
+    assert_eq!(
+        count("0") + count("1"),
+        status["routed"]["cid"].as_u64().unwrap_or_default(),
+        "{status}"
+    );
+
+    let metrics = admin(api, "GET", "/metrics", None).await?.body;
+    let (_, samples) = parse_metrics(&metrics)?;
+    let sample = |id: &str| {
+        samples
+            .iter()
+            .find(|s| {
+                s.name == "qlb_lb_codepoint_decisions_total"
+                    && s.labels.get("config_id").map(String::as_str) == Some(id)
+            })
+            .map(|s| s.value)
+    };
+    assert!(sample("0") >= Some(count("0") as f64), "{metrics}");
+    assert!(sample("1") >= Some(count("1") as f64), "{metrics}");
+    assert_eq!(sample("3"), None, "not configured, never seen");
+    balancer.shutdown().await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_parse_and_cover_every_family() -> TestResult {
     let Setup::<1> { balancer, lb, .. } =
@@ -276,6 +414,8 @@ async fn metrics_parse_and_cover_every_family() -> TestResult {
         ("qlb_lb_health_checks", "counter"),
         ("qlb_lb_health_transitions", "counter"),
         ("qlb_lb_reloads", "counter"),
+        ("qlb_lb_codepoint_decisions", "counter"),
+        ("qlb_lb_admin_refused", "counter"),
     ];
     for (family, kind) in expected {
         assert_eq!(

@@ -55,6 +55,7 @@ unhealthy_threshold = 3
 [admin]
 listen = "0.0.0.0:9901"
 token_file = "admin.token"
+allowed_hosts = ["lb-1.internal"]
 "#;
 
 fn with_files(dir: &Path) {
@@ -128,6 +129,7 @@ fn the_documented_example_loads() {
         admin.token.as_ref().map(|t| t.as_bytes()),
         Some(&b"s3cret-token"[..])
     );
+    assert_eq!(admin.allowed_hosts, ["lb-1.internal"]);
     assert_eq!(
         config
             .cluster
@@ -199,6 +201,27 @@ fn every_bad_value_is_refused_naming_its_field() {
             "flow_idle_timeout = \"60s\"",
             "flow_idle_timeout = \"0s\"",
             "flow_idle_timeout:",
+        ),
+        // Past a day: it would overflow an `Instant` in a worker instead.
+        (
+            "flow_idle_timeout = \"60s\"",
+            "flow_idle_timeout = \"1000000000h\"",
+            "flow_idle_timeout:",
+        ),
+        (
+            "flow_idle_timeout = \"60s\"",
+            "flow_idle_timeout = \"25h\"",
+            "flow_idle_timeout:",
+        ),
+        (
+            "interval = \"1s\"",
+            "interval = \"1000000000h\"",
+            "health.interval:",
+        ),
+        (
+            "timeout = \"500ms\"",
+            "timeout = \"1000000000h\"",
+            "health.timeout:",
         ),
         (
             "flow_idle_timeout = \"60s\"",
@@ -289,6 +312,11 @@ fn every_bad_value_is_refused_naming_its_field() {
             "health.timeout:",
         ),
         ("path = \"/healthz\"", "path = \"healthz\"", "health.path:"),
+        (
+            "allowed_hosts = [\"lb-1.internal\"]",
+            "allowed_hosts = [\"lb.internal\", \"evil host\"]",
+            "admin.allowed_hosts[1]:",
+        ),
         (
             "healthy_threshold = 2",
             "healthy_threshold = 0",

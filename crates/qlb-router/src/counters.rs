@@ -1,9 +1,12 @@
-//! Counters of one router: decisions by route, drops by reason, traffic per backend. Plain
+//! Counters of one router: decisions by route, CID-routed datagrams by QUIC-LB codepoint,
+//! drops by reason, traffic per backend. Plain
 //! integers, owned by the worker that routes; the daemon takes snapshots and merges them.
 
 use std::collections::BTreeMap;
 use std::ops::AddAssign;
 use std::sync::Arc;
+
+use quic_lb::ConfigId;
 
 use crate::decision::{Decision, DropReason, Route};
 use crate::pool::Pool;
@@ -57,6 +60,8 @@ impl AddAssign for Traffic {
 #[derive(Clone, PartialEq, Eq, Debug, Default)]
 pub struct CounterSnapshot {
     routed: [u64; Route::ALL.len()],
+    /// [`Route::Cid`] datagrams by the codepoint (config ID) their CID was decoded under.
+    by_codepoint: [u64; ConfigId::COUNT],
     dropped: [u64; DropReason::ALL.len()],
     backends: BTreeMap<Arc<str>, Traffic>,
 }
@@ -71,6 +76,24 @@ impl CounterSnapshot {
     /// ```
     pub fn routed(&self, route: Route) -> u64 {
         self.routed.get(route as usize).copied().unwrap_or(0)
+    }
+
+    /// Datagrams routed by the server ID in their CID ([`Route::Cid`]) under the QUIC-LB
+    /// configuration with this codepoint: during a key rotation, the old codepoint's count
+    /// stops growing once its connections are gone.
+    ///
+    /// ```
+    /// use qlb_router::CounterSnapshot;
+    /// use quic_lb::ConfigId;
+    ///
+    /// assert_eq!(CounterSnapshot::default().routed_by_codepoint(ConfigId::new(0)?), 0);
+    /// # Ok::<(), quic_lb::ConfigError>(())
+    /// ```
+    pub fn routed_by_codepoint(&self, config_id: ConfigId) -> u64 {
+        self.by_codepoint
+            .get(usize::from(config_id.get()))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Datagrams dropped for `reason`.
@@ -125,6 +148,7 @@ impl CounterSnapshot {
     /// ```
     pub fn merge(&mut self, other: &CounterSnapshot) {
         add_counts(&mut self.routed, &other.routed);
+        add_counts(&mut self.by_codepoint, &other.by_codepoint);
         add_counts(&mut self.dropped, &other.dropped);
         for (name, traffic) in &other.backends {
             self.add_traffic(name, *traffic);
@@ -180,6 +204,17 @@ impl Counters {
             Decision::Drop(reason) => self.totals.dropped.get_mut(*reason as usize),
         };
         if let Some(count) = count {
+            *count += 1;
+        }
+    }
+
+    /// Counts a [`Route::Cid`] datagram under `config_id`.
+    pub(crate) fn count_codepoint(&mut self, config_id: ConfigId) {
+        if let Some(count) = self
+            .totals
+            .by_codepoint
+            .get_mut(usize::from(config_id.get()))
+        {
             *count += 1;
         }
     }

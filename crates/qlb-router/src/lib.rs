@@ -59,6 +59,7 @@ mod table;
 pub use backend::{Backend, BackendIndex, BackendState};
 pub use counters::{CounterSnapshot, Traffic};
 pub use decision::{Decision, DropReason, Forward, Route};
+pub use hash::HashKey;
 pub use header::{
     Header, HeaderError, LongHeader, LongPacketType, QUIC_V1, QUIC_V2, ShortHeader,
     VERSION_NEGOTIATION,

@@ -7,7 +7,10 @@ use std::collections::HashMap;
 use quic_lb::{ConfigId, Decoder, ServerId};
 use thiserror::Error;
 
+use std::net::SocketAddr;
+
 use crate::backend::{Backend, BackendIndex, BackendKey};
+use crate::hash::{HashKey, address_hash, key_hash};
 use crate::maglev::{Maglev, Member};
 use crate::server_ids::ServerIdMap;
 
@@ -156,6 +159,17 @@ pub struct Pool {
     decoder: Decoder,
     server_ids: [ServerIdMap; ConfigId::COUNT],
     maglev: Maglev,
+    /// Keys the fallback hash; `None`: the fixed-key hash.
+    hash_key: Option<HashKey>,
+}
+
+/// What a fallback choice is keyed by.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum FallbackKey<'a> {
+    /// A long header's DCID, which the client keeps for its whole first flight.
+    Dcid(&'a [u8]),
+    /// The client address (short headers, empty DCIDs).
+    Address(SocketAddr),
 }
 
 /// A backend chosen from a pool, with its index there.
@@ -236,7 +250,32 @@ impl Pool {
             decoder,
             server_ids,
             maglev,
+            hash_key: None,
         })
+    }
+
+    /// Keys the fallback hash of DCIDs and client addresses with `key`: every load balancer
+    /// with the same key and backends still makes the same choices, but a client without
+    /// the key cannot tell which backend a DCID lands on. Without a key the hash is fixed
+    /// (and public).
+    ///
+    /// ```
+    /// use qlb_router::{Backend, HashKey, Pool};
+    ///
+    /// let pool = Pool::new(quic_lb::Decoder::new(), [Backend::new("a", "192.0.2.1:443".parse()?)])?
+    ///     .with_hash_key(HashKey::new([7; 16]));
+    /// assert!(pool.is_hash_keyed());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn with_hash_key(mut self, key: HashKey) -> Self {
+        self.hash_key = Some(key);
+        self
+    }
+
+    /// Whether [`Pool::with_hash_key`] keyed the fallback hash.
+    pub fn is_hash_keyed(&self) -> bool {
+        self.hash_key.is_some()
     }
 
     /// The backends, sorted by name; a [`BackendIndex`] is a position here.
@@ -296,10 +335,11 @@ impl Pool {
         &self.decoder
     }
 
-    /// The backend a routable DCID names, if it serves existing connections; `None` makes
-    /// the DCID unroutable (draft section 4.1: a server ID not mapped to an active server).
+    /// The backend a routable DCID names, if it serves existing connections, and the
+    /// codepoint it was decoded under; `None` makes the DCID unroutable (draft section 4.1:
+    /// a server ID not mapped to an active server).
     #[inline]
-    pub(crate) fn route_by_cid(&self, dcid: &[u8]) -> Option<Chosen<'_>> {
+    pub(crate) fn route_by_cid(&self, dcid: &[u8]) -> Option<(Chosen<'_>, ConfigId)> {
         // Read in place: moving the result would load the server ID with wide loads from
         // where `decode` has just written it with narrow stores, which stalls.
         let decoded = self.decoder.decode(dcid);
@@ -310,7 +350,7 @@ impl Pool {
             .server_ids
             .get(usize::from(decoded.config_id.get()))?
             .get(&decoded.server_id)?;
-        self.serving(index)
+        Some((self.serving(index)?, decoded.config_id))
     }
 
     /// The backend a flow table entry names, if it is in this pool.
@@ -328,10 +368,15 @@ impl Pool {
             .then_some((index, backend))
     }
 
-    /// The Maglev choice for a key with this fixed-key hash, among the backends that take new
-    /// connections.
-    pub(crate) fn fallback(&self, key_hash: u64) -> Option<Chosen<'_>> {
-        let index = self.maglev.lookup(key_hash)?;
+    /// The Maglev choice for a fallback key (a DCID, else the client address), among the
+    /// backends that take new connections.
+    pub(crate) fn fallback(&self, fallback_key: FallbackKey<'_>) -> Option<Chosen<'_>> {
+        let key = self.hash_key.as_ref();
+        let hash = match fallback_key {
+            FallbackKey::Dcid(dcid) => key_hash(key, dcid),
+            FallbackKey::Address(address) => address_hash(key, address),
+        };
+        let index = self.maglev.lookup(hash)?;
         Some((index, self.backend(index)?))
     }
 }
@@ -528,7 +573,7 @@ mod tests {
             7,
         )
         .expect("valid");
-        let route = |cid: &[u8]| pool.route_by_cid(cid).map(|(index, _)| index);
+        let route = |cid: &[u8]| pool.route_by_cid(cid).map(|((index, _), _)| index);
         let cid = |sid: u8| [0x00, 0x00, sid, 9, 9, 9, 9];
         assert_eq!(route(&cid(1)), pool.find("a"));
         assert_eq!(route(&cid(2)), pool.find("b"));
@@ -550,7 +595,7 @@ mod tests {
         )
         .expect("valid");
         let chosen: std::collections::HashSet<_> = (0..1000u64)
-            .filter_map(|k| pool.fallback(k.wrapping_mul(0x9e37_79b9_7f4a_7c15)))
+            .filter_map(|k| pool.fallback(FallbackKey::Dcid(&k.to_be_bytes())))
             .map(|(index, _)| index)
             .collect();
         assert_eq!(

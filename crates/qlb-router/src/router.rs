@@ -10,9 +10,8 @@ use quic_lb::ConnectionId;
 use crate::backend::{BackendIndex, BackendKey};
 use crate::counters::{CounterSnapshot, Counters};
 use crate::decision::{Decision, DropReason, Forward, Route};
-use crate::hash::{Domain, address_hash, stable_hash};
 use crate::header::{Header, LongPacketType};
-use crate::pool::{Chosen, Pool};
+use crate::pool::{Chosen, FallbackKey, Pool};
 use crate::table::{IdleTable, TableLimits};
 
 /// The smallest UDP payload that may carry a v1 or v2 Initial (RFC 9000 section 14.1).
@@ -172,7 +171,7 @@ impl Router {
     /// ```
     pub fn fallback_choice(&self, datagram: &[u8], client: SocketAddr) -> Option<BackendIndex> {
         let header = Header::parse(datagram, self.pool.decoder()).ok()?;
-        let (index, _) = self.pool.fallback(fallback_hash(&header, client))?;
+        let (index, _) = self.pool.fallback(fallback_key(&header, client))?;
         Some(index)
     }
 
@@ -206,7 +205,10 @@ impl Router {
         }
         let by_cid = header.dcid().and_then(|dcid| self.pool.route_by_cid(dcid));
         let chosen = match by_cid {
-            Some(backend) => Some((backend, Route::Cid)),
+            Some((backend, config_id)) => {
+                self.counters.count_codepoint(config_id);
+                Some((backend, Route::Cid))
+            }
             None => self.route_unroutable(header, client, now),
         };
         match chosen {
@@ -262,7 +264,7 @@ impl Router {
         };
         let by_fallback = || {
             Some((
-                pool.fallback(fallback_hash(header, client))?,
+                pool.fallback(fallback_key(header, client))?,
                 Route::Fallback,
             ))
         };
@@ -305,11 +307,11 @@ fn refusal(header: &Header<'_>, datagram_len: usize) -> Option<DropReason> {
     }
 }
 
-/// The fixed-key hash the fallback is keyed by: a long header's DCID, which the client keeps
-/// for its whole first flight; otherwise (short header, empty DCID) the client address.
-fn fallback_hash(header: &Header<'_>, client: SocketAddr) -> u64 {
+/// What the fallback is keyed by: a long header's DCID, which the client keeps for its whole
+/// first flight; otherwise (short header, empty DCID) the client address.
+fn fallback_key<'a>(header: &Header<'a>, client: SocketAddr) -> FallbackKey<'a> {
     match header {
-        Header::Long(long) if !long.dcid.is_empty() => stable_hash(Domain::Key, long.dcid),
-        _ => address_hash(client),
+        Header::Long(long) if !long.dcid.is_empty() => FallbackKey::Dcid(long.dcid),
+        _ => FallbackKey::Address(client),
     }
 }

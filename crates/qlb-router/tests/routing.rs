@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use qlb_router::{
-    Backend, BackendState, Decision, DropReason, Forward, Pool, Route, Router, TableLimits, Traffic,
+    Backend, BackendState, Decision, DropReason, Forward, HashKey, Pool, Route, Router,
+    TableLimits, Traffic,
 };
 use quic_lb::ConnectionId;
 use support::{
@@ -172,6 +173,49 @@ fn fallback_choices_are_the_same_in_every_build() {
         .map(|n| decide(&mut router, &UNKNOWN_DCID_LEN, n, now).0)
         .collect();
     assert_eq!(by_address, ["b3", "b4", "b4", "b2"]);
+}
+
+#[test]
+fn a_keyed_fallback_agrees_across_instances_and_hides_from_clients() {
+    let keyed =
+        |key: u8, order: [u8; 6]| router_over(pool(order).with_hash_key(HashKey::new([key; 16])));
+    let mut one = keyed(1, [1, 2, 3, 4, 5, 6]);
+    let mut same_key = keyed(1, [4, 6, 1, 5, 3, 2]);
+    let mut other_key = keyed(2, [1, 2, 3, 4, 5, 6]);
+    let mut unkeyed = router_over(pool([1, 2, 3, 4, 5, 6]));
+    let now = Instant::now();
+    let (mut against_other_key, mut against_unkeyed) = (0, 0);
+    let mut chosen = std::collections::BTreeSet::new();
+    let total: u32 = 600;
+    for n in 0..total {
+        let datagram = initial(&client_dcid(n));
+        let a = decide(&mut one, &datagram, n, now);
+        assert_eq!(a, decide(&mut same_key, &datagram, n + 1000, now));
+        assert_eq!(a.1, Route::Fallback);
+        against_other_key += u32::from(a != decide(&mut other_key, &datagram, n, now));
+        against_unkeyed += u32::from(a != decide(&mut unkeyed, &datagram, n, now));
+        chosen.insert(a.0);
+    }
+    assert_eq!(chosen.len(), 6, "every backend takes a share");
+    // Unrelated choices among 6 backends differ 5 times in 6; ask for well over half.
+    for (what, differ) in [
+        ("another key", against_other_key),
+        ("no key", against_unkeyed),
+    ] {
+        assert!(
+            differ > total * 2 / 3,
+            "{what}: only {differ} of {total} differ"
+        );
+    }
+    // Client addresses (short headers without a known DCID length) are keyed too; these
+    // addresses are new to every router's tables.
+    let by_address = |router: &mut Router| -> Vec<String> {
+        (5000..5060)
+            .map(|n| decide(router, &UNKNOWN_DCID_LEN, n, now).0)
+            .collect()
+    };
+    assert_eq!(by_address(&mut one), by_address(&mut same_key));
+    assert_ne!(by_address(&mut one), by_address(&mut other_key));
 }
 
 #[test]
@@ -375,6 +419,44 @@ fn refuses_what_clients_never_send_and_what_cannot_be_parsed() {
         assert_eq!(counters.dropped(*reason), expected, "{reason:?}");
     }
     assert_eq!(counters.decisions(), cases.len() as u64);
+}
+
+#[test]
+fn cid_routed_datagrams_are_counted_by_codepoint_and_merge() {
+    let [plaintext, keyed, _] = configs();
+    let pool = Arc::new(pool(1..=3));
+    let (mut first, mut second) = (Router::new(pool.clone()), Router::new(pool));
+    let now = Instant::now();
+    for _ in 0..3 {
+        forwarded(
+            &mut first,
+            &short_header(&encoder(&plaintext, 1).generate()),
+            1,
+            now,
+        );
+    }
+    forwarded(
+        &mut second,
+        &short_header(&encoder(&plaintext, 2).generate()),
+        2,
+        now,
+    );
+    forwarded(
+        &mut second,
+        &short_header(&encoder(&keyed, 3).generate()),
+        3,
+        now,
+    );
+    // Not CID-routed: counted by route, under no codepoint.
+    forwarded(&mut second, &initial(&client_dcid(1)), 4, now);
+
+    let mut total = first.counters();
+    total.merge(&second.counters());
+    let by_codepoint: Vec<u64> = (0..7)
+        .map(|id| total.routed_by_codepoint(quic_lb::ConfigId::new(id).expect("id")))
+        .collect();
+    assert_eq!(by_codepoint, [4, 1, 0, 0, 0, 0, 0]);
+    assert_eq!(total.routed(Route::Cid), 5);
 }
 
 #[test]

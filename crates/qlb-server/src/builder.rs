@@ -157,7 +157,8 @@ impl ServerBuilder {
     /// Must run inside a tokio runtime.
     ///
     /// Refuses a server ID that does not fit the configuration, configurations whose CIDs
-    /// are shorter than 8 octets, and unusable TLS material.
+    /// are shorter than 8 octets, unusable TLS material, and lifecycle limits past their
+    /// maximum (a year for the age and its grace, a day for idle).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -172,6 +173,7 @@ impl ServerBuilder {
     /// # }
     /// ```
     pub fn bind(self, addr: SocketAddr) -> Result<Server, BuildError> {
+        self.limits.validate()?;
         let metrics = Metrics::default();
         let generator = QuicLbCidGenerator::new(self.config, self.server_id)?
             .with_counters(metrics.cid_counters());

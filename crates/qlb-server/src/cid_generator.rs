@@ -7,6 +7,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use quic_lb::{Config, ConnectionId, Decoder, Encoder, ServerId};
 use quinn::ConnectionIdGenerator;
 use quinn_proto::InvalidCid;
@@ -63,6 +64,10 @@ pub(crate) struct CidCounters {
     pub routable: Counter,
     /// Config-failover CIDs issued after nonce exhaustion.
     pub failover: Counter,
+    /// Nonces the encoder has left under the current configuration. A float: an 18-octet
+    /// nonce space (2^144) overflows any integer gauge, and operators compare it with a
+    /// threshold, where 53 bits of precision are plenty.
+    pub nonces_remaining: Gauge<f64, AtomicU64>,
 }
 
 /// The QUIC-LB configuration a server issues CIDs under, shared by its generators so that it
@@ -170,7 +175,15 @@ impl QuicLbCidGenerator {
     /// Counts issued CIDs into `counters`.
     pub(crate) fn with_counters(mut self, counters: CidCounters) -> Self {
         self.issued = counters;
+        self.publish_remaining();
         self
+    }
+
+    /// Sets the `nonces_remaining` gauge from the encoder: one atomic store.
+    fn publish_remaining(&self) {
+        self.issued
+            .nonces_remaining
+            .set(self.encoder.nonces_remaining() as f64);
     }
 
     /// The handle that rotates this generator's configuration (and that of its `fresh` copies).
@@ -189,6 +202,7 @@ impl QuicLbCidGenerator {
             exhaustion_reported: false,
         };
         fresh.follow_rotation();
+        fresh.publish_remaining();
         fresh
     }
 
@@ -226,6 +240,7 @@ impl ConnectionIdGenerator for QuicLbCidGenerator {
         } else {
             self.issued.routable.inc();
         }
+        self.publish_remaining();
         quinn::ConnectionId::new(&cid)
     }
 

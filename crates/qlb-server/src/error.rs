@@ -46,6 +46,16 @@ pub enum BuildError {
         /// The new configuration's CID length.
         to: usize,
     },
+    /// A lifecycle limit is longer than a server may wait (it would overflow a deadline).
+    #[error("{setting}: {value:?} exceeds the maximum of {max:?}")]
+    DurationTooLong {
+        /// The builder method that set it.
+        setting: &'static str,
+        /// The value asked for.
+        value: std::time::Duration,
+        /// The largest value allowed.
+        max: std::time::Duration,
+    },
     /// The certificate or key is unusable.
     #[error(transparent)]
     Tls(#[from] TlsError),

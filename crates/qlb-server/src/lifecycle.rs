@@ -4,6 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::error::BuildError;
+
 /// Connection recycling limits. All off by default, as in gRPC.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct ConnectionLimits {
@@ -13,6 +15,38 @@ pub(crate) struct ConnectionLimits {
     pub max_age_grace: Option<Duration>,
     /// Send GOAWAY once a connection has had no request in flight for this long.
     pub max_idle: Option<Duration>,
+}
+
+/// The longest connection age a server may set: a year outlasts any deploy cycle; more is
+/// "never", which leaving the setting off already says.
+pub(crate) const MAX_AGE_LIMIT: Duration = Duration::from_secs(365 * 24 * 3600);
+/// The longest idle time a server may set: a day outlasts any sensible idle connection.
+pub(crate) const MAX_IDLE_LIMIT: Duration = Duration::from_secs(24 * 3600);
+
+impl ConnectionLimits {
+    /// Refuses a limit too long to add to an `Instant`, naming the builder setting: the
+    /// connection task adds each to its start, and an overflow would panic there.
+    pub(crate) fn validate(&self) -> Result<(), BuildError> {
+        for (setting, value, max) in [
+            ("max_connection_age", self.max_age, MAX_AGE_LIMIT),
+            // The grace may let a long download finish: as long as an age.
+            (
+                "max_connection_age_grace",
+                self.max_age_grace,
+                MAX_AGE_LIMIT,
+            ),
+            ("max_connection_idle", self.max_idle, MAX_IDLE_LIMIT),
+        ] {
+            if let Some(value) = value.filter(|&value| value > max) {
+                return Err(BuildError::DurationTooLong {
+                    setting,
+                    value,
+                    max,
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The share of `max_age` by which the age deadline may move either way, so that connections

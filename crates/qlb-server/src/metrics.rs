@@ -1,5 +1,5 @@
 //! The server's Prometheus metrics: connections, requests by status, GOAWAYs, closes by
-//! reason, peer address changes, issued connection IDs.
+//! reason, peer address changes, issued connection IDs, QUIC-LB nonces left.
 
 use std::sync::{Arc, OnceLock};
 
@@ -133,6 +133,12 @@ impl Metrics {
             "failover_cids_issued",
             "Config-failover connection IDs issued after QUIC-LB nonce exhaustion",
             metrics.cids.failover.clone(),
+        );
+        registry.register(
+            "nonces_remaining",
+            "QUIC-LB nonces left under the current configuration; at 0 the server issues \
+             config-failover CIDs: install a new configuration well before",
+            metrics.cids.nonces_remaining.clone(),
         );
     }
 

@@ -247,3 +247,39 @@ async fn max_idle_drains_a_quiet_connection() -> TestResult {
         .await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn limits_too_long_for_a_deadline_are_refused_naming_the_setting() -> TestResult {
+    let absurd = Duration::from_secs(u64::MAX);
+    for (builder, setting) in [
+        (
+            builder("0b07").max_connection_age(absurd),
+            "max_connection_age",
+        ),
+        (
+            builder("0b07").max_connection_age_grace(absurd),
+            "max_connection_age_grace",
+        ),
+        (
+            builder("0b07").max_connection_idle(Duration::from_secs(86_401)),
+            "max_connection_idle",
+        ),
+    ] {
+        let refused = builder
+            .bind("127.0.0.1:0".parse()?)
+            .err()
+            .ok_or(format!("{setting}: accepted"))?;
+        assert!(
+            refused.to_string().starts_with(&format!("{setting}: ")),
+            "{refused}"
+        );
+    }
+    // The maxima themselves are fine.
+    let year = Duration::from_secs(365 * 24 * 3600);
+    builder("0b07")
+        .max_connection_age(year)
+        .max_connection_age_grace(year)
+        .max_connection_idle(Duration::from_secs(86_400))
+        .bind("127.0.0.1:0".parse()?)?;
+    Ok(())
+}

@@ -193,6 +193,24 @@ async fn a_migrated_client_keeps_its_connection_and_shows_its_new_address() -> T
     Ok(())
 }
 
+/// `nonces_remaining` counts down from the nonce space (6 octets: 2^48) as CIDs are issued,
+/// so operators can alert before the server falls back to unroutable failover CIDs.
+#[tokio::test]
+async fn the_nonces_remaining_gauge_counts_down_as_cids_are_issued() -> TestResult {
+    let space = 2f64.powi(48);
+    let running = start_builtin(builder("0a05"))?;
+    assert_eq!(running.metric("qlb_server_nonces_remaining"), space);
+    let mut client = running.connect().await?;
+    assert_eq!(client.get("/whoami").await?.status, StatusCode::OK);
+    let issued = running.metric("qlb_server_cids_issued_total");
+    assert!(issued >= 1.0, "{issued} CIDs issued");
+    assert_eq!(
+        running.metric("qlb_server_nonces_remaining"),
+        space - issued
+    );
+    Ok(())
+}
+
 /// A handler that answers without reading the request to its end (a GET whose client has not
 /// finished its stream yet) asks the client to stop sending with H3_NO_ERROR, as RFC 9114
 /// section 4.1.1 wants, not with quinn's default code 0, which clients take for an error.

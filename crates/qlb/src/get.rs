@@ -11,11 +11,11 @@ use anyhow::{Context, Result, anyhow};
 use clap::Args;
 use http_body_util::BodyExt;
 use qlb_client::{Connection, Trust};
-use qlb_lb::config::parse_duration;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout_at};
 
 use crate::client_args::{TrustArgs, Url};
+use crate::durations::up_to_a_day;
 use crate::process::{Threads, runtime};
 
 /// The exit code for an HTTP error status, as `curl --fail`.
@@ -31,7 +31,7 @@ pub(crate) struct GetArgs {
     #[arg(short, long)]
     verbose: bool,
     /// Give up when the whole exchange takes longer.
-    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    #[arg(long, value_parser = up_to_a_day, default_value = "30s")]
     timeout: Duration,
 }
 

@@ -9,9 +9,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use qlb_client::{Client, PickerKind};
-use qlb_lb::config::parse_duration;
 
 use crate::client_args::{TrustArgs, Url};
+use crate::durations::{up_to_a_day, up_to_a_year};
 use crate::process::{Threads, runtime};
 use crate::traffic::{Limit, Load, LoadSpec, Progress};
 
@@ -30,7 +30,7 @@ pub(crate) struct LoadArgs {
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     concurrency: u32,
     /// Run this long (`10s`, `1m`).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = up_to_a_year)]
     duration: Option<Duration>,
     /// Send this many requests.
     #[arg(long)]
@@ -39,16 +39,16 @@ pub(crate) struct LoadArgs {
     #[arg(long, default_value = "round-robin")]
     picker: PickerKind,
     /// Replace each connection after this long (+-10% jitter).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = up_to_a_year)]
     max_lifetime: Option<Duration>,
     /// Connections each client keeps open per backend.
     #[arg(long, default_value_t = 1)]
     min_connections: usize,
     /// Migrate one connection (new local port: probe, then switch) every period.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = up_to_a_day)]
     migrate_every: Option<Duration>,
     /// Per-request timeout.
-    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    #[arg(long, value_parser = up_to_a_day, default_value = "10s")]
     timeout: Duration,
     /// Print the summary as one JSON object.
     #[arg(long)]

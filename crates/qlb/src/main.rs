@@ -4,6 +4,7 @@
 mod cid;
 mod client_args;
 mod demo;
+mod durations;
 mod get;
 mod lb;
 mod load;

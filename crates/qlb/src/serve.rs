@@ -8,12 +8,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::durations::{up_to_a_day, up_to_a_year};
 use crate::process::{Threads, runtime};
 use anyhow::{Context, Result, anyhow};
 use axum::response::IntoResponse;
 use clap::Args;
 use prometheus_client::registry::Registry;
-use qlb_lb::config::{ClusterConfig, parse_duration};
+use qlb_lb::config::ClusterConfig;
 use qlb_server::{Identity, Server, builtin_routes};
 use quic_lb::{Config, ServerId};
 use tokio::signal::unix::{SignalKind, signal};
@@ -46,16 +47,16 @@ pub(crate) struct ServeArgs {
     #[arg(long)]
     metrics: Option<SocketAddr>,
     /// On SIGTERM/SIGINT, close connections still busy after this long.
-    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    #[arg(long, value_parser = up_to_a_day, default_value = "30s")]
     shutdown_timeout: Duration,
     /// Drain connections (GOAWAY) once this old, +-10% jitter [default: never].
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = up_to_a_year)]
     max_connection_age: Option<Duration>,
     /// After the max-age GOAWAY, close connections this much later [default: never].
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = up_to_a_year)]
     max_connection_age_grace: Option<Duration>,
     /// Drain connections that have had no request in flight for this long [default: never].
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = up_to_a_day)]
     idle_timeout: Option<Duration>,
 }
 

@@ -1,14 +1,17 @@
 //! `qlb serve` as operators run it: the real binary on loopback, stopped with SIGTERM while a
 //! request is in flight. The request completes and the process exits 0. It reads the shared
-//! cluster file alone, without the load balancer's sections.
+//! cluster file alone, without the load balancer's sections. Absurd durations given to it
+//! (and to `qlb get` and `qlb load`) are refused naming the flag.
 
 mod support;
 
+use std::process::Command;
 use std::time::Duration;
 
 use qlb_client::{Prober, Trust};
 use qlb_testkit::{TestResult, fixtures};
 use support::cluster::spawn_serve;
+use support::process::run;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_the_request_in_flight_finish_then_exits_zero() -> TestResult {
@@ -79,5 +82,35 @@ async fn a_cluster_file_without_the_load_balancers_sections_is_enough() -> TestR
     serve.terminate()?;
     let status = tokio::task::spawn_blocking(move || serve.wait(Duration::from_secs(20))).await?;
     assert_eq!(status?.code(), Some(0), "exit status");
+    Ok(())
+}
+
+#[test]
+fn absurd_durations_are_refused_naming_the_flag() -> TestResult {
+    for (command, flag, value) in [
+        ("serve", "--max-connection-age", "99999999999h"),
+        ("serve", "--max-connection-age-grace", "9000h"),
+        ("serve", "--idle-timeout", "25h"),
+        ("serve", "--shutdown-timeout", "1000000000h"),
+        ("get", "--timeout", "1000000000h"),
+        ("load", "--max-lifetime", "99999999999h"),
+        ("load", "--duration", "99999999999h"),
+        ("load", "--migrate-every", "25h"),
+        ("load", "--timeout", "25h"),
+    ] {
+        let output = run(
+            command,
+            Command::new(env!("CARGO_BIN_EXE_qlb"))
+                .args([command, flag, value])
+                .args((command != "serve").then_some("https://127.0.0.1:9/")),
+            Duration::from_secs(20),
+        )?;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success(),
+            "{command} {flag} {value}: accepted"
+        );
+        assert!(stderr.contains(flag), "{command} {flag} {value}: {stderr}");
+    }
     Ok(())
 }

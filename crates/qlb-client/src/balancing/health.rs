@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::error::BuildError;
+use crate::error::{BuildError, MAX_TIMER};
 
 /// Settings of the optional active health checker: every `interval`, each backend gets a
 /// fresh-connection `GET path` (a [`Prober`](crate::Prober) probe) that must answer 2xx within
@@ -21,7 +21,7 @@ use crate::error::BuildError;
 pub struct HealthCheck {
     /// The path to `GET`. Default `/healthz`.
     pub path: String,
-    /// Time between two checks of a backend. Default 5 s.
+    /// Time between two checks of a backend. Default 5 s; at most a day.
     pub interval: Duration,
     /// How long one check may take, handshake included. Default 1 s; at most `interval`.
     pub timeout: Duration,
@@ -55,9 +55,7 @@ impl HealthCheck {
         if !self.path.starts_with('/') {
             return field("health_check.path", "must start with '/'");
         }
-        if self.interval.is_zero() {
-            return field("health_check.interval", "must be more than zero");
-        }
+        BuildError::check_duration("health_check.interval", self.interval, MAX_TIMER)?;
         if self.timeout.is_zero() || self.timeout > self.interval {
             return field(
                 "health_check.timeout",

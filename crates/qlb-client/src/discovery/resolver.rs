@@ -14,7 +14,7 @@ use hickory_resolver::proto::xfer::Protocol;
 use tokio::time::Instant;
 
 use crate::discovery::target::{BackendList, HostPort, Target};
-use crate::error::BuildError;
+use crate::error::{BuildError, MAX_TIMER};
 
 /// How often DNS is polled by default.
 pub(crate) const DEFAULT_DNS_INTERVAL: Duration = Duration::from_secs(30);
@@ -54,7 +54,7 @@ impl Default for DnsSettings {
 }
 
 impl DnsSettings {
-    /// Refuses an interval below the minimum, naming the setting.
+    /// Refuses an interval below the minimum or above a day, naming the setting.
     pub(crate) fn validate(&self) -> Result<(), BuildError> {
         if self.interval < MIN_DNS_INTERVAL {
             return Err(BuildError::Field {
@@ -65,7 +65,7 @@ impl DnsSettings {
                 ),
             });
         }
-        Ok(())
+        BuildError::check_duration("dns_interval", self.interval, MAX_TIMER)
     }
 
     /// A resolver asking for A and AAAA records, from the configured name servers or the

@@ -156,3 +156,27 @@ pub enum BuildError {
     #[error("DNS resolver: {0}")]
     Dns(String),
 }
+
+/// The longest timer, idle time or interval a client setting may hold: a day is far beyond
+/// any sensible one, and tasks add these to an `Instant`, which panics on overflow.
+pub(crate) const MAX_TIMER: Duration = Duration::from_secs(24 * 3600);
+/// The longest connection lifetime: a year outlasts any deploy cycle.
+pub(crate) const MAX_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+
+impl BuildError {
+    /// The one check of every duration setting: more than zero and at most `max`.
+    pub(crate) fn check_duration(
+        field: &'static str,
+        value: Duration,
+        max: Duration,
+    ) -> Result<(), Self> {
+        let problem = if value.is_zero() {
+            "must be more than zero".to_owned()
+        } else if value > max {
+            format!("{value:?} exceeds the maximum of {max:?}")
+        } else {
+            return Ok(());
+        };
+        Err(Self::Field { field, problem })
+    }
+}

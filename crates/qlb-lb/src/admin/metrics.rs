@@ -81,6 +81,18 @@ impl Collector for Snapshot {
         family(
             &mut encoder,
             MetricType::Counter,
+            "qlb_lb_codepoint_decisions",
+            "Client datagrams routed by the server ID in their CID (kind=\"cid\"), by the \
+             QUIC-LB codepoint they were decoded under; during a key rotation the old \
+             codepoint's rate falls to zero as its connections end",
+            status
+                .routed_by_codepoint
+                .iter()
+                .map(|(config_id, count)| ([("config_id", config_id.to_string())], *count)),
+        )?;
+        family(
+            &mut encoder,
+            MetricType::Counter,
             "qlb_lb_decisions",
             "Routing decisions for client datagrams: forwarded by route (cid, dcid_table, \
              tuple_table, fallback), or drop",
@@ -273,6 +285,17 @@ impl Collector for Snapshot {
                 ([("result", "applied")], status.reloads.applied),
                 ([("result", "refused")], status.reloads.refused),
             ],
+        )?;
+        family(
+            &mut encoder,
+            MetricType::Counter,
+            "qlb_lb_admin_refused",
+            "Admin API requests refused, by reason (host: not one of the API's names; origin: \
+             a cross-origin POST; token: no valid bearer token)",
+            status
+                .admin_refused
+                .iter()
+                .map(|(reason, count)| ([("reason", *reason)], *count)),
         )?;
         Ok(())
     }

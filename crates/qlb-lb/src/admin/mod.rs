@@ -12,7 +12,13 @@
 //! address is loopback), every request must carry `Authorization: Bearer <token>`; the
 //! comparison takes the same time wherever the first difference is. Otherwise the answer is
 //! 401 with `WWW-Authenticate: Bearer`. The token is never logged.
+//!
+//! Before the token, every request's `Host` must be one of the API's names (`localhost`, an
+//! IP literal, or one of `admin.allowed_hosts`; otherwise 421) and a `POST`'s `Origin`
+//! absent or the API's own (otherwise 403), so that a web page cannot drive the API through
+//! DNS rebinding or a cross-site form ([`host`] says why). Refusals are counted by reason.
 
+mod host;
 mod metrics;
 
 use std::net::SocketAddr;
@@ -33,7 +39,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::config::Secret;
-use crate::control_plane::{AdminOverride, ControlPlane, ReloadError};
+use crate::control_plane::{AdminOverride, AdminRefusal, ControlPlane, ReloadError};
 use metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
 pub use metrics::encode as encode_metrics;
 
@@ -134,11 +140,18 @@ impl FromRequestParts<Weak<ControlPlane>> for Live {
 }
 
 async fn authorize(Live(control): Live, request: Request, next: Next) -> Response {
+    let admin = control.admin_config();
+    let allowed_hosts = admin.as_ref().map_or(&[][..], |a| &a.allowed_hosts);
+    if let Err(refused) = host::check(request.method(), request.headers(), allowed_hosts) {
+        control.count_admin_refusal(refused.reason);
+        return error(refused.status, refused.message);
+    }
     if let Some(refusal) = refusal(
-        control.admin_token().as_ref(),
+        admin.as_ref().and_then(|a| a.token.as_ref()),
         control.addresses().admin,
         request.headers().get(header::AUTHORIZATION),
     ) {
+        control.count_admin_refusal(AdminRefusal::Token);
         return refusal;
     }
     next.run(request).await

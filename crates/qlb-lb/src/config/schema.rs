@@ -118,6 +118,9 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// The bearer token requests must carry; required when `listen` is not loopback.
     pub token: Option<Secret>,
+    /// Host names (lowercase, `name` or `name:port`) the API answers to besides `localhost`
+    /// and IP literals: a `Host` naming anything else may be a DNS rebinding attack.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// A validated load balancer configuration.
@@ -185,8 +188,8 @@ pub struct LbConfig {
 pub struct ClusterConfig {
     /// The QUIC-LB configurations, one per codepoint in use, in file order.
     pub quic_lb: Vec<Config>,
-    /// The secret backends derive their stateless-reset and token keys from; the load
-    /// balancer itself does not use it.
+    /// The secret backends derive their stateless-reset and token keys from, and load
+    /// balancers the key of their fallback hash.
     pub cluster_secret: Option<Secret>,
 }
 

@@ -125,10 +125,22 @@ pub(super) fn mode(raw: Option<&str>) -> Result<ForwardingMode, ConfigError> {
     }
 }
 
+/// The longest duration any field of the file may hold. Every one of them (flow idle
+/// timeout, health interval and timeout) is added to an `Instant` in a worker or task, where
+/// an absurd value would overflow and panic; a day is far beyond any sensible timer here.
+const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
 fn duration(field: &str, raw: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
-    raw.map_or(Ok(default), |text| {
+    let value = raw.map_or(Ok(default), |text| {
         parse_duration(text).map_err(|problem| ConfigError::invalid(field, problem))
-    })
+    })?;
+    if value > MAX_DURATION {
+        return Err(ConfigError::invalid(
+            field,
+            format!("{value:?} exceeds the maximum of {MAX_DURATION:?} (1 day)"),
+        ));
+    }
+    Ok(value)
 }
 
 pub(super) fn positive_duration(
@@ -315,10 +327,34 @@ pub(super) fn admin(raw: &RawAdmin, base: &Path) -> Result<AdminConfig, ConfigEr
             ),
         ));
     }
+    let allowed_hosts = raw
+        .allowed_hosts
+        .iter()
+        .enumerate()
+        .map(|(i, host)| allowed_host(&format!("admin.allowed_hosts[{i}]"), host))
+        .collect::<Result<_, _>>()?;
     Ok(AdminConfig {
         listen,
         token: token.map(|t| Secret::new(t.into_bytes())),
+        allowed_hosts,
     })
+}
+
+/// A name as a `Host` header carries it, lowercased: letters, digits, `-` and `.`, with an
+/// optional `:port`.
+fn allowed_host(field: &str, text: &str) -> Result<String, ConfigError> {
+    let (name, port) = text.rsplit_once(':').unwrap_or((text, "0"));
+    let name_ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    if !name_ok || port.parse::<u16>().is_err() {
+        return Err(ConfigError::invalid(
+            field,
+            format!("expected a host name, optionally with :port, got {text:?}"),
+        ));
+    }
+    Ok(text.to_ascii_lowercase())
 }
 
 pub(super) fn cluster_secret(

@@ -9,14 +9,16 @@ mod running;
 mod snapshot;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use qlb_client::Prober;
 use qlb_router::{BackendState, DropReason, Route, Traffic};
+use quic_lb::ConfigId;
 use tokio::runtime::Handle;
 use tokio::task::AbortHandle;
 
-use crate::config::{ConfigError, LbConfig, Secret};
+use crate::config::{AdminConfig, ConfigError, LbConfig};
 use crate::dataplane::{
     Dataplane, DataplaneDrop, DataplaneError, DataplaneHandle, FlowEviction, FlowRefusal, Stats,
 };
@@ -25,7 +27,7 @@ use crate::sync::lock;
 pub use reload::{ReloadError, ReloadReport};
 pub(crate) use running::Running;
 pub use running::UnknownBackend;
-pub(crate) use snapshot::Addresses;
+pub(crate) use snapshot::{Addresses, AdminRefusal};
 pub use snapshot::{
     AdminOverride, BackendStatus, DropCounts, FlowCounts, HealthStatus, ReloadCounts, Status,
     TrafficCount,
@@ -39,9 +41,11 @@ pub(crate) struct ControlPlane {
     running: Mutex<Running>,
     /// The running health check tasks (locked after `running` when both are).
     checks: Mutex<Vec<AbortHandle>>,
-    /// The admin API's token, apart from `running` so that authorizing a request never waits
-    /// for a pool swap.
-    admin_token: Mutex<Option<Secret>>,
+    /// The `[admin]` table (token, allowed hosts), apart from `running` so that authorizing a
+    /// request never waits for a pool swap.
+    admin: Mutex<Option<AdminConfig>>,
+    /// Admin requests refused, by [`AdminRefusal`] in `ALL` order.
+    admin_refused: [AtomicU64; AdminRefusal::ALL.len()],
     handle: DataplaneHandle,
     /// Taken by `shutdown`.
     dataplane: Mutex<Option<Dataplane>>,
@@ -61,13 +65,8 @@ impl ControlPlane {
         prober: Prober,
     ) -> Arc<Self> {
         let control = Arc::new(Self {
-            admin_token: Mutex::new(
-                running
-                    .config()
-                    .admin
-                    .as_ref()
-                    .and_then(|a| a.token.clone()),
-            ),
+            admin: Mutex::new(running.config().admin.clone()),
+            admin_refused: Default::default(),
             handle: dataplane.handle(),
             dataplane: Mutex::new(Some(dataplane)),
             checks: Mutex::new(Vec::new()),
@@ -85,9 +84,14 @@ impl ControlPlane {
         &self.addresses
     }
 
-    /// The admin API's token, if one is configured.
-    pub(crate) fn admin_token(&self) -> Option<Secret> {
-        lock(&self.admin_token).clone()
+    /// The `[admin]` table as last loaded.
+    pub(crate) fn admin_config(&self) -> Option<AdminConfig> {
+        lock(&self.admin).clone()
+    }
+
+    /// Counts an admin request refused for `reason`.
+    pub(crate) fn count_admin_refusal(&self, reason: AdminRefusal) {
+        self.admin_refused[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Re-reads the configuration file and swaps it in, or refuses it.
@@ -192,8 +196,7 @@ impl ControlPlane {
             Ok((next, report, pool)) => {
                 *state = next;
                 state.count_reload(true);
-                *lock(&self.admin_token) =
-                    state.config().admin.as_ref().and_then(|a| a.token.clone());
+                *lock(&self.admin) = state.config().admin.clone();
                 self.handle.set_pool(Arc::new(pool));
                 self.restart_checks(&state);
                 tracing::info!("configuration reloaded: {report}");
@@ -211,7 +214,17 @@ impl ControlPlane {
         // Stats first: collecting them waits for the workers, which must not hold up the
         // state (health reports, drains) meanwhile.
         let stats = self.handle.stats();
-        status(&self.addresses, &lock(&self.running), &stats)
+        let mut status = status(&self.addresses, &lock(&self.running), &stats);
+        status.admin_refused = AdminRefusal::ALL
+            .iter()
+            .map(|&r| {
+                (
+                    r.as_str(),
+                    self.admin_refused[r as usize].load(Ordering::Relaxed),
+                )
+            })
+            .collect();
+        status
     }
 
     /// Replaces the health check tasks with ones for `state`'s backends and epoch.
@@ -322,6 +335,12 @@ fn status(addresses: &Addresses, running: &Running, stats: &Stats) -> Status {
             .iter()
             .map(|r| (r.as_str(), stats.router.routed(*r)))
             .collect(),
+        routed_by_codepoint: (0..ConfigId::COUNT as u8)
+            .filter_map(|id| ConfigId::new(id).ok())
+            .map(|id| (id, stats.router.routed_by_codepoint(id)))
+            .filter(|&(id, count)| count > 0 || config.cluster.quic_lb.iter().any(|c| c.id() == id))
+            .map(|(id, count)| (id.get(), count))
+            .collect(),
         dropped: DropCounts {
             router: DropReason::ALL
                 .iter()
@@ -335,6 +354,7 @@ fn status(addresses: &Addresses, running: &Running, stats: &Stats) -> Status {
         receive_errors: stats.receive_errors,
         retry: stats.retry,
         reloads: running.reloads(),
+        admin_refused: BTreeMap::new(),
     }
 }
 

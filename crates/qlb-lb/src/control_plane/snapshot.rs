@@ -61,6 +61,11 @@ pub struct Status {
     /// Datagrams forwarded, by how the backend was chosen (`cid`, `dcid_table`,
     /// `tuple_table`, `fallback`).
     pub routed: BTreeMap<&'static str, u64>,
+    /// Datagrams routed by the server ID in their CID (`routed["cid"]`), by the QUIC-LB
+    /// codepoint (`config_id`) they were decoded under: every codepoint of the running
+    /// configuration, and any other that routed datagrams since start. During a key
+    /// rotation, the old codepoint's count stops growing once its connections are gone.
+    pub routed_by_codepoint: BTreeMap<u8, u64>,
     /// Datagrams dropped, by reason.
     pub dropped: DropCounts,
     /// Failed receive calls of the data plane (not datagrams; should stay 0).
@@ -69,6 +74,8 @@ pub struct Status {
     pub retry: RetryCounts,
     /// Reloads since start.
     pub reloads: ReloadCounts,
+    /// Admin API requests refused, by [`AdminRefusal`] label, every reason present.
+    pub admin_refused: BTreeMap<&'static str, u64>,
 }
 
 /// One backend: what the file says, what operators and health checks add, and the result.
@@ -215,6 +222,30 @@ pub struct ReloadCounts {
     pub applied: u64,
     /// Reloads refused (the running configuration stayed).
     pub refused: u64,
+}
+
+/// Why the admin API refused a request.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum AdminRefusal {
+    /// `Host` is not one of the API's names (DNS rebinding, or a misdirected request).
+    Host,
+    /// A state-changing request from another origin (a cross-site POST).
+    Origin,
+    /// No valid bearer token.
+    Token,
+}
+
+impl AdminRefusal {
+    pub(crate) const ALL: [Self; 3] = [Self::Host, Self::Origin, Self::Token];
+
+    /// The label in `/status` and `/metrics`.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Host => "host",
+            Self::Origin => "origin",
+            Self::Token => "token",
+        }
+    }
 }
 
 /// Where the load balancer runs: its bound addresses and the file it reloads, which

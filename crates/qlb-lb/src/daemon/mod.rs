@@ -159,6 +159,12 @@ impl Balancer {
     /// # }
     /// ```
     pub async fn start(config: LbConfig, config_file: Option<PathBuf>) -> Result<Self, StartError> {
+        if config.cluster.cluster_secret.is_none() {
+            tracing::warn!(
+                "no cluster_secret: the fallback hash is unkeyed, so a client can choose DCIDs \
+                 whose Initials all reach one backend"
+            );
+        }
         let running = Running::new(config);
         let config = running.config();
         let dataplane = Dataplane::start(

@@ -258,11 +258,26 @@ pub(crate) async fn admin(
     path: &str,
     token: Option<&str>,
 ) -> TestResult<Reply> {
+    admin_with(addr, method, path, token, &[("Host", &addr.to_string())]).await
+}
+
+/// [`admin`] with `headers` (name, value) instead of `Host: {addr}`.
+pub(crate) async fn admin_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+) -> TestResult<Reply> {
     let authorization = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
+    let headers: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+        "{method} {path} HTTP/1.1\r\n{headers}Connection: close\r\n\
          Content-Length: 0\r\n{authorization}\r\n"
     );
     let exchange = async {
