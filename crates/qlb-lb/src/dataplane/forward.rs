@@ -57,9 +57,9 @@ pub(super) struct Forwarder {
     gather: Vec<u8>,
     /// Retry offload, when on.
     retry: Option<RetryState>,
-    /// Scratch, per datagram of a client batch: the valid Retry token whose Initial leaves
-    /// resealed for its flow's upstream address.
-    exchanges: Vec<Option<qlb_retry::ValidToken>>,
+    /// Scratch of a client batch: the datagrams (by span index) whose valid Retry token is
+    /// exchanged for one naming their flow's upstream address; none while Retry is off.
+    exchanges: Vec<(usize, qlb_retry::ValidToken)>,
 }
 
 /// How a datagram leaves: through which socket, to where, with which codepoint, from which
@@ -258,7 +258,9 @@ impl Forwarder {
                         Decision::Drop(_) => None,
                     },
                 });
-                self.exchanges.push(exchange);
+                if let Some(valid) = exchange {
+                    self.exchanges.push((self.spans.len(), valid));
+                }
                 self.spans.push(DatagramSpan { buffer, octets });
             }
         }
@@ -270,7 +272,12 @@ impl Forwarder {
         // open it) once.
         let mut last: Option<(FlowKey, Result<FlowId, DataplaneDrop>)> = None;
         let exchanges = std::mem::take(&mut self.exchanges);
-        for ((route, span), exchanged) in routes.iter().zip(&spans).zip(&exchanges) {
+        // The few datagrams with a token to exchange, in span order.
+        let mut exchanging = exchanges.iter().peekable();
+        for (index, (route, span)) in routes.iter().zip(&spans).enumerate() {
+            let exchanged = exchanging
+                .next_if(|(at, _)| *at == index)
+                .map(|(_, valid)| valid);
             let Some(backend) = *route else {
                 self.exits.push((None, span.octets.len()));
                 continue;
