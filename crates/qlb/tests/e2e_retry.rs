@@ -1,4 +1,4 @@
-//! Retry offload with `mode = "always"`, all real processes on loopback: `qlb lb` answers
+//! Retry offload with `mode = "always"` (and `"above"` a threshold), all real processes on loopback: `qlb lb` answers
 //! every token-less Initial with a Retry whose SCID routes to a backend, and qlb-client
 //! (the test kit's H3Client, and `qlb get`), ngtcp2's `gtlsclient` and aioquic complete their
 //! handshakes and requests through it with `qlb serve` backends. The load balancer's counters
@@ -169,5 +169,62 @@ fn an_initial_flood_reaches_no_backend_and_real_clients_still_connect() -> TestR
     assert!(retry["sent"].as_u64() > Some(FLOOD as u64 / 2), "{retry}");
     assert_eq!((handshakes, failed), (1.0, 0.0));
     assert_eq!(flows["created"], 1, "{flows}");
+    Ok(())
+}
+
+/// `mode = "above"`: below the threshold clients are not retried; a burst of token-less
+/// Initials above it turns Retries on, so the next client is retried (and still served); a
+/// quiet second and more later they are off again.
+#[test]
+fn above_the_threshold_retries_start_with_a_burst_and_stop_when_it_is_over() -> TestResult {
+    const THRESHOLD: usize = 50;
+    const BURST: usize = 400;
+    let cluster = Cluster::start(Spec {
+        backends: 2,
+        workers: 1,
+        admin: true,
+        retry: Some("mode = \"above\"\nthreshold = 50"),
+        ..Spec::default()
+    })?;
+    let lb = cluster.lbs[0].addr;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let connect = || {
+        runtime.block_on(async {
+            let config = qlb_client::Trust::Insecure.client_config()?;
+            let mut client = H3Client::connect_with(lb, config).await?;
+            client.backend().await?;
+            TestResult::Ok(())
+        })
+    };
+    connect()?;
+    let quiet = retry_counts(&cluster)?;
+    assert_eq!(quiet["sent"], 0, "no Retry below the threshold: {quiet}");
+
+    let flooder = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    for _ in 0..BURST {
+        let mut initial = vec![0xc0, 0, 0, 0, 1, 8];
+        initial.extend_from_slice(&rand::random::<[u8; 8]>());
+        initial.extend_from_slice(&[0, 0, 0x44, 0x9e]);
+        initial.resize(1200, 0);
+        flooder.send_to(&initial, lb)?;
+    }
+    // Within the burst's second or the next, a client is retried.
+    connect()?;
+    let burst = retry_counts(&cluster)?;
+    eprintln!("after a burst of {BURST} Initials (threshold {THRESHOLD}/s): {burst}");
+    assert!(burst["sent"].as_u64() > Some(0), "{burst}");
+    assert!(
+        burst["tokens_valid"].as_u64() >= Some(1),
+        "the client was retried: {burst}"
+    );
+
+    // Retries stay on for a whole quiet second after the burst's, then stop.
+    std::thread::sleep(Duration::from_millis(2_500));
+    connect()?;
+    let after = retry_counts(&cluster)?;
+    eprintln!("after a quiet while: {after}");
+    assert_eq!(after["sent"], burst["sent"], "no Retry once quiet: {after}");
+    assert_eq!(after["tokens_invalid"], 0, "{after}");
+    assert_eq!(backend_handshakes(&cluster)?, 3.0);
     Ok(())
 }

@@ -178,6 +178,12 @@ impl Collector for Snapshot {
                 "Initials with an expired Retry token",
                 status.retry.tokens_expired,
             ),
+            (
+                MetricType::Counter,
+                "qlb_lb_retry_tokens_new_token",
+                "Initials with a backend's NEW_TOKEN token",
+                status.retry.tokens_new_token,
+            ),
         ] {
             sample(
                 kind,

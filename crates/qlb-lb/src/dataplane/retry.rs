@@ -74,6 +74,9 @@ pub struct RetryCounts {
     /// Initials with an expired token (answered with a Retry when Retries are on, else
     /// dropped).
     pub tokens_expired: u64,
+    /// Initials with a backend's NEW_TOKEN token (answered with a Retry when Retries are on,
+    /// else forwarded for the backend to judge).
+    pub tokens_new_token: u64,
 }
 
 impl RetryCounts {
@@ -82,6 +85,7 @@ impl RetryCounts {
         self.tokens_valid += other.tokens_valid;
         self.tokens_invalid += other.tokens_invalid;
         self.tokens_expired += other.tokens_expired;
+        self.tokens_new_token += other.tokens_new_token;
     }
 }
 
@@ -139,10 +143,13 @@ impl RetryState {
             Ok(valid) => Verdict::Exchange(valid),
             // A backend's NEW_TOKEN token: the backend could not check it against the
             // address it sees, so it proves nothing there; a Retry does.
-            Err(TokenError::NewToken) if self.retrying(now) => {
-                self.retry(&initial, datagram, client, router, now)
+            Err(TokenError::NewToken) => {
+                self.counts.tokens_new_token += 1;
+                match self.retrying(now) {
+                    true => self.retry(&initial, datagram, client, router, now),
+                    false => Verdict::Route,
+                }
             }
-            Err(TokenError::NewToken) => Verdict::Route,
             Err(TokenError::Expired) => {
                 self.counts.tokens_expired += 1;
                 match self.retrying(now) {
