@@ -2,7 +2,8 @@
 //! ([`TestResult`]), tracing for test output ([`init_tracing`]), waiting with deadlines
 //! ([`eventually`], [`within`]), the QUIC-LB test configurations ([`fixtures`]), a self-signed
 //! identity with quinn server and client configurations ([`SelfSigned`]), an HTTP/3 test
-//! client ([`H3Client`]) and the third-party peers ([`peers`]: aioquic, ngtcp2).
+//! client ([`H3Client`]), the third-party peers ([`peers`]: aioquic, ngtcp2) and network
+//! namespaces ([`netns`]).
 //!
 //! It depends on no qlb crate above `quic-lb`, so any crate's tests can use it without a
 //! circle. Not published: it exists for the tests.
@@ -26,6 +27,7 @@
 pub mod fixtures;
 mod h3_client;
 mod identity;
+pub mod netns;
 pub mod peers;
 mod trace;
 mod wait;

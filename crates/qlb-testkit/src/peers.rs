@@ -19,16 +19,21 @@ pub fn require(name: &str, program: &str, args: &[&str], install: &str) -> bool 
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|status| status.success());
-    if !ok {
-        let message = format!("{name} is not installed ({install}): peer test cannot run");
-        assert!(!in_ci(), "{message}");
-        // Straight to the stderr handle, not `eprintln!`, which the test harness captures.
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n!!!!!!!!!! SKIPPED: {message} !!!!!!!!!!\n"
-        );
-    }
-    ok
+    ok || missing(name, install)
+}
+
+/// What a test does when `name` is not there: panics in CI, and elsewhere prints a loud line
+/// naming it and how to install it (`install`), and returns false so the test can return
+/// early.
+pub fn missing(name: &str, install: &str) -> bool {
+    let message = format!("{name} is not available ({install}): the test cannot run");
+    assert!(!in_ci(), "{message}");
+    // Straight to the stderr handle, not `eprintln!`, which the test harness captures.
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n!!!!!!!!!! SKIPPED: {message} !!!!!!!!!!\n"
+    );
+    false
 }
 
 /// Whether this is a CI run, where nothing may skip.
