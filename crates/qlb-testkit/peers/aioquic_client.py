@@ -24,7 +24,7 @@
 
     aioquic_client.py download HOST PORT PATH BODY_FILE RESULT_FILE KEEPALIVE_MS
         GETs PATH, writing the body to BODY_FILE as it arrives (a test can watch it grow), and
-        sends a PING every KEEPALIVE_MS meanwhile, as clients with a keep-alive do; then
+        sends a PING every KEEPALIVE_MS meanwhile (0: never), as clients with a keep-alive do; then
         writes JSON {"status", "length", "elapsed_ms", "longest_pause_ms"} to RESULT_FILE,
         the longest pause being the longest time without body data.
 
@@ -236,11 +236,15 @@ async def download(host, port, path, body_file, result_file, keepalive_ms):
         with open(body_file, "wb") as body:
             pause["last"] = time.monotonic()
             response = conn.get(f"localhost:{port}", path, on_data)
-            pinging = asyncio.ensure_future(conn.keep_alive(int(keepalive_ms) / 1000))
+            # 0: no keep-alive; the client then only ever answers what it receives.
+            pinging = None
+            if int(keepalive_ms) > 0:
+                pinging = asyncio.ensure_future(conn.keep_alive(int(keepalive_ms) / 1000))
             try:
                 (await response.done).check()
             finally:
-                pinging.cancel()
+                if pinging is not None:
+                    pinging.cancel()
     with open(result_file, "w") as out:
         json.dump(
             {

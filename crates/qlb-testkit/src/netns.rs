@@ -73,6 +73,23 @@ impl Netns {
         command
     }
 
+    /// `command` (program, arguments, environment and directory) to run in the namespace
+    /// instead: for commands the test kit or a test builds for loopback.
+    pub fn wrap(&self, command: &Command) -> Command {
+        let mut wrapped = self.command(command.get_program());
+        wrapped.args(command.get_args());
+        for (key, value) in command.get_envs() {
+            match value {
+                Some(value) => wrapped.env(key, value),
+                None => wrapped.env_remove(key),
+            };
+        }
+        if let Some(dir) = command.get_current_dir() {
+            wrapped.current_dir(dir);
+        }
+        wrapped
+    }
+
     /// Runs `ip args` in the namespace; fails with its stderr.
     pub fn ip(&self, args: &[&str]) -> TestResult<Output> {
         let mut all = vec!["-n", &self.name];
@@ -151,9 +168,19 @@ impl Lan {
         // enough for an interface name.
         let port = format!("p{last}");
         self.bridge.ip(&[
-            "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &netns.name,
+            "link",
+            "add",
+            &port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &netns.name,
         ])?;
-        self.bridge.ip(&["link", "set", &port, "master", "br0", "up"])?;
+        self.bridge
+            .ip(&["link", "set", &port, "master", "br0", "up"])?;
         netns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
         netns.ip(&["link", "set", "eth0", "up"])?;
         for key in [
@@ -181,6 +208,11 @@ impl Host {
     /// `program` to run on the host ([`Netns::command`]).
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
         self.netns.command(program)
+    }
+
+    /// `command` to run on the host instead ([`Netns::wrap`]).
+    pub fn wrap(&self, command: &Command) -> Command {
+        self.netns.wrap(command)
     }
 
     /// Adds `ip/32` to the host's loopback: a VIP it receives on or sends from.
@@ -252,7 +284,13 @@ mod tests {
             let send = format!(
                 "import socket\nsocket.socket(socket.AF_INET,socket.SOCK_DGRAM).sendto(b'hi',('{target}',7000))"
             );
-            assert!(client.command("python3").args(["-c", &send]).status()?.success());
+            assert!(
+                client
+                    .command("python3")
+                    .args(["-c", &send])
+                    .status()?
+                    .success()
+            );
         }
         let got: Vec<String> = lines.take(2).collect::<Result<_, _>>()?;
         assert_eq!(got, ["hi 10.79.0.10", "hi 10.79.0.10"]);

@@ -1,7 +1,8 @@
 //! Third-party clients through `qlb lb` to `qlb serve` backends, all real processes on
-//! loopback: ngtcp2's `gtlsclient` moving to a new local address mid-transfer (with and
-//! without path validation) stays on its backend, and aioquic's connections spread over the
-//! backends with every request of one connection answered by one backend.
+//! loopback, in proxy mode and in GUE mode (the backends decapsulate and answer back through
+//! the load balancer): ngtcp2's `gtlsclient` moving to a new local address mid-transfer (with
+//! and without path validation) stays on its backend, and aioquic's connections spread over
+//! the backends with every request of one connection answered by one backend.
 
 mod support;
 
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use qlb_testkit::peers::{aioquic_available, gtlsclient_available};
 use support::TestResult;
-use support::cluster::{Cluster, Spec};
+use support::cluster::{Cluster, Mode, Spec};
 use support::peers::{Echo, aioquic_whoami, handshake_times, run_gtlsclient};
 
 /// The longest a client may run (a debug build on a loaded 2-core machine).
@@ -20,23 +21,37 @@ const TRANSFER: usize = 20_000_000;
 
 #[test]
 fn ngtcp2_changing_its_local_address_mid_transfer_stays_on_one_backend() -> TestResult {
-    ngtcp2_moves_mid_transfer(&[])
+    ngtcp2_moves_mid_transfer(Mode::Proxy, &[])
+}
+
+#[test]
+fn gue_mode_ngtcp2_changing_its_local_address_mid_transfer_stays_on_one_backend() -> TestResult {
+    ngtcp2_moves_mid_transfer(Mode::Gue, &[])
+}
+
+#[test]
+fn gue_mode_ngtcp2_nat_rebinding_mid_transfer_stays_on_one_backend() -> TestResult {
+    ngtcp2_moves_mid_transfer(Mode::Gue, &["--nat-rebinding"])
 }
 
 #[test]
 fn ngtcp2_nat_rebinding_mid_transfer_stays_on_one_backend() -> TestResult {
-    ngtcp2_moves_mid_transfer(&["--nat-rebinding"])
+    ngtcp2_moves_mid_transfer(Mode::Proxy, &["--nat-rebinding"])
 }
 
 /// gtlsclient uploads [`TRANSFER`] octets to `/echo` through the load balancer and downloads
 /// them back; 50 ms after the handshake it moves to a new local port (`--change-local-addr`,
 /// plus `extra`), so the load balancer sees a new client address and must route by
-/// connection ID to the same backend.
-fn ngtcp2_moves_mid_transfer(extra: &[&str]) -> TestResult {
+/// connection ID to the same backend. In GUE mode the backend sees the client's own address
+/// change.
+fn ngtcp2_moves_mid_transfer(mode: Mode, extra: &[&str]) -> TestResult {
     if !gtlsclient_available() {
         return Ok(());
     }
-    let cluster = Cluster::start(Spec::default())?;
+    let cluster = Cluster::start(Spec {
+        mode,
+        ..Spec::default()
+    })?;
     let echo = Echo::new(cluster.dir(), TRANSFER)?;
     let mut options = vec!["--change-local-addr=50ms"];
     options.extend_from_slice(extra);
@@ -56,7 +71,7 @@ fn ngtcp2_moves_mid_transfer(extra: &[&str]) -> TestResult {
     let served = cluster.sole_server()?;
     let moves = served.client_address_changes()?;
     eprintln!(
-        "gtlsclient {extra:?}: {} MB up and back through the load balancer in {elapsed:?} \
+        "gtlsclient {mode:?} {extra:?}: {} MB up and back through the load balancer in {elapsed:?} \
          ({:.1} MB/s each way); served by {} alone, which saw the client's address \
          change {moves} time(s)",
         TRANSFER / 1_000_000,
@@ -73,12 +88,25 @@ fn ngtcp2_moves_mid_transfer(extra: &[&str]) -> TestResult {
 /// backend.
 #[test]
 fn aioquic_connections_spread_over_the_backends_and_each_keeps_its_backend() -> TestResult {
+    aioquic_connections_spread(Mode::Proxy)
+}
+
+#[test]
+fn gue_mode_aioquic_connections_spread_over_the_backends_and_each_keeps_its_backend() -> TestResult
+{
+    aioquic_connections_spread(Mode::Gue)
+}
+
+fn aioquic_connections_spread(mode: Mode) -> TestResult {
     if !aioquic_available() {
         return Ok(());
     }
     const CONNECTIONS: usize = 20;
     const REQUESTS: usize = 3;
-    let cluster = Cluster::start(Spec::default())?;
+    let cluster = Cluster::start(Spec {
+        mode,
+        ..Spec::default()
+    })?;
     let connections = aioquic_whoami(
         cluster.lbs[0].addr,
         CONNECTIONS,
@@ -89,7 +117,7 @@ fn aioquic_connections_spread_over_the_backends_and_each_keeps_its_backend() -> 
     assert_eq!(connections.len(), CONNECTIONS);
     let per_backend = cluster.connections_per_backend(&connections, REQUESTS)?;
     eprintln!(
-        "aioquic: {CONNECTIONS} connections x {REQUESTS} requests, connections per backend: \
+        "aioquic ({mode:?}): {CONNECTIONS} connections x {REQUESTS} requests, connections per backend: \
          {per_backend:?}; {}",
         handshake_times(&connections)
     );

@@ -10,6 +10,10 @@
 //! without a keep-alive its download stalls until its idle timeout. ngtcp2's gtlsclient, which
 //! has no keep-alive, shows it: a download stalls every time, and an upload echoed back
 //! stalls whenever the upload is blocked by flow control at the moment of the kill.
+//!
+//! In GUE mode the return is stateless: the backend's replies name the client inside, so the
+//! restarted load balancer forwards the backend's next datagram (its loss-recovery probe) at
+//! once, and a client without any keep-alive resumes without sending first.
 
 mod support;
 
@@ -20,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use qlb_testkit::peers::aioquic_available;
 use support::TestResult;
-use support::cluster::{Cluster, Spec};
+use support::cluster::{Cluster, Mode, Spec};
 use support::peers::Download;
 
 /// The download.
@@ -38,18 +42,35 @@ const KEEP_ALIVE: Duration = Duration::from_secs(1);
 /// The longest the download may take (a debug build on a loaded 2-core machine).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// GUE mode: the download must resume this soon after the restart, with no keep-alive.
+const GUE_RESUME: Duration = Duration::from_secs(1);
+
 #[test]
 fn a_download_survives_the_load_balancer_being_killed_and_restarted() -> TestResult {
+    download_across_a_restart(Mode::Proxy, KEEP_ALIVE)
+}
+
+#[test]
+fn gue_mode_a_download_without_keep_alive_resumes_after_the_load_balancer_restarts() -> TestResult {
+    download_across_a_restart(Mode::Gue, Duration::ZERO)
+}
+
+/// Downloads through the load balancer, which is killed and restarted mid-way; the client
+/// sends a PING every `keep_alive` (`ZERO`: never).
+fn download_across_a_restart(mode: Mode, keep_alive: Duration) -> TestResult {
     if !aioquic_available() {
         return Ok(());
     }
-    let mut cluster = Cluster::start(Spec::default())?;
+    let mut cluster = Cluster::start(Spec {
+        mode,
+        ..Spec::default()
+    })?;
     let started = Instant::now();
     let mut download = Download::start(
         cluster.lbs[0].addr,
         &format!("/bytes/{SIZE}"),
         cluster.dir(),
-        KEEP_ALIVE,
+        keep_alive,
     )?;
     let deadline = started + CLIENT_TIMEOUT;
     while download.arrived() < KILL_AT && download.running()? && Instant::now() < deadline {
@@ -66,6 +87,12 @@ fn a_download_survives_the_load_balancer_being_killed_and_restarted() -> TestRes
     std::thread::sleep(DOWNTIME);
     lb.restart()?;
     let downtime = killed.elapsed();
+    let at_restart = download.arrived();
+    let restarted = Instant::now();
+    while download.arrived() == at_restart && download.running()? && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let resumed_in = restarted.elapsed();
 
     let downloaded = download.finish(deadline.saturating_duration_since(Instant::now()))?;
     assert_eq!(downloaded.status, 200);
@@ -77,20 +104,35 @@ fn a_download_survives_the_load_balancer_being_killed_and_restarted() -> TestRes
     );
 
     let served = cluster.sole_server()?;
-    // The restarted load balancer relays through a new upstream socket: the backend sees
-    // its client's address change.
-    let moves = served.client_address_changes()?;
+    let moves = match mode {
+        // The restarted load balancer relays through a new upstream socket: the backend sees
+        // its client's address change.
+        Mode::Proxy => served.client_address_changes()?,
+        // The backend sees the client itself, whose address did not change.
+        Mode::Gue => served.metric("qlb_server_peer_address_changes_total")?,
+    };
     eprintln!(
-        "LB restart: {} MB downloaded in {:?}; the LB was killed at {:.1} MB and answered \
-         again {downtime:?} later; the longest pause in the download was {:?} (keep-alive \
-         every {KEEP_ALIVE:?}); served by {} alone, which saw the client's address change \
-         {moves} time(s)",
+        "LB restart ({mode:?}): {} MB downloaded in {:?}; the LB was killed at {:.1} MB and \
+         answered again {downtime:?} later; the download resumed {resumed_in:?} after the \
+         restart; the longest pause in the download was {:?} (keep-alive every \
+         {keep_alive:?}); served by {} alone, which saw the client's address change {moves} \
+         time(s)",
         SIZE / 1_000_000,
         downloaded.elapsed,
         at_kill as f64 / 1e6,
         downloaded.longest_pause,
         served.name,
     );
+    if mode == Mode::Gue {
+        assert_eq!(
+            moves, 0.0,
+            "the backend saw the client's own address throughout"
+        );
+        assert!(
+            resumed_in <= GUE_RESUME,
+            "without a keep-alive the download resumed only {resumed_in:?} after the restart"
+        );
+    }
     Ok(())
 }
 

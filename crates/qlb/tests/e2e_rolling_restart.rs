@@ -10,7 +10,8 @@
 //!
 //! No request fails: clients move to another connection on GOAWAY and retry the requests the
 //! server rejected. The client recycles its connections (`--max-lifetime`), so every
-//! restarted backend gets connections, and requests, again.
+//! restarted backend gets connections, and requests, again. The same holds in GUE mode, where
+//! a restarted backend answers back through the load balancer without any state there.
 
 mod support;
 
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::TestResult;
-use support::cluster::{Backend, Cluster, Lb, Spec};
+use support::cluster::{Backend, Cluster, Lb, Mode, Spec};
 use support::process::run;
 
 /// How long the load runs: the roll (about 2 s per backend on an idle machine) and a tail in
@@ -51,7 +52,19 @@ struct Restart {
 
 #[test]
 fn a_rolling_restart_under_load_fails_no_request() -> TestResult {
-    let mut cluster = Cluster::start(Spec::checked())?;
+    rolling_restart(Mode::Proxy)
+}
+
+#[test]
+fn gue_mode_a_rolling_restart_under_load_fails_no_request() -> TestResult {
+    rolling_restart(Mode::Gue)
+}
+
+fn rolling_restart(mode: Mode) -> TestResult {
+    let mut cluster = Cluster::start(Spec {
+        mode,
+        ..Spec::checked()
+    })?;
     cluster.wait_until_up(STEP_TIMEOUT)?;
     let url = format!("https://{}/whoami", cluster.lbs[0].addr);
     let duration = format!("{}s", LOAD.as_secs());

@@ -45,7 +45,23 @@ pub(crate) struct Spec {
     pub admin: bool,
     /// The body of the load balancers' `[retry]` table, if any.
     pub retry: Option<&'static str>,
+    /// How the load balancers forward.
+    pub mode: Mode,
 }
+
+/// The load balancers' forwarding mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// `mode = "proxy"`: a flow and an upstream socket per client.
+    #[default]
+    Proxy,
+    /// `mode = "gue"`: the backends (`qlb serve --gue`) receive GUE and answer back through
+    /// the load balancer that sent it.
+    Gue,
+}
+
+/// GUE ports per load balancer (`[gue] ports`).
+const GUE_PORTS: u16 = 4;
 
 impl Default for Spec {
     fn default() -> Self {
@@ -56,6 +72,7 @@ impl Default for Spec {
             health: None,
             admin: false,
             retry: None,
+            mode: Mode::Proxy,
         }
     }
 }
@@ -111,6 +128,8 @@ pub(crate) struct Backend {
     pub server_id: String,
     /// Its HTTP/3 (UDP) address.
     pub addr: SocketAddr,
+    /// Where it receives GUE, in [`Mode::Gue`] (kept across restarts).
+    pub gue: Option<SocketAddr>,
     /// Its Prometheus endpoint (TCP; a restart picks another port).
     pub metrics: SocketAddr,
     config: PathBuf,
@@ -140,14 +159,14 @@ impl Cluster {
         // The backends read the QUIC-LB tables and the secret only; the `[[backend]]`
         // tables, which need the backends' addresses, are added for the load balancers.
         let shared = dir.path().join("cluster.toml");
-        std::fs::write(&shared, config_text(&spec, &[]))?;
+        std::fs::write(&shared, config_text(&spec, &[])?)?;
         let backends = (1..=spec.backends)
-            .map(|i| Backend::start(&format!("b{i}"), &format!("{i:04x}"), &shared))
+            .map(|i| Backend::start(&format!("b{i}"), &format!("{i:04x}"), &shared, spec.mode))
             .collect::<TestResult<Vec<_>>>()?;
         let lbs = (1..=spec.lbs)
             .map(|i| {
                 let config = dir.path().join(format!("lb{i}.toml"));
-                std::fs::write(&config, config_text(&spec, &backends))?;
+                std::fs::write(&config, config_text(&spec, &backends)?)?;
                 Lb::start(&format!("lb{i}"), config, spec.admin)
             })
             .collect::<TestResult<Vec<_>>>()?;
@@ -245,13 +264,21 @@ impl Cluster {
 }
 
 impl Backend {
-    /// Starts `qlb serve` on a port it picks, reading `config`.
-    fn start(name: &str, server_id: &str, config: &Path) -> TestResult<Self> {
-        let (process, addr, metrics) = spawn_serve(name, server_id, "127.0.0.1:0", config, &[])?;
+    /// Starts `qlb serve` on a port it picks, reading `config`, and in [`Mode::Gue`]
+    /// receiving GUE on another.
+    fn start(name: &str, server_id: &str, config: &Path, mode: Mode) -> TestResult<Self> {
+        let gue = (mode == Mode::Gue).then_some("127.0.0.1:0");
+        let (mut process, addr, metrics) =
+            spawn_serve(name, server_id, "127.0.0.1:0", config, &gue_args(gue))?;
+        let gue = match gue {
+            Some(_) => Some(gue_addr(&mut process)?),
+            None => None,
+        };
         Ok(Self {
             name: name.to_owned(),
             server_id: server_id.to_owned(),
             addr,
+            gue,
             metrics,
             config: config.to_owned(),
             process,
@@ -278,8 +305,10 @@ impl Backend {
     /// server ID; retries while the port is briefly taken by another process's socket.
     pub(crate) fn restart(&mut self) -> TestResult {
         let listen = self.addr.to_string();
+        let gue = self.gue.map(|addr| addr.to_string());
         let (process, _, metrics) = on_its_port(&self.name, || {
-            spawn_serve(&self.name, &self.server_id, &listen, &self.config, &[])
+            let extra = gue_args(gue.as_deref());
+            spawn_serve(&self.name, &self.server_id, &listen, &self.config, &extra)
         })?;
         self.process = process;
         self.metrics = metrics;
@@ -462,6 +491,34 @@ pub(crate) fn spawn_serve(
     Ok((process, addr, metrics))
 }
 
+/// `qlb serve`'s arguments to receive GUE on `gue`, if given.
+fn gue_args(gue: Option<&str>) -> Vec<&str> {
+    gue.map(|addr| vec!["--gue", addr]).unwrap_or_default()
+}
+
+/// Where a `qlb serve --gue` receives GUE, from its log.
+fn gue_addr(process: &mut Process) -> TestResult<SocketAddr> {
+    Ok(
+        first_word(&process.wait_for_log("receiving GUE on ", START_TIMEOUT)?)
+            .trim_end_matches(';')
+            .parse()?,
+    )
+}
+
+/// The first of `count` consecutive UDP ports free on loopback (for `[gue] ports`), probed by
+/// binding them; another process may still take one before the load balancer does.
+fn free_ports(count: u16) -> TestResult<u16> {
+    for _ in 0..100 {
+        let base = 20_000 + rand::random::<u16>() % 30_000;
+        let all_free =
+            (base..base + count).all(|port| std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok());
+        if all_free {
+            return Ok(base);
+        }
+    }
+    Err(format!("no {count} consecutive free UDP ports").into())
+}
+
 /// Starts `qlb lb`; returns it once it serves, with its listening address and, if `admin`,
 /// its admin API's.
 fn spawn_lb(
@@ -514,13 +571,17 @@ fn log_filter() -> String {
 /// The cluster's configuration file: encrypted QUIC-LB (key and secret in files beside it),
 /// free ports for the load balancer (`listen` first), health checks and admin API as `spec`
 /// says.
-fn config_text(spec: &Spec, backends: &[Backend]) -> String {
+fn config_text(spec: &Spec, backends: &[Backend]) -> TestResult<String> {
     let workers = spec.workers;
+    let mode = match spec.mode {
+        Mode::Proxy => "proxy",
+        Mode::Gue => "gue",
+    };
     let mut text = format!(
         "cluster_secret_file = \"cluster.secret\"\n\
          listen = [\"127.0.0.1:0\"]\n\
          workers = {workers}\n\
-         mode = \"proxy\"\n\
+         mode = \"{mode}\"\n\
          flow_idle_timeout = \"30s\"\n\
          \n\
          [[quic_lb]]\n\
@@ -548,14 +609,31 @@ fn config_text(spec: &Spec, backends: &[Backend]) -> String {
     if let Some(retry) = spec.retry {
         let _ = write!(text, "\n[retry]\n{retry}\n");
     }
+    // The backends' part is written for the load balancers only; the backends read the
+    // shared part, without `[gue]`, which needs free ports of the load balancer's.
+    if spec.mode == Mode::Gue && !backends.is_empty() {
+        let base = free_ports(GUE_PORTS)?;
+        let _ = write!(
+            text,
+            "\n[gue]\nbind = \"127.0.0.1:{base}\"\nports = {GUE_PORTS}\n"
+        );
+    }
     for backend in backends {
         let _ = write!(
             text,
-            "\n[[backend]]\nname = \"{}\"\naddr = \"{}\"\nserver_id = \"{}\"\n",
-            backend.name, backend.addr, backend.server_id
+            "\n[[backend]]\nname = \"{}\"\nserver_id = \"{}\"\n",
+            backend.name, backend.server_id
         );
+        let _ = match backend.gue {
+            Some(gue) => write!(
+                text,
+                "addr = \"{gue}\"\nhealth_addr = \"{}\"\n",
+                backend.addr
+            ),
+            None => write!(text, "addr = \"{}\"\n", backend.addr),
+        };
     }
-    text
+    Ok(text)
 }
 
 fn first_word(text: &str) -> &str {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use qlb_testkit::netns::Host;
 use qlb_testkit::peers::aioquic;
 use serde_json::Value;
 
@@ -202,13 +203,26 @@ pub(crate) fn aioquic_whoami(
     split_hello: bool,
     timeout: Duration,
 ) -> TestResult<Vec<WhoamiAnswers>> {
-    let output = run(
-        "aioquic client",
-        aioquic("whoami", server)
-            .args([connections.to_string(), requests.to_string()])
-            .args(split_hello.then_some("split-hello")),
-        timeout,
-    )?;
+    aioquic_whoami_on(None, server, connections, requests, split_hello, timeout)
+}
+
+/// [`aioquic_whoami`] run on `host` (a network namespace), or here.
+pub(crate) fn aioquic_whoami_on(
+    host: Option<&Host>,
+    server: SocketAddr,
+    connections: usize,
+    requests: usize,
+    split_hello: bool,
+    timeout: Duration,
+) -> TestResult<Vec<WhoamiAnswers>> {
+    let mut command = aioquic("whoami", server);
+    command
+        .args([connections.to_string(), requests.to_string()])
+        .args(split_hello.then_some("split-hello"));
+    if let Some(host) = host {
+        command = host.wrap(&command);
+    }
+    let output = run("aioquic client", &mut command, timeout)?;
     let stderr = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() {
         return Err(format!("aioquic client failed ({}): {stderr}", output.status).into());

@@ -1,0 +1,351 @@
+//! GUE mode end to end, with real `qlb lb` and `qlb serve --gue` processes.
+//!
+//! * On loopback, replies return through the load balancer (stateless return): the backends
+//!   see each client's own address and port, a client that moves is seen to move, and the
+//!   load balancer keeps no flow for anyone.
+//! * In network namespaces the test builds (a client, a load balancer and two backends on one
+//!   bridge, the VIP on the load balancer's and the backends' loopback, the client routing it
+//!   via the load balancer), replies return directly (direct server return): the backends
+//!   answer the client from the VIP, and nothing comes back through the load balancer.
+//!   qlb-client, aioquic and ngtcp2's gtlsclient (moving to a new local address
+//!   mid-transfer) all work.
+
+mod support;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use qlb_testkit::netns::{self, Host, Lan};
+use qlb_testkit::peers::{aioquic_available, gtlsclient_available};
+use qlb_testkit::{H3Client, fixtures};
+use serde_json::Value;
+use support::TestResult;
+use support::cluster::{Cluster, Mode, Spec};
+use support::peers::{Echo, aioquic_whoami_on, run_gtlsclient};
+use support::process::{Process, run};
+
+/// The longest a client may run (a debug build on a loaded 2-core machine).
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long a process may take to start.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[test]
+fn backends_see_the_clients_own_address_and_the_lb_keeps_no_flows() -> TestResult {
+    let cluster = Cluster::start(Spec {
+        backends: 2,
+        admin: true,
+        mode: Mode::Gue,
+        ..Spec::default()
+    })?;
+    let lb = cluster.lbs[0].addr;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let (before, after, local_before, local_after) = runtime.block_on(async {
+        let config = qlb_client::Trust::Insecure.client_config()?;
+        let mut client = H3Client::connect_with(lb, config).await?;
+        let local_before = client.endpoint.local_addr()?;
+        let before = client.whoami().await?;
+        // The client moves to a new port: the backend sees that address next.
+        client.rebind()?;
+        let local_after = client.endpoint.local_addr()?;
+        let mut after = client.whoami().await?;
+        for _ in 0..20 {
+            if after["peer"] == local_after.to_string() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            after = client.whoami().await?;
+        }
+        TestResult::Ok((before, after, local_before, local_after))
+    })?;
+    eprintln!("GUE whoami before {before} and after {after} moving");
+    assert_eq!(before["peer"], local_before.to_string(), "{before}");
+    assert_eq!(after["peer"], local_after.to_string(), "{after}");
+    assert_eq!(
+        before["name"], after["name"],
+        "the connection kept its backend"
+    );
+
+    // qlb-client's own command, from a port of its own.
+    let get = run(
+        "qlb get",
+        Command::new(env!("CARGO_BIN_EXE_qlb")).args([
+            "get",
+            &format!("https://{lb}/whoami"),
+            "--insecure",
+        ]),
+        CLIENT_TIMEOUT,
+    )?;
+    assert!(
+        get.status.success(),
+        "{}",
+        String::from_utf8_lossy(&get.stderr)
+    );
+    let whoami: Value = serde_json::from_slice(&get.stdout)?;
+    let peer: SocketAddr = whoami["peer"].as_str().ok_or("peer")?.parse()?;
+    assert!(
+        peer.ip().is_loopback() && peer.port() != lb.port(),
+        "the backend saw {peer}"
+    );
+
+    let status = cluster.lbs[0].status()?;
+    eprintln!("GUE load balancer status: {status}");
+    assert_eq!(status["mode"], "gue", "{status}");
+    assert_eq!(
+        status["flows"]["created"], 0,
+        "no flow in GUE mode: {status}"
+    );
+    Ok(())
+}
+
+/// The direct-return lab: a client, a load balancer and two backends on one bridge.
+struct Lab {
+    client: Host,
+    lb: Host,
+    backends: Vec<Host>,
+    processes: Vec<Process>,
+    dir: tempfile::TempDir,
+    /// The load balancer's admin API (on its host).
+    admin: SocketAddr,
+    /// The backends' metrics endpoints (on their hosts).
+    metrics: Vec<SocketAddr>,
+    _lan: Lan,
+}
+
+/// The VIP: on the load balancer's and the backends' loopback; the client routes it via the
+/// load balancer.
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 1);
+const VIP_PORT: u16 = 443;
+const QUIC_PORT: u16 = 4433;
+const GUE_PORT: u16 = 6080;
+
+impl Lab {
+    fn start() -> TestResult<Self> {
+        let lan = Lan::new("dsr", "10.77.0")?;
+        let client = lan.host("client", 10)?;
+        let lb = lan.host("lb", 2)?;
+        let backends = vec![lan.host("b1", 11)?, lan.host("b2", 12)?];
+        lb.add_local(VIP)?;
+        for backend in &backends {
+            backend.add_local(VIP)?;
+        }
+        client.route_via(VIP, lb.ip())?;
+
+        let dir = tempfile::tempdir()?;
+        let secret: String = fixtures::CLUSTER_SECRET
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let secret = format!("cluster_secret = \"{secret}\"\n");
+        let table = fixtures::table(1);
+        std::fs::write(dir.path().join("cluster.toml"), format!("{secret}{table}"))?;
+        let mut processes = Vec::new();
+        let mut metrics = Vec::new();
+        // Top-level keys first: after a table header, keys are the table's.
+        let mut lb_file = format!(
+            "{secret}listen = [\"{VIP}:{VIP_PORT}\"]\nworkers = 1\nmode = \"gue\"\n{table}\
+             [gue]\nbind = \"{}:{GUE_PORT}\"\nports = 4\n\
+             [health]\ninterval = \"200ms\"\ntimeout = \"500ms\"\nhealthy_threshold = 1\n\
+             unhealthy_threshold = 3\n[admin]\nlisten = \"{}:8080\"\n",
+            lb.ip(),
+            lb.ip(),
+        );
+        for (i, backend) in backends.iter().enumerate() {
+            let (name, server_id) = (format!("b{}", i + 1), format!("{:04x}", i + 1));
+            let ip = backend.ip();
+            let mut command = backend.command(env!("CARGO_BIN_EXE_qlb"));
+            command
+                .args(["serve", "--name", &name, "--server-id", &server_id])
+                .args(["--listen", &format!("{ip}:{QUIC_PORT}")])
+                .args(["--gue", &format!("{ip}:{GUE_PORT}"), "--direct-return"])
+                .args(["--metrics", &format!("{ip}:9100")])
+                .arg("--config")
+                .arg(dir.path().join("cluster.toml"));
+            let mut process = Process::spawn(&name, &mut command)?;
+            process.wait_for_log("receiving GUE on ", START_TIMEOUT)?;
+            processes.push(process);
+            metrics.push(SocketAddr::new(ip, 9100));
+            lb_file.push_str(&format!(
+                "[[backend]]\nname = \"{name}\"\nserver_id = \"{server_id}\"\n\
+                 addr = \"{ip}:{GUE_PORT}\"\nhealth_addr = \"{ip}:{QUIC_PORT}\"\n"
+            ));
+        }
+        std::fs::write(dir.path().join("lb.toml"), lb_file)?;
+        let mut command = lb.command(env!("CARGO_BIN_EXE_qlb"));
+        command
+            .arg("lb")
+            .arg("--config")
+            .arg(dir.path().join("lb.toml"));
+        let mut process = Process::spawn("lb", &mut command)?;
+        process.wait_for_log("load balancing on ", START_TIMEOUT)?;
+        processes.push(process);
+        let lab = Self {
+            admin: SocketAddr::new(lb.ip(), 8080),
+            client,
+            lb,
+            backends,
+            processes,
+            dir,
+            metrics,
+            _lan: lan,
+        };
+        lab.wait_until_up()?;
+        Ok(lab)
+    }
+
+    fn vip(&self) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(VIP), VIP_PORT)
+    }
+
+    /// GET `url` from `host` (the test's own namespace cannot reach the lab).
+    fn http_get(host: &Host, url: &str) -> TestResult<String> {
+        let script = format!(
+            "import urllib.request,sys\n\
+             sys.stdout.write(urllib.request.urlopen('{url}', timeout=10).read().decode())"
+        );
+        let output = host.command("python3").args(["-c", &script]).output()?;
+        match output.status.success() {
+            true => Ok(String::from_utf8(output.stdout)?),
+            false => Err(format!("GET {url}: {}", String::from_utf8_lossy(&output.stderr)).into()),
+        }
+    }
+
+    fn status(&self) -> TestResult<Value> {
+        Ok(serde_json::from_str(&Self::http_get(
+            &self.lb,
+            &format!("http://{}/status", self.admin),
+        )?)?)
+    }
+
+    /// `series` on backend `i`, 0 if absent.
+    fn backend_metric(&self, i: usize, series: &str) -> TestResult<f64> {
+        let text = Self::http_get(
+            &self.backends[i],
+            &format!("http://{}/metrics", self.metrics[i]),
+        )?;
+        Ok(text
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0))
+    }
+
+    fn wait_until_up(&self) -> TestResult {
+        for _ in 0..300 {
+            let status = self.status()?;
+            let up = status["backends"]
+                .as_array()
+                .is_some_and(|backends| backends.iter().all(|b| b["health"]["state"] == "up"));
+            if up {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(format!("the lab's backends never came up: {}", self.status()?).into())
+    }
+
+    /// Client datagrams to each backend and replies back through the load balancer, from its
+    /// status.
+    fn lb_traffic(&self) -> TestResult<Vec<(u64, u64)>> {
+        let status = self.status()?;
+        Ok(status["backends"]
+            .as_array()
+            .ok_or("backends")?
+            .iter()
+            .map(|b| {
+                (
+                    b["to_backend"]["packets"].as_u64().unwrap_or_default(),
+                    b["to_client"]["packets"].as_u64().unwrap_or_default(),
+                )
+            })
+            .collect())
+    }
+
+    fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // Before the namespaces go.
+        for process in &mut self.processes {
+            process.kill();
+        }
+    }
+}
+
+#[test]
+fn direct_server_return_in_network_namespaces() -> TestResult {
+    if !netns::available() {
+        return Ok(());
+    }
+    let lab = Lab::start()?;
+    let vip = lab.vip();
+    let qlb = env!("CARGO_BIN_EXE_qlb");
+
+    // qlb-client: several connections, each seen from the client's own address.
+    for _ in 0..4 {
+        let get = run(
+            "qlb get",
+            lab.client
+                .command(qlb)
+                .args(["get", &format!("https://{vip}/whoami"), "--insecure"]),
+            CLIENT_TIMEOUT,
+        )?;
+        assert!(
+            get.status.success(),
+            "{}",
+            String::from_utf8_lossy(&get.stderr)
+        );
+        let whoami: Value = serde_json::from_slice(&get.stdout)?;
+        let peer: SocketAddr = whoami["peer"].as_str().ok_or("peer")?.parse()?;
+        assert_eq!(peer.ip(), lab.client.ip(), "{whoami}");
+    }
+
+    // aioquic: connections spread over both backends, each answered by one.
+    if aioquic_available() {
+        let connections = aioquic_whoami_on(Some(&lab.client), vip, 8, 2, false, CLIENT_TIMEOUT)?;
+        for connection in &connections {
+            let whoami = connection.as_ref().map_err(|e| e.to_owned())?;
+            let peers: Vec<&Value> = whoami.answers.iter().map(|a| &a["peer"]).collect();
+            assert!(
+                peers
+                    .iter()
+                    .all(|p| p.as_str().is_some_and(|p| p.starts_with("10.77.0.10:"))),
+                "{peers:?}"
+            );
+        }
+    }
+
+    // gtlsclient: 20 MB up and back while moving to a new local address.
+    if gtlsclient_available() {
+        let echo = Echo::new(lab.dir(), 20_000_000)?;
+        let log = run_gtlsclient(
+            &mut lab
+                .client
+                .wrap(&echo.gtlsclient(vip, &["--change-local-addr=50ms"])),
+            CLIENT_TIMEOUT,
+        )?;
+        assert!(
+            log.contains("Changing local address"),
+            "gtlsclient never moved"
+        );
+        echo.check()?;
+        let moves: f64 = (0..lab.backends.len())
+            .map(|i| lab.backend_metric(i, "qlb_server_peer_address_changes_total"))
+            .sum::<TestResult<f64>>()?;
+        eprintln!("DSR: gtlsclient moved mid-transfer; backends saw {moves} address change(s)");
+    }
+
+    // Everything reached the backends through the load balancer; nothing came back through
+    // it: the backends answered directly from the VIP.
+    let traffic = lab.lb_traffic()?;
+    eprintln!("DSR: (to backend, back through the LB) per backend: {traffic:?}");
+    assert!(traffic.iter().all(|&(to, _)| to > 0), "{traffic:?}");
+    assert!(traffic.iter().all(|&(_, back)| back == 0), "{traffic:?}");
+    let status = lab.status()?;
+    assert_eq!(status["flows"]["created"], 0, "{status}");
+    Ok(())
+}
