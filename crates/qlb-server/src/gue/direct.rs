@@ -143,3 +143,40 @@ impl DirectSockets {
         UdpIo::new(socket.into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vip(host: u8) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, host], 0))
+    }
+
+    #[tokio::test]
+    async fn sockets_are_bound_once_per_vip_and_bounded() {
+        let direct = DirectSockets::new();
+        let first = direct.get(vip(1)).expect("127.0.0.1 is local");
+        let again = direct.get(vip(1)).expect("bound");
+        assert!(Arc::ptr_eq(&first, &again));
+        for host in 2..=u8::try_from(MAX_VIPS + 1).expect("small") {
+            direct.get(vip(host)).expect("127.0.0.0/8 is local");
+        }
+        // The least recently used one (127.0.0.1) made room for the seventeenth.
+        assert_eq!(direct.bound().len(), MAX_VIPS);
+        let entries = direct.entries.lock().expect("not poisoned");
+        assert!(!entries.contains_key(&vip(1)));
+    }
+
+    #[tokio::test]
+    async fn a_vip_that_cannot_be_bound_is_not_retried_at_once() {
+        let direct = DirectSockets::new();
+        let foreign = SocketAddr::from(([192, 0, 2, 1], 443));
+        assert_eq!(direct.get(foreign).err(), Some(DirectError::Bind));
+        assert_eq!(direct.get(foreign).err(), Some(DirectError::Bind));
+        let entries = direct.entries.lock().expect("not poisoned");
+        assert!(matches!(
+            entries.get(&foreign).map(|entry| &entry.slot),
+            Some(Slot::Failed(_))
+        ));
+    }
+}
