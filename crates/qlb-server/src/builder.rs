@@ -190,8 +190,8 @@ impl ServerBuilder {
         self
     }
 
-    /// Binds the UDP socket and starts the QUIC endpoint; call [`Server::serve`] next.
-    /// Must run inside a tokio runtime.
+    /// Binds the UDP socket (and the GUE socket, after [`gue`](Self::gue)) and starts the
+    /// QUIC endpoint; call [`Server::serve`] next. Must run inside a tokio runtime.
     ///
     /// Refuses a server ID that does not fit the configuration, configurations whose CIDs
     /// are shorter than 8 octets, unusable TLS material, and lifecycle limits past their
