@@ -1,4 +1,5 @@
-//! Assembling a server: QUIC-LB CID generator, cluster keys, TLS, lifecycle limits, socket.
+//! Assembling a server: QUIC-LB CID generator, cluster keys, TLS, lifecycle limits,
+//! sockets (plain, and GUE when asked for).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use crate::Metrics;
 use crate::cid_generator::QuicLbCidGenerator;
 use crate::connection::ConnectionSettings;
 use crate::error::BuildError;
+use crate::gue::{GueReturn, GueSocket};
 use crate::keys::ClusterKeys;
 use crate::lifecycle::ConnectionLimits;
 use crate::server::Server;
@@ -46,6 +48,7 @@ pub struct ServerBuilder {
     keys: Option<ClusterKeys>,
     identity: Option<Identity>,
     limits: ConnectionLimits,
+    gue: Option<(SocketAddr, GueReturn)>,
 }
 
 impl ServerBuilder {
@@ -57,6 +60,7 @@ impl ServerBuilder {
             keys: None,
             identity: None,
             limits: ConnectionLimits::default(),
+            gue: None,
         }
     }
 
@@ -153,8 +157,41 @@ impl ServerBuilder {
         self
     }
 
-    /// Binds the UDP socket and starts the QUIC endpoint; call [`Server::serve`] next.
-    /// Must run inside a tokio runtime.
+    /// Also receive datagrams encapsulated by a load balancer in GUE mode, on `addr`, and
+    /// answer their clients as `ret` says. [`bind`](Self::bind) then binds both sockets on
+    /// one QUIC endpoint: the plain one keeps serving health checks and direct clients.
+    ///
+    /// A GUE datagram (GUE header, inner IP and UDP headers, the QUIC datagram) is
+    /// decapsulated before QUIC sees it, so connections see the client's real address (the
+    /// inner source) and the VIP it sent to (the inner destination); `/whoami` reports that
+    /// address, and a client that migrates is seen to migrate. Datagrams that are not GUE
+    /// are dropped and counted (`qlb_server_gue_dropped_total`).
+    ///
+    /// Anyone who can reach `addr` can claim any client address: let only the load
+    /// balancers reach it (firewall), as with the kernel's `fou`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use qlb_server::{GueReturn, Server};
+    /// use quic_lb::{Config, ConfigId};
+    ///
+    /// let config = Config::new(ConfigId::new(0)?, 2, 6, None)?;
+    /// let server = Server::builder(config, "0001".parse()?)
+    ///     .gue("127.0.0.1:0".parse()?, GueReturn::ThroughLoadBalancer)
+    ///     .bind("127.0.0.1:0".parse()?)?;
+    /// let gue = server.gue_addr().expect("GUE mode");
+    /// assert_ne!(gue, server.local_addr()?);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn gue(mut self, addr: SocketAddr, ret: GueReturn) -> Self {
+        self.gue = Some((addr, ret));
+        self
+    }
+
+    /// Binds the UDP socket (and the GUE socket, after [`gue`](Self::gue)) and starts the
+    /// QUIC endpoint; call [`Server::serve`] next. Must run inside a tokio runtime.
     ///
     /// Refuses a server ID that does not fit the configuration, configurations whose CIDs
     /// are shorter than 8 octets, unusable TLS material, and lifecycle limits past their
@@ -202,18 +239,38 @@ impl ServerBuilder {
 
         let bind_error = |source| BuildError::Bind { addr, source };
         let socket = std::net::UdpSocket::bind(addr).map_err(bind_error)?;
-        let endpoint = quinn::Endpoint::new(
-            endpoint_config,
-            Some(server_config),
-            socket,
-            Arc::new(quinn::TokioRuntime),
-        )
-        .map_err(bind_error)?;
+        let runtime = Arc::new(quinn::TokioRuntime);
+        let (endpoint, gue_addr) = match self.gue {
+            None => (
+                quinn::Endpoint::new(endpoint_config, Some(server_config), socket, runtime)
+                    .map_err(bind_error)?,
+                None,
+            ),
+            Some((gue_addr, ret)) => {
+                let gue_error = |source| BuildError::Bind {
+                    addr: gue_addr,
+                    source,
+                };
+                let gue = std::net::UdpSocket::bind(gue_addr).map_err(gue_error)?;
+                let socket =
+                    GueSocket::new(socket, gue, ret, metrics.clone()).map_err(gue_error)?;
+                let bound = socket.gue_addr().map_err(gue_error)?;
+                let endpoint = quinn::Endpoint::new_with_abstract_socket(
+                    endpoint_config,
+                    Some(server_config),
+                    Arc::new(socket),
+                    runtime,
+                )
+                .map_err(bind_error)?;
+                (endpoint, Some(bound))
+            }
+        };
         let server_name = self
             .name
             .unwrap_or_else(|| format!("qlb-{}", self.server_id));
         Ok(Server::new(
             endpoint,
+            gue_addr,
             issuing,
             ConnectionSettings {
                 server_id: self.server_id,

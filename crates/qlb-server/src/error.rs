@@ -59,10 +59,10 @@ pub enum BuildError {
     /// The certificate or key is unusable.
     #[error(transparent)]
     Tls(#[from] TlsError),
-    /// The UDP socket could not be bound or set up.
+    /// A UDP socket (the plain one, or the GUE one) could not be bound or set up.
     #[error("binding UDP {addr}")]
     Bind {
-        /// The address asked for.
+        /// The address asked for: `bind`'s, or `gue`'s.
         addr: std::net::SocketAddr,
         /// The operating system's reason.
         source: std::io::Error,

@@ -14,6 +14,11 @@
 //!   two-phase GOAWAY, lets in-flight requests finish, rejects later ones with
 //!   H3_REQUEST_REJECTED and closes with H3_NO_ERROR. Max connection age (+-10% jitter),
 //!   age grace and max idle recycle long-lived connections, as in gRPC.
+//! * **GUE mode.** Behind a load balancer that encapsulates client datagrams (Generic UDP
+//!   Encapsulation, its `mode = "gue"`), [`ServerBuilder::gue`] adds a socket that strips
+//!   the encapsulation beneath QUIC, so connections see the clients' real addresses, with
+//!   no kernel support; replies go back encapsulated through the load balancer or straight
+//!   from the VIP ([`GueReturn`]). See `docs/operations.md`, "Backends in GUE mode".
 //! * **Metrics** for Prometheus: [`Metrics`].
 //!
 //! Serving an axum `Router`, with the built-in routes, until Ctrl-C:
@@ -64,6 +69,7 @@ mod connection;
 mod drain;
 mod error;
 mod goaway;
+mod gue;
 mod info;
 mod keys;
 mod lifecycle;
@@ -80,6 +86,7 @@ pub use builder::ServerBuilder;
 pub use cid_generator::QuicLbCidGenerator;
 pub use drain::DrainState;
 pub use error::{BuildError, TlsError};
+pub use gue::GueReturn;
 pub use info::ConnectionInfo;
 pub use metrics::Metrics;
 pub use routes::builtin_routes;

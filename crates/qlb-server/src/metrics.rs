@@ -1,5 +1,6 @@
 //! The server's Prometheus metrics: connections, requests by status, GOAWAYs, closes by
-//! reason, peer address changes, issued connection IDs, QUIC-LB nonces left.
+//! reason, peer address changes, issued connection IDs, QUIC-LB nonces left, and GUE mode's
+//! datagrams, drops and return routes.
 
 use std::sync::{Arc, OnceLock};
 
@@ -9,6 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::cid_generator::CidCounters;
+use crate::gue::Dropped;
 use crate::lifecycle::CloseReason;
 
 type Label<V> = [(&'static str, V); 1];
@@ -43,6 +45,18 @@ struct Inner {
     closes: Family<Label<&'static str>, Counter>,
     peer_address_changes: Counter,
     cids: CidCounters,
+    gue: GueCounters,
+}
+
+/// GUE mode's counters.
+#[derive(Debug, Default)]
+struct GueCounters {
+    received: Counter,
+    dropped: Family<Label<&'static str>, Counter>,
+    sent: Family<Label<&'static str>, Counter>,
+    send_dropped: Family<Label<&'static str>, Counter>,
+    routes_forgotten: Counter,
+    return_fallbacks: Counter,
 }
 
 /// The status codes whose counters are cached.
@@ -61,6 +75,7 @@ impl Default for Inner {
             closes: Family::default(),
             peer_address_changes: Counter::default(),
             cids: CidCounters::default(),
+            gue: GueCounters::default(),
         }
     }
 }
@@ -140,6 +155,42 @@ impl Metrics {
              config-failover CIDs: install a new configuration well before",
             metrics.cids.nonces_remaining.clone(),
         );
+        let gue = &metrics.gue;
+        registry.register(
+            "gue_received",
+            "Datagrams decapsulated from the GUE socket and handed to QUIC",
+            gue.received.clone(),
+        );
+        registry.register(
+            "gue_dropped",
+            "Datagrams received on the GUE socket and dropped, by reason (truncated, version, \
+             control, protocol, not_udp, fragment, length: not a GUE packet carrying a UDP \
+             datagram; empty; too_long: larger than QUIC's receive buffer)",
+            gue.dropped.clone(),
+        );
+        registry.register(
+            "gue_sent",
+            "Datagrams sent to GUE clients, by return path (through_lb: encapsulated to the \
+             load balancer; direct: from the VIP)",
+            gue.sent.clone(),
+        );
+        registry.register(
+            "gue_send_dropped",
+            "Replies to GUE clients dropped, by reason (direct_bind: the VIP address cannot \
+             be bound; encapsulation: the addresses cannot be encapsulated)",
+            gue.send_dropped.clone(),
+        );
+        registry.register(
+            "gue_routes_forgotten",
+            "GUE clients forgotten by the full return map (their replies then take the \
+             latest load balancer and VIP port until they send again)",
+            gue.routes_forgotten.clone(),
+        );
+        registry.register(
+            "gue_return_fallbacks",
+            "Replies to GUE clients the return map did not know, sent by the fallback route",
+            gue.return_fallbacks.clone(),
+        );
     }
 
     /// Counts a handshake; returns a guard that holds the connection in the active gauge.
@@ -201,6 +252,43 @@ impl Metrics {
     pub(crate) fn peer_address_changed(&self) {
         self.0.peer_address_changes.inc();
     }
+
+    pub(crate) fn gue_received(&self, datagrams: usize) {
+        self.0.gue.received.inc_by(datagrams as u64);
+    }
+
+    pub(crate) fn gue_dropped(&self, reason: Dropped) {
+        self.0
+            .gue
+            .dropped
+            .get_or_create(&[("reason", reason.as_str())])
+            .inc();
+    }
+
+    /// `path` is `through_lb` or `direct`.
+    pub(crate) fn gue_sent(&self, path: &'static str, datagrams: usize) {
+        self.0
+            .gue
+            .sent
+            .get_or_create(&[("path", path)])
+            .inc_by(datagrams as u64);
+    }
+
+    pub(crate) fn gue_send_dropped(&self, reason: &'static str) {
+        self.0
+            .gue
+            .send_dropped
+            .get_or_create(&[("reason", reason)])
+            .inc();
+    }
+
+    pub(crate) fn gue_routes_forgotten(&self, clients: usize) {
+        self.0.gue.routes_forgotten.inc_by(clients as u64);
+    }
+
+    pub(crate) fn gue_return_fallback(&self) {
+        self.0.gue.return_fallbacks.inc();
+    }
 }
 
 /// Decrements the active-connections gauge when the connection task ends.
@@ -241,6 +329,13 @@ mod tests {
         metrics.connection_closed(CloseReason::MaxAgeGrace);
         metrics.peer_address_changed();
         metrics.0.cids.routable.inc();
+        metrics.gue_received(3);
+        metrics.gue_dropped(Dropped::Decap(qlb_gue::DecapError::Control));
+        metrics.gue_dropped(Dropped::TooLong);
+        metrics.gue_sent("through_lb", 2);
+        metrics.gue_send_dropped("direct_bind");
+        metrics.gue_routes_forgotten(5);
+        metrics.gue_return_fallback();
         let text = encoded(&metrics);
         for line in [
             "qlb_server_active_connections 1",
@@ -257,6 +352,13 @@ mod tests {
             "qlb_server_peer_address_changes_total 1",
             "qlb_server_cids_issued_total 1",
             "qlb_server_failover_cids_issued_total 0",
+            "qlb_server_gue_received_total 3",
+            "qlb_server_gue_dropped_total{reason=\"control\"} 1",
+            "qlb_server_gue_dropped_total{reason=\"too_long\"} 1",
+            "qlb_server_gue_sent_total{path=\"through_lb\"} 2",
+            "qlb_server_gue_send_dropped_total{reason=\"direct_bind\"} 1",
+            "qlb_server_gue_routes_forgotten_total 5",
+            "qlb_server_gue_return_fallbacks_total 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

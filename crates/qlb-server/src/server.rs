@@ -34,6 +34,8 @@ pub struct Server {
 #[derive(Debug)]
 struct Shared {
     endpoint: quinn::Endpoint,
+    /// The GUE socket's address, in GUE mode.
+    gue_addr: Option<SocketAddr>,
     issuing: IssuingConfig,
     settings: Arc<ConnectionSettings>,
     drain: DrainSender,
@@ -59,12 +61,14 @@ impl Server {
 
     pub(crate) fn new(
         endpoint: quinn::Endpoint,
+        gue_addr: Option<SocketAddr>,
         issuing: IssuingConfig,
         settings: ConnectionSettings,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 endpoint,
+                gue_addr,
                 issuing,
                 settings: Arc::new(settings),
                 drain: watch::Sender::new(None),
@@ -74,7 +78,7 @@ impl Server {
         }
     }
 
-    /// The UDP address the server listens on.
+    /// The UDP address the server listens on (the plain socket, in GUE mode too).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -88,6 +92,23 @@ impl Server {
     /// ```
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.shared.endpoint.local_addr()
+    }
+
+    /// The UDP address the server receives GUE-encapsulated datagrams on, if it was built
+    /// with [`ServerBuilder::gue`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # use quic_lb::{Config, ConfigId};
+    /// let config = Config::new(ConfigId::new(0)?, 2, 6, None)?;
+    /// let server = qlb_server::Server::builder(config, "0001".parse()?).bind("127.0.0.1:0".parse()?)?;
+    /// assert_eq!(server.gue_addr(), None);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn gue_addr(&self) -> Option<SocketAddr> {
+        self.shared.gue_addr
     }
 
     /// This server's QUIC-LB server ID.

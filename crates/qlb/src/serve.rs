@@ -15,7 +15,7 @@ use axum::response::IntoResponse;
 use clap::Args;
 use prometheus_client::registry::Registry;
 use qlb_lb::config::ClusterConfig;
-use qlb_server::{Identity, Server, builtin_routes};
+use qlb_server::{GueReturn, Identity, Server, builtin_routes};
 use quic_lb::{Config, ServerId};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -58,6 +58,15 @@ pub(crate) struct ServeArgs {
     /// Drain connections that have had no request in flight for this long [default: never].
     #[arg(long, value_parser = up_to_a_day)]
     idle_timeout: Option<Duration>,
+    /// Also receive datagrams a load balancer in `mode = "gue"` encapsulates, on this UDP
+    /// address (the load balancer's `backend.addr`). Replies go back encapsulated to the
+    /// load balancer that sent the client's latest datagram, unless --direct-return.
+    #[arg(long)]
+    gue: Option<SocketAddr>,
+    /// Answer GUE clients directly from the VIP address they sent to (direct server
+    /// return); the VIP must be a local address (`ip addr add VIP/32 dev lo`).
+    #[arg(long, requires = "gue")]
+    direct_return: bool,
 }
 
 impl ServeArgs {
@@ -93,8 +102,27 @@ impl ServeArgs {
         if let Some(idle) = self.idle_timeout {
             builder = builder.max_connection_idle(idle);
         }
+        let gue_return = match self.direct_return {
+            true => GueReturn::Direct,
+            false => GueReturn::ThroughLoadBalancer,
+        };
+        if let Some(gue) = self.gue {
+            builder = builder.gue(gue, gue_return);
+        }
         let server = builder.bind(self.listen)?;
         let addr = server.local_addr().context("reading the bound address")?;
+        if let Some(gue) = server.gue_addr() {
+            match gue_return {
+                GueReturn::ThroughLoadBalancer => tracing::info!(
+                    "receiving GUE on {gue}; replies return through the load balancer \
+                     (encapsulated to the sender of each client's latest datagram)"
+                ),
+                GueReturn::Direct => tracing::info!(
+                    "receiving GUE on {gue}; replies return directly from the VIP (direct \
+                     server return: each VIP must be a local address of this host)"
+                ),
+            }
+        }
 
         if let Some(metrics_addr) = self.metrics {
             let listener = tokio::net::TcpListener::bind(metrics_addr)
