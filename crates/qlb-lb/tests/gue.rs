@@ -221,6 +221,41 @@ fn strangers_other_addresses_and_malformed_packets_are_dropped_and_counted() {
 }
 
 #[test]
+fn a_new_pool_takes_replies_from_its_backends_only() {
+    let cluster = backends("127.0.0.1", 2);
+    let full = cluster.pool();
+    let first = full.backends().iter().take(1).cloned();
+    let only_b1 = qlb_router::Pool::new(full.decoder().clone(), first).expect("pool");
+    let lb = start(
+        &["127.0.0.1:0"],
+        1,
+        Arc::new(only_b1),
+        gue("127.0.0.1:0", 1),
+    );
+    let (listen, gue_addr) = (lb.local_addrs()[0], lb.gue_addrs()[0]);
+    let client = Peer::client();
+    let reply = encapsulated(listen, client.addr(), Ecn::NotEct, b"\x40reply");
+    let (b1, b2) = (cluster.backend("b1"), cluster.backend("b2"));
+    // b2 is no backend of the pool yet: its replies are a stranger's.
+    b2.send(gue_addr, &reply, None);
+    eventually_blocking(WAIT, "b2 unknown", || {
+        lb.stats().dropped(DataplaneDrop::UnknownSource) == 1
+    })
+    .expect("in time");
+    b1.send(gue_addr, &reply, None);
+    assert_eq!(client.collect(1).len(), 1, "b1's reply");
+    // b2 joins: its replies go through, counted as its own.
+    lb.set_pool(full);
+    b2.send(gue_addr, &reply, None);
+    assert_eq!(client.collect(1).len(), 1, "b2's reply");
+    let stats = lb.stats();
+    assert_eq!(
+        (stats.to_client("b1").packets, stats.to_client("b2").packets),
+        (1, 1)
+    );
+}
+
+#[test]
 fn a_restarted_data_plane_forwards_replies_before_the_client_sends_again() {
     let cluster = backends("127.0.0.1", 1);
     let first = start(&["127.0.0.1:0"], 2, cluster.pool(), gue("127.0.0.1:0", 1));
