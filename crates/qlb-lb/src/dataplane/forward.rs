@@ -467,10 +467,10 @@ impl Forwarder {
                 let packet = data
                     .get(octets.clone())
                     .unwrap_or_else(|| broken("a datagram lies in its buffer"));
-                let reply = backend
+                let outcome = backend
                     .ok_or(DataplaneDrop::UnknownSource)
                     .and_then(|backend| Ok((backend, reply(&self.listeners, packet, meta.ecn)?)));
-                let (exit, payload) = match reply {
+                let (exit, payload) = match outcome {
                     Ok((backend, (exit, payload))) => {
                         self.counters.replied(backend, 1, payload);
                         (Some(exit), payload)
