@@ -4,8 +4,9 @@
 //! Client to backend: each datagram of a batch is routed by the listener's router (after
 //! Retry offload, when on), then, in `proxy` mode, leaves through its flow's upstream socket,
 //! connected to the backend; in `gue` mode it is encapsulated into a scratch buffer (inner
-//! source the client, inner destination the VIP) and leaves through the GUE socket its
-//! client hashes to. Backend to client: in `proxy` mode, the datagrams received on an upstream
+//! source the client, inner destination the VIP), grouped with the batch's others to the same
+//! backend through the same GUE socket, and leaves through the GUE socket its client hashes
+//! to. Backend to client: in `proxy` mode, the datagrams received on an upstream
 //! socket from a backend of the pool leave through the listening socket the client used, from
 //! the address the client sent to; in `gue` mode, those received on a GUE socket from a
 //! backend of the pool are decapsulated and leave through the listening socket of their inner
@@ -66,9 +67,13 @@ pub(super) struct Forwarder {
     exits: Vec<(Option<Exit>, usize)>,
     /// Scratch: single datagrams of several buffers gathered into one transmit.
     gather: Vec<u8>,
+    /// Scratch of a client batch in `gue` mode: its routed datagrams as (GUE port, backend,
+    /// index in `spans`), in the order they are encapsulated.
+    order: Vec<(usize, SocketAddr, usize)>,
     /// Scratch of a client batch in `gue` mode: its encapsulated datagrams, back to back, so
-    /// that a run of them to one backend is one GSO send as it lies.
+    /// that a run of them to one backend is one GSO send as it lies, and where each lies.
     encapsulated: Vec<u8>,
+    encapsulated_spans: Vec<DatagramSpan>,
     /// Retry offload, when on.
     retry: Option<RetryState>,
     /// Scratch of a client batch: the datagrams (by span index) whose valid Retry token is
@@ -180,7 +185,9 @@ impl Forwarder {
             routes: Vec::new(),
             exits: Vec::new(),
             gather: Vec::new(),
+            order: Vec::new(),
             encapsulated: Vec::new(),
+            encapsulated_spans: Vec::new(),
             retry: options.retry.clone().map(RetryState::new),
             exchanges: Vec::new(),
         })
@@ -410,48 +417,64 @@ impl Forwarder {
         let Some(local) = self.listeners.get(listener).map(|l| l.local) else {
             return;
         };
-        let mut scratch = std::mem::take(&mut self.encapsulated);
-        scratch.clear();
-        self.exits.clear();
         let ports = self.gue.len();
-        for (route, span) in self.routes.iter().zip(self.spans.iter_mut()) {
+        // Sorted by GUE port and backend, so that the datagrams of a batch to one backend
+        // through one socket are neighbours (one GSO send) however the clients interleave;
+        // the index keeps each client's datagrams in order (a client has one port).
+        self.order.clear();
+        for (index, (route, span)) in self.routes.iter().zip(&self.spans).enumerate() {
+            let Some(backend) = *route else { continue };
+            match batch.meta(span.buffer) {
+                Some(meta) => self
+                    .order
+                    .push((port_index(meta.addr, ports), backend, index)),
+                None => broken("a span's buffer is in its batch"),
+            }
+        }
+        self.order.sort_unstable();
+        let mut scratch = std::mem::take(&mut self.encapsulated);
+        let mut spans = std::mem::take(&mut self.encapsulated_spans);
+        scratch.clear();
+        spans.clear();
+        self.exits.clear();
+        for &(port, backend, index) in &self.order {
+            // Both there: `order` was made from them.
+            let Some((span, meta)) = self
+                .spans
+                .get(index)
+                .and_then(|span| Some((span, batch.meta(span.buffer)?)))
+            else {
+                continue;
+            };
             let start = scratch.len();
-            let exit = match (*route, batch.meta(span.buffer)) {
-                (None, _) => None,
-                (Some(_), None) => {
-                    broken::<()>("a span's buffer is in its batch");
+            let ecn = inner_ecn(meta.ecn);
+            let datagram = batch.octets(span);
+            let encapsulated = vip(local, meta.dst_ip).is_some_and(|vip| {
+                qlb_gue::encapsulate(&mut scratch, meta.addr, vip, ecn, datagram).is_ok()
+            });
+            let exit = match encapsulated {
+                true => Some(Exit {
+                    via: Source::Gue(port),
+                    destination: backend,
+                    ecn: meta.ecn,
+                    src_ip: None,
+                }),
+                false => {
+                    scratch.truncate(start);
+                    self.counters.dropped(DataplaneDrop::EncapsulationFailed, 1);
                     None
                 }
-                (Some(backend), Some(meta)) => {
-                    let datagram = batch.octets(span);
-                    let encapsulated = vip(local, meta.dst_ip).is_some_and(|vip| {
-                        let ecn = inner_ecn(meta.ecn);
-                        qlb_gue::encapsulate(&mut scratch, meta.addr, vip, ecn, datagram).is_ok()
-                    });
-                    match encapsulated {
-                        true => Some(Exit {
-                            via: Source::Gue(port_index(meta.addr, ports)),
-                            destination: backend,
-                            ecn: meta.ecn,
-                            src_ip: None,
-                        }),
-                        false => {
-                            scratch.truncate(start);
-                            self.counters.dropped(DataplaneDrop::EncapsulationFailed, 1);
-                            None
-                        }
-                    }
-                }
             };
-            // From here on the span names the datagram's encapsulation (empty: none).
-            *span = DatagramSpan {
+            spans.push(DatagramSpan {
                 buffer: 0,
                 octets: start..scratch.len(),
-            };
+            });
             self.exits.push((exit, scratch.len() - start));
         }
+        // `send` takes the encapsulations' spans; the batch's are scratch until the next.
+        std::mem::swap(&mut self.spans, &mut spans);
         self.send(Octets::Scratch(&scratch));
-        self.encapsulated = scratch;
+        (self.encapsulated, self.encapsulated_spans) = (scratch, spans);
     }
 
     /// `gue` mode: relays a receive batch of a GUE socket, backends' encapsulated replies:

@@ -54,8 +54,9 @@
 //!   over its receive queues while each flow stays on one (Katran's "RSS-friendly"
 //!   encapsulation). Fixed ports mean a restarted data plane has the same addresses, and
 //!   replies sent to the old process reach the new one. The encapsulated datagrams of a
-//!   receive batch are built back to back in a scratch buffer, so a run of them through one
-//!   socket to one backend is one GSO send as it lies. Replies are taken from backends of the
+//!   receive batch are built back to back in a scratch buffer, grouped by GUE socket and
+//!   backend (each client's in their order), so those through one socket to one backend are
+//!   one GSO send as they lie, however the clients interleave. Replies are taken from backends of the
 //!   pool only, and for the load balancer's own VIPs only (the exact listening address, or a
 //!   wildcard listener's port, then sent from the VIP's address); everything else is dropped
 //!   and counted.
