@@ -5,9 +5,10 @@
 //!   ([`ClusterConfig`](config::ClusterConfig), which `qlb serve` backends read) and the load
 //!   balancer's whole file ([`LbConfig`](config::LbConfig), which `qlb lb` runs from), and the
 //!   routing [`Pool`](qlb_router::Pool) it describes;
-//! * [`dataplane`]: the forwarding data plane in `proxy` mode, on plain options: worker threads
-//!   on SO_REUSEPORT sockets with batched I/O (GRO, GSO, ECN) that route client datagrams with
-//!   [`qlb_router`] and relay them through per-flow upstream sockets, with a handle to swap the
+//! * [`dataplane`]: the forwarding data plane, on plain options: worker threads on
+//!   SO_REUSEPORT sockets with batched I/O (GRO, GSO, ECN) that route client datagrams with
+//!   [`qlb_router`] and relay them through per-flow upstream sockets (`proxy` mode) or
+//!   encapsulate them in GUE without per-client state (`gue` mode), with a handle to swap the
 //!   pool and read the counters;
 //! * [`daemon`]: the [`Balancer`], which runs all of it from a configuration: active HTTP/3
 //!   health checks, admin drains and reloads swap the data plane's pool without losing a flow;

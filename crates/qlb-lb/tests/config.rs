@@ -5,7 +5,9 @@ use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
-use qlb_lb::config::{ClusterConfig, ConfigError, LbConfig, RetryConfig, RetryMode};
+use qlb_lb::config::{
+    ClusterConfig, ConfigError, ForwardingMode, GueConfig, LbConfig, RetryConfig, RetryMode,
+};
 use qlb_router::BackendState;
 use quic_lb::Mode;
 
@@ -523,4 +525,131 @@ fn the_retry_table_loads_and_bad_values_are_refused_naming_their_field() {
     );
     // A backend reading the shared part ignores the table.
     assert!(load_cluster(&with("mode = \"always\"")).is_ok());
+}
+
+/// A `gue` mode file: its table, and a backend whose health checks go to its QUIC address.
+const GUE: &str = r#"
+listen = ["127.0.0.1:4433"]
+mode = "gue"
+[gue]
+bind = "127.0.0.1:6080"
+ports = 4
+[[backend]]
+name = "b1"
+addr = "127.0.0.1:6001"
+health_addr = "127.0.0.1:5001"
+server_id = "01"
+"#;
+
+/// [`GUE`] with `from` replaced by `to`; the replacement must apply.
+fn gue_variant(from: &str, to: &str) -> String {
+    assert!(GUE.contains(from), "GUE lacks {from:?}");
+    GUE.replacen(from, to, 1)
+}
+
+#[test]
+fn gue_mode_loads_with_its_table_defaults_and_health_addresses() {
+    let config = load(GUE).expect("valid");
+    let gue = |bind: &str, ports| {
+        ForwardingMode::Gue(GueConfig {
+            bind: bind.parse().expect("address"),
+            ports,
+        })
+    };
+    assert_eq!(config.mode, gue("127.0.0.1:6080", 4));
+    assert_eq!(config.mode.as_str(), "gue");
+    let backend = &config.backends[0];
+    assert_eq!(backend.health_check_addr().to_string(), "127.0.0.1:5001");
+    assert_eq!(backend.addr.to_string(), "127.0.0.1:6001");
+    // The pool routes to the GUE address.
+    let pool = config.pool(|_| false).expect("pool");
+    assert_eq!(pool.backends()[0].address(), backend.addr);
+
+    let bare = gue_variant("[gue]\nbind = \"127.0.0.1:6080\"\nports = 4\n", "");
+    assert_eq!(load(&bare).expect("valid").mode, gue("0.0.0.0:6080", 8));
+    let ipv6 = bare
+        .replace("127.0.0.1:4433", "[::1]:4433")
+        .replace("127.0.0.1:6001", "[::1]:6001");
+    assert_eq!(load(&ipv6).expect("valid").mode, gue("[::]:6080", 8));
+    // Without health checks nothing needs a health address.
+    let unchecked =
+        gue_variant("health_addr = \"127.0.0.1:5001\"\n", "") + "[health]\nenabled = false\n";
+    assert!(
+        load(&unchecked).expect("valid").backends[0]
+            .health_addr
+            .is_none()
+    );
+    // Proxy mode takes one too.
+    let proxy = variant(
+        "server_id = \"0001\"",
+        "server_id = \"0001\"\nhealth_addr = \"127.0.0.1:7001\"",
+    );
+    assert_eq!(
+        load(&proxy).expect("valid").backends[0]
+            .health_check_addr()
+            .to_string(),
+        "127.0.0.1:7001"
+    );
+    // A backend reading the shared part skips the table.
+    assert!(load_cluster(GUE).is_ok());
+}
+
+#[test]
+fn gue_mode_refuses_bad_values_naming_their_field() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "ports = 4",
+            "ports = 0",
+            "gue.ports: must be 1..=256, got 0",
+        ),
+        ("ports = 4", "ports = 257", "gue.ports: must be 1..=256"),
+        (
+            "bind = \"127.0.0.1:6080\"",
+            "bind = \"127.0.0.1:65534\"",
+            "gue.ports: 4 ports from 127.0.0.1:65534 run past port 65535",
+        ),
+        (
+            "bind = \"127.0.0.1:6080\"",
+            "bind = \"lb:6080\"",
+            "gue.bind: expected ip:port",
+        ),
+        (
+            "bind = \"127.0.0.1:6080\"",
+            "bind = \"0.0.0.0:4430\"",
+            "gue.bind: the 4 GUE ports from 0.0.0.0:4430 include listen[0] (127.0.0.1:4433)",
+        ),
+        ("ports = 4", "portz = 4", "portz"),
+        (
+            "health_addr = \"127.0.0.1:5001\"\n",
+            "",
+            "backend[0].health_addr: required in mode = \"gue\" with health checks on",
+        ),
+        (
+            "health_addr = \"127.0.0.1:5001\"",
+            "health_addr = \"nowhere\"",
+            "backend[0].health_addr: expected ip:port",
+        ),
+        (
+            "addr = \"127.0.0.1:6001\"",
+            "addr = \"[::1]:6001\"",
+            "backend[0].addr: [::1]:6001 is IPv6, but gue.bind (127.0.0.1:6080) is IPv4",
+        ),
+        (
+            "mode = \"gue\"",
+            "mode = \"proxy\"",
+            "gue: only with mode = \"gue\"",
+        ),
+        (
+            "mode = \"gue\"",
+            "mode = \"dsr\"",
+            "mode: unsupported \"dsr\"; supported: \"proxy\", \"gue\"",
+        ),
+    ];
+    for &(from, to, expected) in cases {
+        let message = refusal(&gue_variant(from, to));
+        assert!(
+            message.contains(expected),
+            "{to:?}: expected {expected:?} in {message:?}"
+        );
+    }
 }

@@ -149,3 +149,39 @@ async fn without_health_checks_every_backend_is_assumed_up() -> TestResult {
     balancer.shutdown().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_gue_mode_checks_go_to_the_health_address_not_the_gue_port() -> TestResult {
+    let b1 = Backend::start("b1", "0001", 0)?;
+    // The backend's GUE port: it receives, and answers no QUIC handshake.
+    let gue_port = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let text = format!(
+        "listen = [\"127.0.0.1:0\"]\nworkers = 1\nmode = \"gue\"\n\
+         [gue]\nbind = \"127.0.0.1:0\"\nports = 1\n{}\
+         [[backend]]\nname = \"b1\"\naddr = \"{}\"\nhealth_addr = \"{}\"\nserver_id = \"0001\"\n\
+         {FAST_HEALTH}",
+        qlb_testkit::fixtures::table(0),
+        gue_port.local_addr()?,
+        b1.addr
+    );
+    let file = quic::LbFile::new(&text)?;
+    let balancer = file.start().await?;
+    eventually(WAIT, "b1 up", || async {
+        health_of(&balancer, "b1").await == Some(Health::Up)
+    })
+    .await?;
+    let status = backend_status(&balancer, "b1").await;
+    assert_eq!(status["health_addr"], b1.addr.to_string());
+    assert_eq!(status["addr"], gue_port.local_addr()?.to_string());
+    let whole = serde_json::to_value(balancer.status().await)?;
+    assert_eq!(whole["mode"], "gue");
+    assert_eq!(whole["gue"][0], balancer.gue_addrs()[0].to_string());
+
+    b1.kill().await;
+    eventually(WAIT, "b1 down", || async {
+        health_of(&balancer, "b1").await == Some(Health::Down)
+    })
+    .await?;
+    balancer.shutdown().await?;
+    Ok(())
+}

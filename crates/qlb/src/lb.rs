@@ -1,7 +1,7 @@
 //! `qlb lb`: run the load balancer from a TOML file, or check one. Scripts rely on this
 //! interface: extend it, do not rename. A thin layer over [`qlb_lb::Balancer`]: signals
 //! become reloads and a stop, and the process's file descriptor limit is raised for the
-//! data plane's per-flow sockets.
+//! data plane's per-flow sockets (`proxy` mode; `gue` mode holds a constant few).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -82,6 +82,14 @@ async fn run(path: PathBuf) -> Result<()> {
         .map(ToString::to_string)
         .collect();
     tracing::info!(workers, "load balancing on {}", addrs.join(", "));
+    if !balancer.gue_addrs().is_empty() {
+        let gue: Vec<String> = balancer
+            .gue_addrs()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        tracing::info!("GUE sockets on {}", gue.join(", "));
+    }
     if let Some(admin) = balancer.admin_addr() {
         tracing::info!("admin API on http://{admin}");
     }

@@ -58,6 +58,13 @@ fn check_config_exits_zero_or_one_naming_the_field() -> TestResult {
             config(1).replace("workers = 1", "workers = \"1\""),
             Some("line 2: "),
         ),
+        (
+            config(1).replace(
+                "workers = 1",
+                "workers = 1\nmode = \"gue\"\n[gue]\nports = 0",
+            ),
+            Some("gue.ports: must be 1..=256"),
+        ),
     ];
     for (text, refusal) in cases {
         let path = dir.path().join("lb.toml");
@@ -222,6 +229,60 @@ fn a_running_lb_reloads_on_sighup_keeps_running_on_a_bad_file_and_stops_on_sigte
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(exit.code(), Some(0));
+    lb.wait_for("stopped")?;
+    Ok(())
+}
+
+#[test]
+fn a_gue_mode_lb_encapsulates_client_datagrams_to_its_backend() -> TestResult {
+    let backend = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    backend.set_read_timeout(Some(PATIENCE))?;
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("lb.toml");
+    let text = format!(
+        "listen = [\"127.0.0.1:0\"]\nworkers = 1\nmode = \"gue\"\n{}\
+         [gue]\nbind = \"127.0.0.1:0\"\nports = 2\n[health]\nenabled = false\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[backend]]\nname = \"b1\"\naddr = \"{}\"\nserver_id = \"0001\"\n",
+        fixtures::table(0),
+        backend.local_addr()?
+    );
+    std::fs::write(&path, &text)?;
+    let output = qlb().arg("lb").arg("--check-config").arg(&path).output()?;
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+
+    let mut lb = Lb::start(&path)?;
+    let vip: SocketAddr = lb
+        .wait_for("load balancing on ")?
+        .split_whitespace()
+        .next()
+        .ok_or("address")?
+        .parse()?;
+    let gue: Vec<SocketAddr> = lb
+        .wait_for("GUE sockets on ")?
+        .split(", ")
+        .map(|a| a.trim().parse())
+        .collect::<Result<_, _>>()?;
+    assert_eq!(gue.len(), 2);
+    let admin: SocketAddr = lb.wait_for("admin API on http://")?.trim().parse()?;
+    let (code, running) = status(admin)?;
+    assert_eq!(code, 200);
+    assert_eq!(running["mode"], "gue");
+    assert_eq!(running["gue"].as_array().map(Vec::len), Some(2));
+
+    // A new connection's Initial reaches the backend whole behind GUE and inner IPv4 + UDP
+    // headers (32 octets), from one of the GUE sockets.
+    let client = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let mut datagram = vec![0xc0, 0, 0, 0, 1, 8, 0xe1, 2, 3, 4, 5, 6, 7, 8, 0];
+    datagram.resize(1200, 0x5a);
+    client.send_to(&datagram, vip)?;
+    let mut buffer = [0; 2048];
+    let (len, from) = backend.recv_from(&mut buffer)?;
+    assert!(gue.contains(&from), "{from} among {gue:?}");
+    assert_eq!(len, 32 + datagram.len());
+    assert_eq!(&buffer[..2], &[0, 4], "GUE, IPv4 inside");
+    assert_eq!(&buffer[32..len], &datagram[..]);
+    lb.signal("TERM")?;
     lb.wait_for("stopped")?;
     Ok(())
 }

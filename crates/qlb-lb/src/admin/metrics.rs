@@ -106,8 +106,8 @@ impl Collector for Snapshot {
             &mut encoder,
             MetricType::Counter,
             "qlb_lb_dropped",
-            "Datagrams dropped, by stage (router: before forwarding; dataplane: flows and \
-             sends) and reason",
+            "Datagrams dropped, by stage (router: before forwarding; dataplane: flows, sends \
+             and GUE) and reason",
             status
                 .dropped
                 .router

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use super::error::{ConfigError, field_error, parse, read_file};
 use super::raw::{RawCluster, RawConfig, RawQuicLb};
-use super::schema::{ClusterConfig, LbConfig};
+use super::schema::{ClusterConfig, ForwardingMode, LbConfig};
 use super::validation::{
-    admin, backends, cluster_secret, flow_caps, health, listen_addresses, mode, positive_duration,
-    quic_lb_configs, retry, workers,
+    admin, backends, cluster_secret, flow_caps, gue_backends, health, listen_addresses, mode,
+    positive_duration, quic_lb_configs, retry, workers,
 };
 
 impl LbConfig {
@@ -42,10 +42,11 @@ impl LbConfig {
         )?;
         let (max_flows, max_unconfirmed_flows) =
             flow_caps(raw.max_flows, raw.max_unconfirmed_flows)?;
+        let listen = listen_addresses(&raw.listen)?;
         let config = Self {
-            listen: listen_addresses(&raw.listen)?,
             workers: workers(raw.workers)?,
-            mode: mode(raw.mode.as_deref())?,
+            mode: mode(raw.mode.as_deref(), raw.gue.as_ref(), &listen)?,
+            listen,
             flow_idle_timeout: positive_duration(
                 "flow_idle_timeout",
                 raw.flow_idle_timeout.as_deref(),
@@ -59,6 +60,9 @@ impl LbConfig {
             health: health(raw.health.as_ref())?,
             admin: raw.admin.as_ref().map(|a| admin(a, base)).transpose()?,
         };
+        if let ForwardingMode::Gue(gue) = &config.mode {
+            gue_backends(gue, &config.backends, &config.health)?;
+        }
         // Duplicate server IDs and the like are the pool's to find; finding them here makes
         // `--check-config` and reloads refuse them too.
         config

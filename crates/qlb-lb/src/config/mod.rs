@@ -21,7 +21,7 @@ mod validation;
 pub use duration::parse_duration;
 pub use error::ConfigError;
 pub use schema::{
-    AdminConfig, BackendConfig, ClusterConfig, ForwardingMode, HealthConfig, LbConfig, RetryConfig,
-    RetryMode,
+    AdminConfig, BackendConfig, ClusterConfig, ForwardingMode, GueConfig, HealthConfig, LbConfig,
+    RetryConfig, RetryMode,
 };
 pub use secret::Secret;

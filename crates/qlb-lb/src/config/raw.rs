@@ -24,6 +24,7 @@ pub(super) struct RawConfig {
     pub health: Option<RawHealth>,
     pub admin: Option<RawAdmin>,
     pub retry: Option<RawRetry>,
+    pub gue: Option<RawGue>,
 }
 
 /// The whole file, as every member of the cluster reads it: the shared part, and the load
@@ -56,6 +57,8 @@ pub(super) struct RawCluster {
     _admin: Option<IgnoredAny>,
     #[serde(rename = "retry")]
     _retry: Option<IgnoredAny>,
+    #[serde(rename = "gue")]
+    _gue: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -74,6 +77,7 @@ pub(super) struct RawQuicLb {
 pub(super) struct RawBackend {
     pub name: String,
     pub addr: String,
+    pub health_addr: Option<String>,
     pub server_id: String,
     pub weight: Option<i64>,
     pub state: Option<String>,
@@ -108,4 +112,11 @@ pub(super) struct RawRetry {
     pub token_lifetime: Option<String>,
     pub previous_cluster_secret: Option<String>,
     pub previous_cluster_secret_file: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGue {
+    pub bind: Option<String>,
+    pub ports: Option<i64>,
 }

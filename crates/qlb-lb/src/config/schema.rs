@@ -30,6 +30,52 @@ pub enum ForwardingMode {
     /// The load balancer relays both directions through a per-flow upstream socket;
     /// clients only ever see the listening address.
     Proxy,
+    /// Each client datagram, unchanged, is wrapped in Generic UDP Encapsulation (inner source
+    /// the client, inner destination the VIP) and sent to the backend's `addr` from the
+    /// `[gue]` sockets, without flows; backends answer the client directly, or
+    /// re-encapsulated through any load balancer's `[gue]` sockets.
+    Gue(GueConfig),
+}
+
+impl ForwardingMode {
+    /// The mode's name in the file (`mode = "..."`).
+    ///
+    /// ```
+    /// assert_eq!(qlb_lb::config::ForwardingMode::Proxy.as_str(), "proxy");
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Proxy => "proxy",
+            Self::Gue(_) => "gue",
+        }
+    }
+}
+
+/// The `[gue]` table (`mode = "gue"` only): the load balancer's GUE sockets, which send the
+/// encapsulated client datagrams and receive the backends' encapsulated replies.
+///
+/// ```
+/// use qlb_lb::config::{ForwardingMode, LbConfig};
+///
+/// let config = LbConfig::from_toml(r#"
+///     listen = ["127.0.0.1:4433"]
+///     mode = "gue"
+///     [health]
+///     enabled = false
+/// "#, ".".as_ref())?;
+/// let ForwardingMode::Gue(gue) = config.mode else { panic!("gue") };
+/// assert_eq!((gue.bind.to_string().as_str(), gue.ports), ("0.0.0.0:6080", 8));
+/// # Ok::<(), qlb_lb::config::ConfigError>(())
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct GueConfig {
+    /// The first GUE socket address: `0.0.0.0:6080` by default, `[::]:6080` when every
+    /// `listen` address is IPv6. Its family is the backends' (outer headers are IPv4 or
+    /// IPv6, whatever the inner ones).
+    pub bind: SocketAddr,
+    /// How many consecutive ports from `bind`'s each worker binds (1..=256, default 8); a
+    /// client's datagrams leave from the one its address hashes to.
+    pub ports: u16,
 }
 
 /// One `[[backend]]` table.
@@ -52,14 +98,39 @@ pub enum ForwardingMode {
 pub struct BackendConfig {
     /// Unique name, used by the admin API and in metrics.
     pub name: String,
-    /// Where its datagrams go.
+    /// Where its datagrams go: its QUIC endpoint (`proxy` mode) or the address it receives
+    /// encapsulated datagrams on (`gue` mode).
     pub addr: SocketAddr,
+    /// Where health checks go, when not `addr` (required in `gue` mode with health checks
+    /// on: a GUE port speaks only GUE).
+    pub health_addr: Option<SocketAddr>,
     /// Its server ID, the same under every `[[quic_lb]]` configuration.
     pub server_id: ServerId,
     /// Share of new connections relative to the other backends, at least 1.
     pub weight: u32,
     /// `Active`, or `Draining` (no new connections).
     pub state: BackendState,
+}
+
+impl BackendConfig {
+    /// The address health checks go to: `health_addr`, else `addr`.
+    ///
+    /// ```
+    /// use qlb_lb::config::LbConfig;
+    ///
+    /// let config = LbConfig::from_toml(r#"
+    ///     listen = ["127.0.0.1:4433"]
+    ///     [[backend]]
+    ///     name = "b1"
+    ///     addr = "127.0.0.1:5001"
+    ///     server_id = "01"
+    /// "#, ".".as_ref())?;
+    /// assert_eq!(config.backends[0].health_check_addr(), config.backends[0].addr);
+    /// # Ok::<(), qlb_lb::config::ConfigError>(())
+    /// ```
+    pub fn health_check_addr(&self) -> SocketAddr {
+        self.health_addr.unwrap_or(self.addr)
+    }
 }
 
 /// The `[health]` table: active HTTP/3 health checks.
@@ -144,7 +215,7 @@ pub struct LbConfig {
     pub listen: Vec<SocketAddr>,
     /// Data-plane threads.
     pub workers: NonZeroUsize,
-    /// How datagrams are forwarded.
+    /// How datagrams are forwarded, with `gue` mode's `[gue]` table.
     pub mode: ForwardingMode,
     /// How long a proxy-mode flow lives without traffic.
     pub flow_idle_timeout: Duration,

@@ -1,7 +1,7 @@
 //! The validators: each turns one raw field (or table) into its typed value, or refuses it
 //! naming the field.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroUsize;
 use std::path::Path;
 use std::time::Duration;
@@ -11,12 +11,13 @@ use quic_lb::{Config, ConfigId, Key, ServerId};
 
 use super::duration::parse_duration;
 use super::error::{ConfigError, field_error, read_file};
-use super::raw::{RawAdmin, RawBackend, RawHealth, RawQuicLb, RawRetry};
+use super::raw::{RawAdmin, RawBackend, RawGue, RawHealth, RawQuicLb, RawRetry};
 use super::schema::{
-    AdminConfig, BackendConfig, ClusterConfig, ForwardingMode, HealthConfig, RetryConfig, RetryMode,
+    AdminConfig, BackendConfig, ClusterConfig, ForwardingMode, GueConfig, HealthConfig,
+    RetryConfig, RetryMode,
 };
 use super::secret::Secret;
-use crate::dataplane::DataplaneOptions;
+use crate::dataplane::{DataplaneOptions, GueOptions, MAX_GUE_PORTS};
 
 /// The shortest cluster secret accepted, in octets.
 const MIN_CLUSTER_SECRET_LEN: usize = 16;
@@ -115,14 +116,103 @@ pub(super) fn flow_caps(
     Ok((flows, unconfirmed))
 }
 
-pub(super) fn mode(raw: Option<&str>) -> Result<ForwardingMode, ConfigError> {
-    match raw.unwrap_or("proxy") {
-        "proxy" => Ok(ForwardingMode::Proxy),
-        other => Err(ConfigError::invalid(
+/// The first GUE port by default: the one Katran and the usual `fou` set-ups use for GUE.
+const DEFAULT_GUE_PORT: u16 = 6080;
+/// GUE ports by default: enough outer source ports for a backend's RSS to spread clients
+/// over 8 receive queues.
+const DEFAULT_GUE_PORTS: u16 = 8;
+
+/// `mode`, with the `[gue]` table that only `mode = "gue"` takes (as `[retry] threshold` only
+/// goes with `mode = "above"`: a table that would do nothing is refused, not ignored).
+pub(super) fn mode(
+    raw: Option<&str>,
+    gue: Option<&RawGue>,
+    listen: &[SocketAddr],
+) -> Result<ForwardingMode, ConfigError> {
+    match (raw.unwrap_or("proxy"), gue) {
+        ("proxy", None) => Ok(ForwardingMode::Proxy),
+        ("proxy", Some(_)) => Err(ConfigError::invalid("gue", "only with mode = \"gue\"")),
+        ("gue", gue) => Ok(ForwardingMode::Gue(gue_table(gue, listen)?)),
+        (other, _) => Err(ConfigError::invalid(
             "mode",
-            format!("unsupported {other:?}; supported: \"proxy\""),
+            format!("unsupported {other:?}; supported: \"proxy\", \"gue\""),
         )),
     }
+}
+
+/// The `[gue]` table: `bind` (default port 6080 on the unspecified address, IPv6 when every
+/// listening address is) and `ports` (1..=256, default 8), none of them a listening address.
+fn gue_table(raw: Option<&RawGue>, listen: &[SocketAddr]) -> Result<GueConfig, ConfigError> {
+    let ipv6 = !listen.is_empty() && listen.iter().all(SocketAddr::is_ipv6);
+    let any: IpAddr = match ipv6 {
+        true => Ipv6Addr::UNSPECIFIED.into(),
+        false => Ipv4Addr::UNSPECIFIED.into(),
+    };
+    let bind = match raw.and_then(|r| r.bind.as_deref()) {
+        Some(text) => socket_addr("gue.bind", text)?,
+        None => SocketAddr::new(any, DEFAULT_GUE_PORT),
+    };
+    let ports = match raw.and_then(|r| r.ports) {
+        None => DEFAULT_GUE_PORTS,
+        Some(n) => u16::try_from(n)
+            .ok()
+            .filter(|n| (1..=MAX_GUE_PORTS).contains(n))
+            .ok_or_else(|| {
+                ConfigError::invalid("gue.ports", format!("must be 1..={MAX_GUE_PORTS}, got {n}"))
+            })?,
+    };
+    let options = GueOptions { bind, ports };
+    if options.addresses().is_err() {
+        return Err(ConfigError::invalid(
+            "gue.ports",
+            format!("{ports} ports from {bind} run past port 65535"),
+        ));
+    }
+    if let Some(i) = options.overlap(listen) {
+        return Err(ConfigError::invalid(
+            "gue.bind",
+            format!(
+                "the {ports} GUE ports from {bind} include listen[{i}] ({}): they would split \
+                 its datagrams",
+                listen[i]
+            ),
+        ));
+    }
+    Ok(GueConfig { bind, ports })
+}
+
+/// What `gue` mode asks of the backends: addresses of the GUE sockets' family, and with
+/// health checks on, a `health_addr` (their `addr` speaks only GUE).
+pub(super) fn gue_backends(
+    gue: &GueConfig,
+    backends: &[BackendConfig],
+    health: &HealthConfig,
+) -> Result<(), ConfigError> {
+    let family = |address: SocketAddr| if address.is_ipv4() { "IPv4" } else { "IPv6" };
+    for (i, backend) in backends.iter().enumerate() {
+        if backend.addr.is_ipv4() != gue.bind.is_ipv4() {
+            return Err(ConfigError::invalid(
+                format!("backend[{i}].addr"),
+                format!(
+                    "{} is {}, but gue.bind ({}) is {}: the GUE sockets reach backends of \
+                     their own family",
+                    backend.addr,
+                    family(backend.addr),
+                    gue.bind,
+                    family(gue.bind)
+                ),
+            ));
+        }
+        if health.enabled && backend.health_addr.is_none() {
+            return Err(ConfigError::invalid(
+                format!("backend[{i}].health_addr"),
+                "required in mode = \"gue\" with health checks on: addr receives GUE only; \
+                 give the backend's plain QUIC address (qlb serve --listen), or set [health] \
+                 enabled = false",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The longest duration any field of the file may hold. Every one of them (flow idle
@@ -255,6 +345,11 @@ pub(super) fn backends(
             Ok(BackendConfig {
                 name: b.name.clone(),
                 addr: socket_addr(&field("addr"), &b.addr)?,
+                health_addr: b
+                    .health_addr
+                    .as_deref()
+                    .map(|text| socket_addr(&field("health_addr"), text))
+                    .transpose()?,
                 server_id,
                 weight: count(&field("weight"), b.weight, 1)?,
                 state,

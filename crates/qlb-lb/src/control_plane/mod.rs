@@ -289,6 +289,7 @@ fn status(addresses: &Addresses, running: &Running, stats: &Stats) -> Status {
         .map(|b| BackendStatus {
             name: b.name.clone(),
             addr: b.addr,
+            health_addr: b.health_addr,
             server_id: b.server_id.to_string(),
             weight: b.weight,
             configured_state: b.state,
@@ -304,7 +305,9 @@ fn status(addresses: &Addresses, running: &Running, stats: &Stats) -> Status {
         })
         .collect();
     Status {
+        mode: config.mode.as_str(),
         listen: addresses.listen.clone(),
+        gue: addresses.gue.clone(),
         admin: addresses.admin,
         config_file: addresses.config_file.clone(),
         workers: config.workers.get(),
@@ -385,6 +388,7 @@ mod tests {
         state.set_drained("b1", true).expect("b1");
         let addresses = Addresses {
             listen: vec!["127.0.0.1:4433".parse().expect("addr")],
+            gue: Vec::new(),
             admin: None,
             config_file: None,
         };
@@ -404,5 +408,8 @@ mod tests {
         assert_eq!(json["dropped"]["dataplane"]["flow_table_full"], 0);
         assert_eq!(json["flows"]["active"], 0);
         assert_eq!(json["admin"], serde_json::Value::Null);
+        assert_eq!(json["mode"], "proxy");
+        assert_eq!(json["gue"], serde_json::json!([]));
+        assert_eq!(backend["health_addr"], serde_json::Value::Null);
     }
 }

@@ -7,7 +7,7 @@ use qlb_router::PoolError;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::config::{ConfigError, LbConfig, RetryMode};
+use crate::config::{ConfigError, ForwardingMode, LbConfig, RetryMode};
 
 /// Why a reload was refused. The running configuration stays in every case.
 ///
@@ -68,9 +68,9 @@ impl ReloadError {
 }
 
 /// Refuses a new configuration that changes what the running data plane or admin listener
-/// was built with: the listening sockets and worker threads, the forwarding mode, the flow
-/// expiry and caps the workers were given, the Retry offload settings and keys, and the
-/// admin API's socket.
+/// was built with: the listening sockets and worker threads, the forwarding mode and its GUE
+/// sockets, the flow expiry and caps the workers were given, the Retry offload settings and
+/// keys, and the admin API's socket.
 pub(crate) fn check_live_changes(running: &LbConfig, new: &LbConfig) -> Result<(), ReloadError> {
     fn refuse(field: &str, running: impl fmt::Debug, file: impl fmt::Debug) -> ReloadError {
         ReloadError::NeedsRestart {
@@ -85,8 +85,19 @@ pub(crate) fn check_live_changes(running: &LbConfig, new: &LbConfig) -> Result<(
     if running.workers != new.workers {
         return Err(refuse("workers", running.workers, new.workers));
     }
-    if running.mode != new.mode {
-        return Err(refuse("mode", running.mode, new.mode));
+    match (running.mode, new.mode) {
+        (ForwardingMode::Gue(running), ForwardingMode::Gue(new)) => {
+            if running.bind != new.bind {
+                return Err(refuse("gue.bind", running.bind, new.bind));
+            }
+            if running.ports != new.ports {
+                return Err(refuse("gue.ports", running.ports, new.ports));
+            }
+        }
+        (running, new) if running.as_str() != new.as_str() => {
+            return Err(refuse("mode", running.as_str(), new.as_str()));
+        }
+        _ => {}
     }
     if running.flow_idle_timeout != new.flow_idle_timeout {
         return Err(refuse(
@@ -305,6 +316,38 @@ mod tests {
             assert!(err.is_invalid_config());
         }
         assert!(check_live_changes(&running, &config(CONFIG)).is_ok());
+    }
+
+    #[test]
+    fn gue_sockets_need_a_restart_and_the_pool_does_not() {
+        let gue = |table: &str| {
+            let text = CONFIG
+                .replacen("workers = 1", "workers = 1\nmode = \"gue\"", 1)
+                .replacen(
+                    "unhealthy_threshold = 2",
+                    &format!("unhealthy_threshold = 2\nenabled = false\n{table}"),
+                    1,
+                );
+            config(&text)
+        };
+        let running = gue("");
+        for (table, field) in [
+            ("[gue]\nbind = \"127.0.0.1:6080\"", "gue.bind"),
+            ("[gue]\nports = 4", "gue.ports"),
+        ] {
+            let err = check_live_changes(&running, &gue(table)).expect_err(field);
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("{field}: cannot change")),
+                "{err}"
+            );
+        }
+        let err = check_live_changes(&running, &config(CONFIG)).expect_err("to proxy");
+        assert!(err.to_string().starts_with("mode: cannot change"), "{err}");
+        let mut moved = gue("");
+        moved.backends[0].addr = "127.0.0.1:6001".parse().expect("addr");
+        assert!(check_live_changes(&running, &moved).is_ok());
+        assert!(check_live_changes(&running, &gue("[gue]\nports = 8")).is_ok());
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub struct UnknownBackend {
 /// The health record of one backend.
 #[derive(Clone, Debug)]
 struct BackendHealth {
-    /// The address the record is about: a backend that moves starts over.
+    /// The address the record is about (where checks go): a backend that moves starts over.
     addr: SocketAddr,
     tracker: HealthTracker,
     passed: u64,
@@ -105,7 +105,7 @@ impl Running {
             .backends
             .iter()
             .filter(|b| self.health.contains_key(&b.name))
-            .map(|b| (std::sync::Arc::from(b.name.as_str()), b.addr))
+            .map(|b| (std::sync::Arc::from(b.name.as_str()), b.health_check_addr()))
             .collect()
     }
 
@@ -233,8 +233,8 @@ impl Running {
     }
 }
 
-/// Health records for `config`'s backends: `old` ones where name and address match, new ones
-/// elsewhere; none when checks are disabled.
+/// Health records for `config`'s backends: `old` ones where name and checked address match,
+/// new ones elsewhere; none when checks are disabled.
 fn fresh_health(
     config: &LbConfig,
     old: &HashMap<String, BackendHealth>,
@@ -248,9 +248,9 @@ fn fresh_health(
         .map(|b| {
             let record = old
                 .get(&b.name)
-                .filter(|h| h.addr == b.addr)
+                .filter(|h| h.addr == b.health_check_addr())
                 .cloned()
-                .unwrap_or_else(|| BackendHealth::new(b.addr));
+                .unwrap_or_else(|| BackendHealth::new(b.health_check_addr()));
             (b.name.clone(), record)
         })
         .collect()

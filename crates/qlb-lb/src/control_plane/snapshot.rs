@@ -42,8 +42,13 @@ pub enum AdminOverride {
 #[derive(Clone, Debug, Serialize)]
 #[non_exhaustive]
 pub struct Status {
+    /// The forwarding mode: `proxy` or `gue`.
+    pub mode: &'static str,
     /// The bound UDP addresses clients send to.
     pub listen: Vec<SocketAddr>,
+    /// The bound GUE addresses (`gue` mode; empty in `proxy` mode): encapsulated datagrams
+    /// leave from them and the backends' encapsulated replies come back to them.
+    pub gue: Vec<SocketAddr>,
     /// The admin API's bound address, if it runs.
     pub admin: Option<SocketAddr>,
     /// The file reloads re-read, if any.
@@ -92,6 +97,8 @@ pub struct BackendStatus {
     pub name: String,
     /// Its address.
     pub addr: SocketAddr,
+    /// Where health checks go, when not `addr`.
+    pub health_addr: Option<SocketAddr>,
     /// Its server ID, hex.
     pub server_id: String,
     /// Its weight.
@@ -253,6 +260,7 @@ impl AdminRefusal {
 #[derive(Clone, Debug)]
 pub(crate) struct Addresses {
     pub(crate) listen: Vec<SocketAddr>,
+    pub(crate) gue: Vec<SocketAddr>,
     pub(crate) admin: Option<SocketAddr>,
     pub(crate) config_file: Option<PathBuf>,
 }

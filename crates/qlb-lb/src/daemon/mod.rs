@@ -19,8 +19,8 @@
 //! as one pool change: no datagram or flow is lost. An invalid one is refused with the
 //! message naming the field and the running configuration stays. Settings built into sockets
 //! and threads are refused by field name when they differ ([`ReloadError::NeedsRestart`]):
-//! `listen`, `workers`, `mode`, `flow_idle_timeout` and `admin.listen` (adding or removing
-//! the `[admin]` table included). Everything else changes live: backends, `[[quic_lb]]`
+//! `listen`, `workers`, `mode`, `gue.bind`, `gue.ports`, `flow_idle_timeout` and
+//! `admin.listen` (adding or removing the `[admin]` table included). Everything else changes live: backends, `[[quic_lb]]`
 //! tables (key rotation), `[health]`, the admin token. Admin drains and health records carry
 //! over for backends that keep their name (and address, for health).
 //!
@@ -55,14 +55,14 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 
 use crate::admin::AdminServer;
-use crate::config::{LbConfig, RetryMode};
+use crate::config::{ForwardingMode, LbConfig, RetryMode};
 use crate::control_plane::{Addresses, ControlPlane, Running};
 pub use crate::control_plane::{
     AdminOverride, BackendStatus, DropCounts, FlowCounts, HealthStatus, ReloadCounts, ReloadError,
     ReloadReport, Status, TrafficCount, UnknownBackend,
 };
 use crate::dataplane::{
-    Dataplane, DataplaneError, DataplaneOptions, RetryOffload, RetryTrigger, Stats,
+    Dataplane, DataplaneError, DataplaneOptions, GueOptions, RetryOffload, RetryTrigger, Stats,
 };
 pub use crate::health::Health;
 use crate::sync::lock;
@@ -187,6 +187,7 @@ impl Balancer {
         };
         let addresses = Addresses {
             listen: dataplane.local_addrs().to_vec(),
+            gue: dataplane.gue_addrs().to_vec(),
             admin: admin_listener.as_ref().map(|(_, bound)| *bound),
             config_file,
         };
@@ -209,6 +210,18 @@ impl Balancer {
     /// ```
     pub fn listen_addrs(&self) -> &[SocketAddr] {
         &self.control.addresses().listen
+    }
+
+    /// The bound GUE addresses in `gue` mode, one per port, port 0 resolved (empty in
+    /// `proxy` mode): backends answering through the load balancer send here.
+    ///
+    /// ```no_run
+    /// # async fn show(balancer: qlb_lb::Balancer) {
+    /// println!("backends reply to {:?}", balancer.gue_addrs());
+    /// # }
+    /// ```
+    pub fn gue_addrs(&self) -> &[SocketAddr] {
+        &self.control.addresses().gue
     }
 
     /// The admin API's bound address, port 0 resolved; `None` without an `[admin]` table.
@@ -328,7 +341,7 @@ impl Balancer {
 
 /// The options [`Balancer::start`] starts the data plane with: the defaults, with the
 /// settings a configuration file has (`flow_idle_timeout`, `max_flows`,
-/// `max_unconfirmed_flows`, `[retry]`).
+/// `max_unconfirmed_flows`, `[retry]`, `mode` and `[gue]`).
 ///
 /// ```
 /// use qlb_lb::{config::LbConfig, daemon::dataplane_options};
@@ -341,6 +354,7 @@ impl Balancer {
 /// let options = dataplane_options(&config);
 /// assert_eq!(options.flow_idle_timeout, Duration::from_secs(5));
 /// assert_eq!((options.max_flows, options.max_unconfirmed_flows), (65536, 4096));
+/// assert!(options.gue.is_none());
 /// # Ok::<(), qlb_lb::config::ConfigError>(())
 /// ```
 #[must_use]
@@ -350,6 +364,13 @@ pub fn dataplane_options(config: &LbConfig) -> DataplaneOptions {
         max_flows: config.max_flows,
         max_unconfirmed_flows: config.max_unconfirmed_flows,
         retry: retry_offload(config),
+        gue: match config.mode {
+            ForwardingMode::Gue(gue) => Some(GueOptions {
+                bind: gue.bind,
+                ports: gue.ports,
+            }),
+            ForwardingMode::Proxy => None,
+        },
         ..DataplaneOptions::default()
     }
 }

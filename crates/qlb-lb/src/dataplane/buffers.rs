@@ -1,4 +1,5 @@
-//! The worker's receive buffers, and where each datagram of a batch lies in them.
+//! The worker's receive buffers, where each datagram of a batch lies in them, and where the
+//! octets of a transmit come from.
 //!
 //! Invariants, checked by `debug_assert!` in debug builds and tests: a receive fills at most
 //! [`BATCH_SIZE`] buffers with at most [`BUFFER_SIZE`] octets each, and every span handed out
@@ -118,6 +119,46 @@ impl<'a> Batch<'a> {
     }
 }
 
+/// Where the octets of a transmit come from: the receive batch (spans name its buffers), or
+/// a scratch buffer that spans name as buffer 0 (`gue` mode's encapsulated datagrams).
+#[derive(Clone, Copy)]
+pub(super) enum Octets<'a> {
+    Batch(Batch<'a>),
+    Scratch(&'a [u8]),
+}
+
+impl<'a> Octets<'a> {
+    /// The octets of `span`.
+    #[inline]
+    pub(super) fn span(self, span: &DatagramSpan) -> &'a [u8] {
+        self.range(span.buffer, span.octets.start..span.octets.end)
+    }
+
+    /// Octets `range` of buffer `buffer`.
+    #[inline]
+    pub(super) fn range(self, buffer: usize, range: Range<usize>) -> &'a [u8] {
+        match self {
+            Self::Batch(batch) => batch.range(buffer, range),
+            Self::Scratch(octets) => {
+                debug_assert_eq!(buffer, 0, "a scratch buffer is buffer 0");
+                octets
+                    .get(range)
+                    .unwrap_or_else(|| broken("a span lies in the scratch buffer"))
+            }
+        }
+    }
+}
+
+/// Whether `spans` lie back to back in one buffer, so that a transmit of them takes their
+/// octets as they lie: the datagrams of one GRO buffer as received, or encapsulated ones in
+/// the scratch buffer; not decapsulated payloads, which have headers between them.
+#[inline]
+pub(super) fn back_to_back(spans: &[DatagramSpan]) -> bool {
+    spans
+        .windows(2)
+        .all(|pair| pair[0].buffer == pair[1].buffer && pair[0].octets.end == pair[1].octets.start)
+}
+
 /// The fallback of a broken buffer invariant, `T`'s default (an empty slice: a datagram the
 /// router drops and counts); in debug builds and tests, a panic that names the invariant, so
 /// that a bug cannot pass for a counted drop.
@@ -155,5 +196,21 @@ mod tests {
             Some(&b"abcd"[..])
         );
         assert!(batch.meta(2).is_none(), "not filled by this batch");
+        assert_eq!(Octets::Batch(batch).span(&span), b"bc");
+        assert_eq!(Octets::Scratch(b"xyz").range(0, 1..3), b"yz");
+    }
+
+    #[test]
+    fn only_spans_that_touch_in_one_buffer_are_back_to_back() {
+        let span = |buffer, octets| DatagramSpan { buffer, octets };
+        assert!(back_to_back(&[]));
+        assert!(back_to_back(&[span(3, 5..9)]));
+        assert!(back_to_back(&[
+            span(0, 0..4),
+            span(0, 4..8),
+            span(0, 8..10)
+        ]));
+        assert!(!back_to_back(&[span(0, 0..4), span(1, 4..8)]));
+        assert!(!back_to_back(&[span(0, 40..44), span(0, 84..88)]));
     }
 }

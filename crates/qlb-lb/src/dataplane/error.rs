@@ -37,6 +37,30 @@ pub enum DataplaneError {
         /// What the operating system said.
         source: io::Error,
     },
+    /// `gue` mode's port range is empty, too long or runs past port 65535.
+    #[error("gue.ports: {ports} ports from {bind} do not fit 1..=256 ports up to 65535")]
+    GuePorts {
+        /// The first GUE address.
+        bind: SocketAddr,
+        /// How many ports were asked for.
+        ports: u16,
+    },
+    /// A GUE port is also a listening address: the two would split its datagrams.
+    #[error("gue.bind: the GUE ports from {bind} include the listening address {listen}")]
+    GueOverlap {
+        /// The first GUE address.
+        bind: SocketAddr,
+        /// The listening address it shares.
+        listen: SocketAddr,
+    },
+    /// A GUE address could not be bound.
+    #[error("gue.bind: cannot bind {address}: {source}")]
+    GueBind {
+        /// The address.
+        address: SocketAddr,
+        /// What the operating system said.
+        source: io::Error,
+    },
     /// A worker could not be set up or started, or its event loop failed.
     #[error("data plane worker {worker}: {source}")]
     Worker {

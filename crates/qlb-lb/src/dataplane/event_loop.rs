@@ -1,6 +1,6 @@
 //! One worker: an event loop on its own thread over its listening sockets (one per listening
-//! address) and the upstream sockets of its flows, feeding receive batches to its
-//! [`Forwarder`].
+//! address), its GUE sockets (`gue` mode) and the upstream sockets of its flows (`proxy`
+//! mode), feeding receive batches to its [`Forwarder`].
 //!
 //! Sockets are registered edge-triggered with one `mio` poll. A socket with an event joins the
 //! ready queue; each round serves every ready socket one receive batch (`recvmmsg`, GRO) and
@@ -38,13 +38,15 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
-    /// A worker serving `listeners` (bound sockets, one per listening address) with `poll`,
-    /// whose waker is registered already.
+    /// A worker serving `listeners` (bound sockets, one per listening address) and
+    /// `gue_sockets` (one per GUE port, none in proxy mode) with `poll`, whose waker is
+    /// registered already.
     pub(crate) fn new(
         index: usize,
         board: Arc<Board>,
         poll: Poll,
         listeners: Vec<std::net::UdpSocket>,
+        gue_sockets: Vec<std::net::UdpSocket>,
         options: &DataplaneOptions,
     ) -> io::Result<Self> {
         // The version first: a pool published in between is taken up again, never missed.
@@ -58,7 +60,7 @@ impl Worker {
             events: Events::with_capacity(EVENTS),
             ready: VecDeque::new(),
             buffers: Buffers::new(),
-            forwarder: Forwarder::new(listeners, registry, pool, options)?,
+            forwarder: Forwarder::new(listeners, gue_sockets, registry, pool, options)?,
             pool_version,
             stats_generation: 0,
         })
@@ -173,6 +175,7 @@ impl Worker {
         match source {
             Source::Listener(listener) => self.forwarder.client_batch(listener, batch, now),
             Source::Flow(id) => self.forwarder.backend_batch(id, batch, now),
+            Source::Gue(_) => self.forwarder.gue_batch(batch),
         }
         false
     }
@@ -200,6 +203,7 @@ mod tests {
 
     use super::*;
     use crate::dataplane::flow_table::FlowId;
+    use crate::dataplane::gue::port_index;
     use crate::dataplane::segments::datagrams;
 
     /// A socket on 127.0.0.1 set up by quinn-udp (GRO on, non-blocking).
@@ -281,6 +285,7 @@ mod tests {
             board,
             Poll::new().expect("poll"),
             vec![listener],
+            Vec::new(),
             &DataplaneOptions::default(),
         )
         .expect("worker");
@@ -350,6 +355,189 @@ mod tests {
         assert!(received.iter().all(|(from, _, _)| *from == listen));
         if max_gso_segments(&worker) >= 3 {
             assert_eq!(received.len(), 1, "one send");
+        }
+    }
+
+    #[test]
+    fn encapsulated_datagrams_leave_together_and_decapsulated_replies_too() {
+        let (backend, backend_state) = quinn_socket();
+        let pool = Pool::new(
+            quic_lb::Decoder::new(),
+            [qlb_router::Backend::new(
+                "b1",
+                backend.local_addr().expect("bound"),
+            )],
+        )
+        .expect("pool");
+        let board = Arc::new(Board::new(Arc::new(pool), Vec::new()));
+        let listener = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let listen = listener.local_addr().expect("bound");
+        let gue: Vec<std::net::UdpSocket> = (0..2)
+            .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"))
+            .collect();
+        let gue_addrs: Vec<SocketAddr> =
+            gue.iter().map(|s| s.local_addr().expect("bound")).collect();
+        let mut worker = Worker::new(
+            0,
+            board,
+            Poll::new().expect("poll"),
+            vec![listener],
+            gue,
+            &DataplaneOptions::default(),
+        )
+        .expect("worker");
+        let (a, a_state) = quinn_socket();
+        let client = a.local_addr().expect("bound");
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+
+        // One receive batch: a sends a run of four (the last shorter), then b one.
+        let from_a = [(1200, 1), (1200, 2), (1200, 3), (700, 4)];
+        for (len, fill) in from_a {
+            a.send_to(&datagram(len, fill), listen).expect("send");
+        }
+        b.send_to(&datagram(1200, 5), listen).expect("send");
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!worker.serve_batch(Token(1)), "a batch came");
+
+        let received = receive(&backend, &backend_state, 5);
+        let mut inner = Vec::new();
+        for (from, octets, lengths) in &received {
+            let mut at = 0;
+            for len in lengths {
+                let packet = qlb_gue::decapsulate(&octets[at..at + len]).expect("GUE");
+                assert_eq!(packet.destination, listen, "the VIP");
+                inner.push((*from, packet.source, packet.payload.to_vec()));
+                at += len;
+            }
+        }
+        let of = |source: SocketAddr| -> Vec<Vec<u8>> {
+            inner
+                .iter()
+                .filter(|(_, from, _)| *from == source)
+                .map(|(_, _, payload)| payload.clone())
+                .collect()
+        };
+        let from_a: Vec<Vec<u8>> = from_a
+            .into_iter()
+            .map(|(len, fill)| datagram(len, fill))
+            .collect();
+        assert_eq!(of(client), from_a, "a's datagrams unchanged, in order");
+        assert_eq!(of(b.local_addr().expect("bound")), [datagram(1200, 5)]);
+        let a_port = gue_addrs[port_index(client, 2)];
+        assert!(
+            inner
+                .iter()
+                .filter(|(_, source, _)| *source == client)
+                .all(|(from, _, _)| *from == a_port)
+        );
+        if max_gso_segments(&worker) >= 4 {
+            let mut shape: Vec<Vec<usize>> = received.iter().map(|(_, _, l)| l.clone()).collect();
+            shape.sort();
+            assert_eq!(
+                shape,
+                [vec![1232], vec![1232, 1232, 1232, 732]],
+                "one send for a's"
+            );
+        }
+
+        // Three replies to a, encapsulated and sent one by one, reach a from the VIP in one
+        // send.
+        let replies = [(1200, 9), (1200, 10), (300, 11)];
+        for (len, fill) in replies {
+            let mut packet = Vec::new();
+            let ecn = qlb_gue::Ecn::NotEct;
+            qlb_gue::encapsulate(&mut packet, listen, client, ecn, &datagram(len, fill))
+                .expect("fits");
+            backend.send_to(&packet, a_port).expect("send");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let token = Token(2 + port_index(client, 2));
+        assert!(!worker.serve_batch(token), "a batch came");
+        let received = receive(&a, &a_state, 3);
+        let sent = replies
+            .into_iter()
+            .flat_map(|(len, fill)| datagram(len, fill));
+        assert_eq!(
+            joined(&received),
+            sent.collect::<Vec<_>>(),
+            "every octet, in order"
+        );
+        assert!(received.iter().all(|(from, _, _)| *from == listen));
+        if max_gso_segments(&worker) >= 3 {
+            assert_eq!(received.len(), 1, "one send");
+        }
+        let stats = worker.forwarder.stats();
+        assert_eq!(stats.to_client("b1").packets, 3);
+        assert_eq!(
+            (stats.flows_created, stats.flows_active),
+            (0, 0),
+            "no flows"
+        );
+    }
+
+    #[test]
+    fn interleaved_clients_to_one_backend_leave_in_one_send_per_gue_port() {
+        let (backend, backend_state) = quinn_socket();
+        let pool = Pool::new(
+            quic_lb::Decoder::new(),
+            [qlb_router::Backend::new(
+                "b1",
+                backend.local_addr().expect("bound"),
+            )],
+        )
+        .expect("pool");
+        let board = Arc::new(Board::new(Arc::new(pool), Vec::new()));
+        let listener = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let listen = listener.local_addr().expect("bound");
+        let gue = (0..2)
+            .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"))
+            .collect();
+        let mut worker = Worker::new(
+            0,
+            board,
+            Poll::new().expect("poll"),
+            vec![listener],
+            gue,
+            &DataplaneOptions::default(),
+        )
+        .expect("worker");
+        // Two clients on different GUE ports.
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let port_of = |s: &std::net::UdpSocket| port_index(s.local_addr().expect("bound"), 2);
+        let b = std::iter::repeat_with(|| std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"))
+            .find(|b| port_of(b) != port_of(&a))
+            .expect("a client on the other port");
+        for seq in 0..3u8 {
+            a.send_to(&datagram(1200, seq), listen).expect("send");
+            b.send_to(&datagram(1200, 10 + seq), listen).expect("send");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!worker.serve_batch(Token(1)), "a batch came");
+        let received = receive(&backend, &backend_state, 6);
+        let payloads = |octets: &[u8], lengths: &[usize]| -> Vec<u8> {
+            let mut at = 0;
+            lengths
+                .iter()
+                .map(|len| {
+                    let packet = qlb_gue::decapsulate(&octets[at..at + len]).expect("GUE");
+                    at += len;
+                    packet.payload[1]
+                })
+                .collect()
+        };
+        let mut sends: Vec<Vec<u8>> = received
+            .iter()
+            .map(|(_, octets, lengths)| payloads(octets, lengths))
+            .collect();
+        sends.sort();
+        if max_gso_segments(&worker) >= 3 {
+            assert_eq!(
+                sends,
+                [vec![0, 1, 2], vec![10, 11, 12]],
+                "one send per client"
+            );
+        } else {
+            assert_eq!(sends.concat().len(), 6);
         }
     }
 }

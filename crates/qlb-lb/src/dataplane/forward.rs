@@ -1,15 +1,21 @@
 //! The forwarding logic: what a datagram touches on its way through, apart from the buffer it
 //! is in.
 //!
-//! Client to backend: each datagram of a batch is routed by the listener's router and leaves
-//! through its flow's upstream socket, connected to the backend. Backend to client: the
-//! datagrams received on an upstream socket from a backend of the pool leave through the
-//! listening socket the client used, from the address the client sent to. Both ways, each
-//! datagram keeps its ECN codepoint, and consecutive datagrams of a batch bound for one place
-//! with one codepoint leave as one send, with GSO for several ([`super::segments`]).
+//! Client to backend: each datagram of a batch is routed by the listener's router (after
+//! Retry offload, when on), then, in `proxy` mode, leaves through its flow's upstream socket,
+//! connected to the backend; in `gue` mode it is encapsulated into a scratch buffer (inner
+//! source the client, inner destination the VIP), grouped with the batch's others to the same
+//! backend through the same GUE socket, and leaves through the GUE socket its client hashes
+//! to. Backend to client: in `proxy` mode, the datagrams received on an upstream
+//! socket from a backend of the pool leave through the listening socket the client used, from
+//! the address the client sent to; in `gue` mode, those received on a GUE socket from a
+//! backend of the pool are decapsulated and leave through the listening socket of their inner
+//! source (the VIP) to their inner destination (the client). Every way, each datagram keeps
+//! its ECN codepoint, and consecutive datagrams of a batch bound for one place through one
+//! socket with one codepoint leave as one send, with GSO for several ([`super::segments`]).
 //!
 //! Poll tokens name the sockets: the waker's first, then one per listening address, then one
-//! per flow slot.
+//! per GUE port, then one per flow slot.
 
 use std::collections::HashMap;
 use std::io;
@@ -22,9 +28,10 @@ use mio::{Interest, Registry, Token};
 use qlb_router::{Decision, Pool, Router};
 use quinn_udp::{EcnCodepoint, Transmit, UdpSocketState};
 
-use super::buffers::{Batch, DatagramSpan, broken};
+use super::buffers::{Batch, DatagramSpan, Octets, back_to_back, broken};
 use super::flow_key::FlowKey;
 use super::flow_table::{FlowId, FlowTable, Full};
+use super::gue::{inner_ecn, is_client, port_index, reply_ecn, reply_listener, vip};
 use super::options::DataplaneOptions;
 use super::retry::{RetryState, Verdict, exchange, unix_now};
 use super::segments::{MAX_TRANSMIT_OCTETS, chunks, datagrams, transmits};
@@ -35,12 +42,17 @@ use super::worker_counters::WorkerCounters;
 
 /// The token of the worker's waker.
 pub(super) const WAKER: Token = Token(0);
-/// The token of the first listening socket; flows' tokens follow the listeners'.
+/// The token of the first listening socket; the GUE sockets' follow the listeners', and the
+/// flows' follow those.
 const FIRST_LISTENER: usize = 1;
 
 /// Everything a datagram touches on its way through, apart from the buffer it is in.
 pub(super) struct Forwarder {
     listeners: Vec<Listener>,
+    /// `gue` mode's sockets, one per GUE port; none in `proxy` mode, which is how the
+    /// forwarder tells the modes apart.
+    gue: Vec<GueSocket>,
+    /// `proxy` mode's flows (none in `gue` mode).
     flows: FlowTable<FlowKey, Flow>,
     registry: Registry,
     pool: Arc<Pool>,
@@ -55,6 +67,13 @@ pub(super) struct Forwarder {
     exits: Vec<(Option<Exit>, usize)>,
     /// Scratch: single datagrams of several buffers gathered into one transmit.
     gather: Vec<u8>,
+    /// Scratch of a client batch in `gue` mode: its routed datagrams as (GUE port, backend,
+    /// index in `spans`), in the order they are encapsulated.
+    order: Vec<(usize, SocketAddr, usize)>,
+    /// Scratch of a client batch in `gue` mode: its encapsulated datagrams, back to back, so
+    /// that a run of them to one backend is one GSO send as it lies, and where each lies.
+    encapsulated: Vec<u8>,
+    encapsulated_spans: Vec<DatagramSpan>,
     /// Retry offload, when on.
     retry: Option<RetryState>,
     /// Scratch of a client batch: the datagrams (by span index) whose valid Retry token is
@@ -75,9 +94,18 @@ struct Exit {
 struct Listener {
     socket: UdpSocket,
     state: UdpSocketState,
+    /// Its bound address, port 0 resolved.
+    local: SocketAddr,
     /// Bound to `0.0.0.0` or `[::]`: replies must name the address the client sent to.
     wildcard: bool,
     router: Router,
+    ready: bool,
+}
+
+/// One of the worker's sockets on a GUE port.
+struct GueSocket {
+    socket: UdpSocket,
+    state: UdpSocketState,
     ready: bool,
 }
 
@@ -96,38 +124,54 @@ struct Flow {
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Source {
     Listener(usize),
+    /// A GUE socket, by port (index from `gue.bind`'s).
+    Gue(usize),
     Flow(FlowId),
 }
 
 impl Forwarder {
-    /// A forwarder for `listeners` (bound sockets, one per listening address), which it
-    /// registers with `registry` (flows' sockets follow), routing with `pool`.
+    /// A forwarder for `listeners` (bound sockets, one per listening address) and
+    /// `gue_sockets` (one per GUE port in `gue` mode, else none), which it registers with
+    /// `registry` (flows' sockets follow), routing with `pool`.
     pub(super) fn new(
         listeners: Vec<std::net::UdpSocket>,
+        gue_sockets: Vec<std::net::UdpSocket>,
         registry: Registry,
         pool: Arc<Pool>,
         options: &DataplaneOptions,
     ) -> io::Result<Self> {
+        let first_gue = FIRST_LISTENER + listeners.len();
         let listeners = listeners
             .into_iter()
             .enumerate()
             .map(|(position, socket)| {
-                let mut socket = UdpSocket::from_std(socket);
-                let state = UdpSocketState::new((&socket).into())?;
-                let wildcard = socket.local_addr()?.ip().is_unspecified();
-                let token = Token(FIRST_LISTENER + position);
-                registry.register(&mut socket, token, Interest::READABLE)?;
+                let (socket, state, local) =
+                    register(socket, &registry, Token(FIRST_LISTENER + position))?;
                 Ok(Listener {
                     socket,
                     state,
-                    wildcard,
+                    local,
+                    wildcard: local.ip().is_unspecified(),
                     router: Router::with_limits(Arc::clone(&pool), options.table_limits),
+                    ready: false,
+                })
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        let gue = gue_sockets
+            .into_iter()
+            .enumerate()
+            .map(|(port, socket)| {
+                let (socket, state, _) = register(socket, &registry, Token(first_gue + port))?;
+                Ok(GueSocket {
+                    socket,
+                    state,
                     ready: false,
                 })
             })
             .collect::<io::Result<Vec<_>>>()?;
         Ok(Self {
             listeners,
+            gue,
             flows: FlowTable::new(
                 options.max_flows,
                 options.max_unconfirmed_flows,
@@ -141,6 +185,9 @@ impl Forwarder {
             routes: Vec::new(),
             exits: Vec::new(),
             gather: Vec::new(),
+            order: Vec::new(),
+            encapsulated: Vec::new(),
+            encapsulated_spans: Vec::new(),
             retry: options.retry.clone().map(RetryState::new),
             exchanges: Vec::new(),
         })
@@ -149,7 +196,7 @@ impl Forwarder {
     /// The socket of `source`, if it is still there.
     #[inline]
     pub(super) fn socket(&self, source: Source) -> Option<(&UdpSocket, &UdpSocketState)> {
-        socket_of(&self.listeners, &self.flows, source)
+        socket_of(&self.listeners, &self.gue, &self.flows, source)
     }
 
     /// When the next flow lapses, if there is one.
@@ -163,21 +210,24 @@ impl Forwarder {
     }
 
     pub(super) fn source(&self, token: Token) -> Option<Source> {
-        let first_flow = FIRST_LISTENER + self.listeners.len();
+        let first_gue = FIRST_LISTENER + self.listeners.len();
+        let first_flow = first_gue + self.gue.len();
         match token.0 {
             t if t < FIRST_LISTENER => None,
-            t if t < first_flow => Some(Source::Listener(t - FIRST_LISTENER)),
+            t if t < first_gue => Some(Source::Listener(t - FIRST_LISTENER)),
+            t if t < first_flow => Some(Source::Gue(t - first_gue)),
             t => Some(Source::Flow(FlowId::new(t - first_flow))),
         }
     }
 
     pub(super) fn flow_token(&self, id: FlowId) -> Token {
-        Token(FIRST_LISTENER + self.listeners.len() + id.slot())
+        Token(FIRST_LISTENER + self.listeners.len() + self.gue.len() + id.slot())
     }
 
     pub(super) fn ready_flag(&mut self, token: Token) -> Option<&mut bool> {
         match self.source(token)? {
             Source::Listener(listener) => Some(&mut self.listeners.get_mut(listener)?.ready),
+            Source::Gue(port) => Some(&mut self.gue.get_mut(port)?.ready),
             Source::Flow(id) => Some(&mut self.flows.get_mut(id)?.1.ready),
         }
     }
@@ -216,12 +266,27 @@ impl Forwarder {
 
     /// Routes the datagrams of a receive batch from clients of `listener` and forwards them.
     pub(super) fn client_batch(&mut self, listener: usize, batch: Batch<'_>, now: Instant) {
+        if self.route(listener, batch, now) {
+            match self.gue.is_empty() {
+                true => self.proxy(listener, batch, now),
+                false => self.encapsulate(listener, batch),
+            }
+        }
+    }
+
+    /// The step both modes share: Retry offload (when on) and the router's decision for each
+    /// datagram of a client batch of `listener`, into `spans`, `routes` and (`proxy` mode)
+    /// `exchanges`. False if there is no such listener.
+    fn route(&mut self, listener: usize, batch: Batch<'_>, now: Instant) -> bool {
         let Some(l) = self.listeners.get_mut(listener) else {
-            return;
+            return false;
         };
         self.spans.clear();
         self.routes.clear();
         self.exchanges.clear();
+        // Proxy-mode backends see the flow's upstream address, so a valid token must be
+        // exchanged for one naming it; GUE-mode backends see the client's, which it names.
+        let reseal = self.gue.is_empty();
         let unix_now = self.retry.as_ref().map(|_| unix_now());
         for (buffer, (meta, data)) in batch.iter().enumerate() {
             for octets in datagrams(data.len(), meta.stride) {
@@ -234,7 +299,13 @@ impl Forwarder {
                 };
                 let (route, exchange) = match verdict {
                     Verdict::Route => (true, None),
-                    Verdict::Exchange(valid) => (true, Some(valid)),
+                    Verdict::Exchange(valid) if reseal => (true, Some(valid)),
+                    Verdict::Exchange(_) => {
+                        if let Some(retry) = &mut self.retry {
+                            retry.counts.tokens_valid += 1;
+                        }
+                        (true, None)
+                    }
                     Verdict::Drop => (false, None),
                     Verdict::Reply(retry) => {
                         let transmit = Transmit {
@@ -264,7 +335,15 @@ impl Forwarder {
                 self.spans.push(DatagramSpan { buffer, octets });
             }
         }
-        let wildcard = l.wildcard;
+        true
+    }
+
+    /// `proxy` mode: sends the routed datagrams of a client batch of `listener` through their
+    /// flows' upstream sockets, opening flows as needed.
+    fn proxy(&mut self, listener: usize, batch: Batch<'_>, now: Instant) {
+        let Some(wildcard) = self.listeners.get(listener).map(|l| l.wildcard) else {
+            return;
+        };
         let routes = std::mem::take(&mut self.routes);
         let spans = std::mem::take(&mut self.spans);
         self.exits.clear();
@@ -328,7 +407,112 @@ impl Forwarder {
             self.exits.push((exit, span.octets.len()));
         }
         (self.routes, self.spans, self.exchanges) = (routes, spans, exchanges);
-        self.send(batch);
+        self.send(Octets::Batch(batch));
+    }
+
+    /// `gue` mode: encapsulates the routed datagrams of a client batch of `listener`, back to
+    /// back into the scratch buffer, and sends them through the GUE sockets their clients
+    /// hash to. Nothing is looked up or kept per client.
+    fn encapsulate(&mut self, listener: usize, batch: Batch<'_>) {
+        let Some(local) = self.listeners.get(listener).map(|l| l.local) else {
+            return;
+        };
+        let ports = self.gue.len();
+        // Sorted by GUE port and backend, so that the datagrams of a batch to one backend
+        // through one socket are neighbours (one GSO send) however the clients interleave;
+        // the index keeps each client's datagrams in order (a client has one port).
+        self.order.clear();
+        for (index, (route, span)) in self.routes.iter().zip(&self.spans).enumerate() {
+            let Some(backend) = *route else { continue };
+            match batch.meta(span.buffer) {
+                Some(meta) => self
+                    .order
+                    .push((port_index(meta.addr, ports), backend, index)),
+                None => broken("a span's buffer is in its batch"),
+            }
+        }
+        self.order.sort_unstable();
+        let mut scratch = std::mem::take(&mut self.encapsulated);
+        let mut spans = std::mem::take(&mut self.encapsulated_spans);
+        scratch.clear();
+        spans.clear();
+        self.exits.clear();
+        for &(port, backend, index) in &self.order {
+            // Both there: `order` was made from them.
+            let Some((span, meta)) = self
+                .spans
+                .get(index)
+                .and_then(|span| Some((span, batch.meta(span.buffer)?)))
+            else {
+                continue;
+            };
+            let start = scratch.len();
+            let ecn = inner_ecn(meta.ecn);
+            let datagram = batch.octets(span);
+            let encapsulated = vip(local, meta.dst_ip).is_some_and(|vip| {
+                qlb_gue::encapsulate(&mut scratch, meta.addr, vip, ecn, datagram).is_ok()
+            });
+            let exit = match encapsulated {
+                true => Some(Exit {
+                    via: Source::Gue(port),
+                    destination: backend,
+                    ecn: meta.ecn,
+                    src_ip: None,
+                }),
+                false => {
+                    scratch.truncate(start);
+                    self.counters.dropped(DataplaneDrop::EncapsulationFailed, 1);
+                    None
+                }
+            };
+            spans.push(DatagramSpan {
+                buffer: 0,
+                octets: start..scratch.len(),
+            });
+            self.exits.push((exit, scratch.len() - start));
+        }
+        // `send` takes the encapsulations' spans; the batch's are scratch until the next.
+        std::mem::swap(&mut self.spans, &mut spans);
+        self.send(Octets::Scratch(&scratch));
+        (self.encapsulated, self.encapsulated_spans) = (scratch, spans);
+    }
+
+    /// `gue` mode: relays a receive batch of a GUE socket, backends' encapsulated replies:
+    /// each from a backend of the pool is decapsulated and leaves from the listening socket
+    /// of its inner source (the VIP) to its inner destination (the client). Nothing is looked
+    /// up or kept per client, so any worker of any instance relays any reply.
+    pub(super) fn gue_batch(&mut self, batch: Batch<'_>) {
+        self.spans.clear();
+        self.exits.clear();
+        for (buffer, (meta, data)) in batch.iter().enumerate() {
+            let backend = self.sources.get(&meta.addr).copied();
+            for octets in datagrams(data.len(), meta.stride) {
+                let packet = data
+                    .get(octets.clone())
+                    .unwrap_or_else(|| broken("a datagram lies in its buffer"));
+                let outcome = backend
+                    .ok_or(DataplaneDrop::UnknownSource)
+                    .and_then(|backend| Ok((backend, reply(&self.listeners, packet, meta.ecn)?)));
+                let (exit, payload) = match outcome {
+                    Ok((backend, (exit, payload))) => {
+                        self.counters.replied(backend, 1, payload);
+                        (Some(exit), payload)
+                    }
+                    Err(reason) => {
+                        self.counters.dropped(reason, 1);
+                        (None, 0)
+                    }
+                };
+                // Decapsulation checked the inner lengths against the packet: the payload is
+                // its tail.
+                self.spans.push(DatagramSpan {
+                    buffer,
+                    octets: octets.end - payload..octets.end,
+                });
+                self.exits.push((exit, payload));
+            }
+        }
+        self.send(Octets::Batch(batch));
     }
 
     /// Sends the Initial `datagram` of flow `id` with its valid Retry token exchanged for one
@@ -361,12 +545,14 @@ impl Forwarder {
         }
     }
 
-    /// Sends the datagrams of `batch` as `spans` and `exits` say.
-    fn send(&mut self, batch: Batch<'_>) {
+    /// Sends the datagrams of `octets` as `spans` and `exits` say.
+    fn send(&mut self, octets: Octets<'_>) {
         debug_assert_eq!(self.exits.len(), self.spans.len(), "an exit per datagram");
         for (exit, run) in transmits(&self.exits, MAX_TRANSMIT_OCTETS) {
             // Not `self.socket`: the sends below count into `self` meanwhile.
-            let Some((socket, state)) = socket_of(&self.listeners, &self.flows, exit.via) else {
+            let Some((socket, state)) =
+                socket_of(&self.listeners, &self.gue, &self.flows, exit.via)
+            else {
                 continue;
             };
             for piece in chunks(run, state.max_gso_segments()) {
@@ -379,13 +565,12 @@ impl Forwarder {
                     broken::<()>("a transmit has datagrams");
                     continue;
                 };
-                let contents = if first.buffer == last.buffer {
-                    // Consecutive datagrams of one buffer lie back to back.
-                    batch.range(first.buffer, first.octets.start..last.octets.end)
+                let contents = if back_to_back(spans) {
+                    octets.range(first.buffer, first.octets.start..last.octets.end)
                 } else {
                     self.gather.clear();
                     for span in spans {
-                        self.gather.extend_from_slice(batch.octets(span));
+                        self.gather.extend_from_slice(octets.span(span));
                     }
                     &self.gather
                 };
@@ -506,7 +691,7 @@ impl Forwarder {
         if touched && self.flows.confirm(id, now) {
             self.counters.flow_confirmed();
         }
-        self.send(batch);
+        self.send(Octets::Batch(batch));
     }
 }
 
@@ -543,15 +728,53 @@ impl Flow {
     }
 }
 
-/// The socket of `source` among `listeners` and `flows`, if it is still there.
+/// Where a backend's encapsulated reply `packet` (received with `outer` ECN) goes: its exit,
+/// through the listener of its inner source, and its payload's length; or why it is dropped.
+fn reply(
+    listeners: &[Listener],
+    packet: &[u8],
+    outer: Option<EcnCodepoint>,
+) -> Result<(Exit, usize), DataplaneDrop> {
+    let inner = qlb_gue::decapsulate(packet).map_err(|_| DataplaneDrop::Decapsulation)?;
+    if !is_client(inner.destination) {
+        return Err(DataplaneDrop::Decapsulation);
+    }
+    let (listener, src_ip) = reply_listener(listeners.iter().map(|l| l.local), inner.source)
+        .ok_or(DataplaneDrop::UnknownVip)?;
+    let exit = Exit {
+        via: Source::Listener(listener),
+        destination: inner.destination,
+        ecn: reply_ecn(outer, inner.ecn),
+        src_ip,
+    };
+    Ok((exit, inner.payload.len()))
+}
+
+/// `socket` set up with quinn-udp and registered with `registry` under `token`, with its
+/// bound address.
+fn register(
+    socket: std::net::UdpSocket,
+    registry: &Registry,
+    token: Token,
+) -> io::Result<(UdpSocket, UdpSocketState, SocketAddr)> {
+    let mut socket = UdpSocket::from_std(socket);
+    let state = UdpSocketState::new((&socket).into())?;
+    let local = socket.local_addr()?;
+    registry.register(&mut socket, token, Interest::READABLE)?;
+    Ok((socket, state, local))
+}
+
+/// The socket of `source` among `listeners`, `gue` and `flows`, if it is still there.
 #[inline]
 fn socket_of<'a>(
     listeners: &'a [Listener],
+    gue: &'a [GueSocket],
     flows: &'a FlowTable<FlowKey, Flow>,
     source: Source,
 ) -> Option<(&'a UdpSocket, &'a UdpSocketState)> {
     match source {
         Source::Listener(listener) => listeners.get(listener).map(|l| (&l.socket, &l.state)),
+        Source::Gue(port) => gue.get(port).map(|g| (&g.socket, &g.state)),
         Source::Flow(id) => flows.get(id).map(|f| (&f.socket, &f.state)),
     }
 }
@@ -572,7 +795,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tokens_name_the_waker_listeners_and_flow_slots() {
+    fn tokens_name_the_waker_listeners_gue_ports_and_flow_slots() {
         let poll = Poll::new().expect("poll");
         let pool = Arc::new(Pool::new(quic_lb::Decoder::new(), []).expect("pool"));
         let listeners = vec![
@@ -581,7 +804,9 @@ mod tests {
         ];
         let options = DataplaneOptions::default();
         let registry = poll.registry().try_clone().expect("registry");
-        let forwarder = Forwarder::new(listeners, registry, pool, &options).expect("forwarder");
+        let gue = vec![std::net::UdpSocket::bind("127.0.0.1:0").expect("bind")];
+        let forwarder =
+            Forwarder::new(listeners, gue, registry, pool, &options).expect("forwarder");
         assert!(forwarder.source(WAKER).is_none());
         assert!(matches!(
             forwarder.source(Token(1)),
@@ -591,6 +816,7 @@ mod tests {
             forwarder.source(Token(2)),
             Some(Source::Listener(1))
         ));
+        assert!(matches!(forwarder.source(Token(3)), Some(Source::Gue(0))));
         let flow = FlowId::new(5);
         assert!(matches!(
             forwarder.source(forwarder.flow_token(flow)),

@@ -1,7 +1,16 @@
-//! The forwarding data plane, `proxy` mode: worker threads that receive client datagrams on
-//! the listening addresses, route each with a [`qlb_router::Router`], relay it to its backend
-//! through a per-flow upstream socket, and relay the backends' datagrams back to the client
-//! from the address the client sent to.
+//! The forwarding data plane: worker threads that receive client datagrams on the listening
+//! addresses, route each with a [`qlb_router::Router`] and forward it to its backend, in one of
+//! two modes:
+//!
+//! * `proxy` (the default): each datagram goes through a per-flow upstream socket, and the
+//!   backends' datagrams come back on it and go on to the client from the address the client
+//!   sent to;
+//! * `gue` ([`DataplaneOptions::gue`]): each datagram, unchanged, is wrapped in Generic UDP
+//!   Encapsulation ([`qlb_gue`]: inner source the client, inner destination the VIP it sent
+//!   to) and sent to the backend from one of the worker's GUE sockets, with no flow, socket or
+//!   state per client. Backends answer the client directly, or re-encapsulated (inner source
+//!   the VIP, inner destination the client) to the GUE socket they last heard the client
+//!   from: the data plane decapsulates those and sends them from the VIP's listening socket.
 //!
 //! # Design
 //!
@@ -39,13 +48,26 @@
 //!   client addresses cannot push real clients out. Each flow holds a file descriptor, and
 //!   opening one (socket, connect, `quinn-udp` setup with GRO and ECN, registration) costs
 //!   about 0.1 ms of the worker's time: the table's bounds also bound what a flood can cost.
+//! * **GUE sockets.** Every worker binds each of [`GueOptions::ports`] consecutive ports from
+//!   [`GueOptions::bind`] (SO_REUSEPORT), a constant number of file descriptors. A client's
+//!   datagrams leave from the port its address hashes to, so a backend's RSS spreads clients
+//!   over its receive queues while each flow stays on one (Katran's "RSS-friendly"
+//!   encapsulation). Fixed ports mean a restarted data plane has the same addresses, and
+//!   replies sent to the old process reach the new one. The encapsulated datagrams of a
+//!   receive batch are built back to back in a scratch buffer, grouped by GUE socket and
+//!   backend (each client's in their order), so those through one socket to one backend are
+//!   one GSO send as they lie, however the clients interleave. Replies are taken from backends of the
+//!   pool only, and for the load balancer's own VIPs only (the exact listening address, or a
+//!   wildcard listener's port, then sent from the VIP's address); everything else is dropped
+//!   and counted.
 //! * **Pool changes** ([`Dataplane::set_pool`]) are published to every worker, which takes
 //!   the new pool up between batches with [`Router::set_pool`](qlb_router::Router::set_pool):
 //!   sockets, flows and the routers' tables stay, so nothing is lost. The call returns once
 //!   every worker routes with the new pool.
 //! * **Restarts.** A restarted data plane knows no flows, but the router sends established
 //!   connections' datagrams to their backends by connection ID, and the client's next
-//!   datagram opens a new flow: connections survive without state carried over.
+//!   datagram opens a new flow: connections survive without state carried over. In `gue` mode
+//!   there is nothing to open: a backend's reply is forwarded before the client sends again.
 
 mod board;
 mod buffers;
@@ -54,6 +76,7 @@ mod event_loop;
 mod flow_key;
 mod flow_table;
 mod forward;
+mod gue;
 mod options;
 mod retry;
 mod segments;
@@ -76,6 +99,7 @@ use board::Board;
 pub use error::DataplaneError;
 use event_loop::Worker;
 use forward::WAKER;
+pub use gue::{GueOptions, MAX_GUE_PORTS};
 pub use options::{DEFAULT_MAX_UNCONFIRMED_FLOWS, DataplaneOptions};
 pub use retry::{RetryCounts, RetryOffload, RetryTrigger};
 pub use stats::{DataplaneDrop, FlowEviction, FlowRefusal, Stats};
@@ -129,6 +153,7 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Dataplane {
     handle: DataplaneHandle,
     local_addrs: Vec<SocketAddr>,
+    gue_addrs: Vec<SocketAddr>,
     threads: Vec<JoinHandle<io::Result<()>>>,
 }
 
@@ -156,6 +181,10 @@ impl Dataplane {
         options: DataplaneOptions,
     ) -> Result<Self, DataplaneError> {
         check_listen(listen)?;
+        let gue_addresses = match &options.gue {
+            Some(gue) => gue.addresses()?,
+            None => Vec::new(),
+        };
         let workers = workers.get();
         let mut sockets: Vec<Vec<std::net::UdpSocket>> = (0..workers)
             .map(|_| Vec::with_capacity(listen.len()))
@@ -164,14 +193,25 @@ impl Dataplane {
         for &address in listen {
             let bind_error = |source| DataplaneError::Bind { address, source };
             let bound = socket::listeners(address, workers).map_err(bind_error)?;
-            let local = match bound.first() {
-                Some(first) => first.local_addr().map_err(bind_error)?,
-                None => address,
-            };
-            local_addrs.push(local);
-            for (worker, socket) in sockets.iter_mut().zip(bound) {
-                worker.push(socket);
+            local_addrs.push(deal(bound, &mut sockets, address).map_err(bind_error)?);
+        }
+        // Checked on the bound addresses: a listener's port 0 may have become a GUE port.
+        if let Some(gue) = &options.gue {
+            if let Some(listen) = gue.overlap(&local_addrs).and_then(|i| local_addrs.get(i)) {
+                return Err(DataplaneError::GueOverlap {
+                    bind: gue.bind,
+                    listen: *listen,
+                });
             }
+        }
+        let mut gue_sockets: Vec<Vec<std::net::UdpSocket>> = (0..workers)
+            .map(|_| Vec::with_capacity(gue_addresses.len()))
+            .collect();
+        let mut gue_addrs = Vec::with_capacity(gue_addresses.len());
+        for address in gue_addresses {
+            let bind_error = |source| DataplaneError::GueBind { address, source };
+            let bound = socket::gue_sockets(address, workers).map_err(bind_error)?;
+            gue_addrs.push(deal(bound, &mut gue_sockets, address).map_err(bind_error)?);
         }
         let polls = (0..workers)
             .map(|worker| Poll::new().map_err(|source| DataplaneError::Worker { worker, source }))
@@ -187,16 +227,24 @@ impl Dataplane {
         let board = Arc::new(Board::new(pool, wakers));
         let prepared = polls
             .into_iter()
-            .zip(sockets)
+            .zip(sockets.into_iter().zip(gue_sockets))
             .enumerate()
-            .map(|(worker, (poll, sockets))| {
-                Worker::new(worker, Arc::clone(&board), poll, sockets, &options)
-                    .map_err(|source| DataplaneError::Worker { worker, source })
+            .map(|(worker, (poll, (sockets, gue_sockets)))| {
+                Worker::new(
+                    worker,
+                    Arc::clone(&board),
+                    poll,
+                    sockets,
+                    gue_sockets,
+                    &options,
+                )
+                .map_err(|source| DataplaneError::Worker { worker, source })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let mut dataplane = Self {
             handle: DataplaneHandle { board },
             local_addrs,
+            gue_addrs,
             threads: Vec::with_capacity(workers),
         };
         for worker in prepared {
@@ -229,6 +277,24 @@ impl Dataplane {
     /// ```
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
+    }
+
+    /// The bound GUE addresses in `gue` mode (one per port, from `gue.bind`'s, port 0
+    /// resolved); empty in `proxy` mode. Backends send their encapsulated replies to these.
+    ///
+    /// ```
+    /// use qlb_lb::dataplane::{Dataplane, DataplaneOptions, GueOptions};
+    /// use std::{num::NonZeroUsize, sync::Arc};
+    ///
+    /// let pool = Arc::new(qlb_router::Pool::new(quic_lb::Decoder::new(), [])?);
+    /// let gue = GueOptions { bind: "127.0.0.1:0".parse()?, ports: 4 };
+    /// let options = DataplaneOptions { gue: Some(gue), ..DataplaneOptions::default() };
+    /// let dataplane = Dataplane::start(&["127.0.0.1:0".parse()?], NonZeroUsize::MIN, pool, options)?;
+    /// assert_eq!(dataplane.gue_addrs().len(), 4);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn gue_addrs(&self) -> &[SocketAddr] {
+        &self.gue_addrs
     }
 
     /// A handle for the control plane: pool changes and stats, from any thread.
@@ -426,6 +492,23 @@ impl DataplaneHandle {
     pub fn stats(&self) -> Stats {
         self.board.stats(ANSWER_TIMEOUT)
     }
+}
+
+/// Hands one of `bound` (sockets sharing `address`) to each worker's list; returns the bound
+/// address, port 0 resolved.
+fn deal(
+    bound: Vec<std::net::UdpSocket>,
+    workers: &mut [Vec<std::net::UdpSocket>],
+    address: SocketAddr,
+) -> io::Result<SocketAddr> {
+    let local = match bound.first() {
+        Some(first) => first.local_addr()?,
+        None => address,
+    };
+    for (worker, socket) in workers.iter_mut().zip(bound) {
+        worker.push(socket);
+    }
+    Ok(local)
 }
 
 fn check_listen(listen: &[SocketAddr]) -> Result<(), DataplaneError> {

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use qlb_router::TableLimits;
 
+use super::gue::GueOptions;
 use super::retry::RetryOffload;
 
 /// Settings of a [`Dataplane`](super::Dataplane) beyond its addresses, workers and pool.
@@ -15,6 +16,7 @@ use super::retry::RetryOffload;
 /// let options = DataplaneOptions { max_flows: 1024, ..DataplaneOptions::default() };
 /// assert_eq!(options.flow_idle_timeout, Duration::from_secs(60));
 /// assert_eq!(options.max_unconfirmed_flows, 4096);
+/// assert!(options.gue.is_none(), "proxy mode");
 /// ```
 #[derive(Clone, Debug)]
 pub struct DataplaneOptions {
@@ -35,6 +37,10 @@ pub struct DataplaneOptions {
     pub table_limits: TableLimits,
     /// Retry offload; `None` (the default) forwards every Initial.
     pub retry: Option<RetryOffload>,
+    /// `gue` mode: client datagrams leave encapsulated through these GUE sockets, and the
+    /// backends' encapsulated replies come back on them; no flows. `None` (the default):
+    /// `proxy` mode, and the flow settings above apply.
+    pub gue: Option<GueOptions>,
 }
 
 /// The default [`DataplaneOptions::max_unconfirmed_flows`]. A real client's flow is
@@ -54,6 +60,7 @@ impl Default for DataplaneOptions {
             max_unconfirmed_flows: DEFAULT_MAX_UNCONFIRMED_FLOWS,
             table_limits: TableLimits::default(),
             retry: None,
+            gue: None,
         }
     }
 }

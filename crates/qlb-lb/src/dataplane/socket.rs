@@ -1,6 +1,6 @@
 //! Opening the data plane's UDP sockets: the listening sockets, one per worker and address
 //! sharing the address with SO_REUSEPORT (the kernel spreads clients over them by 4-tuple
-//! hash), and the per-flow upstream sockets.
+//! hash), the GUE sockets (the same, per GUE port) and the per-flow upstream sockets.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -10,6 +10,10 @@ use socket2::{Domain, Protocol, Socket, Type};
 /// Receive buffer asked for on listening sockets, so that a burst (or a flood) waits in the
 /// kernel rather than being dropped there; the kernel caps it at `net.core.rmem_max`.
 const LISTEN_RECV_BUFFER: usize = 4 << 20;
+
+/// Send buffer asked for on GUE sockets: each carries the encapsulated datagrams of every
+/// client of its worker that hashes to it, where proxy mode spreads them over flow sockets.
+const GUE_SEND_BUFFER: usize = 4 << 20;
 
 /// Attempts at finding a free port for a listening address with port 0.
 const PORT_ATTEMPTS: usize = 8;
@@ -32,6 +36,16 @@ pub(crate) fn listeners(address: SocketAddr, count: usize) -> io::Result<Vec<Udp
         }
     }
     Err(last_error.unwrap_or_else(|| io::ErrorKind::AddrInUse.into()))
+}
+
+/// `count` GUE sockets on `address`: listening sockets (SO_REUSEPORT, a shared free port for
+/// port 0) with a larger send buffer.
+pub(crate) fn gue_sockets(address: SocketAddr, count: usize) -> io::Result<Vec<UdpSocket>> {
+    let sockets = listeners(address, count)?;
+    for socket in &sockets {
+        socket2::SockRef::from(socket).set_send_buffer_size(GUE_SEND_BUFFER)?;
+    }
+    Ok(sockets)
 }
 
 /// A port no socket holds on `ip` now. Binding port 0 with SO_REUSEPORT set could be given

@@ -9,7 +9,8 @@ use qlb_router::{CounterSnapshot, Traffic};
 use super::retry::RetryCounts;
 
 /// Why the data plane dropped a datagram the router had decided to forward, or one a backend
-/// sent. (The router counts its own drops: [`qlb_router::DropReason`].)
+/// sent. (The router counts its own drops: [`qlb_router::DropReason`].) The last three are
+/// `gue` mode's.
 ///
 /// ```
 /// use qlb_lb::dataplane::DataplaneDrop;
@@ -17,7 +18,7 @@ use super::retry::RetryCounts;
 /// let labels: Vec<&str> = DataplaneDrop::ALL.iter().map(|d| d.as_str()).collect();
 /// assert_eq!(labels, [
 ///     "flow_table_full", "upstream_socket", "unknown_source", "send_blocked", "oversized",
-///     "send_error",
+///     "send_error", "encapsulation_failed", "decapsulation", "unknown_vip",
 /// ]);
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -27,7 +28,8 @@ pub enum DataplaneDrop {
     /// A new flow whose upstream socket could not be opened (out of file descriptors or
     /// ports, for example).
     UpstreamSocket,
-    /// A datagram on an upstream socket from an address that is no backend of the pool.
+    /// A datagram on an upstream socket, or a GUE socket, from an address that is no backend
+    /// of the pool.
     UnknownSource,
     /// The socket's send buffer was full.
     SendBlocked,
@@ -35,17 +37,31 @@ pub enum DataplaneDrop {
     Oversized,
     /// Any other send error.
     SendError,
+    /// A client datagram that could not be encapsulated: a wildcard listener's datagram
+    /// without its destination address (so no VIP for the inner header), or one too long for
+    /// an inner UDP datagram.
+    EncapsulationFailed,
+    /// A datagram on a GUE socket from a backend that is not a GUE packet carrying a UDP
+    /// datagram (`qlb_gue::DecapError`), or whose inner destination is no client (port 0,
+    /// the unspecified address, multicast).
+    Decapsulation,
+    /// A backend's encapsulated reply whose inner source is none of the listening addresses
+    /// (exactly, or by port for a wildcard listener).
+    UnknownVip,
 }
 
 impl DataplaneDrop {
     /// Every reason.
-    pub const ALL: [DataplaneDrop; 6] = [
+    pub const ALL: [DataplaneDrop; 9] = [
         Self::FlowTableFull,
         Self::UpstreamSocket,
         Self::UnknownSource,
         Self::SendBlocked,
         Self::Oversized,
         Self::SendError,
+        Self::EncapsulationFailed,
+        Self::Decapsulation,
+        Self::UnknownVip,
     ];
 
     /// A stable snake_case label, for metrics and logs.
@@ -61,6 +77,9 @@ impl DataplaneDrop {
             Self::SendBlocked => "send_blocked",
             Self::Oversized => "oversized",
             Self::SendError => "send_error",
+            Self::EncapsulationFailed => "encapsulation_failed",
+            Self::Decapsulation => "decapsulation",
+            Self::UnknownVip => "unknown_vip",
         }
     }
 }
@@ -154,9 +173,11 @@ impl FlowRefusal {
 /// [`Stats::flows_unconfirmed`].
 ///
 /// Client to backend: [`Stats::router`] holds every routing decision, drops by reason and
-/// datagrams and octets per backend as routed; datagrams the data plane then failed to send
-/// are in [`Stats::dropped`]. Backend to client: [`Stats::to_clients`], counted as received
-/// from a backend of the pool.
+/// datagrams and octets per backend as routed (the client's datagrams, before any
+/// encapsulation); datagrams the data plane then failed to send are in [`Stats::dropped`].
+/// Backend to client: [`Stats::to_clients`], counted as received from a backend of the pool
+/// (in `gue` mode, the decapsulated datagrams, once their VIP is known). In `gue` mode the
+/// flow counts stay 0.
 ///
 /// ```
 /// use qlb_lb::dataplane::{DataplaneDrop, Stats};

@@ -1,6 +1,8 @@
 //! Real UDP peers on loopback for the data plane tests: backends that record what they
 //! receive and echo it, and clients that send QUIC-shaped datagrams. Both use quinn-udp, so
-//! that tests see ECN codepoints, GRO batches and destination addresses.
+//! that tests see ECN codepoints, GRO batches and destination addresses. Each test binary
+//! uses a subset.
+#![allow(dead_code)]
 
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -152,6 +154,7 @@ impl Peer {
 pub(crate) struct Backend {
     pub name: String,
     pub addr: SocketAddr,
+    peer: Arc<Peer>,
     received: Arc<Mutex<Vec<Datagram>>>,
     stop: Arc<AtomicBool>,
     /// Set: datagrams are recorded but not echoed.
@@ -161,14 +164,18 @@ pub(crate) struct Backend {
 
 impl Backend {
     pub(crate) fn start(name: &str, ip: IpAddr) -> io::Result<Self> {
-        let peer = Peer::bind(SocketAddr::new(ip, 0))?;
+        let peer = Arc::new(Peer::bind(SocketAddr::new(ip, 0))?);
         let addr = peer.addr();
         let received = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let muted = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (received, stop, muted) =
-                (Arc::clone(&received), Arc::clone(&stop), Arc::clone(&muted));
+            let (peer, received, stop, muted) = (
+                Arc::clone(&peer),
+                Arc::clone(&received),
+                Arc::clone(&stop),
+                Arc::clone(&muted),
+            );
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     for datagram in peer.recv() {
@@ -191,6 +198,7 @@ impl Backend {
         Ok(Self {
             name: name.to_owned(),
             addr,
+            peer,
             received,
             stop,
             muted,
@@ -201,6 +209,12 @@ impl Backend {
     /// Stops echoing (or starts again): the flows of datagrams sent meanwhile stay unconfirmed.
     pub(crate) fn mute(&self, muted: bool) {
         self.muted.store(muted, Ordering::Relaxed);
+    }
+
+    /// Sends `contents` to `to` with `ecn` from the backend's address (a GUE backend's
+    /// encapsulated reply, say).
+    pub(crate) fn send(&self, to: SocketAddr, contents: &[u8], ecn: Option<EcnCodepoint>) {
+        self.peer.send_batch(to, contents, ecn, None);
     }
 
     pub(crate) fn received(&self) -> Vec<Datagram> {
