@@ -3,6 +3,8 @@
 //! while real clients work. The flood must be absorbed by evicting unconfirmed flows: the
 //! established connection keeps completing requests, new clients (the test kit's,
 //! qlb-client's and aioquic) connect, the admin API answers, and flows and file descriptors stay bounded.
+//! In GUE mode there is nothing to absorb: the balancer opens no flow and no descriptor, and
+//! its memory stays where it was.
 //!
 //! Needs CAP_NET_RAW for the raw socket: on CI its absence fails the test, elsewhere it is
 //! skipped with a loud message.
@@ -47,18 +49,51 @@ const FD_SLACK: u64 = 256;
 /// A request or a new connection that takes longer than this has failed.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How far the process's resident memory may grow over a GUE-mode flood: the backend, in
+/// this process too, remembers the way back to up to 65,536 (spoofed) clients.
+const GUE_RSS_SLACK: u64 = 64 << 20;
+
+/// How the balancer forwards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Proxy,
+    Gue,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spoofed_flood_is_absorbed_while_real_clients_work() -> TestResult {
+    spoofed_flood(Mode::Proxy).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_gue_mode_a_spoofed_flood_costs_no_flow_descriptor_or_memory() -> TestResult {
+    spoofed_flood(Mode::Gue).await
+}
+
+async fn spoofed_flood(mode: Mode) -> TestResult {
     let Some(raw) = raw_socket()? else {
         return Ok(());
     };
-    let backend = Backend::start("b1", "0001", 0)?;
+    let backend = match mode {
+        Mode::Proxy => Backend::start("b1", "0001", 0)?,
+        Mode::Gue => Backend::start_gue("b1", "0001", 0)?,
+    };
+    let (top, tables) = match mode {
+        Mode::Proxy => (
+            format!("max_flows = {MAX_FLOWS}\nmax_unconfirmed_flows = {MAX_UNCONFIRMED}\n"),
+            String::new(),
+        ),
+        Mode::Gue => (
+            "mode = \"gue\"\n".to_owned(),
+            "[gue]\nbind = \"127.0.0.1:0\"\n".to_owned(),
+        ),
+    };
     let text = format!(
-        "max_flows = {MAX_FLOWS}\nmax_unconfirmed_flows = {MAX_UNCONFIRMED}\n{}",
+        "{top}{}",
         lb_toml(
             &[0],
             &[&backend],
-            &format!("{FAST_HEALTH}[admin]\nlisten = \"127.0.0.1:0\"\n")
+            &format!("{FAST_HEALTH}[admin]\nlisten = \"127.0.0.1:0\"\n{tables}")
         )
     );
     let file = LbFile::new(&text)?;
@@ -70,6 +105,7 @@ async fn a_spoofed_flood_is_absorbed_while_real_clients_work() -> TestResult {
     let mut established = connect(lb).await?;
     established.backend().await?;
     let fds_before = open_fds()?;
+    let rss_before = resident()?;
     let before = balancer.status().await;
 
     // Work that runs through the flood and after it.
@@ -144,21 +180,25 @@ async fn a_spoofed_flood_is_absorbed_while_real_clients_work() -> TestResult {
     qlb_client_get(lb).await?;
     let after_status = balancer.status().await;
     let fds_after = open_fds()?;
+    let rss_after = resident()?;
     slowest_status = slowest_status.max(admin_status(api).await?);
 
     let routed = decisions(&during) - decisions(&before);
     let evicted = |status: &Status, reason| status.flows.evicted.get(reason).copied();
     let report = format!(
-        "sent {sent} in {flood_time:?}; routed {routed}; flows created {}, evicted {:?}/{:?} \
+        "{mode:?}: sent {sent} in {flood_time:?}; routed {routed}; flows created {}, evicted {:?}/{:?} \
          (unconfirmed_cap/table_full), refused {:?}, most active {most_flows}, most \
          unconfirmed {most_unconfirmed}; fds before {fds_before}, most {most_fds}, at the \
-         end {fds_during}, after {fds_after}; established requests during/after {}/{}; new \
+         end {fds_during}, after {fds_after}; resident memory before {} MiB, after {} MiB; \
+         established requests during/after {}/{}; new \
          clients during {}/{} {:?} after 2/2 (both kinds); aioquic during {aioquic_during}, after \
          {aioquic_after}; slowest GET /status {slowest_status:?}",
         during.flows.created - before.flows.created,
         evicted(&during, "unconfirmed_cap"),
         evicted(&during, "table_full"),
         during.flows.refused,
+        rss_before >> 20,
+        rss_after >> 20,
         established_ok[0].load(Ordering::Relaxed),
         established_ok[1].load(Ordering::Relaxed),
         newcomer_report.0,
@@ -170,23 +210,35 @@ async fn a_spoofed_flood_is_absorbed_while_real_clients_work() -> TestResult {
     // The flood happened, and reached the data plane.
     assert_eq!(sent, FLOOD, "{report}");
     assert!(routed >= FLOOD * 9 / 10, "{report}");
-    assert!(
-        during.flows.created - before.flows.created >= FLOOD * 9 / 10,
-        "{report}"
-    );
-    // It was absorbed by evicting unconfirmed flows, within the caps.
-    assert!(
-        evicted(&during, "unconfirmed_cap").unwrap_or(0) >= FLOOD * 9 / 10 - MAX_FLOWS,
-        "{report}"
-    );
-    assert!(
-        most_flows <= MAX_FLOWS && most_unconfirmed <= MAX_UNCONFIRMED,
-        "{report}"
-    );
-    for fds in [most_fds, fds_during, fds_after] {
-        assert!(fds <= fds_before + MAX_FLOWS + FD_SLACK, "{report}");
+    match mode {
+        Mode::Proxy => {
+            assert!(
+                during.flows.created - before.flows.created >= FLOOD * 9 / 10,
+                "{report}"
+            );
+            // It was absorbed by evicting unconfirmed flows, within the caps.
+            assert!(
+                evicted(&during, "unconfirmed_cap").unwrap_or(0) >= FLOOD * 9 / 10 - MAX_FLOWS,
+                "{report}"
+            );
+            assert!(
+                most_flows <= MAX_FLOWS && most_unconfirmed <= MAX_UNCONFIRMED,
+                "{report}"
+            );
+            for fds in [most_fds, fds_during, fds_after] {
+                assert!(fds <= fds_before + MAX_FLOWS + FD_SLACK, "{report}");
+            }
+            assert!(after_status.flows.active <= MAX_FLOWS, "{report}");
+        }
+        Mode::Gue => {
+            // Nothing per client: no flow, no descriptor, no memory to speak of.
+            assert_eq!(after_status.flows.created, 0, "{report}");
+            for fds in [most_fds, fds_during, fds_after] {
+                assert!(fds <= fds_before + FD_SLACK, "{report}");
+            }
+            assert!(rss_after <= rss_before + GUE_RSS_SLACK, "{report}");
+        }
     }
-    assert!(after_status.flows.active <= MAX_FLOWS, "{report}");
     // Real clients worked through it.
     assert!(
         established_failures.is_empty(),
@@ -285,6 +337,23 @@ fn decisions(status: &Status) -> u64 {
 /// The process's open file descriptors (the balancer runs in it).
 fn open_fds() -> TestResult<u64> {
     Ok(u64::try_from(std::fs::read_dir("/proc/self/fd")?.count())?)
+}
+
+/// The process's resident memory, in octets (`VmRSS`).
+fn resident() -> TestResult<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .ok_or("no VmRSS in /proc/self/status")?;
+    Ok(kib << 10)
 }
 
 /// How long `GET /status` on the admin API at `api` took; an error past the timeout.

@@ -107,7 +107,7 @@ struct Lab {
     backends: Vec<Host>,
     processes: Vec<Process>,
     dir: tempfile::TempDir,
-    /// The load balancer's admin API (on its host).
+    /// The load balancer's admin API (on its host's loopback).
     admin: SocketAddr,
     /// The backends' metrics endpoints (on their hosts).
     metrics: Vec<SocketAddr>,
@@ -147,9 +147,8 @@ impl Lab {
         let mut lb_file = format!(
             "{secret}listen = [\"{VIP}:{VIP_PORT}\"]\nworkers = 1\nmode = \"gue\"\n{table}\
              [gue]\nbind = \"{}:{GUE_PORT}\"\nports = 4\n\
-             [health]\ninterval = \"200ms\"\ntimeout = \"500ms\"\nhealthy_threshold = 1\n\
-             unhealthy_threshold = 3\n[admin]\nlisten = \"{}:8080\"\n",
-            lb.ip(),
+             [health]\ninterval = \"200ms\"\ntimeout = \"200ms\"\nhealthy_threshold = 1\n\
+             unhealthy_threshold = 3\n[admin]\nlisten = \"127.0.0.1:8080\"\n",
             lb.ip(),
         );
         for (i, backend) in backends.iter().enumerate() {
@@ -182,7 +181,7 @@ impl Lab {
         process.wait_for_log("load balancing on ", START_TIMEOUT)?;
         processes.push(process);
         let lab = Self {
-            admin: SocketAddr::new(lb.ip(), 8080),
+            admin: "127.0.0.1:8080".parse()?,
             client,
             lb,
             backends,

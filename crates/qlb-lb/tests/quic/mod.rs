@@ -25,6 +25,8 @@ pub(crate) struct Backend {
     pub name: String,
     pub server_id: ServerId,
     pub addr: SocketAddr,
+    /// Where it receives GUE, if started with [`Backend::start_gue`].
+    pub gue: Option<SocketAddr>,
     pub server: Server,
     serving: tokio::task::JoinHandle<()>,
 }
@@ -36,6 +38,16 @@ impl Backend {
         Self::start_at(name, server_id, config_id, "127.0.0.1:0".parse()?)
     }
 
+    /// [`Backend::start`], also receiving GUE (answering through the load balancer) on
+    /// another free port: the backend of a `mode = "gue"` balancer.
+    pub(crate) fn start_gue(name: &str, server_id: &str, config_id: u8) -> TestResult<Self> {
+        let gue = Some((
+            "127.0.0.1:0".parse()?,
+            qlb_server::GueReturn::ThroughLoadBalancer,
+        ));
+        Self::launch(name, server_id, config_id, "127.0.0.1:0".parse()?, gue)
+    }
+
     /// The same on `addr`.
     pub(crate) fn start_at(
         name: &str,
@@ -43,12 +55,25 @@ impl Backend {
         config_id: u8,
         addr: SocketAddr,
     ) -> TestResult<Self> {
+        Self::launch(name, server_id, config_id, addr, None)
+    }
+
+    fn launch(
+        name: &str,
+        server_id: &str,
+        config_id: u8,
+        addr: SocketAddr,
+        gue: Option<(SocketAddr, qlb_server::GueReturn)>,
+    ) -> TestResult<Self> {
         init_tracing();
         let server_id: ServerId = server_id.parse()?;
-        let server = Server::builder(fixtures::config(config_id), server_id)
+        let mut builder = Server::builder(fixtures::config(config_id), server_id)
             .name(name)
-            .cluster_secret(CLUSTER_SECRET)
-            .bind(addr)?;
+            .cluster_secret(CLUSTER_SECRET);
+        if let Some((gue, way_back)) = gue {
+            builder = builder.gue(gue, way_back);
+        }
+        let server = builder.bind(addr)?;
         let addr = server.local_addr()?;
         let serving = tokio::spawn({
             let server = server.clone();
@@ -58,16 +83,22 @@ impl Backend {
             name: name.to_owned(),
             server_id,
             addr,
+            gue: server.gue_addr(),
             server,
             serving,
         })
     }
 
-    /// The `[[backend]]` table for this backend.
+    /// The `[[backend]]` table for this backend (in GUE mode, GUE to its GUE address and
+    /// health checks to its plain one).
     pub(crate) fn table(&self) -> String {
+        let addr = match self.gue {
+            Some(gue) => format!("addr = \"{gue}\"\nhealth_addr = \"{}\"\n", self.addr),
+            None => format!("addr = \"{}\"\n", self.addr),
+        };
         format!(
-            "[[backend]]\nname = \"{}\"\naddr = \"{}\"\nserver_id = \"{}\"\n",
-            self.name, self.addr, self.server_id
+            "[[backend]]\nname = \"{}\"\n{addr}server_id = \"{}\"\n",
+            self.name, self.server_id
         )
     }
 
