@@ -630,7 +630,7 @@ fn config_text(spec: &Spec, backends: &[Backend]) -> TestResult<String> {
                 "addr = \"{gue}\"\nhealth_addr = \"{}\"\n",
                 backend.addr
             ),
-            None => write!(text, "addr = \"{}\"\n", backend.addr),
+            None => writeln!(text, "addr = \"{}\"", backend.addr),
         };
     }
     Ok(text)
