@@ -473,10 +473,19 @@ fn free_udp_port() -> io::Result<u16> {
 }
 
 /// `qlb lb`'s configuration for the sinks as backends `b1`, `b2`, ... (server IDs 0001,
-/// 0002, ...) with 1 worker and health checks off.
-pub(crate) fn qlb_config(sinks: &[SocketAddr]) -> BenchResult<LbConfig> {
+/// 0002, ...) with 1 worker and health checks off; in GUE mode (`gue`) the sinks receive the
+/// encapsulated datagrams from 8 GUE ports.
+pub(crate) fn qlb_config(sinks: &[SocketAddr], gue: bool) -> BenchResult<LbConfig> {
     let mut text = String::from("listen = [\"127.0.0.1:0\"]\nworkers = 1\n");
+    if gue {
+        text.push_str("mode = \"gue\"\n");
+    }
     text.push_str(QUIC_LB);
+    if gue {
+        // LB_BENCH_GUE_PORTS: the outer source ports (default 8, as `[gue] ports`).
+        let ports = std::env::var("LB_BENCH_GUE_PORTS").unwrap_or_else(|_| "8".into());
+        writeln!(text, "[gue]\nbind = \"127.0.0.1:0\"\nports = {ports}")?;
+    }
     for (n, sink) in (1..).zip(sinks) {
         writeln!(
             text,

@@ -1,7 +1,8 @@
 //! The load balancer's forwarding benchmark (issue 4, item 8): packets per second at
 //! saturation and added latency at a fixed rate, through a raw forwarder (the data plane's
 //! I/O with no parsing: the ceiling), Debian's nginx `stream` UDP proxy, and the data plane
-//! `qlb lb` runs (1 worker), all in the same run and harness, with 1 and with 64 client flows.
+//! `qlb lb` runs (1 worker) in proxy mode and in GUE mode (the sinks then decapsulate), all in
+//! the same run and harness, with 1 and with 64 client flows.
 //!
 //! The traffic is QUIC-shaped: short-header datagrams whose DCIDs are QUIC-LB connection IDs
 //! issued for 4 backends (encoders of the configuration's `[[quic_lb]]` table, four-pass as
@@ -33,7 +34,7 @@
 //! (datagrams per client send at saturation, default 1; more are sent as one GSO burst,
 //! which a GRO socket receives whole, as bulk QUIC senders do), `LB_BENCH_SIZES`
 //! (default `1200,64`), `LB_BENCH_FLOWS` (default `1,64`), `LB_BENCH_ONLY` (some of `direct,
-//! raw,nginx,qlb`), `LB_BENCH_PIN=0` (no CPU pinning). nginx must be installed (`apt-get
+//! raw,nginx,qlb,qlb-gue`), `LB_BENCH_PIN=0` (no CPU pinning). nginx must be installed (`apt-get
 //! install -y nginx libnginx-mod-stream`); without it the run fails unless `LB_BENCH_ONLY`
 //! leaves nginx out.
 
@@ -68,10 +69,18 @@ enum Contender {
     Raw,
     Nginx,
     Qlb,
+    /// `mode = "gue"`: datagrams reach the sinks encapsulated.
+    QlbGue,
 }
 
 impl Contender {
-    const ALL: [Self; 4] = [Self::Direct, Self::Raw, Self::Nginx, Self::Qlb];
+    const ALL: [Self; 5] = [
+        Self::Direct,
+        Self::Raw,
+        Self::Nginx,
+        Self::Qlb,
+        Self::QlbGue,
+    ];
 
     fn key(self) -> &'static str {
         match self {
@@ -79,6 +88,7 @@ impl Contender {
             Self::Raw => "raw",
             Self::Nginx => "nginx",
             Self::Qlb => "qlb",
+            Self::QlbGue => "qlb-gue",
         }
     }
 
@@ -88,28 +98,36 @@ impl Contender {
             Self::Raw => "raw forwarder",
             Self::Nginx => "nginx stream (1 worker)",
             Self::Qlb => "qlb lb (1 worker)",
+            Self::QlbGue => "qlb lb, gue mode (1 worker)",
         }
     }
 
     fn start(
         self,
         sinks: &[SocketAddr],
-        config: &LbConfig,
+        configs: &Configs,
         cpu: Option<usize>,
     ) -> BenchResult<Running> {
         Ok(match self {
             Self::Direct => Running::Direct,
             Self::Raw => Running::Raw(RawForwarder::start(sinks, cpu)?),
             Self::Nginx => Running::Nginx(Nginx::start(sinks, cpu)?),
-            Self::Qlb => forwarders::start_qlb(config, cpu)?,
+            Self::Qlb => forwarders::start_qlb(&configs.proxy, cpu)?,
+            Self::QlbGue => forwarders::start_qlb(&configs.gue, cpu)?,
         })
     }
 
     /// Whether sinks can check that datagrams reached the backend their CID names: the
     /// other contenders do not route by CID.
     fn routes_by_cid(self) -> bool {
-        matches!(self, Self::Direct | Self::Qlb)
+        matches!(self, Self::Direct | Self::Qlb | Self::QlbGue)
     }
+}
+
+/// `qlb lb`'s configurations of a case, one per mode, with the sinks as backends.
+struct Configs {
+    proxy: LbConfig,
+    gue: LbConfig,
 }
 
 struct Settings {
@@ -206,7 +224,7 @@ fn main() -> BenchResult {
     let epoch = Instant::now();
     describe_machine(&settings);
     // The CID length, from the configuration's QUIC-LB table (no backends needed).
-    let cid_len = forwarders::qlb_config(&[])?
+    let cid_len = forwarders::qlb_config(&[], false)?
         .cluster
         .quic_lb
         .first()
@@ -235,8 +253,12 @@ fn main() -> BenchResult {
             let sinks = Sinks::start(BACKENDS, layout, epoch, move || {
                 pin_current(load_cpu);
             })?;
-            let config = forwarders::qlb_config(sinks.addrs())?;
-            let mut encoders = forwarders::encoders(&config)?;
+            let configs = Configs {
+                proxy: forwarders::qlb_config(sinks.addrs(), false)?,
+                gue: forwarders::qlb_config(sinks.addrs(), true)?,
+            };
+            // Both modes' backends have the same server IDs.
+            let mut encoders = forwarders::encoders(&configs.proxy)?;
             let count = settings.only.len();
             for turn in 0..count {
                 let slot = (turn + round) % count;
@@ -248,7 +270,7 @@ fn main() -> BenchResult {
                     *case,
                     &settings,
                     &sinks,
-                    &config,
+                    &configs,
                     &mut encoders,
                     epoch,
                 )?;
@@ -287,7 +309,7 @@ fn measure(
     case: Case,
     settings: &Settings,
     sinks: &Sinks,
-    config: &LbConfig,
+    configs: &Configs,
     encoders: &mut [Encoder],
     epoch: Instant,
 ) -> BenchResult<Measurement> {
@@ -295,7 +317,7 @@ fn measure(
         size: case.size,
         cid_len: encoders.first().map_or(0, Encoder::cid_len),
     };
-    let running = contender.start(sinks.addrs(), config, settings.forwarder_cpu)?;
+    let running = contender.start(sinks.addrs(), configs, settings.forwarder_cpu)?;
     let outcome = (|| {
         let mut flows = (0..case.flows)
             .map(|flow| {
@@ -594,34 +616,59 @@ fn report(case: Case, settings: &Settings, per_contender: &[Vec<Measurement>]) {
                 .map(move |m| format!("{}:{}", c.key(), m.problems))
         })
         .collect();
-    if let Some(qlb) = runs_of(Contender::Qlb) {
-        for (other, target) in [(Contender::Raw, 0.85), (Contender::Nginx, 1.3)] {
-            let Some(base) = runs_of(other) else { continue };
-            let ratios: Vec<f64> = qlb
-                .iter()
-                .zip(base)
-                .map(|(q, b)| q.forwarded / b.forwarded)
-                .collect();
-            let cpu_ratios: Vec<f64> = qlb
-                .iter()
-                .zip(base)
-                .filter_map(|(q, b)| {
-                    Some(b.cpu_per_datagram?.as_secs_f64() / q.cpu_per_datagram?.as_secs_f64())
-                })
-                .collect();
-            println!();
-            println!(
-                "qlb/{}: pps {} (target >= {target}); per CPU-second {}",
-                other.key(),
-                spread(&ratios, ratio),
-                spread(&cpu_ratios, ratio),
-            );
-        }
+    // qlb's ratios against the others, with the goals of issues 4 (proxy mode) and 13 (GUE).
+    let comparisons = [
+        (Contender::Qlb, Contender::Raw, Some(0.85)),
+        (Contender::Qlb, Contender::Nginx, Some(1.3)),
+        (Contender::QlbGue, Contender::Raw, None),
+        (Contender::QlbGue, Contender::Nginx, Some(1.5)),
+        (Contender::QlbGue, Contender::Qlb, None),
+    ];
+    for (subject, other, target) in comparisons {
+        let (Some(runs), Some(base)) = (runs_of(subject), runs_of(other)) else {
+            continue;
+        };
+        let ratios: Vec<f64> = runs
+            .iter()
+            .zip(base)
+            .map(|(q, b)| q.forwarded / b.forwarded)
+            .collect();
+        let cpu_ratios: Vec<f64> = runs
+            .iter()
+            .zip(base)
+            .filter_map(|(q, b)| {
+                Some(b.cpu_per_datagram?.as_secs_f64() / q.cpu_per_datagram?.as_secs_f64())
+            })
+            .collect();
+        let p99_ratio = match (p99_of(runs), p99_of(base)) {
+            (Some(q), Some(b)) => format!("{:.2}", q.as_secs_f64() / b.as_secs_f64()),
+            _ => "-".into(),
+        };
+        let target = target.map_or(String::new(), |t| format!(" (target >= {t})"));
+        println!();
+        println!(
+            "{}/{}: pps {}{target}; per CPU-second {}; p99 at the fixed rate {p99_ratio}",
+            subject.key(),
+            other.key(),
+            spread(&ratios, ratio),
+            spread(&cpu_ratios, ratio),
+        );
     }
     if !problems.is_empty() {
         println!();
         println!("problems: {}", problems.join("; "));
     }
+}
+
+/// The median p99 latency of `runs`.
+fn p99_of(runs: &[Measurement]) -> Option<Duration> {
+    median(
+        runs.iter()
+            .filter_map(|m| m.p99)
+            .map(|d| d.as_secs_f64())
+            .collect(),
+    )
+    .map(Duration::from_secs_f64)
 }
 
 fn describe_machine(settings: &Settings) {

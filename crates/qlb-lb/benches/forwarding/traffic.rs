@@ -375,11 +375,19 @@ fn serve_sinks(
                     Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
                     Err(error) => return Err(error),
                 };
-                let datagram = buffer.get(..len).unwrap_or_default();
+                let mut datagram = buffer.get(..len).unwrap_or_default();
                 tally.received += 1;
                 if len != layout.size {
-                    tally.malformed += 1;
-                    continue;
+                    // From qlb in GUE mode: the datagram is inside.
+                    match qlb_gue::decapsulate(datagram) {
+                        Ok(inner) if inner.payload.len() == layout.size => {
+                            datagram = inner.payload;
+                        }
+                        _ => {
+                            tally.malformed += 1;
+                            continue;
+                        }
+                    }
                 }
                 if layout.backend(datagram) != Some(index) {
                     tally.misrouted += 1;
