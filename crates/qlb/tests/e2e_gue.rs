@@ -14,7 +14,6 @@ mod support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use qlb_testkit::netns::{self, Host, Lan};
@@ -24,7 +23,7 @@ use serde_json::Value;
 use support::TestResult;
 use support::cluster::{Cluster, Mode, Spec};
 use support::peers::{Echo, aioquic_whoami_on, run_gtlsclient};
-use support::process::{Process, run};
+use support::process::{Process, qlb_get_json};
 
 /// The longest a client may run (a debug build on a loaded 2-core machine).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -69,21 +68,7 @@ fn backends_see_the_clients_own_address_and_the_lb_keeps_no_flows() -> TestResul
     );
 
     // qlb-client's own command, from a port of its own.
-    let get = run(
-        "qlb get",
-        Command::new(env!("CARGO_BIN_EXE_qlb")).args([
-            "get",
-            &format!("https://{lb}/whoami"),
-            "--insecure",
-        ]),
-        CLIENT_TIMEOUT,
-    )?;
-    assert!(
-        get.status.success(),
-        "{}",
-        String::from_utf8_lossy(&get.stderr)
-    );
-    let whoami: Value = serde_json::from_slice(&get.stdout)?;
+    let whoami = qlb_get_json(&format!("https://{lb}/whoami"), |c| c, CLIENT_TIMEOUT)?;
     let peer: SocketAddr = whoami["peer"].as_str().ok_or("peer")?.parse()?;
     assert!(
         peer.ip().is_loopback() && peer.port() != lb.port(),
@@ -282,23 +267,11 @@ fn direct_server_return_in_network_namespaces() -> TestResult {
     }
     let lab = Lab::start()?;
     let vip = lab.vip();
-    let qlb = env!("CARGO_BIN_EXE_qlb");
 
     // qlb-client: several connections, each seen from the client's own address.
     for _ in 0..4 {
-        let get = run(
-            "qlb get",
-            lab.client
-                .command(qlb)
-                .args(["get", &format!("https://{vip}/whoami"), "--insecure"]),
-            CLIENT_TIMEOUT,
-        )?;
-        assert!(
-            get.status.success(),
-            "{}",
-            String::from_utf8_lossy(&get.stderr)
-        );
-        let whoami: Value = serde_json::from_slice(&get.stdout)?;
+        let url = format!("https://{vip}/whoami");
+        let whoami = qlb_get_json(&url, |c| lab.client.wrap(&c), CLIENT_TIMEOUT)?;
         let peer: SocketAddr = whoami["peer"].as_str().ok_or("peer")?.parse()?;
         assert_eq!(peer.ip(), lab.client.ip(), "{whoami}");
     }

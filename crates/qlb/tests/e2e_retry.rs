@@ -8,7 +8,6 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use qlb_testkit::H3Client;
@@ -17,7 +16,7 @@ use serde_json::Value;
 use support::TestResult;
 use support::cluster::{Cluster, Spec};
 use support::peers::{Echo, aioquic_whoami, run_gtlsclient};
-use support::process::run;
+use support::process::qlb_get_json;
 
 /// The longest a client may run (a debug build on a loaded 2-core machine).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -30,6 +29,15 @@ fn retrying_cluster() -> TestResult<Cluster> {
         retry: Some("mode = \"always\""),
         ..Spec::default()
     })
+}
+
+/// A token-less v1 Initial with a random DCID, padded to 1200 octets, from no real client.
+fn tokenless_initial() -> Vec<u8> {
+    let mut initial = vec![0xc0, 0, 0, 0, 1, 8];
+    initial.extend_from_slice(&rand::random::<[u8; 8]>());
+    initial.extend_from_slice(&[0, 0, 0x44, 0x9e]);
+    initial.resize(1200, 0);
+    initial
 }
 
 /// The load balancer's Retry counters.
@@ -58,20 +66,7 @@ fn qlb_clients_are_retried_by_the_lb_and_complete_requests() -> TestResult {
         assert_eq!(client.backend().await?, first);
         TestResult::Ok(first)
     })?;
-    let get = run(
-        "qlb get",
-        Command::new(env!("CARGO_BIN_EXE_qlb")).args([
-            "get",
-            &format!("https://{lb}/whoami"),
-            "--insecure",
-        ]),
-        CLIENT_TIMEOUT,
-    )?;
-    assert!(
-        get.status.success(),
-        "{}",
-        String::from_utf8_lossy(&get.stderr)
-    );
+    qlb_get_json(&format!("https://{lb}/whoami"), |c| c, CLIENT_TIMEOUT)?;
     let counts = retry_counts(&cluster)?;
     eprintln!("retry counters after two clients: {counts}; first served by {backend}");
     assert_eq!(counts["sent"], 2, "{counts}");
@@ -140,11 +135,7 @@ fn an_initial_flood_reaches_no_backend_and_real_clients_still_connect() -> TestR
     let lb = cluster.lbs[0].addr;
     let flooder = std::net::UdpSocket::bind("127.0.0.1:0")?;
     for _ in 0..FLOOD {
-        let mut initial = vec![0xc0, 0, 0, 0, 1, 8];
-        initial.extend_from_slice(&rand::random::<[u8; 8]>());
-        initial.extend_from_slice(&[0, 0, 0x44, 0x9e]);
-        initial.resize(1200, 0);
-        flooder.send_to(&initial, lb)?;
+        flooder.send_to(&tokenless_initial(), lb)?;
     }
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
@@ -202,11 +193,7 @@ fn above_the_threshold_retries_start_with_a_burst_and_stop_when_it_is_over() -> 
 
     let flooder = std::net::UdpSocket::bind("127.0.0.1:0")?;
     for _ in 0..BURST {
-        let mut initial = vec![0xc0, 0, 0, 0, 1, 8];
-        initial.extend_from_slice(&rand::random::<[u8; 8]>());
-        initial.extend_from_slice(&[0, 0, 0x44, 0x9e]);
-        initial.resize(1200, 0);
-        flooder.send_to(&initial, lb)?;
+        flooder.send_to(&tokenless_initial(), lb)?;
     }
     // Within the burst's second or the next, a client is retried.
     connect()?;

@@ -121,6 +121,16 @@ impl Lb {
     }
 
     /// Waits for a log line containing `needle`; returns what follows it.
+    /// The listening address it logs once it forwards.
+    fn listen_addr(&mut self) -> TestResult<SocketAddr> {
+        Ok(self
+            .wait_for("load balancing on ")?
+            .split_whitespace()
+            .next()
+            .ok_or("address")?
+            .parse()?)
+    }
+
     fn wait_for(&mut self, needle: &str) -> TestResult<String> {
         let deadline = Instant::now() + PATIENCE;
         loop {
@@ -191,12 +201,7 @@ fn a_running_lb_reloads_on_sighup_keeps_running_on_a_bad_file_and_stops_on_sigte
     let path = dir.path().join("lb.toml");
     std::fs::write(&path, config(1))?;
     let mut lb = Lb::start(&path)?;
-    let vip: SocketAddr = lb
-        .wait_for("load balancing on ")?
-        .split_whitespace()
-        .next()
-        .ok_or("address")?
-        .parse()?;
+    let vip = lb.listen_addr()?;
     assert!(vip.ip().is_loopback() && vip.port() != 0);
     let admin: SocketAddr = lb.wait_for("admin API on http://")?.trim().parse()?;
     let (code, running) = status(admin)?;
@@ -252,12 +257,7 @@ fn a_gue_mode_lb_encapsulates_client_datagrams_to_its_backend() -> TestResult {
     assert_eq!(output.status.code(), Some(0), "{output:?}");
 
     let mut lb = Lb::start(&path)?;
-    let vip: SocketAddr = lb
-        .wait_for("load balancing on ")?
-        .split_whitespace()
-        .next()
-        .ok_or("address")?
-        .parse()?;
+    let vip = lb.listen_addr()?;
     let gue: Vec<SocketAddr> = lb
         .wait_for("GUE sockets on ")?
         .split(", ")

@@ -259,15 +259,15 @@ mod tests {
         listener.map_or(1, |(_, state)| state.max_gso_segments())
     }
 
-    /// A short-header datagram of `len` octets, filled with `fill`.
-    fn datagram(len: usize, fill: u8) -> Vec<u8> {
-        let mut datagram = vec![fill; len];
-        datagram[0] = 0x40;
-        datagram
-    }
-
-    #[test]
-    fn consecutive_datagrams_of_a_flow_leave_together_whole_and_in_order_both_ways() {
+    /// A backend socket, a board whose pool has it alone, and a listening socket with its
+    /// address.
+    fn one_backend() -> (
+        UdpSocket,
+        UdpSocketState,
+        Arc<Board>,
+        std::net::UdpSocket,
+        SocketAddr,
+    ) {
         let (backend, backend_state) = quinn_socket();
         let pool = Pool::new(
             quic_lb::Decoder::new(),
@@ -280,6 +280,42 @@ mod tests {
         let board = Arc::new(Board::new(Arc::new(pool), Vec::new()));
         let listener = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         let listen = listener.local_addr().expect("bound");
+        (backend, backend_state, board, listener, listen)
+    }
+
+    /// Serves the batch on `token` and checks that `client` receives `replies` (lengths and
+    /// fills) whole, in order, from `listen`, in one send where GSO allows.
+    fn replies_arrive_together(
+        worker: &mut Worker,
+        token: Token,
+        (client, state): (&UdpSocket, &UdpSocketState),
+        replies: &[(usize, u8)],
+        listen: SocketAddr,
+    ) {
+        assert!(!worker.serve_batch(token), "a batch came");
+        let received = receive(client, state, replies.len());
+        let sent = replies.iter().flat_map(|&(len, fill)| datagram(len, fill));
+        assert_eq!(
+            joined(&received),
+            sent.collect::<Vec<_>>(),
+            "every octet, in order"
+        );
+        assert!(received.iter().all(|(from, _, _)| *from == listen));
+        if max_gso_segments(worker) >= 3 {
+            assert_eq!(received.len(), 1, "one send");
+        }
+    }
+
+    /// A short-header datagram of `len` octets, filled with `fill`.
+    fn datagram(len: usize, fill: u8) -> Vec<u8> {
+        let mut datagram = vec![fill; len];
+        datagram[0] = 0x40;
+        datagram
+    }
+
+    #[test]
+    fn consecutive_datagrams_of_a_flow_leave_together_whole_and_in_order_both_ways() {
+        let (backend, backend_state, board, listener, listen) = one_backend();
         let mut worker = Worker::new(
             0,
             board,
@@ -342,36 +378,12 @@ mod tests {
         }
         std::thread::sleep(Duration::from_millis(50));
         let flow_token = worker.forwarder.flow_token(FlowId::new(0));
-        assert!(!worker.serve_batch(flow_token), "a batch came");
-        let received = receive(&a, &a_state, 3);
-        let sent = replies
-            .into_iter()
-            .flat_map(|(len, fill)| datagram(len, fill));
-        assert_eq!(
-            joined(&received),
-            sent.collect::<Vec<_>>(),
-            "every octet, in order"
-        );
-        assert!(received.iter().all(|(from, _, _)| *from == listen));
-        if max_gso_segments(&worker) >= 3 {
-            assert_eq!(received.len(), 1, "one send");
-        }
+        replies_arrive_together(&mut worker, flow_token, (&a, &a_state), &replies, listen);
     }
 
     #[test]
     fn encapsulated_datagrams_leave_together_and_decapsulated_replies_too() {
-        let (backend, backend_state) = quinn_socket();
-        let pool = Pool::new(
-            quic_lb::Decoder::new(),
-            [qlb_router::Backend::new(
-                "b1",
-                backend.local_addr().expect("bound"),
-            )],
-        )
-        .expect("pool");
-        let board = Arc::new(Board::new(Arc::new(pool), Vec::new()));
-        let listener = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let listen = listener.local_addr().expect("bound");
+        let (backend, backend_state, board, listener, listen) = one_backend();
         let gue: Vec<std::net::UdpSocket> = (0..2)
             .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"))
             .collect();
@@ -452,20 +464,7 @@ mod tests {
         }
         std::thread::sleep(Duration::from_millis(50));
         let token = Token(2 + port_index(client, 2));
-        assert!(!worker.serve_batch(token), "a batch came");
-        let received = receive(&a, &a_state, 3);
-        let sent = replies
-            .into_iter()
-            .flat_map(|(len, fill)| datagram(len, fill));
-        assert_eq!(
-            joined(&received),
-            sent.collect::<Vec<_>>(),
-            "every octet, in order"
-        );
-        assert!(received.iter().all(|(from, _, _)| *from == listen));
-        if max_gso_segments(&worker) >= 3 {
-            assert_eq!(received.len(), 1, "one send");
-        }
+        replies_arrive_together(&mut worker, token, (&a, &a_state), &replies, listen);
         let stats = worker.forwarder.stats();
         assert_eq!(stats.to_client("b1").packets, 3);
         assert_eq!(
@@ -477,18 +476,7 @@ mod tests {
 
     #[test]
     fn interleaved_clients_to_one_backend_leave_in_one_send_per_gue_port() {
-        let (backend, backend_state) = quinn_socket();
-        let pool = Pool::new(
-            quic_lb::Decoder::new(),
-            [qlb_router::Backend::new(
-                "b1",
-                backend.local_addr().expect("bound"),
-            )],
-        )
-        .expect("pool");
-        let board = Arc::new(Board::new(Arc::new(pool), Vec::new()));
-        let listener = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let listen = listener.local_addr().expect("bound");
+        let (backend, backend_state, board, listener, listen) = one_backend();
         let gue = (0..2)
             .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"))
             .collect();

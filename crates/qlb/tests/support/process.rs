@@ -175,3 +175,24 @@ fn wait_child(child: &mut Child, name: &str, timeout: Duration) -> TestResult<Ex
 fn lock(log: &Mutex<Vec<String>>) -> std::sync::MutexGuard<'_, Vec<String>> {
     log.lock().unwrap_or_else(PoisonError::into_inner)
 }
+
+/// `qlb get URL --insecure` (wrapped by `wrap`, to run it elsewhere, or not), which must
+/// succeed within `timeout`: the body as JSON.
+pub(crate) fn qlb_get_json(
+    url: &str,
+    wrap: impl FnOnce(Command) -> Command,
+    timeout: Duration,
+) -> TestResult<serde_json::Value> {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_qlb"));
+    command.args(["get", url, "--insecure"]);
+    let output = run("qlb get", &mut wrap(command), timeout)?;
+    if !output.status.success() {
+        return Err(format!(
+            "qlb get {url} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        )
+        .into());
+    }
+    Ok(serde_json::from_slice(&output.stdout)?)
+}
