@@ -120,11 +120,15 @@ fn rolling_restart(mode: Mode) -> TestResult {
         rolled_in + SETTLE < LOAD,
         "the roll took {rolled_in:?}, leaving the restarted backends no time to serve"
     );
+    let log = String::from_utf8_lossy(&output.stderr);
+    let log_tail: Vec<&str> = log.lines().rev().take(30).collect();
     assert_eq!(
         summary["errors"], 0,
         "failed requests, by kind: {} (\"rejected\": the server refused the request after its \
-         final GOAWAY, H3_REQUEST_REJECTED, and so it did the client's one retry)",
-        summary["errors_by_kind"]
+         final GOAWAY, H3_REQUEST_REJECTED, and so it did the client's one retry); the end of \
+         qlb load's log, last line first:\n{}",
+        summary["errors_by_kind"],
+        log_tail.join("\n")
     );
     assert!(output.status.success(), "qlb load: {}", output.status);
     // Every request was answered by a backend's /whoami.
