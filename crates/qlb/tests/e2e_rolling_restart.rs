@@ -123,7 +123,8 @@ fn rolling_restart(mode: Mode) -> TestResult {
     let log = String::from_utf8_lossy(&output.stderr);
     let log_tail: Vec<&str> = log.lines().rev().take(30).collect();
     assert_eq!(
-        summary["errors"], 0,
+        summary["errors"],
+        0,
         "failed requests, by kind: {} (\"rejected\": the server refused the request after its \
          final GOAWAY, H3_REQUEST_REJECTED, and so it did the client's one retry); the end of \
          qlb load's log, last line first:\n{}",

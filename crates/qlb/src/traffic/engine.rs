@@ -199,14 +199,14 @@ impl RequestLoop {
         let request = http::Request::get(self.path.as_str())
             .body(Empty::<Bytes>::new())
             .map_err(|_| "invalid_request".to_owned())?;
-        let response = client.send(request).await.map_err(|err| error_kind(&err))?;
+        let response = client.send(request).await.map_err(|err| failed(&err))?;
         let status = response.status();
         let served_by = response.extensions().get::<ServedBy>().copied();
         let body = response
             .into_body()
             .collect()
             .await
-            .map_err(|err| error_kind(&err))?
+            .map_err(|err| failed(&err))?
             .to_bytes();
         if !status.is_success() {
             return Err(format!("status_{}", status.as_u16()));
@@ -222,6 +222,12 @@ impl RequestLoop {
 fn whoami_server_id(body: &[u8]) -> Option<String> {
     let json: serde_json::Value = serde_json::from_slice(body).ok()?;
     json.get("server_id")?.as_str().map(str::to_owned)
+}
+
+/// Logs a failed request (at debug: under load there may be many) and names its kind.
+fn failed(err: &Error) -> String {
+    tracing::debug!("request failed: {err}");
+    error_kind(err)
 }
 
 /// A short, stable name for a request error, for the summary.
