@@ -10,18 +10,25 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use super::socket::GueSocket;
+use super::io::UdpIo;
+
+/// What a [`Writable`] waits on: the sockets a transmit may leave by, asked afresh each time
+/// (direct-return sockets come and go).
+pub(crate) trait Exits: Send + Sync {
+    /// The sockets, at this moment.
+    fn sockets(&self) -> Vec<Arc<UdpIo>>;
+}
 
 type Waiting = Pin<Box<dyn Future<Output = io::Result<()>> + Send + Sync>>;
 
 /// One task's writability waiter (quinn makes one per connection).
 pub(crate) struct Writable {
-    socket: Arc<GueSocket>,
+    socket: Arc<dyn Exits>,
     waiting: Option<Waiting>,
 }
 
 impl Writable {
-    pub(crate) fn new(socket: Arc<GueSocket>) -> Self {
+    pub(crate) fn new(socket: Arc<dyn Exits>) -> Self {
         Self {
             socket,
             waiting: None,

@@ -15,7 +15,7 @@ use super::direct::DirectSockets;
 use super::ecn;
 use super::exit::{Exit, GueReturn, choose};
 use super::io::{Datagrams, UdpIo};
-use super::poller::Writable;
+use super::poller::{Exits, Writable};
 use super::receive::Batch;
 use super::return_map::{ReturnMap, Route};
 use super::transmit::encapsulate_segments;
@@ -84,13 +84,6 @@ impl GueSocket {
     /// The GUE socket's address.
     pub(crate) fn gue_addr(&self) -> io::Result<SocketAddr> {
         self.gue.local_addr()
-    }
-
-    /// Every socket a transmit may leave by now.
-    pub(crate) fn sockets(&self) -> Vec<Arc<UdpIo>> {
-        let mut sockets = vec![self.plain.clone(), self.gue.clone()];
-        sockets.extend(self.direct.bound());
-        sockets
     }
 
     fn poll_plain(
@@ -294,5 +287,14 @@ impl quinn::AsyncUdpSocket for GueSocket {
 
     fn may_fragment(&self) -> bool {
         self.plain.may_fragment() || self.gue.may_fragment()
+    }
+}
+
+impl Exits for GueSocket {
+    /// Every socket a transmit may leave by now.
+    fn sockets(&self) -> Vec<Arc<UdpIo>> {
+        let mut sockets = vec![self.plain.clone(), self.gue.clone()];
+        sockets.extend(self.direct.bound());
+        sockets
     }
 }
