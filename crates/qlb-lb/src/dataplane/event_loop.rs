@@ -283,6 +283,25 @@ mod tests {
         (backend, backend_state, board, listener, listen)
     }
 
+    /// A worker on `listener` with two GUE sockets on free loopback ports, and their
+    /// addresses.
+    fn gue_worker(board: Arc<Board>, listener: std::net::UdpSocket) -> (Worker, Vec<SocketAddr>) {
+        let gue: Vec<std::net::UdpSocket> = (0..2)
+            .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"))
+            .collect();
+        let addrs = gue.iter().map(|s| s.local_addr().expect("bound")).collect();
+        let worker = Worker::new(
+            0,
+            board,
+            Poll::new().expect("poll"),
+            vec![listener],
+            gue,
+            &DataplaneOptions::default(),
+        )
+        .expect("worker");
+        (worker, addrs)
+    }
+
     /// Serves the batch on `token` and checks that `client` receives `replies` (lengths and
     /// fills) whole, in order, from `listen`, in one send where GSO allows.
     fn replies_arrive_together(
@@ -384,20 +403,7 @@ mod tests {
     #[test]
     fn encapsulated_datagrams_leave_together_and_decapsulated_replies_too() {
         let (backend, backend_state, board, listener, listen) = one_backend();
-        let gue: Vec<std::net::UdpSocket> = (0..2)
-            .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"))
-            .collect();
-        let gue_addrs: Vec<SocketAddr> =
-            gue.iter().map(|s| s.local_addr().expect("bound")).collect();
-        let mut worker = Worker::new(
-            0,
-            board,
-            Poll::new().expect("poll"),
-            vec![listener],
-            gue,
-            &DataplaneOptions::default(),
-        )
-        .expect("worker");
+        let (mut worker, gue_addrs) = gue_worker(board, listener);
         let (a, a_state) = quinn_socket();
         let client = a.local_addr().expect("bound");
         let b = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
@@ -477,18 +483,7 @@ mod tests {
     #[test]
     fn interleaved_clients_to_one_backend_leave_in_one_send_per_gue_port() {
         let (backend, backend_state, board, listener, listen) = one_backend();
-        let gue = (0..2)
-            .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"))
-            .collect();
-        let mut worker = Worker::new(
-            0,
-            board,
-            Poll::new().expect("poll"),
-            vec![listener],
-            gue,
-            &DataplaneOptions::default(),
-        )
-        .expect("worker");
+        let (mut worker, _) = gue_worker(board, listener);
         // Two clients on different GUE ports.
         let a = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         let port_of = |s: &std::net::UdpSocket| port_index(s.local_addr().expect("bound"), 2);
