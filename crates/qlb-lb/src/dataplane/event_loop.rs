@@ -5,7 +5,8 @@
 //! Sockets are registered edge-triggered with one `mio` poll. A socket with an event joins the
 //! ready queue; each round serves every ready socket one receive batch (`recvmmsg`, GRO) and
 //! requeues it until a receive would block, so that no socket (a flooded listener, a busy
-//! flow) starves the others. Between rounds the worker takes up a new pool, publishes its
+//! flow) starves the others. `gue` mode's encapsulations leave after the first round that
+//! drains the listeners (or when the outbox fills), so that they gather across batches. Between rounds the worker takes up a new pool, publishes its
 //! stats when asked, and forgets idle flows; it sleeps until the next flow lapses or a waker
 //! call.
 
@@ -77,6 +78,7 @@ impl Worker {
             worker: self.index,
         };
         let outcome = self.serve();
+        self.forwarder.flush();
         self.board.publish(
             self.index,
             self.board.stats_wanted(),
@@ -132,8 +134,10 @@ impl Worker {
         }
     }
 
-    /// One receive batch from every ready socket.
+    /// One receive batch from every ready socket; then, unless a listener still has datagrams
+    /// waiting (the next round takes them), out with what `gue` mode encapsulated.
     fn serve_ready(&mut self) {
+        let mut clients_waiting = false;
         for _ in 0..self.ready.len() {
             let Some(token) = self.ready.pop_front() else {
                 break;
@@ -143,8 +147,13 @@ impl Worker {
                     *ready = false;
                 }
             } else {
+                clients_waiting |=
+                    matches!(self.forwarder.source(token), Some(Source::Listener(_)));
                 self.ready.push_back(token);
             }
+        }
+        if !clients_waiting {
+            self.forwarder.flush();
         }
     }
 
@@ -245,6 +254,24 @@ mod tests {
         received
     }
 
+    /// What `socket` receives within `wait`: as [`receive`], for checking that nothing came.
+    fn receive_for(
+        socket: &UdpSocket,
+        state: &UdpSocketState,
+        wait: Duration,
+    ) -> Vec<(SocketAddr, Vec<u8>, Vec<usize>)> {
+        std::thread::sleep(wait);
+        let mut buffers = Buffers::new();
+        match buffers.recv(socket, state) {
+            Ok(count) => Batch::new(&buffers, count)
+                .iter()
+                .map(|(meta, data)| (meta.addr, data.to_vec(), vec![data.len()]))
+                .collect(),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Vec::new(),
+            Err(e) => panic!("receive: {e}"),
+        }
+    }
+
     /// The octets of every buffer `receive` returned, in order.
     fn joined(received: &[(SocketAddr, Vec<u8>, Vec<usize>)]) -> Vec<u8> {
         received
@@ -332,6 +359,22 @@ mod tests {
         datagram
     }
 
+    /// Marks `token` ready and serves rounds until every socket is drained, as the event loop
+    /// does; how many rounds that took.
+    fn serve_rounds(worker: &mut Worker, token: Token) -> usize {
+        if let Some(ready) = worker.forwarder.ready_flag(token) {
+            *ready = true;
+        }
+        worker.ready.push_back(token);
+        let mut rounds = 0;
+        while !worker.ready.is_empty() && rounds < 100 {
+            worker.serve_ready();
+            rounds += 1;
+        }
+        assert!(worker.ready.is_empty(), "drained in {rounds} rounds");
+        rounds
+    }
+
     #[test]
     fn consecutive_datagrams_of_a_flow_leave_together_whole_and_in_order_both_ways() {
         let (backend, backend_state, board, listener, listen) = one_backend();
@@ -415,7 +458,7 @@ mod tests {
         }
         b.send_to(&datagram(1200, 5), listen).expect("send");
         std::thread::sleep(Duration::from_millis(50));
-        assert!(!worker.serve_batch(Token(1)), "a batch came");
+        serve_rounds(&mut worker, Token(1));
 
         let received = receive(&backend, &backend_state, 5);
         let mut inner = Vec::new();
@@ -481,7 +524,7 @@ mod tests {
     }
 
     #[test]
-    fn interleaved_clients_to_one_backend_leave_in_one_send_per_gue_port() {
+    fn interleaved_clients_to_one_backend_leave_in_one_send_per_gue_port_across_batches() {
         let (backend, backend_state, board, listener, listen) = one_backend();
         let (mut worker, _) = gue_worker(board, listener);
         // Two clients on different GUE ports.
@@ -490,13 +533,25 @@ mod tests {
         let b = std::iter::repeat_with(|| std::net::UdpSocket::bind("127.0.0.1:0").expect("bind"))
             .find(|b| port_of(b) != port_of(&a))
             .expect("a client on the other port");
-        for seq in 0..3u8 {
+        // More than one receive batch holds, interleaved.
+        let each = quinn_udp::BATCH_SIZE / 2 + 4;
+        for seq in 0..each as u8 {
             a.send_to(&datagram(1200, seq), listen).expect("send");
-            b.send_to(&datagram(1200, 10 + seq), listen).expect("send");
+            b.send_to(&datagram(1200, 100 + seq), listen).expect("send");
         }
         std::thread::sleep(Duration::from_millis(50));
-        assert!(!worker.serve_batch(Token(1)), "a batch came");
-        let received = receive(&backend, &backend_state, 6);
+
+        // The first batch waits in the outbox while the listener has more.
+        worker.ready.push_back(Token(1));
+        worker.serve_ready();
+        let early = receive_for(&backend, &backend_state, Duration::from_millis(100));
+        assert!(
+            early.is_empty(),
+            "nothing leaves before the listener is drained"
+        );
+        assert!(serve_rounds(&mut worker, Token(1)) >= 1);
+
+        let received = receive(&backend, &backend_state, 2 * each);
         let payloads = |octets: &[u8], lengths: &[usize]| -> Vec<u8> {
             let mut at = 0;
             lengths
@@ -513,14 +568,14 @@ mod tests {
             .map(|(_, octets, lengths)| payloads(octets, lengths))
             .collect();
         sends.sort();
-        if max_gso_segments(&worker) >= 3 {
-            assert_eq!(
-                sends,
-                [vec![0, 1, 2], vec![10, 11, 12]],
-                "one send per client"
-            );
+        let from_a: Vec<u8> = (0..each as u8).collect();
+        let from_b: Vec<u8> = (0..each as u8).map(|seq| 100 + seq).collect();
+        if max_gso_segments(&worker) >= each {
+            assert_eq!(sends, [from_a, from_b], "one send per client");
         } else {
-            assert_eq!(sends.concat().len(), 6);
+            let mut all = sends.concat();
+            all.sort();
+            assert_eq!(all, [from_a, from_b].concat(), "every datagram");
         }
     }
 }

@@ -3,10 +3,10 @@
 //!
 //! Client to backend: each datagram of a batch is routed by the listener's router (after
 //! Retry offload, when on), then, in `proxy` mode, leaves through its flow's upstream socket,
-//! connected to the backend; in `gue` mode it is encapsulated into a scratch buffer (inner
-//! source the client, inner destination the VIP), grouped with the batch's others to the same
-//! backend through the same GUE socket, and leaves through the GUE socket its client hashes
-//! to. Backend to client: in `proxy` mode, the datagrams received on an upstream
+//! connected to the backend; in `gue` mode it is encapsulated into the outbox (inner source
+//! the client, inner destination the VIP), which leaves once the listeners are drained,
+//! grouped by backend and by the GUE socket each client hashes to ([`super::outbox`]).
+//! Backend to client: in `proxy` mode, the datagrams received on an upstream
 //! socket from a backend of the pool leave through the listening socket the client used, from
 //! the address the client sent to; in `gue` mode, those received on a GUE socket from a
 //! backend of the pool are decapsulated and leave through the listening socket of their inner
@@ -33,6 +33,7 @@ use super::flow_key::FlowKey;
 use super::flow_table::{FlowId, FlowTable, Full};
 use super::gue::{inner_ecn, is_client, port_index, reply_ecn, reply_listener, vip};
 use super::options::DataplaneOptions;
+use super::outbox::Outbox;
 use super::retry::{RetryState, Verdict, exchange, unix_now};
 use super::segments::{MAX_TRANSMIT_OCTETS, chunks, datagrams, transmits};
 use super::send::send;
@@ -67,13 +68,8 @@ pub(super) struct Forwarder {
     exits: Vec<(Option<Exit>, usize)>,
     /// Scratch: single datagrams of several buffers gathered into one transmit.
     gather: Vec<u8>,
-    /// Scratch of a client batch in `gue` mode: its routed datagrams as (GUE port, backend,
-    /// index in `spans`), in the order they are encapsulated.
-    order: Vec<(usize, SocketAddr, usize)>,
-    /// Scratch of a client batch in `gue` mode: its encapsulated datagrams, back to back, so
-    /// that a run of them to one backend is one GSO send as it lies, and where each lies.
-    encapsulated: Vec<u8>,
-    encapsulated_spans: Vec<DatagramSpan>,
+    /// `gue` mode: client datagrams encapsulated and waiting to be sent.
+    outbox: Outbox,
     /// Retry offload, when on.
     retry: Option<RetryState>,
     /// Scratch of a client batch: the datagrams (by span index) whose valid Retry token is
@@ -185,9 +181,7 @@ impl Forwarder {
             routes: Vec::new(),
             exits: Vec::new(),
             gather: Vec::new(),
-            order: Vec::new(),
-            encapsulated: Vec::new(),
-            encapsulated_spans: Vec::new(),
+            outbox: Outbox::default(),
             retry: options.retry.clone().map(RetryState::new),
             exchanges: Vec::new(),
         })
@@ -410,71 +404,71 @@ impl Forwarder {
         self.send(Octets::Batch(batch));
     }
 
-    /// `gue` mode: encapsulates the routed datagrams of a client batch of `listener`, back to
-    /// back into the scratch buffer, and sends them through the GUE sockets their clients
-    /// hash to. Nothing is looked up or kept per client.
+    /// `gue` mode: encapsulates the routed datagrams of a client batch of `listener` into the
+    /// outbox, each bound for the GUE socket its client hashes to; the outbox leaves when the
+    /// worker calls [`Forwarder::flush`], or here when it fills. Nothing is looked up or kept
+    /// per client.
     fn encapsulate(&mut self, listener: usize, batch: Batch<'_>) {
         let Some(local) = self.listeners.get(listener).map(|l| l.local) else {
             return;
         };
         let ports = self.gue.len();
-        // Sorted by GUE port and backend, so that the datagrams of a batch to one backend
-        // through one socket are neighbours (one GSO send) however the clients interleave;
-        // the index keeps each client's datagrams in order (a client has one port).
-        self.order.clear();
-        for (index, (route, span)) in self.routes.iter().zip(&self.spans).enumerate() {
+        // Taken: a full outbox is sent on the way, and sending uses the scratch vectors.
+        let (routes, spans) = (
+            std::mem::take(&mut self.routes),
+            std::mem::take(&mut self.spans),
+        );
+        for (route, span) in routes.iter().zip(&spans) {
             let Some(backend) = *route else { continue };
-            match batch.meta(span.buffer) {
-                Some(meta) => self
-                    .order
-                    .push((port_index(meta.addr, ports), backend, index)),
-                None => broken("a span's buffer is in its batch"),
-            }
-        }
-        self.order.sort_unstable();
-        let mut scratch = std::mem::take(&mut self.encapsulated);
-        let mut spans = std::mem::take(&mut self.encapsulated_spans);
-        scratch.clear();
-        spans.clear();
-        self.exits.clear();
-        for &(port, backend, index) in &self.order {
-            // Both there: `order` was made from them.
-            let Some((span, meta)) = self
-                .spans
-                .get(index)
-                .and_then(|span| Some((span, batch.meta(span.buffer)?)))
-            else {
+            let Some(meta) = batch.meta(span.buffer) else {
+                broken::<()>("a span's buffer is in its batch");
                 continue;
             };
-            let start = scratch.len();
+            if self.outbox.is_full() {
+                self.flush();
+            }
             let ecn = inner_ecn(meta.ecn);
             let datagram = batch.octets(span);
-            let encapsulated = vip(local, meta.dst_ip).is_some_and(|vip| {
-                qlb_gue::encapsulate(&mut scratch, meta.addr, vip, ecn, datagram).is_ok()
-            });
-            let exit = match encapsulated {
-                true => Some(Exit {
-                    via: Source::Gue(port),
-                    destination: backend,
-                    ecn: meta.ecn,
-                    src_ip: None,
-                }),
-                false => {
-                    scratch.truncate(start);
-                    self.counters.dropped(DataplaneDrop::EncapsulationFailed, 1);
-                    None
-                }
-            };
-            spans.push(DatagramSpan {
-                buffer: 0,
-                octets: start..scratch.len(),
-            });
-            self.exits.push((exit, scratch.len() - start));
+            let pushed = self
+                .outbox
+                .push(port_index(meta.addr, ports), backend, meta.ecn, |out| {
+                    vip(local, meta.dst_ip).is_some_and(|vip| {
+                        qlb_gue::encapsulate(out, meta.addr, vip, ecn, datagram).is_ok()
+                    })
+                });
+            if !pushed {
+                self.counters.dropped(DataplaneDrop::EncapsulationFailed, 1);
+            }
         }
-        // `send` takes the encapsulations' spans; the batch's are scratch until the next.
-        std::mem::swap(&mut self.spans, &mut spans);
-        self.send(Octets::Scratch(&scratch));
-        (self.encapsulated, self.encapsulated_spans) = (scratch, spans);
+        (self.routes, self.spans) = (routes, spans);
+    }
+
+    /// `gue` mode: sends what waits in the outbox, the datagrams to one backend through one
+    /// GUE socket together (GSO), each client's in the order they came.
+    pub(super) fn flush(&mut self) {
+        if self.outbox.len() == 0 {
+            return;
+        }
+        let mut outbox = std::mem::take(&mut self.outbox);
+        let (waiting, octets) = outbox.sorted();
+        self.spans.clear();
+        self.exits.clear();
+        for w in waiting {
+            self.spans.push(DatagramSpan {
+                buffer: 0,
+                octets: w.octets.clone(),
+            });
+            let exit = Exit {
+                via: Source::Gue(w.port),
+                destination: w.backend,
+                ecn: w.ecn,
+                src_ip: None,
+            };
+            self.exits.push((Some(exit), w.octets.len()));
+        }
+        self.send(Octets::Scratch(octets));
+        outbox.clear();
+        self.outbox = outbox;
     }
 
     /// `gue` mode: relays a receive batch of a GUE socket, backends' encapsulated replies:

@@ -78,6 +78,7 @@ mod flow_table;
 mod forward;
 mod gue;
 mod options;
+mod outbox;
 mod retry;
 mod segments;
 mod send;
