@@ -19,6 +19,13 @@
 //!   the encapsulation beneath QUIC, so connections see the clients' real addresses, with
 //!   no kernel support; replies go back encapsulated through the load balancer or straight
 //!   from the VIP ([`GueReturn`]). See `docs/operations.md`, "Backends in GUE mode".
+//! * **0-RTT anywhere in the cluster.** Session tickets are sealed under a key derived from
+//!   the cluster secret and rotated every 12 hours ([`ServerBuilder::ticket_period`]), so a
+//!   client resumes, and sends 0-RTT, on whichever server the load balancer picks. Early
+//!   requests are served only if safe to replay (GET, HEAD, OPTIONS,
+//!   [`ServerBuilder::replay_safe`]); the others get `425 Too Early` or wait for the
+//!   handshake ([`EarlyDataPolicy`]). Requests carry an [`EarlyData`] marker. See
+//!   `docs/operations.md`, "0-RTT and replay".
 //! * **Metrics** for Prometheus: [`Metrics`].
 //!
 //! Serving an axum `Router`, with the built-in routes, until Ctrl-C:
@@ -67,6 +74,7 @@ mod builder;
 mod cid_generator;
 mod connection;
 mod drain;
+mod early;
 mod error;
 mod goaway;
 mod gue;
@@ -79,12 +87,14 @@ mod request;
 mod routes;
 mod server;
 mod service;
+mod tickets;
 mod tls;
 
 pub use body::{BodyError, RequestBody};
 pub use builder::ServerBuilder;
 pub use cid_generator::QuicLbCidGenerator;
 pub use drain::DrainState;
+pub use early::{EarlyData, EarlyDataPolicy};
 pub use error::{BuildError, TlsError};
 pub use gue::GueReturn;
 pub use info::ConnectionInfo;

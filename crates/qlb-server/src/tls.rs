@@ -14,6 +14,25 @@ use crate::error::TlsError;
 /// The ALPN protocol of HTTP/3 (RFC 9114 section 3.1).
 pub const ALPN_H3: &[u8] = b"h3";
 
+/// Session tickets sent after each full handshake (rustls's default): a client may open
+/// two connections from one handshake's tickets.
+const TICKETS_PER_HANDSHAKE: usize = 2;
+
+/// Sessions a server remembers for single-use tickets (about 200 octets each); the oldest go
+/// first.
+const SESSIONS_KEPT: usize = 65_536;
+
+/// How a server issues TLS 1.3 session tickets.
+pub(crate) enum Tickets {
+    /// Stateless tickets sealed by a [`Ticketer`](crate::tickets::Ticketer): every server of
+    /// the cluster resumes them, any number of times, but rustls accepts no early data with
+    /// stateless tickets (RFC 8446 section 8.1), so no 0-RTT.
+    Cluster(Arc<dyn rustls::server::ProducesTickets>),
+    /// Tickets that name a session this server keeps, each resumable once: 0-RTT accepted,
+    /// on this server only, and a ticket replayed to it is refused.
+    SingleUse,
+}
+
 /// A certificate chain and its private key. `Debug` shows the chain length, never the key.
 ///
 /// ```
@@ -109,8 +128,12 @@ impl Identity {
         self.key.clone_key()
     }
 
-    /// The QUIC server TLS configuration: TLS 1.3 only, ring, ALPN `h3`.
-    pub(crate) fn quic_server_config(&self) -> Result<QuicServerConfig, TlsError> {
+    /// The QUIC server TLS configuration: TLS 1.3 only, ring, ALPN `h3`, session tickets
+    /// as `tickets` says.
+    pub(crate) fn quic_server_config(
+        &self,
+        tickets: Tickets,
+    ) -> Result<QuicServerConfig, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let refused = |err: rustls::Error| TlsError::Rustls(err.into());
         let mut tls = rustls::ServerConfig::builder_with_provider(provider)
@@ -120,6 +143,15 @@ impl Identity {
             .with_single_cert(self.chain.clone(), self.key.clone_key())
             .map_err(refused)?;
         tls.alpn_protocols = vec![ALPN_H3.to_vec()];
+        tls.send_tls13_tickets = TICKETS_PER_HANDSHAKE;
+        match tickets {
+            Tickets::Cluster(ticketer) => tls.ticketer = ticketer,
+            Tickets::SingleUse => {
+                tls.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSIONS_KEPT);
+                // QUIC allows only 0 (no early data) and 0xffffffff (RFC 9001 section 4.6.1).
+                tls.max_early_data_size = u32::MAX;
+            }
+        }
         QuicServerConfig::try_from(tls).map_err(|_| TlsError::NoQuicCipherSuite)
     }
 }
@@ -147,7 +179,14 @@ mod tests {
     #[test]
     fn self_signed_identity_makes_a_quic_config() {
         let identity = Identity::self_signed(&["localhost"]).expect("rcgen");
-        assert!(identity.quic_server_config().is_ok());
+        assert!(identity.quic_server_config(cluster_tickets()).is_ok());
+        assert!(identity.quic_server_config(Tickets::SingleUse).is_ok());
+    }
+
+    fn cluster_tickets() -> Tickets {
+        Tickets::Cluster(Arc::new(crate::tickets::Ticketer::random(
+            crate::tickets::DEFAULT_PERIOD,
+        )))
     }
 
     #[test]
@@ -162,7 +201,7 @@ mod tests {
 
         let identity = Identity::from_pem_files(&cert_path, &key_path).expect("valid PEM");
         assert_eq!(identity.certificate_chain()[0], *certified.cert.der());
-        assert!(identity.quic_server_config().is_ok());
+        assert!(identity.quic_server_config(cluster_tickets()).is_ok());
 
         // The key file holds no certificate, the certificate file no key.
         let err = Identity::from_pem_files(&key_path, &key_path).expect_err("no cert");
