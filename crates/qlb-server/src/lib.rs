@@ -19,13 +19,14 @@
 //!   the encapsulation beneath QUIC, so connections see the clients' real addresses, with
 //!   no kernel support; replies go back encapsulated through the load balancer or straight
 //!   from the VIP ([`GueReturn`]). See `docs/operations.md`, "Backends in GUE mode".
-//! * **0-RTT anywhere in the cluster.** Session tickets are sealed under a key derived from
-//!   the cluster secret and rotated every 12 hours ([`ServerBuilder::ticket_period`]), so a
-//!   client resumes, and sends 0-RTT, on whichever server the load balancer picks. Early
-//!   requests are served only if safe to replay (GET, HEAD, OPTIONS,
-//!   [`ServerBuilder::replay_safe`]); the others get `425 Too Early` or wait for the
-//!   handshake ([`EarlyDataPolicy`]). Requests carry an [`EarlyData`] marker. See
-//!   `docs/operations.md`, "0-RTT and replay".
+//! * **0-RTT and resumption.** With a cluster secret, resuming clients may send requests as
+//!   0-RTT early data on single-use tickets (resumed on the issuing server: rustls accepts
+//!   early data on stateful tickets only); early requests are served only if safe to replay
+//!   (GET, HEAD, OPTIONS, [`ServerBuilder::replay_safe`]), the others get `425 Too Early` or
+//!   wait for the handshake ([`EarlyDataPolicy`]), and requests carry an [`EarlyData`]
+//!   marker. With [`ServerBuilder::zero_rtt`] off, tickets are sealed under a key derived
+//!   from the cluster secret and rotated ([`ServerBuilder::ticket_period`]), so every server
+//!   of the cluster resumes every client. See `docs/operations.md`, "0-RTT and replay".
 //! * **Metrics** for Prometheus: [`Metrics`].
 //!
 //! Serving an axum `Router`, with the built-in routes, until Ctrl-C:
