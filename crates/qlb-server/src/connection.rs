@@ -16,7 +16,7 @@ use quic_lb::ServerId;
 use tokio::task::{JoinError, JoinSet};
 
 use crate::drain::DrainReceiver;
-use crate::early::EarlySettings;
+use crate::early::{EarlySettings, HandshakeWaiter};
 use crate::goaway::GoawayState;
 use crate::lifecycle::{CloseReason, ConnectionLimits, Lifecycle, Step, goaway_settle_time};
 use crate::metrics::GoawayKind;
@@ -171,9 +171,6 @@ impl std::future::Future for Handshake {
         Poll::Ready(())
     }
 }
-
-/// Turns `true` when the connection's handshake ends.
-pub(crate) type HandshakeWaiter = tokio::sync::watch::Receiver<bool>;
 
 /// `B` is the service's response body type.
 struct ConnectionTask<S, B> {

@@ -115,6 +115,30 @@ impl EarlySettings {
     }
 }
 
+/// Turns `true` when the connection's handshake ends.
+pub(crate) type HandshakeWaiter = tokio::sync::watch::Receiver<bool>;
+
+/// What happened to a request that arrived as early data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum EarlyOutcome {
+    /// Handed to the service (safe to replay, or held until the handshake completed).
+    Served,
+    /// Answered 425 Too Early.
+    TooEarly,
+    /// Held until the handshake completed (then counted as served too).
+    Held,
+}
+
+impl EarlyOutcome {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Served => "served",
+            Self::TooEarly => "too_early",
+            Self::Held => "held",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,9 +10,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::cid_generator::CidCounters;
+use crate::early::EarlyOutcome;
 use crate::gue::Dropped;
 use crate::lifecycle::CloseReason;
-use crate::request::EarlyOutcome;
 
 type Label<V> = [(&'static str, V); 1];
 

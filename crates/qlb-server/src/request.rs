@@ -10,8 +10,7 @@ use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 use crate::body::RequestBody;
-use crate::connection::HandshakeWaiter;
-use crate::early::{EarlySettings, Verdict};
+use crate::early::{EarlyOutcome, EarlySettings, HandshakeWaiter, Verdict};
 use crate::{BoxError, ConnectionInfo, EarlyData, HttpService, Metrics, ResponseBody};
 
 /// The server's side of an accepted request stream, before its head is read.
@@ -111,27 +110,6 @@ impl ResponseError {
         match self {
             Self::Body(err) => err.to_string(),
             Self::Stream(err) => err.to_string(),
-        }
-    }
-}
-
-/// What happened to a request that arrived as early data.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum EarlyOutcome {
-    /// Handed to the service (safe to replay, or held until the handshake completed).
-    Served,
-    /// Answered 425 Too Early.
-    TooEarly,
-    /// Held until the handshake completed (then counted as served too).
-    Held,
-}
-
-impl EarlyOutcome {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Self::Served => "served",
-            Self::TooEarly => "too_early",
-            Self::Held => "held",
         }
     }
 }
