@@ -78,7 +78,7 @@ impl Connection {
         server_name: &str,
         trust: &Trust,
     ) -> Result<Self, ConnectError> {
-        let settings = ConnectSettings::new(trust, server_name)?;
+        let settings = ConnectSettings::new(trust, server_name, true)?;
         let listener: Listener = Arc::new(|_, _| {});
         let shared = ConnShared::open(next_id(), addr, &settings, listener).await?;
         Ok(Self::new(shared))

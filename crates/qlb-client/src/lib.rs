@@ -10,7 +10,11 @@
 //!   taking requests, which then drains), idle timeout. After GOAWAY a connection takes no
 //!   new request and is replaced; a request no server processed is retried once elsewhere,
 //!   nothing else is. Streaming bodies both ways, a per-request timeout, numbers per backend
-//!   ([`ClientSnapshot`], Prometheus).
+//!   ([`ClientSnapshot`], Prometheus). Session resumption with 0-RTT
+//!   ([`ClientBuilder::zero_rtt`], off by default): new connections resume with the tickets
+//!   the client kept and send their GET, HEAD and OPTIONS requests as early data; others wait
+//!   for the handshake; an early request answered `425 Too Early`, or whose early data was
+//!   refused, is sent again once after the handshake.
 //! * **[`Connection`]**: one connection on its own UDP endpoint, pooled or opened alone,
 //!   that can move to another local socket: [`Connection::add_path`], then
 //!   [`Path::probe`] and [`Path::switch`].

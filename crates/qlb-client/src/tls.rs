@@ -13,6 +13,10 @@ use thiserror::Error;
 /// The ALPN protocol identifier of HTTP/3 (RFC 9114 section 3.1).
 pub const ALPN_H3: &[u8] = b"h3";
 
+/// Session tickets a client keeps (rustls keeps a few per server name, the oldest names go
+/// first).
+const SESSIONS_KEPT: usize = 256;
+
 /// Why a client TLS configuration could not be built.
 ///
 /// ```
@@ -87,6 +91,29 @@ impl Trust {
     /// # Ok::<(), qlb_client::TlsError>(())
     /// ```
     pub fn client_config(&self) -> Result<quinn::ClientConfig, TlsError> {
+        self.quic_config(self.rustls_config()?)
+    }
+
+    /// A configuration like [`client_config`](Self::client_config) that remembers up to
+    /// [`SESSIONS_KEPT`] session tickets (one store for every connection made with it) and
+    /// resumes with them, sending 0-RTT early data if `zero_rtt`.
+    pub(crate) fn resuming_client_config(
+        &self,
+        zero_rtt: bool,
+    ) -> Result<quinn::ClientConfig, TlsError> {
+        let mut tls = self.rustls_config()?;
+        tls.resumption = rustls::client::Resumption::in_memory_sessions(SESSIONS_KEPT);
+        tls.enable_early_data = zero_rtt;
+        self.quic_config(tls)
+    }
+
+    fn quic_config(&self, tls: rustls::ClientConfig) -> Result<quinn::ClientConfig, TlsError> {
+        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+            .map_err(|err| TlsError::Quic(Box::new(err)))?;
+        Ok(quinn::ClientConfig::new(Arc::new(quic)))
+    }
+
+    fn rustls_config(&self) -> Result<rustls::ClientConfig, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
@@ -105,9 +132,7 @@ impl Trust {
             }
         };
         tls.alpn_protocols = vec![ALPN_H3.to_vec()];
-        let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
-            .map_err(|err| TlsError::Quic(Box::new(err)))?;
-        Ok(quinn::ClientConfig::new(Arc::new(quic)))
+        Ok(tls)
     }
 }
 

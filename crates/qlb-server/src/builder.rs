@@ -7,15 +7,17 @@ use std::time::Duration;
 
 use quic_lb::{Config, ServerId};
 
-use crate::Metrics;
 use crate::cid_generator::QuicLbCidGenerator;
 use crate::connection::ConnectionSettings;
+use crate::early::{EarlySettings, ReplaySafe};
 use crate::error::BuildError;
 use crate::gue::{GueReturn, GueSocket};
 use crate::keys::ClusterKeys;
 use crate::lifecycle::ConnectionLimits;
 use crate::server::Server;
-use crate::tls::Identity;
+use crate::tickets::{DEFAULT_PERIOD, Ticketer};
+use crate::tls::{Identity, Tickets};
+use crate::{EarlyDataPolicy, Metrics};
 
 /// Configures a [`Server`]; made by [`Server::builder`].
 ///
@@ -46,6 +48,11 @@ pub struct ServerBuilder {
     server_id: ServerId,
     name: Option<String>,
     keys: Option<ClusterKeys>,
+    /// The cluster secret's ticket keys; the period is applied at `bind`.
+    ticket_secret: Option<TicketSecret>,
+    ticket_period: Duration,
+    zero_rtt: Option<bool>,
+    early: EarlySettings,
     identity: Option<Identity>,
     limits: ConnectionLimits,
     gue: Option<(SocketAddr, GueReturn)>,
@@ -58,6 +65,10 @@ impl ServerBuilder {
             server_id,
             name: None,
             keys: None,
+            ticket_secret: None,
+            ticket_period: DEFAULT_PERIOD,
+            zero_rtt: None,
+            early: EarlySettings::default(),
             identity: None,
             limits: ConnectionLimits::default(),
             gue: None,
@@ -78,9 +89,12 @@ impl ServerBuilder {
         self
     }
 
-    /// The cluster secret, from which the stateless-reset key and the token key are derived
-    /// (HKDF-SHA256), so that the servers of a cluster can reset one another's dead
-    /// connections. Only the derived keys are kept. Without it, keys are random per process.
+    /// The cluster secret, from which the stateless-reset key, the token key and the session
+    /// ticket keys are derived (HKDF-SHA256), so that the servers of a cluster can reset one
+    /// another's dead connections and resume one another's sessions (with 0-RTT, on by
+    /// default with a secret: see [`zero_rtt`](Self::zero_rtt)). The derived keys are kept,
+    /// and a copy of the secret from which each rotation period's ticket key derives; none
+    /// of them shows in `Debug`. Without it, keys are random per process.
     ///
     /// ```
     /// # use quic_lb::{Config, ConfigId};
@@ -91,6 +105,83 @@ impl ServerBuilder {
     /// ```
     pub fn cluster_secret(mut self, secret: &[u8]) -> Self {
         self.keys = Some(ClusterKeys::derive(secret));
+        self.ticket_secret = Some(TicketSecret(secret.to_vec()));
+        self
+    }
+
+    /// Accept 0-RTT early data from resuming clients. On by default when a
+    /// [`cluster_secret`](Self::cluster_secret) is set (every server then reads every
+    /// ticket), off without one. Session tickets are issued either way; off, resumed
+    /// clients only skip the certificate, not the round trip.
+    ///
+    /// Early data can be replayed (see `docs/operations.md`, "0-RTT and replay"): only
+    /// requests safe to replay are served from it, the others as
+    /// [`early_data_policy`](Self::early_data_policy) says.
+    ///
+    /// ```
+    /// # use quic_lb::{Config, ConfigId};
+    /// let config = Config::new(ConfigId::new(0)?, 2, 6, None)?;
+    /// let builder = qlb_server::Server::builder(config, "0001".parse()?)
+    ///     .cluster_secret(b"s3cret")
+    ///     .zero_rtt(false);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn zero_rtt(mut self, on: bool) -> Self {
+        self.zero_rtt = Some(on);
+        self
+    }
+
+    /// How often the session ticket key rotates; tickets stay valid from their period into
+    /// the next (so between one and two periods), and clients are told the period as their
+    /// lifetime. At least a second, at most a week; 12 hours by default. Every server of a
+    /// cluster must use the same period (and synchronised clocks) to read one another's
+    /// tickets.
+    ///
+    /// ```
+    /// # use quic_lb::{Config, ConfigId};
+    /// # use std::time::Duration;
+    /// let config = Config::new(ConfigId::new(0)?, 2, 6, None)?;
+    /// let builder = qlb_server::Server::builder(config, "0001".parse()?)
+    ///     .ticket_period(Duration::from_secs(3600));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn ticket_period(mut self, period: Duration) -> Self {
+        self.ticket_period = period;
+        self
+    }
+
+    /// What to do with early requests that are not safe to replay: answer `425 Too Early`
+    /// (the default) or hold them until the handshake completes.
+    ///
+    /// ```
+    /// # use quic_lb::{Config, ConfigId};
+    /// use qlb_server::EarlyDataPolicy;
+    /// let config = Config::new(ConfigId::new(0)?, 2, 6, None)?;
+    /// let builder = qlb_server::Server::builder(config, "0001".parse()?)
+    ///     .early_data_policy(EarlyDataPolicy::Hold);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn early_data_policy(mut self, policy: EarlyDataPolicy) -> Self {
+        self.early.policy = policy;
+        self
+    }
+
+    /// Marks more requests as safe to serve from early data than GET, HEAD and OPTIONS:
+    /// those for which `rule(method, uri)` is true. Only mark requests whose replay does no
+    /// harm (idempotent, no side effect an attacker could repeat).
+    ///
+    /// ```
+    /// # use quic_lb::{Config, ConfigId};
+    /// let config = Config::new(ConfigId::new(0)?, 2, 6, None)?;
+    /// let builder = qlb_server::Server::builder(config, "0001".parse()?)
+    ///     .replay_safe(|method, uri| method == http::Method::PUT && uri.path().starts_with("/cache/"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn replay_safe<F>(mut self, rule: F) -> Self
+    where
+        F: Fn(&http::Method, &http::Uri) -> bool + Send + Sync + 'static,
+    {
+        self.early.replay_safe = Some(ReplaySafe(Arc::new(rule)));
         self
     }
 
@@ -211,6 +302,36 @@ impl ServerBuilder {
     /// ```
     pub fn bind(self, addr: SocketAddr) -> Result<Server, BuildError> {
         self.limits.validate()?;
+        if !(MIN_TICKET_PERIOD..=MAX_TICKET_PERIOD).contains(&self.ticket_period) {
+            return Err(BuildError::TicketPeriod(self.ticket_period));
+        }
+        let zero_rtt = self.zero_rtt.unwrap_or(self.ticket_secret.is_some());
+        let tickets = match (zero_rtt, &self.ticket_secret) {
+            (true, _) => {
+                tracing::info!(
+                    "0-RTT on: single-use session tickets, resumed with early data on this \
+                     server only; early requests not safe to replay get 425 or wait"
+                );
+                Tickets::SingleUse
+            }
+            (false, Some(secret)) => {
+                tracing::info!(
+                    "0-RTT off: session tickets sealed under the cluster's ticket key, \
+                     resumed by every server of the cluster"
+                );
+                Tickets::Cluster(Arc::new(Ticketer::from_cluster_secret(
+                    &secret.0,
+                    self.ticket_period,
+                )))
+            }
+            (false, None) => {
+                tracing::warn!(
+                    "no cluster secret: session tickets are sealed under a random key of this \
+                     process, so clients resume only on this server"
+                );
+                Tickets::Cluster(Arc::new(Ticketer::random(self.ticket_period)))
+            }
+        };
         let metrics = Metrics::default();
         let generator = QuicLbCidGenerator::new(self.config, self.server_id)?
             .with_counters(metrics.cid_counters());
@@ -230,7 +351,7 @@ impl ServerBuilder {
         let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(keys.reset));
         endpoint_config.cid_generator(move || Box::new(generator.fresh()));
         let mut server_config = quinn::ServerConfig::new(
-            Arc::new(identity.quic_server_config()?),
+            Arc::new(identity.quic_server_config(tickets)?),
             Arc::new(keys.token),
         );
         // A server that refuses migration drops packets from a client's new address
@@ -276,8 +397,24 @@ impl ServerBuilder {
                 server_id: self.server_id,
                 server_name: server_name.into(),
                 limits: self.limits,
+                zero_rtt,
+                early: self.early,
                 metrics,
             },
         ))
+    }
+}
+
+/// The shortest ticket key rotation period.
+const MIN_TICKET_PERIOD: Duration = Duration::from_secs(1);
+/// The longest: RFC 8446 section 4.6.1 caps ticket lifetimes at seven days.
+const MAX_TICKET_PERIOD: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The cluster secret, kept for the ticket keys of future periods; `Debug` never shows it.
+struct TicketSecret(Vec<u8>);
+
+impl std::fmt::Debug for TicketSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TicketSecret(..)")
     }
 }

@@ -16,11 +16,12 @@ use quic_lb::ServerId;
 use tokio::task::{JoinError, JoinSet};
 
 use crate::drain::DrainReceiver;
+use crate::early::{EarlySettings, HandshakeWaiter};
 use crate::goaway::GoawayState;
 use crate::lifecycle::{CloseReason, ConnectionLimits, Lifecycle, Step, goaway_settle_time};
 use crate::metrics::GoawayKind;
 use crate::migration::PeerAddress;
-use crate::request::serve_request;
+use crate::request::{Arrival, serve_request};
 use crate::{ConnectionInfo, HttpService, Metrics, ResponseBody};
 
 /// What every connection of a server shares.
@@ -29,6 +30,9 @@ pub(crate) struct ConnectionSettings {
     pub server_id: ServerId,
     pub server_name: Arc<str>,
     pub limits: ConnectionLimits,
+    /// Accept connections in 0.5-RTT, so that early data is served before the handshake ends.
+    pub zero_rtt: bool,
+    pub early: EarlySettings,
     pub metrics: Metrics,
 }
 
@@ -42,15 +46,19 @@ pub(crate) async fn serve_connection<S, B>(
     S: HttpService<B>,
     B: ResponseBody,
 {
-    let quic = match incoming.await {
-        Ok(quic) => quic,
+    let (quic, handshake) = match accept(incoming, settings.zero_rtt).await {
+        Ok(accepted) => accepted,
         Err(err) => {
             settings.metrics.handshake_failed();
             tracing::debug!(%err, "handshake failed");
             return;
         }
     };
-    let _active = settings.metrics.handshake_completed();
+    let _active = match handshake.is_confirmed() {
+        true => settings.metrics.handshake_completed(),
+        // Counted as a handshake when it completes (`Handshake::poll_confirmed`).
+        false => settings.metrics.connection_started(),
+    };
     let connected_at = Instant::now();
     let h3 = h3::server::builder()
         // h3 sends one grease frame per `create_resolver` stream; a frame per response is waste.
@@ -71,6 +79,7 @@ pub(crate) async fn serve_connection<S, B>(
                 goaway: GoawayState::default(),
                 sent_goaway: None,
                 requests: JoinSet::new(),
+                handshake,
                 connected_at,
                 requests_accepted: 0,
                 server_name: Arc::from(&*settings.server_name),
@@ -88,6 +97,81 @@ pub(crate) async fn serve_connection<S, B>(
     settings.metrics.connection_closed(reason);
 }
 
+/// Accepts `incoming`: in 0.5-RTT if `zero_rtt` (the connection is usable at once, its
+/// handshake still running), else once the handshake has completed.
+async fn accept(
+    incoming: quinn::Incoming,
+    zero_rtt: bool,
+) -> Result<(quinn::Connection, Handshake), quinn::ConnectionError> {
+    if !zero_rtt {
+        return Ok((incoming.await?, Handshake::confirmed()));
+    }
+    match incoming.accept()?.into_0rtt() {
+        Ok((quic, accepted)) => Ok((quic, Handshake::pending(accepted))),
+        // Servers always convert; should quinn ever refuse, wait for the handshake.
+        Err(connecting) => Ok((connecting.await?, Handshake::confirmed())),
+    }
+}
+
+/// Whether a connection's handshake has completed; held requests wait on it.
+struct Handshake {
+    /// Resolves when the handshake ends (completed or failed); `None` once it has. (Its
+    /// output, whether 0-RTT was accepted, is meaningful on clients only.)
+    pending: Option<quinn::ZeroRttAccepted>,
+    done: tokio::sync::watch::Sender<bool>,
+    /// Whether a request has arrived as early data on this connection.
+    early_seen: bool,
+}
+
+impl Handshake {
+    fn confirmed() -> Self {
+        Self {
+            pending: None,
+            done: tokio::sync::watch::Sender::new(true),
+            early_seen: false,
+        }
+    }
+
+    fn pending(accepted: quinn::ZeroRttAccepted) -> Self {
+        Self {
+            pending: Some(accepted),
+            done: tokio::sync::watch::Sender::new(false),
+            early_seen: false,
+        }
+    }
+
+    fn is_confirmed(&self) -> bool {
+        self.pending.is_none()
+    }
+
+    /// Whether the handshake has ended since the last look, without waiting.
+    fn check(&mut self) -> bool {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        std::pin::Pin::new(self).poll(&mut cx).is_ready()
+    }
+
+    /// A receiver that turns `true` when the handshake completes.
+    fn waiter(&self) -> HandshakeWaiter {
+        self.done.subscribe()
+    }
+}
+
+impl std::future::Future for Handshake {
+    type Output = ();
+
+    /// Pending until the handshake ends; then ready once, and pending forever after.
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        let Some(pending) = self.pending.as_mut() else {
+            return Poll::Pending;
+        };
+        std::task::ready!(std::pin::Pin::new(pending).poll(cx));
+        self.pending = None;
+        // Held requests of a failed handshake are cancelled with their connection.
+        self.done.send_replace(true);
+        Poll::Ready(())
+    }
+}
+
 /// `B` is the service's response body type.
 struct ConnectionTask<S, B> {
     quic: quinn::Connection,
@@ -98,6 +182,7 @@ struct ConnectionTask<S, B> {
     sent_goaway: Option<StreamId>,
     /// The handlers of the requests in flight; each yields the status it answered with.
     requests: JoinSet<Option<StatusCode>>,
+    handshake: Handshake,
     peer: PeerAddress,
     connected_at: Instant,
     requests_accepted: u64,
@@ -154,6 +239,9 @@ where
                         break reason_from_quic(self.quic.close_reason());
                     }
                 },
+                () = &mut self.handshake, if !self.handshake.is_confirmed() => {
+                    self.handshake_ended();
+                }
                 () = &mut timer, if wake.is_some() => timer_at = None,
                 (receiver, changed) = &mut drain_wait, if drain_open => match changed {
                     Ok(()) => drain_wait = Box::pin(next_drain_change(receiver)),
@@ -175,6 +263,16 @@ where
             Ok(None) => {}
             Err(err) if err.is_panic() => tracing::error!(%err, "request handler panicked"),
             Err(_) => {}
+        }
+    }
+
+    /// Counts the end of a 0.5-RTT connection's handshake: completed, or failed if the
+    /// connection is already closed.
+    fn handshake_ended(&self) {
+        let metrics = &self.settings.metrics;
+        match self.quic.close_reason() {
+            Some(_) => metrics.handshake_failed(),
+            None => metrics.handshake_succeeded(),
         }
     }
 
@@ -248,6 +346,20 @@ where
             return;
         }
         self.requests_accepted += 1;
+        // A request stream that arrived before the handshake completed came as 0-RTT: a
+        // server reads no 1-RTT packet before then (RFC 9001 section 5.7).
+        let early = if self.handshake.is_confirmed() {
+            None
+        } else if self.handshake.check() {
+            self.handshake_ended();
+            None
+        } else {
+            if !self.handshake.early_seen {
+                self.handshake.early_seen = true;
+                metrics.zero_rtt_connection();
+            }
+            Some(self.handshake.waiter())
+        };
         let peer = self.quic.remote_address();
         if self.peer.observe(peer) {
             metrics.peer_address_changed();
@@ -264,8 +376,13 @@ where
                 .create_resolver(h3::frame::FrameStream::new(h3::stream::BufRecvStream::new(
                     stream,
                 )));
-        self.requests
-            .spawn(serve_request(resolver, self.service.clone(), info));
+        self.requests.spawn(serve_early_aware(
+            resolver,
+            self.service.clone(),
+            info,
+            early,
+            self.settings.clone(),
+        ));
     }
 
     /// Closes the connection with H3_NO_ERROR; handlers still running are cancelled.
@@ -273,6 +390,26 @@ where
         self.quic.close(H3_NO_ERROR, b"");
         self.requests.abort_all();
     }
+}
+
+/// Serves a request, with what its connection knows about early data.
+async fn serve_early_aware<S, B>(
+    resolver: crate::request::Resolver,
+    service: S,
+    info: ConnectionInfo,
+    early: Option<HandshakeWaiter>,
+    settings: Arc<ConnectionSettings>,
+) -> Option<StatusCode>
+where
+    S: HttpService<B>,
+    B: ResponseBody,
+{
+    let arrival = Arrival {
+        early,
+        settings: &settings.early,
+        metrics: &settings.metrics,
+    };
+    serve_request(resolver, service, info, arrival).await
 }
 
 /// RFC 9114 section 8.1: the error code of a graceful close.

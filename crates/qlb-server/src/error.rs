@@ -56,6 +56,11 @@ pub enum BuildError {
         /// The largest value allowed.
         max: std::time::Duration,
     },
+    /// The session ticket rotation period is outside 1 s ..= 7 days.
+    #[error(
+        "ticket_period: {0:?} is outside 1s ..= 7 days (RFC 8446 caps ticket lifetimes at 7 days)"
+    )]
+    TicketPeriod(std::time::Duration),
     /// The certificate or key is unusable.
     #[error(transparent)]
     Tls(#[from] TlsError),

@@ -19,6 +19,14 @@
 //!   the encapsulation beneath QUIC, so connections see the clients' real addresses, with
 //!   no kernel support; replies go back encapsulated through the load balancer or straight
 //!   from the VIP ([`GueReturn`]). See `docs/operations.md`, "Backends in GUE mode".
+//! * **0-RTT and resumption.** With a cluster secret, resuming clients may send requests as
+//!   0-RTT early data on single-use tickets (resumed on the issuing server: rustls accepts
+//!   early data on stateful tickets only); early requests are served only if safe to replay
+//!   (GET, HEAD, OPTIONS, [`ServerBuilder::replay_safe`]), the others get `425 Too Early` or
+//!   wait for the handshake ([`EarlyDataPolicy`]), and requests carry an [`EarlyData`]
+//!   marker. With [`ServerBuilder::zero_rtt`] off, tickets are sealed under a key derived
+//!   from the cluster secret and rotated ([`ServerBuilder::ticket_period`]), so every server
+//!   of the cluster resumes every client. See `docs/operations.md`, "0-RTT and replay".
 //! * **Metrics** for Prometheus: [`Metrics`].
 //!
 //! Serving an axum `Router`, with the built-in routes, until Ctrl-C:
@@ -67,6 +75,7 @@ mod builder;
 mod cid_generator;
 mod connection;
 mod drain;
+mod early;
 mod error;
 mod goaway;
 mod gue;
@@ -79,12 +88,14 @@ mod request;
 mod routes;
 mod server;
 mod service;
+mod tickets;
 mod tls;
 
 pub use body::{BodyError, RequestBody};
 pub use builder::ServerBuilder;
 pub use cid_generator::QuicLbCidGenerator;
 pub use drain::DrainState;
+pub use early::{EarlyData, EarlyDataPolicy};
 pub use error::{BuildError, TlsError};
 pub use gue::GueReturn;
 pub use info::ConnectionInfo;

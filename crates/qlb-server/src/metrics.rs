@@ -10,6 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::cid_generator::CidCounters;
+use crate::early::EarlyOutcome;
 use crate::gue::Dropped;
 use crate::lifecycle::CloseReason;
 
@@ -44,6 +45,8 @@ struct Inner {
     goaways: Family<Label<&'static str>, Counter>,
     closes: Family<Label<&'static str>, Counter>,
     peer_address_changes: Counter,
+    early_requests: Family<Label<&'static str>, Counter>,
+    zero_rtt_connections: Counter,
     cids: CidCounters,
     gue: GueCounters,
 }
@@ -74,6 +77,8 @@ impl Default for Inner {
             goaways: Family::default(),
             closes: Family::default(),
             peer_address_changes: Counter::default(),
+            early_requests: Family::default(),
+            zero_rtt_connections: Counter::default(),
             cids: CidCounters::default(),
             gue: GueCounters::default(),
         }
@@ -140,6 +145,19 @@ impl Metrics {
             metrics.peer_address_changes.clone(),
         );
         registry.register(
+            "early_requests",
+            "Requests that arrived as 0-RTT early data, by outcome (served: handed to the \
+             handler; too_early: answered 425, not safe to replay; held: waited for the \
+             handshake, then served too)",
+            metrics.early_requests.clone(),
+        );
+        registry.register(
+            "zero_rtt_connections",
+            "Connections on which requests arrived as 0-RTT early data (resumed sessions whose \
+             early data this server accepted)",
+            metrics.zero_rtt_connections.clone(),
+        );
+        registry.register(
             "cids_issued",
             "QUIC-LB connection IDs issued that route to this server",
             metrics.cids.routable.clone(),
@@ -195,9 +213,30 @@ impl Metrics {
 
     /// Counts a handshake; returns a guard that holds the connection in the active gauge.
     pub(crate) fn handshake_completed(&self) -> ActiveConnection {
-        self.0.handshakes.get_or_create(&[("result", "ok")]).inc();
+        self.handshake_succeeded();
+        self.connection_started()
+    }
+
+    /// Counts a connection accepted in 0.5-RTT (its handshake is counted when it ends);
+    /// returns a guard that holds it in the active gauge.
+    pub(crate) fn connection_started(&self) -> ActiveConnection {
         self.0.active_connections.inc();
         ActiveConnection(self.0.active_connections.clone())
+    }
+
+    pub(crate) fn handshake_succeeded(&self) {
+        self.0.handshakes.get_or_create(&[("result", "ok")]).inc();
+    }
+
+    pub(crate) fn zero_rtt_connection(&self) {
+        self.0.zero_rtt_connections.inc();
+    }
+
+    pub(crate) fn early_request(&self, outcome: EarlyOutcome) {
+        self.0
+            .early_requests
+            .get_or_create(&[("outcome", outcome.as_str())])
+            .inc();
     }
 
     pub(crate) fn handshake_failed(&self) {
@@ -328,6 +367,9 @@ mod tests {
         metrics.goaway_sent(GoawayKind::Final);
         metrics.connection_closed(CloseReason::MaxAgeGrace);
         metrics.peer_address_changed();
+        metrics.early_request(EarlyOutcome::Served);
+        metrics.early_request(EarlyOutcome::TooEarly);
+        metrics.zero_rtt_connection();
         metrics.0.cids.routable.inc();
         metrics.gue_received(3);
         metrics.gue_dropped(Dropped::Decap(qlb_gue::DecapError::Control));
@@ -351,6 +393,9 @@ mod tests {
             "qlb_server_connection_closes_total{reason=\"max_age_grace\"} 1",
             "qlb_server_peer_address_changes_total 1",
             "qlb_server_cids_issued_total 1",
+            "qlb_server_early_requests_total{outcome=\"served\"} 1",
+            "qlb_server_early_requests_total{outcome=\"too_early\"} 1",
+            "qlb_server_zero_rtt_connections_total 1",
             "qlb_server_failover_cids_issued_total 0",
             "qlb_server_gue_received_total 3",
             "qlb_server_gue_dropped_total{reason=\"control\"} 1",

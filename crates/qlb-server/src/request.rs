@@ -10,12 +10,21 @@ use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 use crate::body::RequestBody;
-use crate::{BoxError, ConnectionInfo, HttpService, ResponseBody};
+use crate::early::{EarlyOutcome, EarlySettings, HandshakeWaiter, Verdict};
+use crate::{BoxError, ConnectionInfo, EarlyData, HttpService, Metrics, ResponseBody};
 
 /// The server's side of an accepted request stream, before its head is read.
 pub(crate) type Resolver = h3::server::RequestResolver<h3_quinn::Connection, Bytes>;
 /// The sending half of an h3 request stream.
 type SendStream = h3::server::RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;
+
+/// How a request arrived: as early data (with a way to wait for the handshake) or not.
+pub(crate) struct Arrival<'a> {
+    /// Set if the request stream arrived before the handshake completed.
+    pub early: Option<HandshakeWaiter>,
+    pub settings: &'a EarlySettings,
+    pub metrics: &'a Metrics,
+}
 
 /// Serves one request to completion; errors end the request, never the connection.
 /// Returns the response status, if the request got as far as one.
@@ -23,6 +32,7 @@ pub(crate) async fn serve_request<S, B>(
     resolver: Resolver,
     service: S,
     info: ConnectionInfo,
+    arrival: Arrival<'_>,
 ) -> Option<StatusCode>
 where
     S: HttpService<B>,
@@ -37,8 +47,31 @@ where
     };
     let (mut send, recv) = stream.split();
     let (parts, ()) = head.into_parts();
+    let early = arrival.early.is_some();
+    match arrival.settings.verdict(early, &parts.method, &parts.uri) {
+        Verdict::Serve => {}
+        Verdict::TooEarly => {
+            arrival.metrics.early_request(EarlyOutcome::TooEarly);
+            let mut response = Response::new(http_body_util::Empty::<Bytes>::new());
+            *response.status_mut() = StatusCode::TOO_EARLY;
+            if let Err(err) = respond(&mut send, response).await {
+                tracing::debug!(err = %err.message(), "425 not delivered");
+            }
+            return Some(StatusCode::TOO_EARLY);
+        }
+        Verdict::Hold => {
+            arrival.metrics.early_request(EarlyOutcome::Held);
+            let mut waiter = arrival.early?;
+            // Closed: the handshake failed and the connection is going (a replay, maybe).
+            waiter.wait_for(|done| *done).await.ok()?;
+        }
+    }
+    if early {
+        arrival.metrics.early_request(EarlyOutcome::Served);
+    }
     let mut request = Request::from_parts(parts, RequestBody::new(recv));
     request.extensions_mut().insert(info);
+    request.extensions_mut().insert(EarlyData(early));
 
     let outcome = service
         .oneshot(request)
@@ -70,6 +103,15 @@ enum ResponseError {
     Body(BoxError),
     /// The stream or connection failed (the client reset it, the connection closed).
     Stream(h3::error::StreamError),
+}
+
+impl ResponseError {
+    fn message(&self) -> String {
+        match self {
+            Self::Body(err) => err.to_string(),
+            Self::Stream(err) => err.to_string(),
+        }
+    }
 }
 
 impl From<h3::error::StreamError> for ResponseError {

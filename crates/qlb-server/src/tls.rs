@@ -14,6 +14,25 @@ use crate::error::TlsError;
 /// The ALPN protocol of HTTP/3 (RFC 9114 section 3.1).
 pub const ALPN_H3: &[u8] = b"h3";
 
+/// Session tickets sent after each full handshake (rustls's default): a client may open
+/// two connections from one handshake's tickets.
+const TICKETS_PER_HANDSHAKE: usize = 2;
+
+/// Sessions a server remembers for single-use tickets (about 200 octets each); the oldest go
+/// first.
+const SESSIONS_KEPT: usize = 65_536;
+
+/// How a server issues TLS 1.3 session tickets.
+pub(crate) enum Tickets {
+    /// Stateless tickets sealed by a [`Ticketer`](crate::tickets::Ticketer): every server of
+    /// the cluster resumes them, any number of times, but rustls accepts no early data with
+    /// stateless tickets (RFC 8446 section 8.1), so no 0-RTT.
+    Cluster(Arc<dyn rustls::server::ProducesTickets>),
+    /// Tickets that name a session this server keeps, each resumable once: 0-RTT accepted,
+    /// on this server only, and a ticket replayed to it is refused.
+    SingleUse,
+}
+
 /// A certificate chain and its private key. `Debug` shows the chain length, never the key.
 ///
 /// ```
@@ -109,8 +128,18 @@ impl Identity {
         self.key.clone_key()
     }
 
-    /// The QUIC server TLS configuration: TLS 1.3 only, ring, ALPN `h3`.
-    pub(crate) fn quic_server_config(&self) -> Result<QuicServerConfig, TlsError> {
+    /// The QUIC server TLS configuration: TLS 1.3 only, ring, ALPN `h3`, session tickets
+    /// as `tickets` says.
+    pub(crate) fn quic_server_config(
+        &self,
+        tickets: Tickets,
+    ) -> Result<QuicServerConfig, TlsError> {
+        QuicServerConfig::try_from(self.rustls_server_config(tickets)?)
+            .map_err(|_| TlsError::NoQuicCipherSuite)
+    }
+
+    /// The rustls configuration of [`quic_server_config`](Self::quic_server_config).
+    fn rustls_server_config(&self, tickets: Tickets) -> Result<rustls::ServerConfig, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let refused = |err: rustls::Error| TlsError::Rustls(err.into());
         let mut tls = rustls::ServerConfig::builder_with_provider(provider)
@@ -120,7 +149,16 @@ impl Identity {
             .with_single_cert(self.chain.clone(), self.key.clone_key())
             .map_err(refused)?;
         tls.alpn_protocols = vec![ALPN_H3.to_vec()];
-        QuicServerConfig::try_from(tls).map_err(|_| TlsError::NoQuicCipherSuite)
+        tls.send_tls13_tickets = TICKETS_PER_HANDSHAKE;
+        match tickets {
+            Tickets::Cluster(ticketer) => tls.ticketer = ticketer,
+            Tickets::SingleUse => {
+                tls.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSIONS_KEPT);
+                // QUIC allows only 0 (no early data) and 0xffffffff (RFC 9001 section 4.6.1).
+                tls.max_early_data_size = u32::MAX;
+            }
+        }
+        Ok(tls)
     }
 }
 
@@ -142,12 +180,65 @@ impl fmt::Debug for Identity {
 
 #[cfg(test)]
 mod tests {
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+    use rustls::pki_types::{ServerName, UnixTime};
+    use rustls::{DigitallySignedStruct, SignatureScheme};
+
     use super::*;
+
+    /// Accepts any certificate; checks handshake signatures.
+    #[derive(Debug)]
+    struct AnyCertificate(Arc<CryptoProvider>);
+
+    impl ServerCertVerifier for AnyCertificate {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            let algorithms = &self.0.signature_verification_algorithms;
+            verify_tls12_signature(message, cert, dss, algorithms)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            let algorithms = &self.0.signature_verification_algorithms;
+            verify_tls13_signature(message, cert, dss, algorithms)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
 
     #[test]
     fn self_signed_identity_makes_a_quic_config() {
         let identity = Identity::self_signed(&["localhost"]).expect("rcgen");
-        assert!(identity.quic_server_config().is_ok());
+        assert!(identity.quic_server_config(cluster_tickets()).is_ok());
+        assert!(identity.quic_server_config(Tickets::SingleUse).is_ok());
+    }
+
+    fn cluster_tickets() -> Tickets {
+        Tickets::Cluster(Arc::new(crate::tickets::Ticketer::random(
+            crate::tickets::DEFAULT_PERIOD,
+        )))
     }
 
     #[test]
@@ -162,7 +253,7 @@ mod tests {
 
         let identity = Identity::from_pem_files(&cert_path, &key_path).expect("valid PEM");
         assert_eq!(identity.certificate_chain()[0], *certified.cert.der());
-        assert!(identity.quic_server_config().is_ok());
+        assert!(identity.quic_server_config(cluster_tickets()).is_ok());
 
         // The key file holds no certificate, the certificate file no key.
         let err = Identity::from_pem_files(&key_path, &key_path).expect_err("no cert");
@@ -170,5 +261,89 @@ mod tests {
         let err = Identity::from_pem_files(&cert_path, &cert_path).expect_err("no key");
         assert!(err.to_string().contains("cert.pem"), "{err}");
         std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    /// A TLS client (over memory, not QUIC) that remembers sessions and trusts any
+    /// certificate.
+    fn resuming_client() -> Arc<rustls::ClientConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .expect("TLS 1.3")
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth();
+        config.alpn_protocols = vec![ALPN_H3.to_vec()];
+        config.resumption = rustls::client::Resumption::in_memory_sessions(16);
+        Arc::new(config)
+    }
+
+    /// Runs one handshake of `client` with `server` in memory, then lets the client read the
+    /// server's tickets; returns how the handshake went.
+    fn handshake(
+        client: &Arc<rustls::ClientConfig>,
+        server: &Arc<rustls::ServerConfig>,
+    ) -> rustls::HandshakeKind {
+        let name = ServerName::try_from("localhost").expect("name");
+        let mut client = rustls::ClientConnection::new(client.clone(), name).expect("client");
+        let mut server = rustls::ServerConnection::new(server.clone()).expect("server");
+        for _ in 0..10 {
+            let mut octets = Vec::new();
+            client.write_tls(&mut octets).expect("client writes");
+            server.read_tls(&mut &octets[..]).expect("server reads");
+            server.process_new_packets().expect("server processes");
+            octets.clear();
+            server.write_tls(&mut octets).expect("server writes");
+            client.read_tls(&mut &octets[..]).expect("client reads");
+            client.process_new_packets().expect("client processes");
+        }
+        assert!(!client.is_handshaking() && !server.is_handshaking());
+        client.handshake_kind().expect("handshake done")
+    }
+
+    fn server(tickets: Tickets) -> Arc<rustls::ServerConfig> {
+        let identity = Identity::self_signed(&["localhost"]).expect("rcgen");
+        Arc::new(identity.rustls_server_config(tickets).expect("config"))
+    }
+
+    fn cluster(secret: &[u8]) -> Tickets {
+        Tickets::Cluster(Arc::new(crate::tickets::Ticketer::from_cluster_secret(
+            secret,
+            crate::tickets::DEFAULT_PERIOD,
+        )))
+    }
+
+    #[test]
+    fn cluster_tickets_resume_on_every_server_of_the_cluster_only() {
+        use rustls::HandshakeKind::{Full, Resumed};
+        let client = resuming_client();
+        let (a, b) = (server(cluster(b"cluster")), server(cluster(b"cluster")));
+        assert_eq!(handshake(&client, &a), Full);
+        // Another server, another certificate, same cluster secret: resumed.
+        assert_eq!(handshake(&client, &b), Resumed);
+        // Stateless tickets resume any number of times.
+        assert_eq!(handshake(&client, &a), Resumed);
+
+        let other = resuming_client();
+        assert_eq!(handshake(&other, &a), Full);
+        assert_eq!(handshake(&other, &server(cluster(b"another"))), Full);
+    }
+
+    #[test]
+    fn single_use_tickets_resume_on_their_server_only() {
+        use rustls::HandshakeKind::{Full, Resumed};
+        let client = resuming_client();
+        let (a, b) = (server(Tickets::SingleUse), server(Tickets::SingleUse));
+        assert_eq!(handshake(&client, &a), Full);
+        assert_eq!(handshake(&client, &a), Resumed);
+        assert_eq!(handshake(&client, &b), Full);
+        assert_eq!(handshake(&client, &b), Resumed);
+    }
+
+    #[test]
+    fn early_data_is_offered_with_single_use_tickets_only() {
+        for (tickets, offered) in [(Tickets::SingleUse, u32::MAX), (cluster(b"s"), 0)] {
+            assert_eq!(server(tickets).max_early_data_size, offered);
+        }
     }
 }

@@ -169,3 +169,69 @@ async fn ngtcp2_completes_a_transfer_across_a_nat_rebinding() -> TestResult {
         .await?;
     Ok(())
 }
+
+/// gtlsclient run against `addr` with `method` on `path`, keeping its session in `dir`
+/// (`--session-file`, `--tp-file`), so that a second run resumes with 0-RTT; returns its log.
+async fn gtlsclient_resuming(
+    dir: &std::path::Path,
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+) -> TestResult<String> {
+    let port = addr.port().to_string();
+    let output = Command::new("gtlsclient")
+        .args([
+            "--no-quic-dump",
+            "--no-http-dump",
+            "--exit-on-all-streams-close",
+            "--timeout=30s",
+        ])
+        .arg(format!("--http-method={method}"))
+        .arg(format!("--session-file={}", dir.join("session").display()))
+        .arg(format!("--tp-file={}", dir.join("tp").display()))
+        .args([addr.ip().to_string(), port.clone()])
+        .arg(format!("https://localhost:{port}{path}"))
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(PEER_TIMEOUT, output).await??;
+    let log = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "gtlsclient failed: {log}");
+    Ok(log)
+}
+
+/// With `EarlyDataPolicy::Hold`, a POST sent as 0-RTT early data waits for the handshake
+/// and is answered 200, not 425; a PUT the application marked replay-safe is served early.
+#[tokio::test]
+async fn ngtcp2_early_post_is_held_until_the_handshake_and_replay_safe_requests_run_early()
+-> TestResult {
+    if !gtlsclient_available() {
+        return Ok(());
+    }
+    let running = start_builtin(
+        builder("0d04")
+            .cluster_secret(b"cluster secret")
+            .early_data_policy(qlb_server::EarlyDataPolicy::Hold)
+            .replay_safe(|method, uri| method == http::Method::PUT && uri.path() == "/echo"),
+    )?;
+    let dir = tempfile::tempdir()?;
+    let rejected = "Early data was rejected by server";
+    let log = gtlsclient_resuming(dir.path(), running.addr, "GET", "/whoami").await?;
+    assert!(!log.contains(rejected));
+    let log = gtlsclient_resuming(dir.path(), running.addr, "POST", "/echo").await?;
+    assert!(!log.contains(rejected), "early data accepted");
+    assert!(log.contains("[:status: 200]"), "held, then served:\n{log}");
+    let early = |outcome: &str| {
+        running.metric(&format!(
+            "qlb_server_early_requests_total{{outcome=\"{outcome}\"}}"
+        ))
+    };
+    assert_eq!(
+        (early("held"), early("served"), early("too_early")),
+        (1.0, 1.0, 0.0)
+    );
+    let log = gtlsclient_resuming(dir.path(), running.addr, "PUT", "/echo").await?;
+    assert!(!log.contains(rejected), "early data accepted");
+    assert_eq!((early("held"), early("served")), (1.0, 2.0));
+    assert_eq!(running.metric("qlb_server_zero_rtt_connections_total"), 2.0);
+    Ok(())
+}

@@ -13,7 +13,7 @@ use qlb_client::{Client, PickerKind};
 use crate::client_args::{TrustArgs, Url};
 use crate::durations::{up_to_a_day, up_to_a_year};
 use crate::process::{Threads, runtime};
-use crate::traffic::{Limit, Load, LoadSpec, Progress};
+use crate::traffic::{Limit, Load, LoadSpec, Progress, Resumption};
 
 #[derive(Args)]
 #[command(group = clap::ArgGroup::new("limit").required(true).args(["duration", "requests"]))]
@@ -53,6 +53,11 @@ pub(crate) struct LoadArgs {
     /// Print the summary as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Send GET/HEAD/OPTIONS requests as 0-RTT early data on new connections (replacements,
+    /// reconnects) that resume a session the client kept; the summary's "0-RTT" line counts
+    /// them. Without it sessions still resume, with nothing sent early.
+    #[arg(long = "0rtt")]
+    zero_rtt: bool,
 }
 
 impl LoadArgs {
@@ -72,7 +77,8 @@ impl LoadArgs {
                     .server_name(&self.url.host)
                     .picker(self.picker)
                     .min_connections(self.min_connections)
-                    .timeout(self.timeout);
+                    .timeout(self.timeout)
+                    .zero_rtt(self.zero_rtt);
                 if let Some(lifetime) = self.max_lifetime {
                     builder = builder.max_lifetime(lifetime);
                 }
@@ -85,7 +91,7 @@ impl LoadArgs {
             (None, None) => unreachable!("clap requires --duration or --requests"),
         };
         let load = Load::start(
-            clients,
+            clients.clone(),
             LoadSpec {
                 path: self.url.path.clone(),
                 concurrency: self.concurrency as usize,
@@ -105,6 +111,8 @@ impl LoadArgs {
             }
         };
         progress.clear();
+        let mut summary = summary;
+        summary.resumption = resumption(&clients);
         if self.json {
             println!("{}", serde_json::to_string(&summary)?);
         } else {
@@ -116,4 +124,15 @@ impl LoadArgs {
             ExitCode::FAILURE
         })
     }
+}
+
+/// The clients' resumption and 0-RTT numbers, over every backend.
+fn resumption(clients: &[Client]) -> Resumption {
+    let mut total = Resumption::default();
+    for backend in clients.iter().flat_map(|client| client.snapshot().backends) {
+        total.resumed += backend.resumed;
+        total.zero_rtt_accepted += backend.zero_rtt_accepted;
+        total.zero_rtt_rejected += backend.zero_rtt_rejected;
+    }
+    total
 }

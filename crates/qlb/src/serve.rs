@@ -67,6 +67,11 @@ pub(crate) struct ServeArgs {
     /// return); the VIP must be a local address (`ip addr add VIP/32 dev lo`).
     #[arg(long, requires = "gue")]
     direct_return: bool,
+    /// Refuse 0-RTT early data (on by default when the cluster file has a cluster_secret:
+    /// resuming clients may then send safe requests, GET/HEAD/OPTIONS, before the handshake
+    /// ends; others get 425 Too Early). Session tickets are still issued.
+    #[arg(long = "no-0rtt")]
+    no_0rtt: bool,
 }
 
 impl ServeArgs {
@@ -89,6 +94,9 @@ impl ServeArgs {
                 "{} has no cluster_secret: stateless resets will not work across servers",
                 self.config.display()
             ),
+        }
+        if self.no_0rtt {
+            builder = builder.zero_rtt(false);
         }
         if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
             builder = builder.identity(Identity::from_pem_files(cert, key)?);

@@ -104,6 +104,9 @@ impl Backend {
             connect_failures: read(&stats.connect_failures),
             connections_closed: stats.close_counts(),
             replacements: read(&stats.replacements),
+            resumed: read(&stats.resumed),
+            zero_rtt_accepted: read(&stats.zero_rtt_accepted),
+            zero_rtt_rejected: read(&stats.zero_rtt_rejected),
             latency: lock(&self.latency).estimate(Instant::now()),
         }
     }

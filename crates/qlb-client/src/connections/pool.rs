@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 
 use crate::connections::lease::{Lease, RequestObserver};
 use crate::connections::plan;
-use crate::connections::shared::{self, ConnShared, ConnectSettings, Event, Listener};
+use crate::connections::shared::{self, ConnShared, ConnectSettings, Early, Event, Listener};
 use crate::error::{ConnectError, Error};
 use crate::stats::snapshot::{BackendStats, CloseReason, bump};
 use crate::sync::lock;
@@ -248,6 +248,16 @@ impl Pool {
         match result {
             Ok(conn) => {
                 bump(&self.stats.connections_opened);
+                if conn.early() == Early::Pending {
+                    bump(&self.stats.resumed);
+                    let (pool, conn) = (self.clone(), conn.clone());
+                    tokio::spawn(async move {
+                        match conn.handshake_done().await {
+                            Early::Accepted => bump(&pool.stats.zero_rtt_accepted),
+                            _ => bump(&pool.stats.zero_rtt_rejected),
+                        }
+                    });
+                }
                 state.failures_in_row = 0;
                 state.retry_at = None;
                 if state.closed {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use h3::ConnectionState as _;
+use tokio::sync::watch;
 
 use crate::connections::plan::jittered;
 use crate::error::ConnectError;
@@ -51,6 +52,8 @@ pub(crate) struct ConnectSettings {
     pub(crate) server_name: Arc<str>,
     pub(crate) connect_timeout: Duration,
     pub(crate) max_lifetime: Option<Duration>,
+    /// Whether connections that resume a session send 0-RTT early data.
+    pub(crate) zero_rtt: bool,
 }
 
 impl fmt::Debug for ConnectSettings {
@@ -59,14 +62,16 @@ impl fmt::Debug for ConnectSettings {
             .field("server_name", &self.server_name)
             .field("connect_timeout", &self.connect_timeout)
             .field("max_lifetime", &self.max_lifetime)
+            .field("zero_rtt", &self.zero_rtt)
             .finish_non_exhaustive()
     }
 }
 
 impl ConnectSettings {
-    /// Settings trusting `trust`, with keep-alive on.
-    pub(crate) fn new(trust: &Trust, server_name: &str) -> Result<Self, TlsError> {
-        let mut client_config = trust.client_config()?;
+    /// Settings trusting `trust`, with keep-alive on; connections share one session store,
+    /// and send 0-RTT early data when they resume if `zero_rtt`.
+    pub(crate) fn new(trust: &Trust, server_name: &str, zero_rtt: bool) -> Result<Self, TlsError> {
+        let mut client_config = trust.resuming_client_config(zero_rtt)?;
         let mut transport = quinn::TransportConfig::default();
         transport.keep_alive_interval(Some(KEEP_ALIVE));
         client_config.transport_config(Arc::new(transport));
@@ -75,6 +80,7 @@ impl ConnectSettings {
             server_name: server_name.into(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_lifetime: None,
+            zero_rtt,
         })
     }
 }
@@ -104,6 +110,21 @@ pub(crate) struct ConnShared {
     going_away: AtomicBool,
     /// Where GOAWAY is reported (the pool, which replaces the connection).
     listener: Listener,
+    /// The fate of its 0-RTT early data.
+    early: watch::Receiver<Early>,
+}
+
+/// Whether a connection sent 0-RTT early data, and what became of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Early {
+    /// No session to resume (or 0-RTT off): a full handshake, nothing sent early.
+    None,
+    /// Resuming: requests sent now go as early data; the handshake is still running.
+    Pending,
+    /// The server accepted the early data.
+    Accepted,
+    /// The server refused it (or the handshake failed): early requests must be sent again.
+    Rejected,
 }
 
 impl ConnShared {
@@ -132,11 +153,34 @@ impl ConnShared {
             SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
         };
         let (endpoint, paths) = Paths::bind(local)?;
-        let quic = endpoint
+        let connecting = endpoint
             .connect_with(settings.client_config.clone(), addr, &settings.server_name)
-            .map_err(|err| ConnectError::Start(ConnectStartError::new(err)))?
-            .await
-            .map_err(|err| ConnectError::Quic(QuicError::new(err)))?;
+            .map_err(|err| ConnectError::Start(ConnectStartError::new(err)))?;
+        let quic_error = |err| ConnectError::Quic(QuicError::new(err));
+        let (quic, early) = match settings.zero_rtt {
+            false => (
+                connecting.await.map_err(quic_error)?,
+                watch::channel(Early::None).1,
+            ),
+            // With a session ticket the connection is usable at once, in 0-RTT.
+            true => match connecting.into_0rtt() {
+                Ok((quic, accepted)) => {
+                    let (tell, early) = watch::channel(Early::Pending);
+                    tokio::spawn(async move {
+                        let fate = match accepted.await {
+                            true => Early::Accepted,
+                            false => Early::Rejected,
+                        };
+                        tell.send_replace(fate);
+                    });
+                    (quic, early)
+                }
+                Err(connecting) => (
+                    connecting.await.map_err(quic_error)?,
+                    watch::channel(Early::None).1,
+                ),
+            },
+        };
         paths.attach(&quic);
         let (driver, send) = h3::client::builder()
             .build::<_, _, Bytes>(h3_quinn::Connection::new(quic.clone()))
@@ -157,6 +201,7 @@ impl ConnShared {
             reason: OnceLock::new(),
             going_away: AtomicBool::new(false),
             listener: listener.clone(),
+            early,
         });
         tokio::spawn(drive(driver, Arc::downgrade(&shared), listener));
         Ok(shared)
@@ -218,6 +263,20 @@ impl ConnShared {
 
     fn close(&self) {
         self.quic.close(H3_NO_ERROR.into(), b"");
+    }
+
+    /// What became of its early data so far.
+    pub(crate) fn early(&self) -> Early {
+        *self.early.borrow()
+    }
+
+    /// Waits until the handshake is over (at once if it was not resuming); returns what
+    /// became of the early data.
+    pub(crate) async fn handshake_done(&self) -> Early {
+        let mut early = self.early.clone();
+        // The sender is dropped only after it sent the outcome.
+        let _ = early.wait_for(|early| *early != Early::Pending).await;
+        *early.borrow()
     }
 
     pub(crate) fn sender(&self) -> SendRequest {

@@ -14,7 +14,7 @@ use http_body::Body;
 use tokio::task::JoinHandle;
 
 use crate::connections::lease::Lease;
-use crate::connections::shared::SendRequest;
+use crate::connections::shared::{ConnShared, Early, SendRequest};
 use crate::error::{BoxError, Error};
 use crate::requests::body::{Deadline, Pump, RecvStream, ResponseBody};
 
@@ -154,6 +154,11 @@ impl<B> Failure<B> {
 
 /// Sends `head` and `body` on the lease's connection; returns the response once its head
 /// arrives, its body reading on from the stream.
+///
+/// On a connection still resuming in 0-RTT, a request of a safe method goes as early data
+/// (others wait for the handshake); if the server answers it `425 Too Early`, or refused the
+/// early data, it is sent once more after the handshake (when its body is empty and so was
+/// kept).
 pub(crate) async fn send_on<B>(
     mut lease: Lease,
     head: &RequestHead,
@@ -165,10 +170,18 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    match exchange(lease.connection().sender(), head, body).await {
+    let conn = lease.connection().clone();
+    if conn.early() == Early::Pending && !is_replay_safe(&head.method) {
+        conn.handshake_done().await;
+    }
+    let early = conn.early() == Early::Pending;
+    let mut outcome = exchange(conn.sender(), head, body, early).await;
+    if outcome.early {
+        outcome = again_after_handshake(&conn, head, outcome).await;
+    }
+    match outcome.result {
         Ok((response, stream, pump)) => {
             lease.responded();
-            let conn = lease.connection();
             let served = ServedBy {
                 backend: conn.remote_addr(),
                 connection: conn.id,
@@ -182,7 +195,7 @@ where
                 Failure::Unprocessed { error, .. } | Failure::Failed(error) => error,
             };
             if matches!(error, Error::Rejected | Error::GoingAway) {
-                lease.connection().going_away();
+                conn.going_away();
             }
             lease.failed();
             Err(failure)
@@ -190,11 +203,83 @@ where
     }
 }
 
+/// The methods RFC 9110 section 9.2.1 calls safe, which a client sends as early data.
+pub(crate) fn is_replay_safe(method: &http::Method) -> bool {
+    matches!(
+        *method,
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+    )
+}
+
+/// What the first exchange of an early request calls for once the handshake is over: the
+/// same exchange again after a 425 or refused early data, else the outcome as it is.
+async fn again_after_handshake<B>(
+    conn: &ConnShared,
+    head: &RequestHead,
+    outcome: Exchanged<B>,
+) -> Exchanged<B>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let Exchanged { result, kept, .. } = outcome;
+    let too_early = match &result {
+        Ok((response, ..)) => response.status() == http::StatusCode::TOO_EARLY,
+        Err(_) => false,
+    };
+    let Some(body) = kept.filter(|_| too_early || result.is_err()) else {
+        return Exchanged::done(result);
+    };
+    let fate = conn.handshake_done().await;
+    if too_early || fate == Early::Rejected {
+        tracing::debug!(
+            connection = conn.id,
+            too_early,
+            "early request sent again after the handshake"
+        );
+        return exchange(conn.sender(), head, body, false).await;
+    }
+    // Not the early data's fault: the failure as a request sent after the handshake has it.
+    Exchanged::done(match result {
+        Err(Failure::Failed(Error::Rejected)) => Err(Failure::Unprocessed {
+            error: Error::Rejected,
+            body,
+        }),
+        other => other,
+    })
+}
+
+/// The response head, its stream, and the task uploading the body.
+type Exchange = (http::Response<()>, RecvStream, Option<Pump>);
+
+/// An exchange's outcome, with what a retry after the handshake needs.
+struct Exchanged<B> {
+    result: Result<Exchange, Failure<B>>,
+    /// The (empty) body of a request that went as early data, for sending it again.
+    kept: Option<B>,
+    /// Whether it went as early data (0-RTT, the handshake still running).
+    early: bool,
+}
+
+impl<B> Exchanged<B> {
+    fn done(result: Result<Exchange, Failure<B>>) -> Self {
+        Self {
+            result,
+            kept: None,
+            early: false,
+        }
+    }
+}
+
+/// Sends the request; `early`: as 0-RTT early data, in which case an empty body is kept
+/// for a retry after the handshake (and a failure holds no body).
 async fn exchange<B>(
     mut send: SendRequest,
     head: &RequestHead,
     body: B,
-) -> Result<(http::Response<()>, RecvStream, Option<Pump>), Failure<B>>
+    early: bool,
+) -> Exchanged<B>
 where
     B: Body + Send + 'static,
     B::Data: Send,
@@ -204,12 +289,12 @@ where
         Ok(stream) => stream,
         // h3 refuses to open a request stream once GOAWAY came: nothing was sent.
         Err(StreamError::RemoteClosing) => {
-            return Err(Failure::Unprocessed {
+            return Exchanged::done(Err(Failure::Unprocessed {
                 error: Error::GoingAway,
                 body,
-            });
+            }));
         }
-        Err(err) => return Err(Failure::Failed(Error::http3(err))),
+        Err(err) => return Exchanged::done(Err(Failure::Failed(Error::http3(err)))),
     };
     // An empty body is kept, so that a rejected request can be sent again; a body with
     // content streams from a task and cannot be replayed.
@@ -224,8 +309,24 @@ where
         (None, Some(tokio::spawn(stream_body(send, body))), recv)
     };
     match recv.recv_response().await {
-        Ok(response) => Ok((response, recv, pump)),
-        Err(err) => Err(failure(err, kept, pump).await),
+        Ok(response) => Exchanged {
+            result: Ok((response, recv, pump)),
+            kept: kept.filter(|_| early),
+            early,
+        },
+        Err(err) if early && kept.is_some() => Exchanged {
+            result: Err(Failure::Failed(match is_rejected(&err) {
+                true => Error::Rejected,
+                false => Error::http3(err),
+            })),
+            kept,
+            early,
+        },
+        Err(err) => Exchanged {
+            result: Err(failure(err, kept, pump).await),
+            kept: None,
+            early,
+        },
     }
 }
 

@@ -40,7 +40,7 @@ type Series = (
     fn(&BackendSnapshot) -> u64,
 );
 
-const PER_BACKEND: [Series; 8] = [
+const PER_BACKEND: [Series; 11] = [
     (
         "backend_healthy",
         "1 if health checks find the backend healthy (always without checks)",
@@ -85,6 +85,24 @@ const PER_BACKEND: [Series; 8] = [
         "Connections retired (max lifetime, GOAWAY) while needed, so that a new one took over",
         MetricType::Counter,
         |b| b.replacements,
+    ),
+    (
+        "resumed",
+        "Connections opened with a session ticket (resuming, 0-RTT attempted)",
+        MetricType::Counter,
+        |b| b.resumed,
+    ),
+    (
+        "zero_rtt_accepted",
+        "Resuming connections whose 0-RTT early data the server accepted",
+        MetricType::Counter,
+        |b| b.zero_rtt_accepted,
+    ),
+    (
+        "zero_rtt_rejected",
+        "Resuming connections whose 0-RTT early data the server refused (early requests sent again)",
+        MetricType::Counter,
+        |b| b.zero_rtt_rejected,
     ),
 ];
 

@@ -133,6 +133,13 @@ pub struct BackendSnapshot {
     /// Connections retired (max lifetime, GOAWAY) while they were needed, so that a new one
     /// took over.
     pub replacements: u64,
+    /// Connections opened with a session ticket (resuming, 0-RTT attempted).
+    pub resumed: u64,
+    /// Resuming connections whose 0-RTT early data the server accepted.
+    pub zero_rtt_accepted: u64,
+    /// Resuming connections whose 0-RTT early data the server refused (a full handshake
+    /// followed; their early requests were sent again).
+    pub zero_rtt_rejected: u64,
     /// Its peak-EWMA latency estimate (response headers), if measured.
     pub latency: Option<Duration>,
 }
@@ -186,6 +193,9 @@ pub(crate) struct BackendStats {
     pub(crate) connect_failures: AtomicU64,
     closed: [AtomicU64; 5],
     pub(crate) replacements: AtomicU64,
+    pub(crate) resumed: AtomicU64,
+    pub(crate) zero_rtt_accepted: AtomicU64,
+    pub(crate) zero_rtt_rejected: AtomicU64,
 }
 
 impl BackendStats {

@@ -8,4 +8,4 @@ mod tally;
 
 pub(crate) use engine::{Limit, Load, LoadSpec, LoadView};
 pub(crate) use progress::Progress;
-pub(crate) use tally::{Summary, Tally};
+pub(crate) use tally::{Resumption, Summary, Tally};

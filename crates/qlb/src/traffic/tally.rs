@@ -107,6 +107,7 @@ impl Tally {
             migrations_skipped: self.migrations_skipped,
             migrations_failed: self.migrations_failed.clone(),
             per_backend: self.per_backend.clone(),
+            resumption: Resumption::default(),
         }
     }
 }
@@ -135,6 +136,21 @@ pub(crate) struct Summary {
     pub migrations_failed: BTreeMap<String, u64>,
     /// Answered requests per backend (its server ID when the URL is a `/whoami`).
     pub per_backend: BTreeMap<String, u64>,
+    /// How the clients' connections resumed sessions and used 0-RTT.
+    pub resumption: Resumption,
+}
+
+/// Connections that resumed a session, and what became of their 0-RTT early data (the
+/// clients' numbers: `resumed` = `zero_rtt_accepted` + `zero_rtt_rejected` once every
+/// handshake is over).
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub(crate) struct Resumption {
+    /// Connections opened with a session ticket (0-RTT attempted).
+    pub resumed: u64,
+    /// Of those, the ones whose early data the server accepted.
+    pub zero_rtt_accepted: u64,
+    /// The ones whose early data the server refused (full handshake; requests sent again).
+    pub zero_rtt_rejected: u64,
 }
 
 /// Latency percentiles, in milliseconds.
@@ -180,6 +196,12 @@ impl fmt::Display for Summary {
             write!(f, "  failed {kind}: {count}")?;
         }
         writeln!(f)?;
+        let resumption = &self.resumption;
+        writeln!(
+            f,
+            "0-RTT       resumed {}  accepted {}  rejected {}",
+            resumption.resumed, resumption.zero_rtt_accepted, resumption.zero_rtt_rejected
+        )?;
         let answered: u64 = self.per_backend.values().sum();
         if answered > 0 {
             writeln!(f, "per backend")?;
@@ -246,6 +268,7 @@ mod tests {
             "latency_ms",
             "migrations",
             "per_backend",
+            "resumption",
         ] {
             assert!(json.get(key).is_some(), "{key}");
         }
@@ -253,6 +276,9 @@ mod tests {
             assert!(json["latency_ms"].get(key).is_some(), "{key}");
         }
         assert_eq!(json["per_backend"]["0002"], 25);
+        for key in ["resumed", "zero_rtt_accepted", "zero_rtt_rejected"] {
+            assert_eq!(json["resumption"][key], 0, "{key}");
+        }
     }
 
     #[test]

@@ -1,0 +1,159 @@
+//! 0-RTT through `qlb lb` to three `qlb serve` backends, with ngtcp2's `gtlsclient` keeping
+//! its session (`--session-file`) and the server's transport parameters (`--tp-file`)
+//! between runs: a resumed connection that reaches the backend that issued its ticket sends
+//! its request as 0-RTT early data and the backend serves it early; one that reaches another
+//! backend falls back to a full handshake and its request still succeeds; a POST sent as
+//! early data is answered 425 Too Early.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use qlb_testkit::peers::gtlsclient_available;
+use support::TestResult;
+use support::cluster::{Backend, Cluster, Spec};
+use support::peers::run_gtlsclient;
+
+/// The longest a client may run (a debug build on a loaded 2-core machine).
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Resumed runs at most: each lands on the ticket's backend with probability 1/3 (the load
+/// balancer hashes the client's random DCID), so 40 runs all miss with probability
+/// (2/3)^40 < 1e-7.
+const MAX_RUNS: usize = 40;
+
+/// What gtlsclient logs when the server refuses its early data.
+const REJECTED: &str = "Early data was rejected by server";
+
+/// The early requests `backend` served.
+const EARLY_SERVED: &str = "qlb_server_early_requests_total{outcome=\"served\"}";
+/// The early requests `backend` answered 425.
+const EARLY_REFUSED: &str = "qlb_server_early_requests_total{outcome=\"too_early\"}";
+
+/// gtlsclient fetching `path` from `server` with `method`, keeping its session in `dir`,
+/// downloading the body into `dir/downloads`.
+fn gtlsclient(dir: &Path, server: SocketAddr, method: &str, path: &str) -> Command {
+    let port = server.port().to_string();
+    let mut command = Command::new("gtlsclient");
+    command
+        .args([
+            "--no-quic-dump",
+            "--no-http-dump",
+            "--exit-on-all-streams-close",
+            "--timeout=30s",
+        ])
+        .arg(format!("--http-method={method}"))
+        .arg(format!("--session-file={}", dir.join("session").display()))
+        .arg(format!("--tp-file={}", dir.join("tp").display()))
+        .arg(format!("--download={}", dir.join("downloads").display()))
+        .args([server.ip().to_string(), port.clone()])
+        .arg(format!("https://localhost:{port}{path}"));
+    command
+}
+
+/// The backend that answered the last `/whoami` gtlsclient downloaded into `dir`.
+fn answered_by<'a>(cluster: &'a Cluster, dir: &Path) -> TestResult<&'a Backend> {
+    let whoami: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("downloads").join("whoami"))?)?;
+    cluster.backend(whoami["name"].as_str().unwrap_or_default())
+}
+
+#[test]
+fn ngtcp2_resumes_with_0rtt_on_the_backend_that_issued_its_ticket() -> TestResult {
+    if !gtlsclient_available() {
+        return Ok(());
+    }
+    let cluster = Cluster::start(Spec::default())?;
+    let lb = cluster.lbs[0].addr;
+    let dir = cluster.dir().join("ngtcp2");
+    std::fs::create_dir_all(dir.join("downloads"))?;
+
+    // A full handshake: the backend it lands on issues the session ticket.
+    let log = run_gtlsclient(&mut gtlsclient(&dir, lb, "GET", "/whoami"), CLIENT_TIMEOUT)?;
+    assert!(
+        !log.contains(REJECTED),
+        "no early data on a first connection"
+    );
+    let mut issuer = answered_by(&cluster, &dir)?.name.clone();
+
+    let (mut early, mut elsewhere) = (0, 0);
+    for run in 0..MAX_RUNS {
+        let log = run_gtlsclient(&mut gtlsclient(&dir, lb, "GET", "/whoami"), CLIENT_TIMEOUT)?;
+        let served = answered_by(&cluster, &dir)?;
+        if served.name == issuer {
+            // Its ticket's own backend: the request went as 0-RTT and was served early.
+            assert!(
+                !log.contains(REJECTED),
+                "run {run}: {} refused",
+                served.name
+            );
+            early += 1;
+            served.wait_for_metric(EARLY_SERVED, early as f64, Duration::from_secs(5))?;
+        } else {
+            // Another backend knows nothing of the ticket: a full handshake, still answered.
+            assert!(
+                log.contains(REJECTED),
+                "run {run}: {} took early data",
+                served.name
+            );
+            elsewhere += 1;
+            issuer = served.name.clone();
+        }
+        if early > 0 && elsewhere > 0 {
+            break;
+        }
+    }
+    eprintln!(
+        "gtlsclient: {early} resumption(s) with 0-RTT served early, {elsewhere} on another backend"
+    );
+    assert!(early > 0, "no run reached its ticket's backend");
+    let served: f64 = cluster
+        .metric_per_backend(EARLY_SERVED)?
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(
+        served, early as f64,
+        "early requests served across the cluster"
+    );
+    Ok(())
+}
+
+#[test]
+fn ngtcp2_post_in_0rtt_gets_425_and_get_is_served_early() -> TestResult {
+    if !gtlsclient_available() {
+        return Ok(());
+    }
+    let cluster = Cluster::start(Spec::default())?;
+    let backend = &cluster.backends[0];
+    let dir = cluster.dir().join("ngtcp2");
+    std::fs::create_dir_all(dir.join("downloads"))?;
+
+    run_gtlsclient(
+        &mut gtlsclient(&dir, backend.addr, "GET", "/whoami"),
+        CLIENT_TIMEOUT,
+    )?;
+    // Resumed with 0-RTT: a POST in early data is not safe to replay.
+    let log = run_gtlsclient(
+        &mut gtlsclient(&dir, backend.addr, "POST", "/echo"),
+        CLIENT_TIMEOUT,
+    )?;
+    assert!(!log.contains(REJECTED), "the backend took no early data");
+    assert!(log.contains("[:status: 425]"), "no 425 in:\n{log}");
+    backend.wait_for_metric(EARLY_REFUSED, 1.0, Duration::from_secs(5))?;
+    // The POST's connection left a fresh ticket: a GET in 0-RTT is served early.
+    let log = run_gtlsclient(
+        &mut gtlsclient(&dir, backend.addr, "GET", "/whoami"),
+        CLIENT_TIMEOUT,
+    )?;
+    assert!(!log.contains(REJECTED), "the backend took no early data");
+    backend.wait_for_metric(EARLY_SERVED, 1.0, Duration::from_secs(5))?;
+    assert_eq!(
+        backend.metric("qlb_server_zero_rtt_connections_total")?,
+        2.0
+    );
+    Ok(())
+}
