@@ -1,7 +1,7 @@
 //! Session resumption and 0-RTT against real qlb-server backends on loopback: a client's
 //! replacement connections resume and send their GETs as early data, which the server
-//! serves early; a POST waits for the handshake; a ticket the server does not know (it
-//! restarted) falls back to a full handshake and the request still succeeds.
+//! serves early, on another server of the cluster too; a POST waits for the handshake; a
+//! ticket of another cluster falls back to a full handshake and the request still succeeds.
 
 mod support;
 
@@ -47,9 +47,14 @@ async fn replacement_connections_resume_and_send_gets_as_0rtt() -> TestResult {
         (0, 0, 0),
         "a full handshake first"
     );
-    for _ in 0..3 {
+    // Whether the server reads an early GET before the handshake completes (and so serves
+    // it early) is a race on loopback: reconnect until it has, a bounded number of times.
+    for _ in 0..20 {
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert_eq!(whoami(&client).await?, "a");
+        if server_metric(&backend, EARLY_SERVED)? >= 1.0 {
+            break;
+        }
     }
     eventually(SOON, "0-RTT accepted on a resumed connection", || {
         numbers(&client, &backend).is_ok_and(|(resumed, accepted, _)| resumed >= 1 && accepted >= 1)
@@ -79,39 +84,75 @@ async fn replacement_connections_resume_and_send_gets_as_0rtt() -> TestResult {
     Ok(())
 }
 
+/// Three servers under one name: `a` and `b` of one cluster, `c` of another.
+fn three_servers() -> TestResult<[Backend; 3]> {
+    let start = |name: &str, secret: &'static [u8]| {
+        Backend::start_with(name, "0001", "127.0.0.1:0".parse()?, |builder| {
+            builder.cluster_secret(secret)
+        })
+    };
+    Ok([
+        start("a", b"the cluster's secret")?,
+        start("b", b"the cluster's secret")?,
+        start("c", b"another cluster's secret")?,
+    ])
+}
+
+/// The sums of [`numbers`] over `backends`.
+fn total(client: &Client, backends: &[&Backend]) -> TestResult<(u64, u64, u64)> {
+    backends.iter().try_fold((0, 0, 0), |(r, a, j), backend| {
+        let (r2, a2, j2) = numbers(client, backend)?;
+        Ok((r + r2, a + a2, j + j2))
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_ticket_the_server_does_not_know_falls_back_to_a_full_handshake() -> TestResult {
-    // Two servers under one name: each keeps its own single-use sessions.
-    let servers = ["a", "b"].map(|name| {
-        Backend::start_with(
-            name,
-            "0001",
-            "127.0.0.1:0".parse().expect("addr"),
-            |builder| builder.cluster_secret(b"the cluster's secret"),
-        )
-    });
-    let [a, b] = servers;
-    let (a, b) = (a?, b?);
+async fn another_server_of_the_cluster_takes_the_ticket_with_0rtt_another_cluster_does_not()
+-> TestResult {
+    let [a, b, c] = three_servers()?;
     // Round robin, a new connection per request: each resumes with the other's ticket.
-    let client = client(BackendList::new(vec![a.addr, b.addr]))
-        .idle_timeout(Duration::from_millis(200))
-        .zero_rtt(true)
-        .build()?;
+    let client = client_of(&[&a, &b])?;
     let mut answered = Vec::new();
     for _ in 0..4 {
         answered.push(whoami(&client).await?);
         tokio::time::sleep(Duration::from_millis(400)).await;
     }
     assert!(answered.iter().any(|name| name == "a") && answered.iter().any(|name| name == "b"));
-    let (mut resumed, mut accepted, mut rejected) = (0, 0, 0);
+    let (resumed, accepted, rejected) = total(&client, &[&a, &b])?;
+    assert!(resumed >= 2, "the client resumed: {answered:?}");
+    assert_eq!(
+        (accepted, rejected),
+        (resumed, 0),
+        "every server took the other's ticket"
+    );
+    // Both servers took early data (rustls told the client so). Whether a server also reads
+    // the early GET before the handshake completes, and so counts it as served early, is a
+    // race on loopback; the first test and e2e_zero_rtt look at that.
     for backend in [&a, &b] {
-        let (r, acc, rej) = numbers(&client, backend)?;
-        (resumed, accepted, rejected) = (resumed + r, accepted + acc, rejected + rej);
+        let (_, accepted, _) = numbers(&client, backend)?;
+        assert!(accepted >= 1, "{} took no early data", backend.name);
     }
-    assert!(resumed >= 1, "the client tried its tickets");
-    assert!(rejected >= 1, "refused early data: {answered:?}");
-    assert_eq!(resumed, accepted + rejected);
+
+    // A server of another cluster cannot open the ticket: a full handshake, the early GET
+    // sent again after it, and answered.
+    let client = client_of(&[&a, &c])?;
+    let mut answered = Vec::new();
+    for _ in 0..2 {
+        answered.push(whoami(&client).await?);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert_eq!(answered, ["a", "c"]);
+    assert_eq!(numbers(&client, &c)?, (1, 0, 1), "c refused the early data");
+    assert_eq!(server_metric(&c, EARLY_SERVED)?, 0.0);
     Ok(())
+}
+
+/// A 0-RTT client of `backends` in turn, a new connection per request.
+fn client_of(backends: &[&Backend]) -> TestResult<Client> {
+    Ok(client(BackendList::new(backends.iter().map(|b| b.addr)))
+        .idle_timeout(Duration::from_millis(200))
+        .zero_rtt(true)
+        .build()?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -306,31 +306,32 @@ impl ServerBuilder {
             return Err(BuildError::TicketPeriod(self.ticket_period));
         }
         let zero_rtt = self.zero_rtt.unwrap_or(self.ticket_secret.is_some());
-        let tickets = match (zero_rtt, &self.ticket_secret) {
-            (true, _) => {
+        let ticketer: Arc<dyn rustls::server::ProducesTickets> = match &self.ticket_secret {
+            Some(secret) => {
                 tracing::info!(
-                    "0-RTT on: single-use session tickets, resumed with early data on this \
-                     server only; early requests not safe to replay get 425 or wait"
+                    "session tickets sealed under the cluster's ticket key: clients resume on \
+                     every server of the cluster"
                 );
-                Tickets::SingleUse
+                Arc::new(Ticketer::from_cluster_secret(&secret.0, self.ticket_period))
             }
-            (false, Some(secret)) => {
-                tracing::info!(
-                    "0-RTT off: session tickets sealed under the cluster's ticket key, \
-                     resumed by every server of the cluster"
-                );
-                Tickets::Cluster(Arc::new(Ticketer::from_cluster_secret(
-                    &secret.0,
-                    self.ticket_period,
-                )))
-            }
-            (false, None) => {
+            None => {
                 tracing::warn!(
                     "no cluster secret: session tickets are sealed under a random key of this \
                      process, so clients resume only on this server"
                 );
-                Tickets::Cluster(Arc::new(Ticketer::random(self.ticket_period)))
+                Arc::new(Ticketer::random(self.ticket_period))
             }
+        };
+        match zero_rtt {
+            true => tracing::info!(
+                "0-RTT on: early requests safe to replay are served at once, others get 425 or \
+                 wait for the handshake"
+            ),
+            false => tracing::info!("0-RTT off: resuming clients' early data is refused"),
+        }
+        let tickets = Tickets {
+            ticketer,
+            early_data: zero_rtt,
         };
         let metrics = Metrics::default();
         let generator = QuicLbCidGenerator::new(self.config, self.server_id)?

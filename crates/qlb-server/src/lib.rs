@@ -19,14 +19,14 @@
 //!   the encapsulation beneath QUIC, so connections see the clients' real addresses, with
 //!   no kernel support; replies go back encapsulated through the load balancer or straight
 //!   from the VIP ([`GueReturn`]). See `docs/operations.md`, "Backends in GUE mode".
-//! * **0-RTT and resumption.** With a cluster secret, resuming clients may send requests as
-//!   0-RTT early data on single-use tickets (resumed on the issuing server: rustls accepts
-//!   early data on stateful tickets only); early requests are served only if safe to replay
+//! * **0-RTT and resumption.** Session tickets are sealed under a key derived from the
+//!   cluster secret and rotated ([`ServerBuilder::ticket_period`]), so every server of the
+//!   cluster resumes every client; with the secret, 0-RTT is on ([`ServerBuilder::zero_rtt`]):
+//!   every server accepts early data on those tickets (rustls patched to allow it on
+//!   stateless tickets, `vendor/README.md`). Early requests are served only if safe to replay
 //!   (GET, HEAD, OPTIONS, [`ServerBuilder::replay_safe`]), the others get `425 Too Early` or
 //!   wait for the handshake ([`EarlyDataPolicy`]), and requests carry an [`EarlyData`]
-//!   marker. With [`ServerBuilder::zero_rtt`] off, tickets are sealed under a key derived
-//!   from the cluster secret and rotated ([`ServerBuilder::ticket_period`]), so every server
-//!   of the cluster resumes every client. See `docs/operations.md`, "0-RTT and replay".
+//!   marker. See `docs/operations.md`, "0-RTT and replay".
 //! * **Metrics** for Prometheus: [`Metrics`].
 //!
 //! Serving an axum `Router`, with the built-in routes, until Ctrl-C:

@@ -18,19 +18,14 @@ pub const ALPN_H3: &[u8] = b"h3";
 /// two connections from one handshake's tickets.
 const TICKETS_PER_HANDSHAKE: usize = 2;
 
-/// Sessions a server remembers for single-use tickets (about 200 octets each); the oldest go
-/// first.
-const SESSIONS_KEPT: usize = 65_536;
-
-/// How a server issues TLS 1.3 session tickets.
-pub(crate) enum Tickets {
-    /// Stateless tickets sealed by a [`Ticketer`](crate::tickets::Ticketer): every server of
-    /// the cluster resumes them, any number of times, but rustls accepts no early data with
-    /// stateless tickets (RFC 8446 section 8.1), so no 0-RTT.
-    Cluster(Arc<dyn rustls::server::ProducesTickets>),
-    /// Tickets that name a session this server keeps, each resumable once: 0-RTT accepted,
-    /// on this server only, and a ticket replayed to it is refused.
-    SingleUse,
+/// How a server issues TLS 1.3 session tickets: stateless, sealed by `ticketer` (with the
+/// cluster's keys every server of the cluster resumes them), and with early data (0-RTT)
+/// accepted or not. rustls accepts early data with stateful tickets only; the workspace builds
+/// it with that check lifted (`vendor/README.md`), because a fleet's tickets must open on every
+/// backend, and replay is bounded instead by serving only requests safe to replay early.
+pub(crate) struct Tickets {
+    pub(crate) ticketer: Arc<dyn rustls::server::ProducesTickets>,
+    pub(crate) early_data: bool,
 }
 
 /// A certificate chain and its private key. `Debug` shows the chain length, never the key.
@@ -150,13 +145,10 @@ impl Identity {
             .map_err(refused)?;
         tls.alpn_protocols = vec![ALPN_H3.to_vec()];
         tls.send_tls13_tickets = TICKETS_PER_HANDSHAKE;
-        match tickets {
-            Tickets::Cluster(ticketer) => tls.ticketer = ticketer,
-            Tickets::SingleUse => {
-                tls.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSIONS_KEPT);
-                // QUIC allows only 0 (no early data) and 0xffffffff (RFC 9001 section 4.6.1).
-                tls.max_early_data_size = u32::MAX;
-            }
+        tls.ticketer = tickets.ticketer;
+        if tickets.early_data {
+            // QUIC allows only 0 (no early data) and 0xffffffff (RFC 9001 section 4.6.1).
+            tls.max_early_data_size = u32::MAX;
         }
         Ok(tls)
     }
@@ -232,13 +224,20 @@ mod tests {
     fn self_signed_identity_makes_a_quic_config() {
         let identity = Identity::self_signed(&["localhost"]).expect("rcgen");
         assert!(identity.quic_server_config(cluster_tickets()).is_ok());
-        assert!(identity.quic_server_config(Tickets::SingleUse).is_ok());
+        let early = Tickets {
+            early_data: true,
+            ..cluster_tickets()
+        };
+        assert!(identity.quic_server_config(early).is_ok());
     }
 
     fn cluster_tickets() -> Tickets {
-        Tickets::Cluster(Arc::new(crate::tickets::Ticketer::random(
-            crate::tickets::DEFAULT_PERIOD,
-        )))
+        Tickets {
+            ticketer: Arc::new(crate::tickets::Ticketer::random(
+                crate::tickets::DEFAULT_PERIOD,
+            )),
+            early_data: false,
+        }
     }
 
     #[test]
@@ -263,8 +262,8 @@ mod tests {
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 
-    /// A TLS client (over memory, not QUIC) that remembers sessions and trusts any
-    /// certificate.
+    /// A TLS client (over memory, not QUIC) that remembers sessions, sends early data when it
+    /// may, and trusts any certificate.
     fn resuming_client() -> Arc<rustls::ClientConfig> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
@@ -275,75 +274,129 @@ mod tests {
             .with_no_client_auth();
         config.alpn_protocols = vec![ALPN_H3.to_vec()];
         config.resumption = rustls::client::Resumption::in_memory_sessions(16);
+        config.enable_early_data = true;
         Arc::new(config)
     }
 
-    /// Runs one handshake of `client` with `server` in memory, then lets the client read the
-    /// server's tickets; returns how the handshake went.
+    /// How a handshake went: resumed or not, and what the server read as early data.
+    #[derive(PartialEq, Debug)]
+    struct Outcome {
+        kind: rustls::HandshakeKind,
+        early: Vec<u8>,
+    }
+
+    /// Runs one handshake of `client` with `server` in memory, the client writing `EARLY` as
+    /// early data if its session allows, then lets the client read the server's tickets.
     fn handshake(
         client: &Arc<rustls::ClientConfig>,
         server: &Arc<rustls::ServerConfig>,
-    ) -> rustls::HandshakeKind {
+    ) -> Outcome {
+        use std::io::{Read, Write};
         let name = ServerName::try_from("localhost").expect("name");
         let mut client = rustls::ClientConnection::new(client.clone(), name).expect("client");
         let mut server = rustls::ServerConnection::new(server.clone()).expect("server");
+        if let Some(mut early) = client.early_data() {
+            early.write_all(EARLY).expect("early data fits");
+        }
+        let mut early = Vec::new();
         for _ in 0..10 {
             let mut octets = Vec::new();
             client.write_tls(&mut octets).expect("client writes");
             server.read_tls(&mut &octets[..]).expect("server reads");
             server.process_new_packets().expect("server processes");
+            if let Some(mut data) = server.early_data() {
+                data.read_to_end(&mut early).expect("early data");
+            }
             octets.clear();
             server.write_tls(&mut octets).expect("server writes");
             client.read_tls(&mut &octets[..]).expect("client reads");
             client.process_new_packets().expect("client processes");
         }
         assert!(!client.is_handshaking() && !server.is_handshaking());
-        client.handshake_kind().expect("handshake done")
+        assert_eq!(client.is_early_data_accepted(), !early.is_empty());
+        Outcome {
+            kind: client.handshake_kind().expect("handshake done"),
+            early,
+        }
     }
+
+    const EARLY: &[u8] = b"GET / early";
 
     fn server(tickets: Tickets) -> Arc<rustls::ServerConfig> {
         let identity = Identity::self_signed(&["localhost"]).expect("rcgen");
         Arc::new(identity.rustls_server_config(tickets).expect("config"))
     }
 
-    fn cluster(secret: &[u8]) -> Tickets {
-        Tickets::Cluster(Arc::new(crate::tickets::Ticketer::from_cluster_secret(
-            secret,
-            crate::tickets::DEFAULT_PERIOD,
-        )))
+    fn cluster(secret: &[u8], early_data: bool) -> Tickets {
+        Tickets {
+            ticketer: Arc::new(crate::tickets::Ticketer::from_cluster_secret(
+                secret,
+                crate::tickets::DEFAULT_PERIOD,
+            )),
+            early_data,
+        }
+    }
+
+    fn full() -> Outcome {
+        Outcome {
+            kind: rustls::HandshakeKind::Full,
+            early: Vec::new(),
+        }
+    }
+
+    fn resumed(early: &[u8]) -> Outcome {
+        Outcome {
+            kind: rustls::HandshakeKind::Resumed,
+            early: early.to_vec(),
+        }
     }
 
     #[test]
     fn cluster_tickets_resume_on_every_server_of_the_cluster_only() {
-        use rustls::HandshakeKind::{Full, Resumed};
         let client = resuming_client();
-        let (a, b) = (server(cluster(b"cluster")), server(cluster(b"cluster")));
-        assert_eq!(handshake(&client, &a), Full);
-        // Another server, another certificate, same cluster secret: resumed.
-        assert_eq!(handshake(&client, &b), Resumed);
+        let (a, b) = (
+            server(cluster(b"cluster", false)),
+            server(cluster(b"cluster", false)),
+        );
+        assert_eq!(handshake(&client, &a), full());
+        // Another server, another certificate, same cluster secret: resumed, no early data.
+        assert_eq!(handshake(&client, &b), resumed(b""));
         // Stateless tickets resume any number of times.
-        assert_eq!(handshake(&client, &a), Resumed);
+        assert_eq!(handshake(&client, &a), resumed(b""));
 
         let other = resuming_client();
-        assert_eq!(handshake(&other, &a), Full);
-        assert_eq!(handshake(&other, &server(cluster(b"another"))), Full);
+        assert_eq!(handshake(&other, &a), full());
+        assert_eq!(
+            handshake(&other, &server(cluster(b"another", false))),
+            full()
+        );
     }
 
     #[test]
-    fn single_use_tickets_resume_on_their_server_only() {
-        use rustls::HandshakeKind::{Full, Resumed};
+    fn early_data_is_read_on_another_server_of_the_cluster() {
         let client = resuming_client();
-        let (a, b) = (server(Tickets::SingleUse), server(Tickets::SingleUse));
-        assert_eq!(handshake(&client, &a), Full);
-        assert_eq!(handshake(&client, &a), Resumed);
-        assert_eq!(handshake(&client, &b), Full);
-        assert_eq!(handshake(&client, &b), Resumed);
+        let (a, b) = (
+            server(cluster(b"cluster", true)),
+            server(cluster(b"cluster", true)),
+        );
+        assert_eq!(handshake(&client, &a), full());
+        assert_eq!(handshake(&client, &b), resumed(EARLY), "0-RTT on b");
+        // A server with 0-RTT off resumes the ticket but reads no early data (rustls rejects
+        // it; the client sends it again after the handshake).
+        let off = server(cluster(b"cluster", false));
+        assert_eq!(handshake(&client, &off), resumed(b""));
+        // A ticket of another cluster: a full handshake, the early data rejected.
+        assert_eq!(
+            handshake(&client, &server(cluster(b"another", true))),
+            full()
+        );
     }
 
     #[test]
-    fn early_data_is_offered_with_single_use_tickets_only() {
-        for (tickets, offered) in [(Tickets::SingleUse, u32::MAX), (cluster(b"s"), 0)] {
-            assert_eq!(server(tickets).max_early_data_size, offered);
+    fn early_data_is_offered_when_on_only() {
+        for (early_data, offered) in [(true, u32::MAX), (false, 0)] {
+            let tls = server(cluster(b"s", early_data));
+            assert_eq!(tls.max_early_data_size, offered);
         }
     }
 }

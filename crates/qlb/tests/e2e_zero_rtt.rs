@@ -1,9 +1,9 @@
 //! 0-RTT through `qlb lb` to three `qlb serve` backends, with ngtcp2's `gtlsclient` keeping
 //! its session (`--session-file`) and the server's transport parameters (`--tp-file`)
-//! between runs: a resumed connection that reaches the backend that issued its ticket sends
-//! its request as 0-RTT early data and the backend serves it early; one that reaches another
-//! backend falls back to a full handshake and its request still succeeds; a POST sent as
-//! early data is answered 425 Too Early.
+//! between runs: a resumed connection sends its request as 0-RTT early data and the backend
+//! serves it early, also when the load balancer picks another backend than the one that issued
+//! its ticket (the backends share the cluster's ticket keys); a POST sent as early data is
+//! answered 425 Too Early.
 
 mod support;
 
@@ -20,9 +20,9 @@ use support::peers::run_gtlsclient;
 /// The longest a client may run (a debug build on a loaded 2-core machine).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Resumed runs at most: each lands on the ticket's backend with probability 1/3 (the load
-/// balancer hashes the client's random DCID), so 40 runs all miss with probability
-/// (2/3)^40 < 1e-7.
+/// Resumed runs at most: each lands on another backend than its ticket's with probability 2/3
+/// (the load balancer hashes the client's random DCID), so 40 runs all miss with probability
+/// (1/3)^40 < 1e-19.
 const MAX_RUNS: usize = 40;
 
 /// What gtlsclient logs when the server refuses its early data.
@@ -32,6 +32,15 @@ const REJECTED: &str = "Early data was rejected by server";
 const EARLY_SERVED: &str = "qlb_server_early_requests_total{outcome=\"served\"}";
 /// The early requests `backend` answered 425.
 const EARLY_REFUSED: &str = "qlb_server_early_requests_total{outcome=\"too_early\"}";
+
+/// The requests the cluster's backends served early.
+fn served_early(cluster: &Cluster) -> TestResult<f64> {
+    Ok(cluster
+        .metric_per_backend(EARLY_SERVED)?
+        .iter()
+        .map(|(_, n)| n)
+        .sum())
+}
 
 /// gtlsclient fetching `path` from `server` with `method`, keeping its session in `dir`,
 /// downloading the body into `dir/downloads`.
@@ -62,7 +71,7 @@ fn answered_by<'a>(cluster: &'a Cluster, dir: &Path) -> TestResult<&'a Backend> 
 }
 
 #[test]
-fn ngtcp2_resumes_with_0rtt_on_the_backend_that_issued_its_ticket() -> TestResult {
+fn ngtcp2_resumes_with_0rtt_on_another_backend_than_the_one_that_issued_its_ticket() -> TestResult {
     if !gtlsclient_available() {
         return Ok(());
     }
@@ -79,46 +88,35 @@ fn ngtcp2_resumes_with_0rtt_on_the_backend_that_issued_its_ticket() -> TestResul
     );
     let mut issuer = answered_by(&cluster, &dir)?.name.clone();
 
+    // Every resumption sends its request as 0-RTT and has it accepted, on whichever backend
+    // the load balancer picks: each backend reads the others' tickets.
     let (mut early, mut elsewhere) = (0, 0);
     for run in 0..MAX_RUNS {
         let log = run_gtlsclient(&mut gtlsclient(&dir, lb, "GET", "/whoami"), CLIENT_TIMEOUT)?;
         let served = answered_by(&cluster, &dir)?;
-        if served.name == issuer {
-            // Its ticket's own backend: the request went as 0-RTT and was served early.
-            assert!(
-                !log.contains(REJECTED),
-                "run {run}: {} refused",
-                served.name
-            );
-            early += 1;
-            served.wait_for_metric(EARLY_SERVED, early as f64, Duration::from_secs(5))?;
-        } else {
-            // Another backend knows nothing of the ticket: a full handshake, still answered.
-            assert!(
-                log.contains(REJECTED),
-                "run {run}: {} took early data",
-                served.name
-            );
+        assert!(
+            !log.contains(REJECTED),
+            "run {run}: {} (ticket from {issuer}) refused the early data",
+            served.name
+        );
+        early += 1;
+        if served.name != issuer {
             elsewhere += 1;
-            issuer = served.name.clone();
         }
-        if early > 0 && elsewhere > 0 {
+        issuer = served.name.clone();
+        // Whether a backend reads the early request before the handshake completes (and
+        // counts it as served early) is a race on loopback: run until one has.
+        if elsewhere > 0 && served_early(&cluster)? >= 1.0 {
             break;
         }
     }
+    let served = served_early(&cluster)?;
     eprintln!(
-        "gtlsclient: {early} resumption(s) with 0-RTT served early, {elsewhere} on another backend"
+        "gtlsclient: {early} resumption(s) with 0-RTT accepted, {elsewhere} on another backend \
+         than its ticket's; {served} request(s) served early"
     );
-    assert!(early > 0, "no run reached its ticket's backend");
-    let served: f64 = cluster
-        .metric_per_backend(EARLY_SERVED)?
-        .iter()
-        .map(|(_, n)| n)
-        .sum();
-    assert_eq!(
-        served, early as f64,
-        "early requests served across the cluster"
-    );
+    assert!(elsewhere > 0, "no resumption reached another backend");
+    assert!(served >= 1.0, "no backend served a request early");
     Ok(())
 }
 
