@@ -157,15 +157,11 @@ impl ClientBuilder {
     /// one sends its requests of safe methods (GET, HEAD, OPTIONS) as early data, saving a
     /// round trip; other requests wait for the handshake. An early request the server
     /// answers `425 Too Early`, or whose early data it refused, is sent again once, after
-    /// the handshake. Off by default (see "Known issue" below); off, sessions still resume,
-    /// without early data.
+    /// the handshake. Off by default; off, sessions still resume, without early data.
     ///
     /// Early data can be replayed by an attacker (RFC 8446 section 8): turn this on only
-    /// if your GET, HEAD and OPTIONS requests are safe to repeat.
-    ///
-    /// Known issue: under `qlb demo`'s mix (drains, restarts, key rotation, migrations
-    /// through the load balancer) a few requests in a thousand time out with 0-RTT on, none
-    /// with it off; not yet diagnosed, hence the default.
+    /// if your GET, HEAD and OPTIONS requests are safe to repeat. (`qlb demo` runs with it
+    /// on.)
     ///
     /// ```
     /// # let target = "10.0.0.1:443".parse().unwrap();

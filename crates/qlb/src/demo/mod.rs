@@ -79,6 +79,7 @@ impl DemoArgs {
                 Client::builder(Target::from(cluster.vip), Trust::Insecure)
                     .server_name("localhost")
                     .timeout(Duration::from_secs(5))
+                    .zero_rtt(true)
                     .build()
                     .context("client settings")
             })
@@ -247,8 +248,13 @@ async fn cohort(connections: &[Connection]) -> Cohort {
 }
 
 fn connection_counts(clients: &[Client]) -> ConnectionCounts {
-    let mut counts = ConnectionCounts::default();
+    let mut counts = ConnectionCounts {
+        first: clients.len() as u64,
+        ..ConnectionCounts::default()
+    };
     for backend in clients.iter().flat_map(|client| client.snapshot().backends) {
+        counts.resumed += backend.resumed;
+        counts.zero_rtt += backend.zero_rtt_accepted;
         let closed = &backend.connections_closed;
         counts.opened += backend.connections_opened;
         counts.goaway += closed.get(CloseReason::GoAway);

@@ -33,12 +33,18 @@ pub(super) struct Report {
 pub(super) struct ConnectionCounts {
     /// Opened.
     pub opened: u64,
+    /// Of those, the first of each client (nothing to resume yet).
+    pub first: u64,
     /// Closed because the server sent GOAWAY (drain, max connection age).
     pub goaway: u64,
     /// Closed by the client's own lifetime or idle rules.
     pub retired: u64,
     /// Closed without a drain: the connection broke.
     pub lost: u64,
+    /// Opened resuming a session (a ticket from an earlier connection, of any backend).
+    pub resumed: u64,
+    /// Of the resumed, those whose 0-RTT early data the server accepted.
+    pub zero_rtt: u64,
 }
 
 /// What became of the connections open at one moment of the run.
@@ -74,6 +80,13 @@ impl Report {
             (
                 format!("{} connections lost", self.connections.lost),
                 self.connections.lost == 0,
+            ),
+            (
+                format!(
+                    "{} reconnects resumed with 0-RTT",
+                    self.connections.zero_rtt
+                ),
+                self.connections.zero_rtt > 0,
             ),
             (
                 format!(
@@ -157,6 +170,13 @@ impl fmt::Display for Report {
             "  connections   {} opened; {} drained by GOAWAY (restart, max age), {} retired by the client; {} lost",
             c.opened, c.goaway, c.retired, c.lost
         )?;
+        writeln!(
+            f,
+            "  resumption    {} of the {} opened after the first resumed a session, {} with 0-RTT accepted",
+            c.resumed,
+            c.opened.saturating_sub(c.first),
+            c.zero_rtt
+        )?;
         let r = &self.restart_cohort;
         writeln!(
             f,
@@ -219,6 +239,9 @@ mod tests {
                 goaway: 1,
                 retired: 0,
                 lost: 0,
+                first: 1,
+                resumed: 2,
+                zero_rtt: 2,
             },
             restarted: "b2".into(),
             served_after_restart: 1,
@@ -246,6 +269,10 @@ mod tests {
         assert!(text.contains("PASS"), "{text}");
         assert!(text.contains("b2       0002"), "{text}");
         assert!(text.contains("codepoint 0 -> 1"), "{text}");
+        assert!(
+            text.contains("2 of the 2 opened after the first resumed"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -264,8 +291,11 @@ mod tests {
         not_back.served_after_restart = 0;
         let mut rotation = passing();
         rotation.rotation_cohort.failed = 1;
+        let mut no_0rtt = passing();
+        no_0rtt.connections.zero_rtt = 0;
         for report in [
             lost,
+            no_0rtt,
             error,
             idle_backend,
             not_back,
