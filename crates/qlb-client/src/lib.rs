@@ -84,6 +84,6 @@ pub use error::{BoxError, BuildError, ConnectError, Error};
 pub use migration::{MigrationError, Path};
 pub use prober::{ProbeFailure, ProbeOutcome, Prober, ProberBuildError};
 pub use requests::body::ResponseBody;
-pub use requests::request::ServedBy;
+pub use requests::request::{ReplaySafe, ServedBy};
 pub use stats::snapshot::{BackendSnapshot, ClientSnapshot, CloseCounts, CloseReason};
 pub use tls::{ALPN_H3, TlsError, Trust};

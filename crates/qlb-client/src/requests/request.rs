@@ -21,6 +21,20 @@ use crate::requests::body::{Deadline, Pump, RecvStream, ResponseBody};
 type BidiStream = h3::client::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
 type SendStream = h3::client::RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;
 
+/// A request extension: the application vouches that this request is safe to replay, so a
+/// client with [`zero_rtt`](crate::ClientBuilder::zero_rtt) on sends it as early data even
+/// though its method is not GET, HEAD or OPTIONS. A server that disagrees answers
+/// `425 Too Early`, and the client sends it again after the handshake (once, and only if its
+/// body is empty).
+///
+/// ```
+/// let mut request = http::Request::post("/cart/42/view").body(String::new())?;
+/// request.extensions_mut().insert(qlb_client::ReplaySafe);
+/// # Ok::<(), http::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplaySafe;
+
 /// A response extension: which backend and connection served the request.
 ///
 /// ```no_run
@@ -54,6 +68,8 @@ pub(crate) struct RequestHead {
     method: http::Method,
     uri: Uri,
     headers: HeaderMap,
+    /// A safe method, or marked [`ReplaySafe`]: it may go as early data.
+    replay_safe: bool,
 }
 
 impl RequestHead {
@@ -65,8 +81,10 @@ impl RequestHead {
             method,
             uri,
             mut headers,
+            extensions,
             ..
         } = parts;
+        let replay_safe = is_replay_safe(&method) || extensions.get::<ReplaySafe>().is_some();
         let host = headers
             .remove(header::HOST)
             .map(|host| {
@@ -116,6 +134,7 @@ impl RequestHead {
             method,
             uri,
             headers,
+            replay_safe,
         })
     }
 
@@ -155,8 +174,8 @@ impl<B> Failure<B> {
 /// Sends `head` and `body` on the lease's connection; returns the response once its head
 /// arrives, its body reading on from the stream.
 ///
-/// On a connection still resuming in 0-RTT, a request of a safe method goes as early data
-/// (others wait for the handshake); if the server answers it `425 Too Early`, or refused the
+/// On a connection still resuming in 0-RTT, a request of a safe method or marked
+/// [`ReplaySafe`] goes as early data (others wait for the handshake); if the server answers it `425 Too Early`, or refused the
 /// early data, it is sent once more after the handshake (when its body is empty and so was
 /// kept).
 pub(crate) async fn send_on<B>(
@@ -171,7 +190,7 @@ where
     B::Error: Into<BoxError>,
 {
     let conn = lease.connection().clone();
-    if conn.early() == Early::Pending && !is_replay_safe(&head.method) {
+    if conn.early() == Early::Pending && !head.replay_safe {
         conn.handshake_done().await;
     }
     let early = conn.early() == Early::Pending;
