@@ -28,8 +28,15 @@
         writes JSON {"status", "length", "elapsed_ms", "longest_pause_ms"} to RESULT_FILE,
         the longest pause being the longest time without body data.
 
+    aioquic_client.py resume HOST PORT RUNS
+        GET /whoami on a first connection, keeping the session tickets the server sends; then
+        RUNS connections one after the other, each resuming the latest ticket and sending its
+        GET /whoami at once, as 0-RTT early data; prints JSON {"runs": [{"name", "resumed",
+        "early_data_accepted"}]}, the first connection's run first.
+
 Only aioquic's public API, except QuicConnection's _peer_cid/_peer_cid_available (the
-CIDs the server issued, for issued-cids), which aioquic does not otherwise expose.
+CIDs the server issued, for issued-cids) and its TLS context's session_resumed and
+early_data_accepted (for resume), which aioquic does not otherwise expose.
 """
 
 import asyncio
@@ -188,6 +195,39 @@ async def whoami(host, port, connections, requests, *options):
     emit({"connections": answers})
 
 
+async def resume(host, port, runs):
+    tickets = []
+    results = []
+    for run in range(int(runs) + 1):
+        config = configuration()
+        if tickets:
+            config.session_ticket = tickets[-1]
+        async with connect(
+            host,
+            int(port),
+            configuration=config,
+            create_protocol=Client,
+            session_ticket_handler=tickets.append,
+            # Resuming: the request goes before the handshake completes, as early data.
+            wait_connected=not tickets,
+        ) as conn:
+            answer = await whoami_once(conn, f"localhost:{port}")
+            tls = conn._quic.tls
+            results.append(
+                {
+                    "name": answer["name"],
+                    "resumed": tls.session_resumed,
+                    "early_data_accepted": tls.early_data_accepted,
+                }
+            )
+            # Wait for the tickets of this connection before the next.
+            for _ in range(100):
+                if len(tickets) > run:
+                    break
+                await asyncio.sleep(0.01)
+    emit({"runs": results})
+
+
 async def issued_cids(host, port):
     async with client(host, port) as conn:
         conn.remember_cids()
@@ -270,6 +310,7 @@ MODES = {
     "issued-cids": (issued_cids, 3 * TIMEOUT),
     "drain": (drain, 3 * TIMEOUT),
     "download": (download, DOWNLOAD_TIMEOUT),
+    "resume": (resume, 3 * TIMEOUT),
 }
 
 

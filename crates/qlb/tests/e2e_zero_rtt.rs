@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use qlb_testkit::peers::gtlsclient_available;
+use qlb_testkit::peers::{aioquic, aioquic_available, gtlsclient_available};
 use support::TestResult;
 use support::cluster::{Backend, Cluster, Spec};
 use support::peers::run_gtlsclient;
@@ -203,6 +203,43 @@ fn qlb_load_replacements_resume_with_0rtt_across_the_backends() -> TestResult {
     assert!(
         served_early(&cluster)? >= 1.0,
         "served early: {zero_rtt_connections:?}"
+    );
+    Ok(())
+}
+
+/// aioquic keeping its session ticket: each resumption sends its GET as 0-RTT, and every
+/// backend it reaches through the load balancer accepts the early data, whichever backend
+/// issued the ticket.
+#[test]
+fn aioquic_resumes_with_0rtt_on_another_backend_than_the_one_that_issued_its_ticket() -> TestResult
+{
+    if !aioquic_available() {
+        return Ok(());
+    }
+    let cluster = Cluster::start(Spec::default())?;
+    let mut command = aioquic("resume", cluster.lbs[0].addr);
+    command.arg("8");
+    let output = support::process::run("aioquic client", &mut command, CLIENT_TIMEOUT)?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "aioquic: {stderr}");
+    let reply: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let runs = reply["runs"].as_array().ok_or("runs")?;
+    eprintln!("aioquic resumptions: {runs:?}");
+    assert_eq!(runs.len(), 9, "{reply}");
+    assert_eq!(runs[0]["resumed"], false, "a full handshake first");
+    for (i, run) in runs.iter().enumerate().skip(1) {
+        assert_eq!(run["resumed"], true, "run {i}: {reply}");
+        assert_eq!(run["early_data_accepted"], true, "run {i}: {reply}");
+    }
+    // Each run resumes the previous one's ticket; 8 land on the same backend as the run
+    // before with probability (1/3)^8.
+    let moved = runs
+        .windows(2)
+        .filter(|pair| pair[0]["name"] != pair[1]["name"])
+        .count();
+    assert!(
+        moved >= 1,
+        "every resumption reached its ticket's backend: {reply}"
     );
     Ok(())
 }
