@@ -243,3 +243,53 @@ fn aioquic_resumes_with_0rtt_on_another_backend_than_the_one_that_issued_its_tic
     );
     Ok(())
 }
+
+/// The delay the relay in front of the load balancer adds to every datagram, each way, in the
+/// measurement below: a 50 ms round trip.
+const ONE_WAY: Duration = Duration::from_millis(25);
+
+/// Measured, not asserted (docs/PERFORMANCE.md): aioquic's time from opening a connection to
+/// the end of a `/whoami` response, through a relay that delays every datagram by 25 ms each
+/// way and then `qlb lb`, fresh and resumed with 0-RTT. The test holds the 0-RTT path to
+/// working over the long link; the figures go to stderr.
+#[test]
+fn time_to_a_response_fresh_and_resumed_with_0rtt_over_a_50_ms_round_trip() -> TestResult {
+    if !aioquic_available() {
+        return Ok(());
+    }
+    let cluster = Cluster::start(Spec::default())?;
+    let relay = support::delay::DelayRelay::start(cluster.lbs[0].addr, ONE_WAY)?;
+    let mut command = aioquic("resume", relay.addr);
+    command.arg("6");
+    let output = support::process::run("aioquic client", &mut command, CLIENT_TIMEOUT)?;
+    assert!(
+        output.status.success(),
+        "aioquic: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let reply: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let runs = reply["runs"].as_array().ok_or("runs")?;
+    let elapsed = |run: &serde_json::Value| run["elapsed_ms"].as_f64().unwrap_or(f64::NAN);
+    let fresh = runs.first().map(elapsed).ok_or("a first run")?;
+    let mut resumed: Vec<f64> = runs.iter().skip(1).map(elapsed).collect();
+    resumed.sort_by(f64::total_cmp);
+    assert!(
+        runs.iter()
+            .skip(1)
+            .all(|run| run["early_data_accepted"] == true),
+        "{reply}"
+    );
+    let median = resumed
+        .get(resumed.len() / 2)
+        .copied()
+        .ok_or("resumed runs")?;
+    let rtt = 2.0 * ONE_WAY.as_secs_f64() * 1000.0;
+    eprintln!(
+        "time to the response over a {rtt} ms round trip: fresh {fresh:.1} ms ({:.2} RTT), \
+         resumed with 0-RTT median {median:.1} ms ({:.2} RTT) of {resumed:.1?}; ratio {:.2}",
+        fresh / rtt,
+        median / rtt,
+        median / fresh
+    );
+    Ok(())
+}

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod cluster;
+pub(crate) mod delay;
 pub(crate) mod http;
 pub(crate) mod peers;
 pub(crate) mod process;
