@@ -52,15 +52,22 @@ struct Restart {
 
 #[test]
 fn a_rolling_restart_under_load_fails_no_request() -> TestResult {
-    rolling_restart(Mode::Proxy)
+    rolling_restart(Mode::Proxy, false)
 }
 
 #[test]
 fn gue_mode_a_rolling_restart_under_load_fails_no_request() -> TestResult {
-    rolling_restart(Mode::Gue)
+    rolling_restart(Mode::Gue, false)
 }
 
-fn rolling_restart(mode: Mode) -> TestResult {
+/// The clients resume their sessions with 0-RTT on every replacement connection: no request
+/// fails either, and the replacements' first requests go early (the summary counts them).
+#[test]
+fn a_rolling_restart_under_load_with_0rtt_fails_no_request() -> TestResult {
+    rolling_restart(Mode::Proxy, true)
+}
+
+fn rolling_restart(mode: Mode, zero_rtt: bool) -> TestResult {
     let mut cluster = Cluster::start(Spec {
         mode,
         ..Spec::checked()
@@ -72,20 +79,22 @@ fn rolling_restart(mode: Mode) -> TestResult {
     let load = std::thread::spawn(move || {
         run(
             "qlb load",
-            Command::new(env!("CARGO_BIN_EXE_qlb")).args([
-                "load",
-                &url,
-                "--insecure",
-                "--connections",
-                "12",
-                "--concurrency",
-                "12",
-                "--duration",
-                &duration,
-                "--max-lifetime",
-                "3s",
-                "--json",
-            ]),
+            Command::new(env!("CARGO_BIN_EXE_qlb"))
+                .args([
+                    "load",
+                    &url,
+                    "--insecure",
+                    "--connections",
+                    "12",
+                    "--concurrency",
+                    "12",
+                    "--duration",
+                    &duration,
+                    "--max-lifetime",
+                    "3s",
+                    "--json",
+                ])
+                .args(zero_rtt.then_some("--0rtt")),
             LOAD + Duration::from_secs(60),
         )
     });
@@ -166,15 +175,21 @@ fn rolling_restart(mode: Mode) -> TestResult {
         );
     }
     eprintln!(
-        "rolling restart: {} requests, 0 errors, {:.0} requests/s, latency p50 {} ms, p99 {} \
-         ms, max {} ms; per server ID {}; roll done {rolled_in:?} into the load",
+        "rolling restart (0-RTT: {zero_rtt}): {} requests, 0 errors, {:.0} requests/s, latency \
+         p50 {} ms, p99 {} ms, max {} ms; per server ID {}; resumption {}; roll done \
+         {rolled_in:?} into the load",
         summary["requests"],
         summary["rps"].as_f64().unwrap_or_default(),
         summary["latency_ms"]["p50"],
         summary["latency_ms"]["p99"],
         summary["latency_ms"]["max"],
         summary["per_backend"],
+        summary["resumption"],
     );
+    if zero_rtt {
+        let accepted = summary["resumption"]["zero_rtt_accepted"].as_u64();
+        assert!(accepted > Some(0), "no replacement used 0-RTT: {summary}");
+    }
     Ok(())
 }
 
