@@ -4,10 +4,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::balancing::balancer::{self, Balancer, Subsetting};
+use crate::balancing::affinity::key::HashPolicy;
+use crate::balancing::balancer::{self, Balancer, Policy, Subsetting};
 use crate::balancing::checker;
 use crate::balancing::health::HealthCheck;
+use crate::balancing::outlier::OutlierDetection;
 use crate::balancing::picker::PickerKind;
+use crate::balancing::wrr::weight::WrrSettings;
 use crate::client::{Client, Inner};
 use crate::connections::plan;
 use crate::connections::shared::{ConnectSettings, DEFAULT_CONNECT_TIMEOUT};
@@ -19,6 +22,8 @@ use crate::tls::Trust;
 
 /// The default per-request timeout.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bounded loads' default slack: Envoy's and gRPC's usual 1.25 load balancing factor.
+const DEFAULT_EPSILON: f64 = 0.25;
 
 /// Configures a [`Client`]; made by [`Client::builder`].
 ///
@@ -49,6 +54,10 @@ pub struct ClientBuilder {
     timeout: Duration,
     connect_timeout: Duration,
     picker: PickerKind,
+    hash_policy: HashPolicy,
+    epsilon: f64,
+    wrr: WrrSettings,
+    outlier_detection: Option<OutlierDetection>,
     limits: plan::Limits,
     max_lifetime: Option<Duration>,
     health_check: Option<HealthCheck>,
@@ -66,6 +75,10 @@ impl ClientBuilder {
             timeout: DEFAULT_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             picker: PickerKind::default(),
+            hash_policy: HashPolicy::default(),
+            epsilon: DEFAULT_EPSILON,
+            wrr: WrrSettings::default(),
+            outlier_detection: None,
             limits: plan::Limits::default(),
             max_lifetime: None,
             health_check: None,
@@ -121,6 +134,62 @@ impl ClientBuilder {
     /// ```
     pub fn picker(mut self, picker: PickerKind) -> Self {
         self.picker = picker;
+        self
+    }
+
+    /// Where the `ring-hash` and `maglev` pickers find the key of a request that carries no
+    /// [`HashKey`](crate::HashKey) extension. Default: only the extension.
+    ///
+    /// ```
+    /// # let target = "10.0.0.1:443".parse().unwrap();
+    /// use qlb_client::{HashPolicy, PickerKind};
+    ///
+    /// let builder = qlb_client::Client::builder(target, qlb_client::Trust::Insecure)
+    ///     .picker(PickerKind::RingHash)
+    ///     .hash_policy(HashPolicy::Cookie("session".to_owned()));
+    /// ```
+    pub fn hash_policy(mut self, policy: HashPolicy) -> Self {
+        self.hash_policy = policy;
+        self
+    }
+
+    /// Bounded loads for the hashing pickers: no backend takes more than
+    /// `ceil((1 + epsilon) * average)` requests in flight; a key whose backend is full goes
+    /// to its next preference. Default 0.25; above 0 (large values: strict affinity).
+    ///
+    /// ```
+    /// # let target = "10.0.0.1:443".parse().unwrap();
+    /// let builder = qlb_client::Client::builder(target, qlb_client::Trust::Insecure)
+    ///     .picker(qlb_client::PickerKind::Maglev)
+    ///     .bounded_load(0.5);
+    /// ```
+    pub fn bounded_load(mut self, epsilon: f64) -> Self {
+        self.epsilon = epsilon;
+        self
+    }
+
+    /// How the `wrr` picker weighs load reports. Default [`WrrSettings::default`].
+    ///
+    /// ```
+    /// # let target = "10.0.0.1:443".parse().unwrap();
+    /// let builder = qlb_client::Client::builder(target, qlb_client::Trust::Insecure)
+    ///     .picker(qlb_client::PickerKind::Wrr)
+    ///     .wrr(qlb_client::WrrSettings::default());
+    /// ```
+    pub fn wrr(mut self, settings: WrrSettings) -> Self {
+        self.wrr = settings;
+        self
+    }
+
+    /// Eject backends that fail too often, with any picker. Default: off.
+    ///
+    /// ```
+    /// # let target = "10.0.0.1:443".parse().unwrap();
+    /// let builder = qlb_client::Client::builder(target, qlb_client::Trust::Insecure)
+    ///     .outlier_detection(qlb_client::OutlierDetection::default());
+    /// ```
+    pub fn outlier_detection(mut self, detection: OutlierDetection) -> Self {
+        self.outlier_detection = Some(detection);
         self
     }
 
@@ -263,12 +332,14 @@ impl ClientBuilder {
             size,
             client_id: self.client_id.unwrap_or_else(rand::random),
         });
-        let balancer = Arc::new(Balancer::new(
-            self.picker,
-            Arc::new(settings),
-            self.limits,
+        let policy = Policy {
+            picker: self.picker,
+            epsilon: self.epsilon,
+            wrr: self.wrr,
+            outlier_detection: self.outlier_detection,
             subsetting,
-        ));
+        };
+        let balancer = Arc::new(Balancer::new(policy, Arc::new(settings), self.limits));
         let dns = match &self.target {
             Target::Dns(_) => Some(self.dns.resolver()?),
             _ => None,
@@ -298,6 +369,7 @@ impl ClientBuilder {
             balancer,
             server_name,
             timeout: self.timeout,
+            hash_policy: self.hash_policy,
             retries: Arc::default(),
             tasks,
         }))
@@ -313,6 +385,19 @@ impl ClientBuilder {
         check("connect_timeout", Some(self.connect_timeout), MAX_TIMER)?;
         check("max_lifetime", self.max_lifetime, MAX_LIFETIME)?;
         check("idle_timeout", self.limits.idle_timeout, MAX_TIMER)?;
+        if !(self.epsilon.is_finite() && self.epsilon > 0.0) {
+            return Err(BuildError::Field {
+                field: "bounded_load",
+                problem: format!(
+                    "epsilon must be a finite number above 0, not {}",
+                    self.epsilon
+                ),
+            });
+        }
+        self.wrr.validate()?;
+        if let Some(detection) = &self.outlier_detection {
+            detection.validate()?;
+        }
         if self.subset == Some(0) {
             return Err(BuildError::Field {
                 field: "subset",
@@ -351,6 +436,22 @@ mod tests {
             (builder().max_lifetime(zero), "max_lifetime"),
             (builder().idle_timeout(zero), "idle_timeout"),
             (builder().subset(0), "subset"),
+            (builder().bounded_load(0.0), "bounded_load"),
+            (builder().bounded_load(f64::NAN), "bounded_load"),
+            (
+                builder().wrr(WrrSettings {
+                    weight_update_period: zero,
+                    ..WrrSettings::default()
+                }),
+                "wrr.weight_update_period",
+            ),
+            (
+                builder().outlier_detection(OutlierDetection {
+                    failure_rate: 2.0,
+                    ..OutlierDetection::default()
+                }),
+                "outlier_detection.failure_rate",
+            ),
             // Past their maxima: tasks would overflow an `Instant` adding them.
             (builder().timeout(Duration::MAX), "timeout"),
             (builder().connect_timeout(MAX_TIMER * 2), "connect_timeout"),

@@ -68,8 +68,11 @@ mod stats;
 mod sync;
 mod tls;
 
+pub use balancing::affinity::key::{HashKey, HashPolicy};
 pub use balancing::health::HealthCheck;
+pub use balancing::outlier::OutlierDetection;
 pub use balancing::picker::{PickerKind, UnknownPicker};
+pub use balancing::wrr::weight::WrrSettings;
 pub use builder::ClientBuilder;
 pub use client::{Client, RequestTimeout};
 pub use connection::Connection;

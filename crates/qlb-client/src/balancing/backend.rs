@@ -1,4 +1,5 @@
-//! One backend of a client: its connection pool, health, latency estimate and counters.
+//! One backend of a client: its connection pool, health, latency estimate, load-report
+//! weight and counters; it tells outlier detection how its requests end.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -9,7 +10,10 @@ use http_body::Body;
 
 use crate::balancing::ewma::PeakEwma;
 use crate::balancing::health::{HealthCheck, HealthTracker};
+use crate::balancing::outlier::Outliers;
 use crate::balancing::picker::Load;
+use crate::balancing::wrr::report::{LOAD_HEADER, LoadReport};
+use crate::balancing::wrr::weight::{Weight, WrrSettings};
 use crate::connections::lease::RequestObserver;
 use crate::connections::plan;
 use crate::connections::pool::Pool;
@@ -26,19 +30,31 @@ pub(crate) struct Backend {
     pub(crate) pool: Arc<Pool>,
     health: Mutex<HealthTracker>,
     latency: Mutex<PeakEwma>,
+    weight: Mutex<Weight>,
+    wrr: WrrSettings,
+    /// The client's outlier detection, if on (shared by its backends).
+    outliers: Option<Arc<Mutex<Outliers>>>,
+}
+
+/// What a backend shares with the other backends of its client.
+#[derive(Clone, Debug)]
+pub(crate) struct Shared {
+    pub(crate) settings: Arc<ConnectSettings>,
+    pub(crate) limits: plan::Limits,
+    pub(crate) wrr: WrrSettings,
+    pub(crate) outliers: Option<Arc<Mutex<Outliers>>>,
 }
 
 impl Backend {
-    pub(crate) fn new(
-        addr: SocketAddr,
-        settings: Arc<ConnectSettings>,
-        limits: plan::Limits,
-    ) -> Arc<Self> {
+    pub(crate) fn new(addr: SocketAddr, shared: &Shared) -> Arc<Self> {
         Arc::new(Self {
             addr,
-            pool: Pool::new(addr, settings, limits),
+            pool: Pool::new(addr, shared.settings.clone(), shared.limits),
             health: Mutex::default(),
             latency: Mutex::default(),
+            weight: Mutex::default(),
+            outliers: shared.outliers.clone(),
+            wrr: shared.wrr,
         })
     }
 
@@ -87,11 +103,32 @@ impl Backend {
         Load {
             in_flight: usize::try_from(read(&self.pool.stats.in_flight)).unwrap_or(usize::MAX),
             latency: lock(&self.latency).estimate(now),
+            weight: lock(&self.weight).current(now, &self.wrr),
+        }
+    }
+
+    /// Whether outlier detection has it ejected now.
+    pub(crate) fn is_ejected(&self, now: Instant) -> bool {
+        self.outliers
+            .as_ref()
+            .is_some_and(|outliers| lock(outliers).standing(self.addr, now).ejected)
+    }
+
+    /// Tells outlier detection how a request ended.
+    fn outcome(&self, ok: bool) {
+        if let Some(outliers) = &self.outliers {
+            lock(outliers).observe(self.addr, ok, Instant::now());
         }
     }
 
     pub(crate) fn snapshot(&self) -> BackendSnapshot {
         let stats = &self.pool.stats;
+        let now = Instant::now();
+        let outlier = self
+            .outliers
+            .as_ref()
+            .map(|outliers| lock(outliers).standing(self.addr, now))
+            .unwrap_or_default();
         BackendSnapshot {
             addr: self.addr,
             healthy: self.is_healthy(),
@@ -104,7 +141,10 @@ impl Backend {
             connect_failures: read(&stats.connect_failures),
             connections_closed: stats.close_counts(),
             replacements: read(&stats.replacements),
-            latency: lock(&self.latency).estimate(Instant::now()),
+            latency: lock(&self.latency).estimate(now),
+            weight: lock(&self.weight).current(now, &self.wrr),
+            ejected: outlier.ejected,
+            ejections: outlier.ejections,
         }
     }
 }
@@ -116,12 +156,18 @@ impl RequestObserver for Backend {
         bump(&stats.in_flight);
     }
 
-    fn responded(&self, latency: Duration) {
-        lock(&self.latency).observe(latency, Instant::now());
+    fn responded(&self, latency: Duration, status: http::StatusCode, headers: &http::HeaderMap) {
+        let now = Instant::now();
+        lock(&self.latency).observe(latency, now);
+        if let Some(report) = headers.get(LOAD_HEADER).and_then(LoadReport::parse) {
+            lock(&self.weight).observe(&report, now, &self.wrr);
+        }
+        self.outcome(!status.is_server_error());
     }
 
     fn failed(&self) {
         bump(&self.pool.stats.errors);
+        self.outcome(false);
     }
 
     fn ended(&self) {

@@ -3,20 +3,23 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
-use crate::balancing::backend::Backend;
-use crate::balancing::picker::{Load, Picker, PickerKind};
+use crate::balancing::backend::{self, Backend};
+use crate::balancing::outlier::{OutlierDetection, Outliers};
+use crate::balancing::picker::{Ask, Load, Picker, PickerKind};
+use crate::balancing::wrr::weight::WrrSettings;
 use crate::connections::plan;
 use crate::connections::shared::ConnectSettings;
 use crate::discovery::resolver::BackendSet;
 use crate::discovery::subset::subset;
 use crate::error::Error;
 use crate::stats::snapshot::ClientSnapshot;
+use crate::sync::lock;
 
 /// How often the pools look at expiries, idleness and back-offs.
 const MAINTENANCE_TICK: Duration = Duration::from_millis(100);
@@ -40,16 +43,20 @@ pub(crate) struct Standing {
     pub(crate) failing: bool,
     /// The attempt being retried went there.
     pub(crate) excluded: bool,
+    /// Outlier detection ejected it.
+    pub(crate) ejected: bool,
 }
 
-/// The indices of the backends a request may go to: healthy ones that connect and are not
-/// excluded; failing that, healthy ones that are not excluded; failing that, any healthy
-/// one. Empty when none is healthy.
+/// The indices of the backends a request may go to: healthy ones that connect and are
+/// neither excluded nor ejected; failing that, healthy ones neither excluded nor ejected;
+/// failing that, healthy ones not ejected; failing that, any healthy one. Empty when none is
+/// healthy.
 #[must_use]
 pub(crate) fn eligible(standings: &[Standing]) -> Vec<usize> {
-    let tiers: [fn(&Standing) -> bool; 3] = [
-        |s| s.healthy && !s.failing && !s.excluded,
-        |s| s.healthy && !s.excluded,
+    let tiers: [fn(&Standing) -> bool; 4] = [
+        |s| s.healthy && !s.failing && !s.excluded && !s.ejected,
+        |s| s.healthy && !s.excluded && !s.ejected,
+        |s| s.healthy && !s.ejected,
         |s| s.healthy,
     ];
     tiers
@@ -70,30 +77,47 @@ pub(crate) struct Subsetting {
     pub(crate) client_id: u64,
 }
 
+/// How a client spreads its requests: the picker and its settings, outlier detection,
+/// subsetting.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Policy {
+    pub(crate) picker: PickerKind,
+    /// Bounded loads' slack for the hashing pickers.
+    pub(crate) epsilon: f64,
+    pub(crate) wrr: WrrSettings,
+    pub(crate) outlier_detection: Option<OutlierDetection>,
+    pub(crate) subsetting: Option<Subsetting>,
+}
+
 /// The backends of a client and how requests are spread over them.
 pub(crate) struct Balancer {
     backends: RwLock<Arc<[Arc<Backend>]>>,
     resolution: watch::Sender<Resolution>,
     picker: Picker,
-    settings: Arc<ConnectSettings>,
-    limits: plan::Limits,
+    shared: backend::Shared,
     subsetting: Option<Subsetting>,
 }
 
 impl Balancer {
     pub(crate) fn new(
-        picker: PickerKind,
+        policy: Policy,
         settings: Arc<ConnectSettings>,
         limits: plan::Limits,
-        subsetting: Option<Subsetting>,
     ) -> Self {
+        let outliers = policy
+            .outlier_detection
+            .map(|detection| Arc::new(Mutex::new(Outliers::new(detection))));
         Self {
             backends: RwLock::new(Arc::new([])),
             resolution: watch::Sender::new(Resolution::Pending),
-            picker: Picker::new(picker),
-            settings,
-            limits,
-            subsetting,
+            picker: Picker::new(policy.picker, policy.epsilon),
+            shared: backend::Shared {
+                settings,
+                limits,
+                wrr: policy.wrr,
+                outliers,
+            },
+            subsetting: policy.subsetting,
         }
     }
 
@@ -118,8 +142,12 @@ impl Balancer {
     }
 
     /// The backend for one attempt, after the first resolution; `excluded` is the backend
-    /// of the attempt being retried.
-    pub(crate) async fn pick(&self, excluded: Option<SocketAddr>) -> Result<Arc<Backend>, Error> {
+    /// of the attempt being retried, `key` the request's affinity key hash.
+    pub(crate) async fn pick(
+        &self,
+        excluded: Option<SocketAddr>,
+        key: Option<u64>,
+    ) -> Result<Arc<Backend>, Error> {
         let mut resolution = self.resolution.subscribe();
         let resolved = resolution
             .wait_for(|resolution| *resolution != Resolution::Pending)
@@ -133,25 +161,43 @@ impl Balancer {
                 _ => "the target resolved to no address".to_owned(),
             }));
         }
+        let now = Instant::now();
+        self.tick_outliers(now);
         let standings: Vec<Standing> = backends
             .iter()
             .map(|backend| Standing {
                 healthy: backend.is_healthy(),
                 failing: backend.is_failing(),
                 excluded: Some(backend.addr) == excluded,
+                ejected: backend.is_ejected(now),
             })
             .collect();
         let candidates = eligible(&standings);
-        let now = Instant::now();
         let loads: Vec<Load> = candidates
             .iter()
             .map(|&index| backends[index].load(now))
             .collect();
+        let addrs: Vec<SocketAddr> = candidates
+            .iter()
+            .map(|&index| backends[index].addr)
+            .collect();
+        let ask = Ask {
+            addrs: &addrs,
+            key,
+            retry: excluded.is_some(),
+        };
         let chosen = self
             .picker
-            .pick(&loads, excluded.is_some())
+            .pick(&loads, ask)
             .ok_or(Error::NoHealthyBackends(backends.len()))?;
         Ok(backends[candidates[chosen]].clone())
+    }
+
+    /// Ends ejections that are over, judges the interval's failure shares.
+    fn tick_outliers(&self, now: Instant) {
+        if let Some(outliers) = &self.shared.outliers {
+            lock(outliers).tick(now);
+        }
     }
 
     /// Every backend's pool stops: the client is gone.
@@ -186,12 +232,15 @@ impl BackendSet for Balancer {
             .map(|&addr| {
                 old.remove(&addr).unwrap_or_else(|| {
                     tracing::info!(backend = %addr, "backend added");
-                    Backend::new(addr, self.settings.clone(), self.limits)
+                    Backend::new(addr, &self.shared)
                 })
             })
             .collect();
         *backends = next;
         drop(backends);
+        if let Some(outliers) = &self.shared.outliers {
+            lock(outliers).set_fleet(&chosen);
+        }
         for gone in old.into_values() {
             tracing::info!(backend = %gone.addr, "backend removed");
             gone.pool.close();
@@ -225,6 +274,7 @@ pub(crate) async fn maintain(balancer: Arc<Balancer>) {
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
+        balancer.tick_outliers(Instant::now());
         for backend in balancer.backends().iter() {
             backend.pool.maintain();
         }
@@ -240,7 +290,19 @@ mod tests {
             healthy,
             failing,
             excluded,
+            ejected: false,
         }
+    }
+
+    #[test]
+    fn ejected_backends_serve_only_when_no_other_healthy_one_does() {
+        let ejected = Standing {
+            ejected: true,
+            ..standing(true, false, false)
+        };
+        assert_eq!(eligible(&[ejected, standing(true, true, false)]), [1]);
+        assert_eq!(eligible(&[ejected, standing(true, false, true)]), [1]);
+        assert_eq!(eligible(&[ejected, standing(false, false, false)]), [0]);
     }
 
     #[test]

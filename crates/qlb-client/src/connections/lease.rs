@@ -11,8 +11,8 @@ use crate::connections::shared::ConnShared;
 pub(crate) trait RequestObserver: Send + Sync {
     /// The request was given a connection.
     fn started(&self);
-    /// Its response headers arrived after `latency`.
-    fn responded(&self, latency: Duration);
+    /// Its response head (`status`, `headers`) arrived after `latency`.
+    fn responded(&self, latency: Duration, status: http::StatusCode, headers: &http::HeaderMap);
     /// It failed (counted once per request).
     fn failed(&self);
     /// It is no longer in flight.
@@ -57,10 +57,11 @@ impl Lease {
         &self.conn
     }
 
-    /// The response headers arrived: feeds the backend's latency estimate.
-    pub(crate) fn responded(&mut self) {
+    /// The response head arrived: feeds the backend's latency estimate, load-report weight
+    /// and outlier detection.
+    pub(crate) fn responded(&mut self, status: http::StatusCode, headers: &http::HeaderMap) {
         if let Some(observer) = &self.observer {
-            observer.responded(self.started.elapsed());
+            observer.responded(self.started.elapsed(), status, headers);
         }
         self.outcome = Outcome::Responded;
     }

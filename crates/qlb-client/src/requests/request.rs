@@ -167,7 +167,7 @@ where
 {
     match exchange(lease.connection().sender(), head, body).await {
         Ok((response, stream, pump)) => {
-            lease.responded();
+            lease.responded(response.status(), response.headers());
             let conn = lease.connection();
             let served = ServedBy {
                 backend: conn.remote_addr(),

@@ -40,7 +40,7 @@ type Series = (
     fn(&BackendSnapshot) -> u64,
 );
 
-const PER_BACKEND: [Series; 8] = [
+const PER_BACKEND: [Series; 10] = [
     (
         "backend_healthy",
         "1 if health checks find the backend healthy (always without checks)",
@@ -79,6 +79,18 @@ const PER_BACKEND: [Series; 8] = [
         "Connection attempts that failed",
         MetricType::Counter,
         |b| b.connect_failures,
+    ),
+    (
+        "backend_ejected",
+        "1 while outlier detection has the backend ejected",
+        MetricType::Gauge,
+        |b| u64::from(b.ejected),
+    ),
+    (
+        "ejections",
+        "Times outlier detection ejected the backend",
+        MetricType::Counter,
+        |b| b.ejections,
     ),
     (
         "replacements",

@@ -135,6 +135,12 @@ pub struct BackendSnapshot {
     pub replacements: u64,
     /// Its peak-EWMA latency estimate (response headers), if measured.
     pub latency: Option<Duration>,
+    /// Its weight from its load reports (`wrr`), once usable (after the blackout period).
+    pub weight: Option<f64>,
+    /// Whether outlier detection has it ejected now.
+    pub ejected: bool,
+    /// Times outlier detection ejected it.
+    pub ejections: u64,
 }
 
 /// A client's numbers at one moment: [`Client::snapshot`](crate::Client::snapshot).
@@ -164,6 +170,18 @@ impl ClientSnapshot {
     /// ```
     pub fn backend(&self, addr: SocketAddr) -> Option<&BackendSnapshot> {
         self.backends.iter().find(|backend| backend.addr == addr)
+    }
+
+    /// Backends ejected by outlier detection now.
+    ///
+    /// ```
+    /// assert_eq!(qlb_client::ClientSnapshot::default().ejected(), 0);
+    /// ```
+    pub fn ejected(&self) -> usize {
+        self.backends
+            .iter()
+            .filter(|backend| backend.ejected)
+            .count()
     }
 
     /// Requests sent over all backends.
