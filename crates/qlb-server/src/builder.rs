@@ -49,6 +49,7 @@ pub struct ServerBuilder {
     identity: Option<Identity>,
     limits: ConnectionLimits,
     gue: Option<(SocketAddr, GueReturn)>,
+    load_reports: bool,
 }
 
 impl ServerBuilder {
@@ -61,7 +62,25 @@ impl ServerBuilder {
             identity: None,
             limits: ConnectionLimits::default(),
             gue: None,
+            load_reports: true,
         }
+    }
+
+    /// Whether every response carries the server's load report in the
+    /// [`LOAD_HEADER`](crate::LOAD_HEADER) field (`utilization=0.42, qps=812.5, eps=0.5,
+    /// in-flight=3`: process CPU share and rates over the last second, requests in flight),
+    /// for clients that weigh backends by it. A handler may set the field itself, with its
+    /// own utilisation measure; it is then sent as set. Default on.
+    ///
+    /// ```
+    /// # use quic_lb::{Config, ConfigId};
+    /// let config = Config::new(ConfigId::new(0)?, 2, 6, None)?;
+    /// let builder = qlb_server::Server::builder(config, "0001".parse()?).load_reports(false);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn load_reports(mut self, on: bool) -> Self {
+        self.load_reports = on;
+        self
     }
 
     /// The server's name, reported by `/whoami` and in [`ConnectionInfo`](crate::ConnectionInfo).
@@ -277,6 +296,7 @@ impl ServerBuilder {
                 server_name: server_name.into(),
                 limits: self.limits,
                 metrics,
+                load: self.load_reports.then(Arc::default),
             },
         ))
     }

@@ -18,6 +18,7 @@ use tokio::task::{JoinError, JoinSet};
 use crate::drain::DrainReceiver;
 use crate::goaway::GoawayState;
 use crate::lifecycle::{CloseReason, ConnectionLimits, Lifecycle, Step, goaway_settle_time};
+use crate::load::LoadReporter;
 use crate::metrics::GoawayKind;
 use crate::migration::PeerAddress;
 use crate::request::serve_request;
@@ -30,6 +31,8 @@ pub(crate) struct ConnectionSettings {
     pub server_name: Arc<str>,
     pub limits: ConnectionLimits,
     pub metrics: Metrics,
+    /// The server's load, reported on every response; None: reports are off.
+    pub load: Option<Arc<LoadReporter>>,
 }
 
 /// Completes the handshake of `incoming`, then serves the connection until it closes.
@@ -264,8 +267,12 @@ where
                 .create_resolver(h3::frame::FrameStream::new(h3::stream::BufRecvStream::new(
                     stream,
                 )));
-        self.requests
-            .spawn(serve_request(resolver, self.service.clone(), info));
+        self.requests.spawn(serve_request(
+            resolver,
+            self.service.clone(),
+            info,
+            self.settings.load.clone(),
+        ));
     }
 
     /// Closes the connection with H3_NO_ERROR; handlers still running are cancelled.

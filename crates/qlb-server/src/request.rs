@@ -2,6 +2,7 @@
 //! (head, DATA, trailers) back on the request stream.
 
 use std::pin::pin;
+use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
 use h3::error::Code;
@@ -10,6 +11,7 @@ use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 use crate::body::RequestBody;
+use crate::load::LoadReporter;
 use crate::{BoxError, ConnectionInfo, HttpService, ResponseBody};
 
 /// The server's side of an accepted request stream, before its head is read.
@@ -18,11 +20,13 @@ pub(crate) type Resolver = h3::server::RequestResolver<h3_quinn::Connection, Byt
 type SendStream = h3::server::RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;
 
 /// Serves one request to completion; errors end the request, never the connection.
-/// Returns the response status, if the request got as far as one.
+/// Returns the response status, if the request got as far as one. `load`, if reports are
+/// on, counts the request and reports on its response.
 pub(crate) async fn serve_request<S, B>(
     resolver: Resolver,
     service: S,
     info: ConnectionInfo,
+    load: Option<Arc<LoadReporter>>,
 ) -> Option<StatusCode>
 where
     S: HttpService<B>,
@@ -35,6 +39,7 @@ where
             return None;
         }
     };
+    let _in_flight = load.as_deref().map(LoadReporter::started);
     let (mut send, recv) = stream.split();
     let (parts, ()) = head.into_parts();
     let mut request = Request::from_parts(parts, RequestBody::new(recv));
@@ -45,11 +50,15 @@ where
         .await
         .map_err(Into::<BoxError>::into);
     let (status, sent) = match outcome {
-        Ok(response) => (response.status(), respond(&mut send, response).await),
+        Ok(mut response) => {
+            report(load.as_deref(), &mut response);
+            (response.status(), respond(&mut send, response).await)
+        }
         Err(err) => {
             tracing::warn!(%err, "handler failed");
             let mut response = Response::new(http_body_util::Empty::<Bytes>::new());
             *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            report(load.as_deref(), &mut response);
             (response.status(), respond(&mut send, response).await)
         }
     };
@@ -62,6 +71,13 @@ where
         Err(ResponseError::Stream(err)) => tracing::debug!(%err, "response not delivered"),
     }
     Some(status)
+}
+
+/// Adds the load report to `response` when reports are on.
+fn report<B>(load: Option<&LoadReporter>, response: &mut Response<B>) {
+    if let Some(load) = load {
+        load.report(response.status(), response.headers_mut());
+    }
 }
 
 /// Why a response did not go out whole.
