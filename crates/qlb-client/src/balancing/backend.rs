@@ -2,7 +2,7 @@
 //! weight and counters; it tells outlier detection how its requests end.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,9 @@ pub(crate) struct Backend {
     latency: Mutex<PeakEwma>,
     weight: Mutex<Weight>,
     wrr: WrrSettings,
+    /// Requests sent here that wait for a connection: counted as load already, so that
+    /// load-aware pickers (bounded loads above all) see a burst before its handshake ends.
+    connecting: AtomicU64,
     /// The client's outlier detection, if on (shared by its backends).
     outliers: Option<Arc<Mutex<Outliers>>>,
 }
@@ -53,6 +56,7 @@ impl Backend {
             health: Mutex::default(),
             latency: Mutex::default(),
             weight: Mutex::default(),
+            connecting: AtomicU64::new(0),
             outliers: shared.outliers.clone(),
             wrr: shared.wrr,
         })
@@ -71,7 +75,10 @@ impl Backend {
         B::Data: Send,
         B::Error: Into<BoxError>,
     {
-        let lease = match self.pool.acquire(self.clone()).await {
+        let connecting = Counted::new(&self.connecting);
+        let acquired = self.pool.acquire(self.clone()).await;
+        drop(connecting);
+        let lease = match acquired {
             Ok(lease) => lease,
             Err(error) => {
                 // Counted here: no lease was made to count it.
@@ -100,8 +107,9 @@ impl Backend {
 
     /// What the picker needs to know now.
     pub(crate) fn load(&self, now: Instant) -> Load {
+        let in_flight = read(&self.pool.stats.in_flight) + read(&self.connecting);
         Load {
-            in_flight: usize::try_from(read(&self.pool.stats.in_flight)).unwrap_or(usize::MAX),
+            in_flight: usize::try_from(in_flight).unwrap_or(usize::MAX),
             latency: lock(&self.latency).estimate(now),
             weight: lock(&self.weight).current(now, &self.wrr),
         }
@@ -146,6 +154,22 @@ impl Backend {
             ejected: outlier.ejected,
             ejections: outlier.ejections,
         }
+    }
+}
+
+/// One more on a counter until dropped (also when the future holding it is).
+struct Counted<'a>(&'a AtomicU64);
+
+impl<'a> Counted<'a> {
+    fn new(counter: &'a AtomicU64) -> Self {
+        bump(counter);
+        Self(counter)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

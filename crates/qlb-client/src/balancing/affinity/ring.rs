@@ -27,7 +27,8 @@ impl Ring {
             .iter()
             .enumerate()
             .flat_map(|(index, addr)| {
-                (0..POINTS_PER_BACKEND).map(move |i| (hash(format!("{addr}#{i}").as_bytes()), index))
+                (0..POINTS_PER_BACKEND)
+                    .map(move |i| (hash(format!("{addr}#{i}").as_bytes()), index))
             })
             .collect();
         points.sort_unstable();
