@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::balancing::affinity::key::HashPolicy;
+use crate::balancing::aperture::ApertureSettings;
 use crate::balancing::balancer::{self, Balancer, Policy, Subsetting};
 use crate::balancing::checker;
 use crate::balancing::health::HealthCheck;
@@ -58,6 +59,7 @@ pub struct ClientBuilder {
     epsilon: f64,
     wrr: WrrSettings,
     outlier_detection: Option<OutlierDetection>,
+    aperture: ApertureSettings,
     limits: plan::Limits,
     max_lifetime: Option<Duration>,
     health_check: Option<HealthCheck>,
@@ -79,6 +81,7 @@ impl ClientBuilder {
             epsilon: DEFAULT_EPSILON,
             wrr: WrrSettings::default(),
             outlier_detection: None,
+            aperture: ApertureSettings::default(),
             limits: plan::Limits::default(),
             max_lifetime: None,
             health_check: None,
@@ -178,6 +181,26 @@ impl ClientBuilder {
     /// ```
     pub fn wrr(mut self, settings: WrrSettings) -> Self {
         self.wrr = settings;
+        self
+    }
+
+    /// How the `aperture` picker sizes and places its window. Default
+    /// [`ApertureSettings::default`] (at least 12 backends, a random place on the ring).
+    ///
+    /// ```
+    /// # let target = "10.0.0.1:443".parse().unwrap();
+    /// use qlb_client::{ApertureSettings, Coordinate, PickerKind};
+    ///
+    /// let builder = qlb_client::Client::builder(target, qlb_client::Trust::Insecure)
+    ///     .picker(PickerKind::Aperture)
+    ///     .aperture(ApertureSettings {
+    ///         min_aperture: 2,
+    ///         coordinate: Some(Coordinate { index: 4, count: 20 }),
+    ///         ..ApertureSettings::default()
+    ///     });
+    /// ```
+    pub fn aperture(mut self, settings: ApertureSettings) -> Self {
+        self.aperture = settings;
         self
     }
 
@@ -337,6 +360,7 @@ impl ClientBuilder {
             epsilon: self.epsilon,
             wrr: self.wrr,
             outlier_detection: self.outlier_detection,
+            aperture: self.aperture,
             subsetting,
         };
         let balancer = Arc::new(Balancer::new(policy, Arc::new(settings), self.limits));
@@ -395,6 +419,7 @@ impl ClientBuilder {
             });
         }
         self.wrr.validate()?;
+        self.aperture.validate()?;
         if let Some(detection) = &self.outlier_detection {
             detection.validate()?;
         }
@@ -444,6 +469,14 @@ mod tests {
                     ..WrrSettings::default()
                 }),
                 "wrr.weight_update_period",
+            ),
+            (
+                builder().aperture(ApertureSettings {
+                    min_aperture: 3,
+                    max_aperture: 2,
+                    ..ApertureSettings::default()
+                }),
+                "aperture.min_aperture",
             ),
             (
                 builder().outlier_detection(OutlierDetection {

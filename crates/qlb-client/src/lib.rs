@@ -69,6 +69,7 @@ mod sync;
 mod tls;
 
 pub use balancing::affinity::key::{HashKey, HashPolicy};
+pub use balancing::aperture::{ApertureSettings, Coordinate};
 pub use balancing::health::HealthCheck;
 pub use balancing::outlier::OutlierDetection;
 pub use balancing::picker::{PickerKind, UnknownPicker};

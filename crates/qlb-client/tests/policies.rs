@@ -1,7 +1,7 @@
 //! The balancing policies over real qlb-server backends on loopback: affinity by key across
 //! a fleet change (ring hash, Maglev), the bounded-load cap under a hot key, weighted round
 //! robin moving traffic off a backend that reports high utilisation, outlier detection
-//! ejecting a backend that fails half its requests.
+//! ejecting a backend that fails half its requests, aperture clients covering a fleet evenly.
 
 mod support;
 
@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use qlb_client::{
-    BackendList, Client, ClientSnapshot, HashKey, OutlierDetection, PickerKind, WrrSettings,
+    ApertureSettings, BackendList, Client, ClientSnapshot, Coordinate, HashKey, OutlierDetection,
+    PickerKind, WrrSettings,
 };
 use qlb_testkit::{TestResult, eventually};
 use support::load::Load;
@@ -283,5 +284,69 @@ async fn an_outlier_failing_half_its_requests_is_ejected_until_it_recovers() -> 
         "not back after recovering: {share:?}"
     );
     drop(load.stop().await);
+    Ok(())
+}
+
+/// 20 aperture clients of 10 backends, each placed by its index with a window of one
+/// backend's width: each sends 50 requests to at most two backends, and every backend
+/// takes its tenth of the 1,000 within 25%.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_aperture_clients_cover_ten_backends_evenly() -> TestResult {
+    let backends = backends("aperture-", 10)?;
+    let list = BackendList::new(backends.iter().map(|b| b.addr));
+    let clients: Vec<Client> = (0..20)
+        .map(|index| {
+            client(list.clone())
+                .picker(PickerKind::Aperture)
+                .aperture(ApertureSettings {
+                    min_aperture: 1,
+                    max_aperture: 10,
+                    coordinate: Some(Coordinate { index, count: 20 }),
+                    ..ApertureSettings::default()
+                })
+                .build()
+        })
+        .collect::<Result<_, _>>()?;
+    let runs: Vec<_> = clients
+        .iter()
+        .map(|client| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                for _ in 0..50 {
+                    support::whoami(&client).await.map_err(|e| e.to_string())?;
+                }
+                Ok::<_, String>(())
+            })
+        })
+        .collect();
+    for run in runs {
+        run.await??;
+    }
+    let mut per_backend: HashMap<SocketAddr, u64> = HashMap::new();
+    for client in &clients {
+        let snapshot = client.snapshot();
+        assert_eq!(snapshot.aperture, Some(1));
+        let reached: Vec<_> = snapshot
+            .backends
+            .iter()
+            .filter(|b| b.requests > 0)
+            .collect();
+        assert!(
+            reached.len() <= 2,
+            "a client beyond its window: {reached:?}"
+        );
+        for backend in &snapshot.backends {
+            *per_backend.entry(backend.addr).or_default() += backend.requests;
+        }
+    }
+    assert_eq!(per_backend.values().sum::<u64>(), 1000);
+    for backend in &backends {
+        let count = per_backend.get(&backend.addr).copied().unwrap_or(0);
+        assert!(
+            (75..=125).contains(&count),
+            "{}: {count}: {per_backend:?}",
+            backend.name
+        );
+    }
     Ok(())
 }

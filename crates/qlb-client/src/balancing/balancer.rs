@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
+use crate::balancing::aperture::{Aperture, ApertureSettings};
 use crate::balancing::backend::{self, Backend};
 use crate::balancing::outlier::{OutlierDetection, Outliers};
 use crate::balancing::picker::{Ask, Load, Picker, PickerKind};
@@ -86,6 +87,8 @@ pub(crate) struct Policy {
     pub(crate) epsilon: f64,
     pub(crate) wrr: WrrSettings,
     pub(crate) outlier_detection: Option<OutlierDetection>,
+    /// The `aperture` picker's window.
+    pub(crate) aperture: ApertureSettings,
     pub(crate) subsetting: Option<Subsetting>,
 }
 
@@ -94,6 +97,8 @@ pub(crate) struct Balancer {
     backends: RwLock<Arc<[Arc<Backend>]>>,
     resolution: watch::Sender<Resolution>,
     picker: Picker,
+    /// The window of the `aperture` picker (None with the others).
+    aperture: Option<Mutex<Aperture>>,
     shared: backend::Shared,
     subsetting: Option<Subsetting>,
 }
@@ -111,6 +116,8 @@ impl Balancer {
             backends: RwLock::new(Arc::new([])),
             resolution: watch::Sender::new(Resolution::Pending),
             picker: Picker::new(policy.picker, policy.epsilon),
+            aperture: (policy.picker == PickerKind::Aperture)
+                .then(|| Mutex::new(Aperture::new(policy.aperture, rand::random()))),
             shared: backend::Shared {
                 settings,
                 limits,
@@ -131,13 +138,14 @@ impl Balancer {
 
     /// A snapshot of the backends, with the client's retry count.
     pub(crate) fn snapshot(&self, retries: u64) -> ClientSnapshot {
+        let backends = self.backends();
         ClientSnapshot {
-            backends: self
-                .backends()
-                .iter()
-                .map(|backend| backend.snapshot())
-                .collect(),
+            backends: backends.iter().map(|backend| backend.snapshot()).collect(),
             retries,
+            aperture: self
+                .aperture
+                .as_ref()
+                .map(|aperture| lock(aperture).size(backends.len())),
         }
     }
 
@@ -172,10 +180,32 @@ impl Balancer {
                 ejected: backend.is_ejected(now),
             })
             .collect();
-        let candidates = eligible(&standings);
+        let window = self.window(&backends, now);
+        let candidates = match &window {
+            Some(window) => {
+                let inside: Vec<Standing> = window.iter().map(|&(i, _)| standings[i]).collect();
+                let chosen: Vec<usize> = eligible(&inside).iter().map(|&i| window[i].0).collect();
+                // Nothing in the window can serve: the whole fleet may.
+                if chosen.is_empty() {
+                    eligible(&standings)
+                } else {
+                    chosen
+                }
+            }
+            None => eligible(&standings),
+        };
         let loads: Vec<Load> = candidates
             .iter()
-            .map(|&index| backends[index].load(now))
+            .map(|&index| {
+                let mut load = backends[index].load(now);
+                if let Some(window) = &window {
+                    load.weight = window
+                        .iter()
+                        .find(|&&(i, _)| i == index)
+                        .map(|&(_, share)| share);
+                }
+                load
+            })
             .collect();
         let addrs: Vec<SocketAddr> = candidates
             .iter()
@@ -191,6 +221,25 @@ impl Balancer {
             .pick(&loads, ask)
             .ok_or(Error::NoHealthyBackends(backends.len()))?;
         Ok(backends[candidates[chosen]].clone())
+    }
+
+    /// The aperture's window over `backends` (index, arc length) after it took the load in
+    /// flight; the pools outside it go on standby. None without aperture.
+    fn window(&self, backends: &[Arc<Backend>], now: Instant) -> Option<Vec<(usize, f64)>> {
+        let mut aperture = lock(self.aperture.as_ref()?);
+        let in_flight = backends
+            .iter()
+            .map(|backend| backend.load(now).in_flight)
+            .sum();
+        aperture.observe(in_flight, backends.len());
+        let window = aperture.window(backends.len());
+        drop(aperture);
+        for (index, backend) in backends.iter().enumerate() {
+            backend
+                .pool
+                .set_standby(!window.iter().any(|&(i, _)| i == index));
+        }
+        Some(window)
     }
 
     /// Ends ejections that are over, judges the interval's failure shares.

@@ -3,6 +3,7 @@
 //! latency they weigh, active health checks and their thresholds.
 
 pub(crate) mod affinity;
+pub(crate) mod aperture;
 pub(crate) mod backend;
 pub(crate) mod balancer;
 pub(crate) mod checker;

@@ -148,7 +148,8 @@ pub(crate) struct Load {
     pub(crate) in_flight: usize,
     /// Its peak-EWMA latency estimate; None until measured.
     pub(crate) latency: Option<Duration>,
-    /// Its weight from load reports (`wrr`); None until known.
+    /// Its weight: from load reports (`wrr`; None until known), or the length of the
+    /// aperture's arc over it (`aperture`).
     pub(crate) weight: Option<f64>,
 }
 
@@ -187,7 +188,21 @@ pub(crate) fn pick(
                 .min_by_key(|&index| loads[index].in_flight)
                 .unwrap_or(start)
         }
-        PickerKind::PowerOfTwoChoices | PickerKind::Aperture => {
+        PickerKind::Aperture => {
+            // Two points of a low-discrepancy sequence rather than random draws, so that a
+            // client's shares match its arc's coverage closely even over few requests.
+            let first = (turn as f64 * GOLDEN).fract();
+            let (a, b) = (
+                covering(loads, first),
+                covering(loads, (first + 0.5).fract()),
+            );
+            if loads[b].in_flight < loads[a].in_flight {
+                b
+            } else {
+                a
+            }
+        }
+        PickerKind::PowerOfTwoChoices => {
             let (a, b) = two(n, rng);
             if loads[b].in_flight < loads[a].in_flight {
                 b
@@ -204,6 +219,23 @@ pub(crate) fn pick(
             }
         }
     })
+}
+
+/// The golden ratio's fractional part: its multiples spread most evenly over [0, 1).
+const GOLDEN: f64 = 0.618_033_988_749_894_9;
+
+/// The candidate at `point` (in [0, 1)) of the line their weights (None: 1) divide.
+fn covering(loads: &[Load], point: f64) -> usize {
+    let weight = |load: &Load| load.weight.unwrap_or(1.0);
+    let total: f64 = loads.iter().map(weight).sum();
+    let mut at = point * total;
+    for (index, load) in loads.iter().enumerate() {
+        at -= weight(load);
+        if at < 0.0 {
+            return index;
+        }
+    }
+    loads.len() - 1
 }
 
 /// Two distinct random indices below `n` (n >= 2).
@@ -483,6 +515,19 @@ mod tests {
         let spilled = picker.pick(&loads, ask).expect("a pick");
         assert_ne!(spilled, home);
         assert!(loads[spilled].in_flight < 3);
+    }
+
+    #[test]
+    fn aperture_picks_follow_the_arc_coverage_and_prefer_the_idle() {
+        let mut loads = idle(2);
+        loads[0].weight = Some(0.05);
+        loads[1].weight = Some(0.15);
+        let counts = histogram(PickerKind::Aperture, &loads, 1000);
+        // Two points per pick, the less busy wins (ties: the first point): 1/4 and 3/4.
+        assert!(counts[0].abs_diff(250) < 20, "{counts:?}");
+        loads[1].in_flight = 1;
+        let counts = histogram(PickerKind::Aperture, &loads, 1000);
+        assert!(counts[0] > 400, "{counts:?}");
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! [`plan`](crate::connections::plan) decides. This layer only carries the decisions out and keeps the books.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -54,6 +55,8 @@ pub(crate) struct Pool {
     addr: SocketAddr,
     settings: Arc<ConnectSettings>,
     limits: plan::Limits,
+    /// Outside the client's aperture: no minimum, idle connections close at once.
+    standby: AtomicBool,
     state: Mutex<State>,
     /// Wakes requests waiting for a connection.
     changed: Notify,
@@ -70,6 +73,7 @@ impl Pool {
             addr,
             settings,
             limits,
+            standby: AtomicBool::new(false),
             state: Mutex::default(),
             changed: Notify::new(),
             stats: BackendStats::default(),
@@ -78,6 +82,24 @@ impl Pool {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         lock(&self.state)
+    }
+
+    /// Puts the pool on standby (the backend left the client's aperture: it keeps no
+    /// connection it does not use) or back in service.
+    pub(crate) fn set_standby(&self, standby: bool) {
+        self.standby.store(standby, Ordering::Relaxed);
+    }
+
+    /// The limits the plan follows now.
+    fn limits(&self) -> plan::Limits {
+        if self.standby.load(Ordering::Relaxed) {
+            plan::Limits {
+                min_connections: 0,
+                idle_timeout: Some(Duration::ZERO),
+            }
+        } else {
+            self.limits
+        }
     }
 
     /// A connection for one request: the one [`plan::choose`] picks, waiting for a
@@ -187,7 +209,7 @@ impl Pool {
                 Slot::Ready(conn) => view(conn),
             })
             .collect();
-        let planned = plan::plan(&conns, &self.limits, &demand(state), now);
+        let planned = plan::plan(&conns, &self.limits(), &demand(state), now);
         for &(id, reason) in &planned.drain {
             self.retire(state, id, reason);
         }
@@ -279,7 +301,8 @@ impl Pool {
                 if self.retire(&mut state, id, CloseReason::GoAway) {
                     let conns: Vec<plan::Conn> =
                         ready_conns(&state).map(|conn| view(conn)).collect();
-                    if plan::wanted(&conns, &self.limits, &demand(&state), Instant::now()) > 0 {
+                    let limits = self.limits();
+                    if plan::wanted(&conns, &limits, &demand(&state), Instant::now()) > 0 {
                         bump(&self.stats.replacements);
                     }
                 }

@@ -133,7 +133,17 @@ impl prometheus_client::collector::Collector for Collector {
             None,
             MetricType::Counter,
         )?;
-        encode(MetricType::Counter, snapshot.retries, retries)
+        encode(MetricType::Counter, snapshot.retries, retries)?;
+        if let Some(size) = snapshot.aperture {
+            let aperture = encoder.encode_descriptor(
+                "aperture",
+                "Backends in the aperture picker's window",
+                None,
+                MetricType::Gauge,
+            )?;
+            encode(MetricType::Gauge, size as u64, aperture)?;
+        }
+        Ok(())
     }
 }
 

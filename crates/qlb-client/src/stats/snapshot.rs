@@ -158,6 +158,8 @@ pub struct ClientSnapshot {
     pub backends: Vec<BackendSnapshot>,
     /// Requests retried on another connection after a rejection or GOAWAY.
     pub retries: u64,
+    /// The `aperture` picker's window size now, in backends (None with other pickers).
+    pub aperture: Option<usize>,
 }
 
 impl ClientSnapshot {
