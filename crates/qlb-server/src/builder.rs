@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::HeaderValue;
 use quic_lb::{Config, ServerId};
 
 use crate::Metrics;
@@ -14,7 +15,9 @@ use crate::error::BuildError;
 use crate::gue::{GueReturn, GueSocket};
 use crate::keys::ClusterKeys;
 use crate::lifecycle::ConnectionLimits;
+use crate::load::LoadReporter;
 use crate::server::Server;
+use crate::stamp::Stamp;
 use crate::tls::Identity;
 
 /// Configures a [`Server`]; made by [`Server::builder`].
@@ -50,6 +53,7 @@ pub struct ServerBuilder {
     limits: ConnectionLimits,
     gue: Option<(SocketAddr, GueReturn)>,
     load_reports: bool,
+    server_id_header: bool,
 }
 
 impl ServerBuilder {
@@ -63,6 +67,7 @@ impl ServerBuilder {
             limits: ConnectionLimits::default(),
             gue: None,
             load_reports: true,
+            server_id_header: true,
         }
     }
 
@@ -80,6 +85,23 @@ impl ServerBuilder {
     /// ```
     pub fn load_reports(mut self, on: bool) -> Self {
         self.load_reports = on;
+        self
+    }
+
+    /// Whether every response names this server in the
+    /// [`SERVER_ID_HEADER`](crate::SERVER_ID_HEADER) field (its QUIC-LB server ID), so that
+    /// a client behind a load balancer can tell its connections' backends apart (qlb-client's
+    /// distinct-backends mode). Default on; turn it off where clients must not learn the
+    /// fleet's server IDs.
+    ///
+    /// ```
+    /// # use quic_lb::{Config, ConfigId};
+    /// let config = Config::new(ConfigId::new(0)?, 2, 6, None)?;
+    /// let builder = qlb_server::Server::builder(config, "0001".parse()?).server_id_header(false);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn server_id_header(mut self, on: bool) -> Self {
+        self.server_id_header = on;
         self
     }
 
@@ -296,7 +318,13 @@ impl ServerBuilder {
                 server_name: server_name.into(),
                 limits: self.limits,
                 metrics,
-                load: self.load_reports.then(Arc::default),
+                stamp: Arc::new(Stamp {
+                    server_id: self
+                        .server_id_header
+                        .then(|| HeaderValue::try_from(self.server_id.to_string()).ok())
+                        .flatten(),
+                    load: self.load_reports.then(LoadReporter::default),
+                }),
             },
         ))
     }

@@ -18,10 +18,10 @@ use tokio::task::{JoinError, JoinSet};
 use crate::drain::DrainReceiver;
 use crate::goaway::GoawayState;
 use crate::lifecycle::{CloseReason, ConnectionLimits, Lifecycle, Step, goaway_settle_time};
-use crate::load::LoadReporter;
 use crate::metrics::GoawayKind;
 use crate::migration::PeerAddress;
 use crate::request::serve_request;
+use crate::stamp::Stamp;
 use crate::{ConnectionInfo, HttpService, Metrics, ResponseBody};
 
 /// What every connection of a server shares.
@@ -31,8 +31,8 @@ pub(crate) struct ConnectionSettings {
     pub server_name: Arc<str>,
     pub limits: ConnectionLimits,
     pub metrics: Metrics,
-    /// The server's load, reported on every response; None: reports are off.
-    pub load: Option<Arc<LoadReporter>>,
+    /// The fields every response carries (server ID, load report).
+    pub stamp: Arc<Stamp>,
 }
 
 /// Completes the handshake of `incoming`, then serves the connection until it closes.
@@ -271,7 +271,7 @@ where
             resolver,
             self.service.clone(),
             info,
-            self.settings.load.clone(),
+            self.settings.stamp.clone(),
         ));
     }
 

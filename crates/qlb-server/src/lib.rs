@@ -80,6 +80,7 @@ mod request;
 mod routes;
 mod server;
 mod service;
+mod stamp;
 mod tls;
 
 pub use body::{BodyError, RequestBody};
@@ -94,4 +95,5 @@ pub use metrics::Metrics;
 pub use routes::builtin_routes;
 pub use server::Server;
 pub use service::{BoxError, HttpService, ResponseBody};
+pub use stamp::SERVER_ID_HEADER;
 pub use tls::{ALPN_H3, Identity};

@@ -11,7 +11,7 @@ use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 use crate::body::RequestBody;
-use crate::load::LoadReporter;
+use crate::stamp::Stamp;
 use crate::{BoxError, ConnectionInfo, HttpService, ResponseBody};
 
 /// The server's side of an accepted request stream, before its head is read.
@@ -20,13 +20,13 @@ pub(crate) type Resolver = h3::server::RequestResolver<h3_quinn::Connection, Byt
 type SendStream = h3::server::RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;
 
 /// Serves one request to completion; errors end the request, never the connection.
-/// Returns the response status, if the request got as far as one. `load`, if reports are
-/// on, counts the request and reports on its response.
+/// Returns the response status, if the request got as far as one. `stamp` counts the
+/// request (load report) and adds its fields to the response.
 pub(crate) async fn serve_request<S, B>(
     resolver: Resolver,
     service: S,
     info: ConnectionInfo,
-    load: Option<Arc<LoadReporter>>,
+    stamp: Arc<Stamp>,
 ) -> Option<StatusCode>
 where
     S: HttpService<B>,
@@ -39,7 +39,7 @@ where
             return None;
         }
     };
-    let _in_flight = load.as_deref().map(LoadReporter::started);
+    let _in_flight = stamp.started();
     let (mut send, recv) = stream.split();
     let (parts, ()) = head.into_parts();
     let mut request = Request::from_parts(parts, RequestBody::new(recv));
@@ -51,14 +51,14 @@ where
         .map_err(Into::<BoxError>::into);
     let (status, sent) = match outcome {
         Ok(mut response) => {
-            report(load.as_deref(), &mut response);
+            stamp.apply(response.status(), response.headers_mut());
             (response.status(), respond(&mut send, response).await)
         }
         Err(err) => {
             tracing::warn!(%err, "handler failed");
             let mut response = Response::new(http_body_util::Empty::<Bytes>::new());
             *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-            report(load.as_deref(), &mut response);
+            stamp.apply(response.status(), response.headers_mut());
             (response.status(), respond(&mut send, response).await)
         }
     };
@@ -71,13 +71,6 @@ where
         Err(ResponseError::Stream(err)) => tracing::debug!(%err, "response not delivered"),
     }
     Some(status)
-}
-
-/// Adds the load report to `response` when reports are on.
-fn report<B>(load: Option<&LoadReporter>, response: &mut Response<B>) {
-    if let Some(load) = load {
-        load.report(response.status(), response.headers_mut());
-    }
 }
 
 /// Why a response did not go out whole.
