@@ -242,6 +242,25 @@ impl ClientBuilder {
         self
     }
 
+    /// Distinct backends behind one address: each connection learns which server it
+    /// reached (the `qlb-server-id` field qlb-server sends on every response, asked with a
+    /// `HEAD /` once it is open), and one that reached a server another connection of its
+    /// pool reached already is replaced, within a budget of 8 redials per connection that
+    /// refills by one every 5 s. With `min_connections(N)` against a load balancer's VIP:
+    /// N connections to N backends (if the fleet has them), found again as the fleet grows.
+    /// Default off.
+    ///
+    /// ```
+    /// # let target = "10.0.0.1:443".parse().unwrap();
+    /// let builder = qlb_client::Client::builder(target, qlb_client::Trust::Insecure)
+    ///     .min_connections(4)
+    ///     .distinct_backends(true);
+    /// ```
+    pub fn distinct_backends(mut self, on: bool) -> Self {
+        self.limits.distinct = on;
+        self
+    }
+
     /// Close connections beyond `min_connections` once their backend had no request for
     /// this long. Default: never; at most a day.
     ///

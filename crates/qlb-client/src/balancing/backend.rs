@@ -145,6 +145,7 @@ impl Backend {
             requests: read(&stats.requests),
             errors: read(&stats.errors),
             connections_open: self.pool.open_count() as u64,
+            server_ids: self.pool.server_ids(),
             connections_opened: read(&stats.connections_opened),
             connect_failures: read(&stats.connect_failures),
             connections_closed: stats.close_counts(),

@@ -17,6 +17,9 @@ pub(crate) struct Limits {
     /// Connections that carried no request for this long are drained (beyond the minimum).
     /// None: never.
     pub(crate) idle_timeout: Option<Duration>,
+    /// Connections that reached the server of another one are replaced
+    /// ([`distinct`](crate::connections::distinct)).
+    pub(crate) distinct: bool,
 }
 
 /// One connection that takes requests (draining ones are out of the plan), as seen now.
@@ -172,6 +175,7 @@ mod tests {
         Limits {
             min_connections,
             idle_timeout,
+            distinct: false,
         }
     }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+use crate::connections::distinct::{self, Redials};
 use crate::connections::lease::{Lease, RequestObserver};
 use crate::connections::plan;
 use crate::connections::shared::{self, ConnShared, ConnectSettings, Event, Listener};
@@ -48,6 +49,8 @@ struct State {
     retry_at: Option<Instant>,
     /// The backend is gone: open nothing more.
     closed: bool,
+    /// The budget of replacements for connections that reached a server twice.
+    redials: Redials,
 }
 
 /// The connections to one backend.
@@ -96,6 +99,7 @@ impl Pool {
             plan::Limits {
                 min_connections: 0,
                 idle_timeout: Some(Duration::ZERO),
+                ..self.limits
             }
         } else {
             self.limits
@@ -174,6 +178,16 @@ impl Pool {
         ready_conns(&state).cloned().collect()
     }
 
+    /// The servers the connections taking requests reached, where known (sorted).
+    pub(crate) fn server_ids(&self) -> Vec<String> {
+        let state = self.lock();
+        let mut ids: Vec<String> = ready_conns(&state)
+            .filter_map(|conn| conn.server_id().map(str::to_owned))
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// Connections open now, draining ones included.
     pub(crate) fn open_count(&self) -> usize {
         let state = self.lock();
@@ -196,6 +210,10 @@ impl Pool {
         if state.closed {
             return;
         }
+        let limits = self.limits();
+        if limits.distinct {
+            self.retire_duplicates(state, limits.min_connections, now);
+        }
         let conns: Vec<plan::Conn> = state
             .slots
             .iter()
@@ -209,7 +227,7 @@ impl Pool {
                 Slot::Ready(conn) => view(conn),
             })
             .collect();
-        let planned = plan::plan(&conns, &self.limits(), &demand(state), now);
+        let planned = plan::plan(&conns, &limits, &demand(state), now);
         for &(id, reason) in &planned.drain {
             self.retire(state, id, reason);
         }
@@ -222,6 +240,21 @@ impl Pool {
             for _ in 0..planned.open {
                 self.open(state);
             }
+        }
+    }
+
+    /// Retires the connections that reached the server of an older one, while the redial
+    /// budget of a pool of `connections` lasts (the plan then opens their replacements).
+    fn retire_duplicates(&self, state: &mut State, connections: usize, now: Instant) {
+        let identities: Vec<(u64, Option<&str>)> = ready_conns(state)
+            .map(|conn| (conn.id, conn.server_id()))
+            .collect();
+        let duplicates = distinct::duplicates(&identities);
+        for id in duplicates {
+            if !state.redials.take(connections, now) {
+                break;
+            }
+            self.retire(state, id, CloseReason::Duplicate);
         }
     }
 
@@ -276,6 +309,10 @@ impl Pool {
                     conn.start_draining(CloseReason::Removed);
                     state.draining.push(conn);
                 } else {
+                    if self.limits.distinct {
+                        let (conn, within) = (conn.clone(), self.settings.connect_timeout);
+                        tokio::spawn(async move { conn.probe_identity(within).await });
+                    }
                     state.slots.push(Slot::Ready(conn));
                 }
             }
@@ -323,6 +360,8 @@ impl Pool {
                     self.stats.closed(conn.close_reason());
                 }
             }
+            // Carrying out the plan below retires it if it duplicates another.
+            Event::Identified => {}
         }
         self.carry_out(&mut state, Instant::now(), false);
         drop(state);

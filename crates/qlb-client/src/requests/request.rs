@@ -169,6 +169,7 @@ where
         Ok((response, stream, pump)) => {
             lease.responded(response.status(), response.headers());
             let conn = lease.connection();
+            conn.identify(response.headers());
             let served = ServedBy {
                 backend: conn.remote_addr(),
                 connection: conn.id,
