@@ -180,14 +180,15 @@ impl Client {
     {
         let balancer = &self.inner.balancer;
         let first = balancer.pick(None, key).await?;
+        let first_addr = first.addr();
         let (error, body) = match first.send(head, body, deadline).await {
             Ok(response) => return Ok(response),
             Err(Failure::Failed(error)) => return Err(error),
             Err(Failure::Unprocessed { error, body }) => (error, body),
         };
-        tracing::debug!(backend = %first.addr, %error, "not processed: retrying on another backend");
+        tracing::debug!(backend = %first_addr, %error, "not processed: retrying on another backend");
         self.inner.retries.fetch_add(1, Ordering::Relaxed);
-        let second = balancer.pick(Some(first.addr), key).await?;
+        let second = balancer.pick(Some(first_addr), key).await?;
         second
             .send(head, body, deadline)
             .await

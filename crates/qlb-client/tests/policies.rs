@@ -152,9 +152,9 @@ async fn a_hot_key_never_pushes_a_backend_over_the_bounded_load_cap() -> TestRes
                 .await
                 .map_err(|e| e.to_string())
         }));
-        // One pick at a time: each sees the ones before it in flight.
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // All 20 picked at once: each pick sees the ones before it (picks are serialised).
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let snapshot = client.snapshot();
     let in_flight: Vec<u64> = snapshot.backends.iter().map(|b| b.in_flight).collect();
     assert_eq!(in_flight.iter().sum::<u64>(), 20, "{in_flight:?}");

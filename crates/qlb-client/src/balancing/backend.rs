@@ -32,8 +32,9 @@ pub(crate) struct Backend {
     latency: Mutex<PeakEwma>,
     weight: Mutex<Weight>,
     wrr: WrrSettings,
-    /// Requests sent here that wait for a connection: counted as load already, so that
-    /// load-aware pickers (bounded loads above all) see a burst before its handshake ends.
+    /// Requests picked for it that have no connection yet ([`Picked`]): counted as load
+    /// already, so that load-aware pickers (bounded loads above all) see a burst before its
+    /// handshake ends, and the next pick sees this one.
     connecting: AtomicU64,
     /// The client's outlier detection, if on (shared by its backends).
     outliers: Option<Arc<Mutex<Outliers>>>,
@@ -62,32 +63,11 @@ impl Backend {
         })
     }
 
-    /// Sends one attempt of a request here: a connection from the pool, then the exchange.
-    /// A failed connection attempt leaves the request unprocessed.
-    pub(crate) async fn send<B>(
-        self: &Arc<Self>,
-        head: &RequestHead,
-        body: B,
-        deadline: Deadline,
-    ) -> Result<http::Response<ResponseBody>, Failure<B>>
-    where
-        B: Body + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<BoxError>,
-    {
-        let connecting = Counted::new(&self.connecting);
-        let acquired = self.pool.acquire(self.clone()).await;
-        drop(connecting);
-        let lease = match acquired {
-            Ok(lease) => lease,
-            Err(error) => {
-                // Counted here: no lease was made to count it.
-                bump(&self.pool.stats.requests);
-                self.failed();
-                return Err(Failure::Unprocessed { error, body });
-            }
-        };
-        request::send_on(lease, head, body, Some(deadline)).await
+    /// Counts one request as load here from now on: the picker chose this backend, and the
+    /// request is on its way to a connection.
+    pub(crate) fn reserve(self: &Arc<Self>) -> Picked {
+        bump(&self.connecting);
+        Picked(self.clone())
     }
 
     /// Whether health checks find it healthy (always, without health checks).
@@ -158,19 +138,47 @@ impl Backend {
     }
 }
 
-/// One more on a counter until dropped (also when the future holding it is).
-struct Counted<'a>(&'a AtomicU64);
+/// A backend a picker chose for one attempt, counted as load there from the pick until the
+/// attempt has its connection (its lease counts it from then on), or is dropped.
+pub(crate) struct Picked(Arc<Backend>);
 
-impl<'a> Counted<'a> {
-    fn new(counter: &'a AtomicU64) -> Self {
-        bump(counter);
-        Self(counter)
+impl Picked {
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.0.addr
+    }
+
+    /// Sends the attempt: a connection from the pool, then the exchange. A failed
+    /// connection attempt leaves the request unprocessed.
+    pub(crate) async fn send<B>(
+        self,
+        head: &RequestHead,
+        body: B,
+        deadline: Deadline,
+    ) -> Result<http::Response<ResponseBody>, Failure<B>>
+    where
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let backend = self.0.clone();
+        let acquired = backend.pool.acquire(backend.clone()).await;
+        drop(self);
+        let lease = match acquired {
+            Ok(lease) => lease,
+            Err(error) => {
+                // Counted here: no lease was made to count it.
+                bump(&backend.pool.stats.requests);
+                backend.failed(true);
+                return Err(Failure::Unprocessed { error, body });
+            }
+        };
+        request::send_on(lease, head, body, Some(deadline)).await
     }
 }
 
-impl Drop for Counted<'_> {
+impl Drop for Picked {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.connecting.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -190,9 +198,11 @@ impl RequestObserver for Backend {
         self.outcome(!status.is_server_error());
     }
 
-    fn failed(&self) {
+    fn failed(&self, unanswered: bool) {
         bump(&self.pool.stats.errors);
-        self.outcome(false);
+        if unanswered {
+            self.outcome(false);
+        }
     }
 
     fn ended(&self) {

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
 use crate::balancing::aperture::{Aperture, ApertureSettings};
-use crate::balancing::backend::{self, Backend};
+use crate::balancing::backend::{self, Backend, Picked};
 use crate::balancing::outlier::{OutlierDetection, Outliers};
 use crate::balancing::picker::{Ask, Load, Picker, PickerKind};
 use crate::balancing::wrr::weight::WrrSettings;
@@ -99,6 +99,9 @@ pub(crate) struct Balancer {
     picker: Picker,
     /// The window of the `aperture` picker (None with the others).
     aperture: Option<Mutex<Aperture>>,
+    /// Held from reading the loads to reserving the chosen backend by the pickers whose
+    /// guarantee needs exact counts (bounded loads): two picks must not both see room.
+    serial: Option<Mutex<()>>,
     shared: backend::Shared,
     subsetting: Option<Subsetting>,
 }
@@ -118,6 +121,8 @@ impl Balancer {
             picker: Picker::new(policy.picker, policy.epsilon),
             aperture: (policy.picker == PickerKind::Aperture)
                 .then(|| Mutex::new(Aperture::new(policy.aperture, rand::random()))),
+            serial: matches!(policy.picker, PickerKind::RingHash | PickerKind::Maglev)
+                .then(Mutex::default),
             shared: backend::Shared {
                 settings,
                 limits,
@@ -155,7 +160,7 @@ impl Balancer {
         &self,
         excluded: Option<SocketAddr>,
         key: Option<u64>,
-    ) -> Result<Arc<Backend>, Error> {
+    ) -> Result<Picked, Error> {
         let mut resolution = self.resolution.subscribe();
         let resolved = resolution
             .wait_for(|resolution| *resolution != Resolution::Pending)
@@ -169,6 +174,7 @@ impl Balancer {
                 _ => "the target resolved to no address".to_owned(),
             }));
         }
+        let _serial = self.serial.as_ref().map(lock);
         let now = Instant::now();
         self.tick_outliers(now);
         let standings: Vec<Standing> = backends
@@ -220,7 +226,7 @@ impl Balancer {
             .picker
             .pick(&loads, ask)
             .ok_or(Error::NoHealthyBackends(backends.len()))?;
-        Ok(backends[candidates[chosen]].clone())
+        Ok(backends[candidates[chosen]].reserve())
     }
 
     /// The aperture's window over `backends` (index, arc length) after it took the load in

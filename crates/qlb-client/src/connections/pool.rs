@@ -141,7 +141,7 @@ impl Pool {
                         return Ok(Lease::new(conn, Some(observer)));
                     }
                     // It started draining in between (GOAWAY): out of the slots with it.
-                    self.retire(&mut state, conn.id, CloseReason::GoAway);
+                    self.retire_gone_away(&mut state, conn.id);
                 }
                 state.waiting += 1;
                 self.carry_out(&mut state, now, true);
@@ -243,6 +243,17 @@ impl Pool {
         }
     }
 
+    /// Retires connection `id` after GOAWAY (whoever notices first: its driver, or a
+    /// request that found it draining); a replacement if the backend still needs one.
+    fn retire_gone_away(&self, state: &mut State, id: u64) {
+        if self.retire(state, id, CloseReason::GoAway) {
+            let conns: Vec<plan::Conn> = ready_conns(state).map(|conn| view(conn)).collect();
+            if plan::wanted(&conns, &self.limits(), &demand(state), Instant::now()) > 0 {
+                bump(&self.stats.replacements);
+            }
+        }
+    }
+
     /// Retires the connections that reached the server of an older one, while the redial
     /// budget of a pool of `connections` lasts (the plan then opens their replacements).
     fn retire_duplicates(&self, state: &mut State, connections: usize, now: Instant) {
@@ -334,16 +345,7 @@ impl Pool {
     fn on_event(self: &Arc<Self>, id: u64, event: Event) {
         let mut state = self.lock();
         match event {
-            Event::GoAway => {
-                if self.retire(&mut state, id, CloseReason::GoAway) {
-                    let conns: Vec<plan::Conn> =
-                        ready_conns(&state).map(|conn| view(conn)).collect();
-                    let limits = self.limits();
-                    if plan::wanted(&conns, &limits, &demand(&state), Instant::now()) > 0 {
-                        bump(&self.stats.replacements);
-                    }
-                }
-            }
+            Event::GoAway => self.retire_gone_away(&mut state, id),
             Event::Closed => {
                 let closed = match state.slots.iter().position(|slot| slot.id() == id) {
                     Some(index) => match state.slots.remove(index) {

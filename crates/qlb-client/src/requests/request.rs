@@ -184,8 +184,10 @@ where
             };
             if matches!(error, Error::Rejected | Error::GoingAway) {
                 lease.connection().going_away();
+                lease.turned_away();
+            } else {
+                lease.failed();
             }
-            lease.failed();
             Err(failure)
         }
     }
