@@ -1,7 +1,8 @@
 //! The per-response load report, in the spirit of ORCA's per-call reports: the
 //! `qlb-load` response header field, `utilization=0.42, qps=812.5, eps=0.5, in-flight=3`
-//! (qlb-server sends it on every response). Unknown fields are ignored, so that servers may
-//! report more.
+//! (qlb-server sends it on every response). Weights need `utilization`, `qps` and `eps`;
+//! other fields (`in-flight`, for people reading the responses) are ignored, so that
+//! servers may report more.
 
 use http::HeaderValue;
 
@@ -17,8 +18,6 @@ pub(crate) struct LoadReport {
     pub(crate) qps: f64,
     /// Errors it answers per second.
     pub(crate) eps: f64,
-    /// Requests in flight on it now (over all its clients).
-    pub(crate) in_flight: Option<u64>,
 }
 
 impl LoadReport {
@@ -49,7 +48,6 @@ impl LoadReport {
                     qps = true;
                 }
                 "eps" => report.eps = number()?,
-                "in-flight" => report.in_flight = Some(value.parse().ok()?),
                 _ => {}
             }
         }
@@ -73,7 +71,6 @@ mod tests {
                 utilization: 0.5,
                 qps: 100.0,
                 eps: 2.5,
-                in_flight: Some(3),
             })
         );
         assert_eq!(
@@ -95,7 +92,7 @@ mod tests {
             "utilization=NaN, qps=1",
             "utilization=inf, qps=1",
             "utilization=0.5, qps=x",
-            "utilization=0.5, qps=1, in-flight=-2",
+            "utilization=0.5, qps=1, eps=-2",
         ] {
             assert_eq!(parse(bad), None, "{bad}");
         }

@@ -147,7 +147,6 @@ mod tests {
             utilization,
             qps,
             eps,
-            in_flight: None,
         }
     }
 
