@@ -265,6 +265,15 @@ async fn an_outlier_failing_half_its_requests_is_ejected_until_it_recovers() -> 
     );
     assert_eq!(during.ejected(), 1);
     assert!(during.backend(outlier).is_some_and(|b| b.ejections >= 1));
+    let mut registry = prometheus_client::registry::Registry::default();
+    client.register_metrics(&mut registry);
+    let mut metrics = String::new();
+    prometheus_client::encoding::text::encode(&mut metrics, &registry)?;
+    let ejected = format!("qlb_client_backend_ejected{{backend=\"{outlier}\"}} 1");
+    assert!(metrics.contains(&ejected), "{metrics}");
+    assert!(metrics.contains(&format!(
+        "qlb_client_ejections_total{{backend=\"{outlier}\"}}"
+    )));
 
     backends[0].fail_half(false);
     eventually(SOON, "the end of the ejection", || {
