@@ -71,6 +71,30 @@ pub(crate) fn eligible(standings: &[Standing]) -> Vec<usize> {
         .unwrap_or_default()
 }
 
+/// The candidates of a request (index, and its share of the aperture's arc with one): the
+/// [`eligible`] backends of the aperture's `window` (index, arc length) when there is one
+/// and it has any, else the eligible ones of the whole fleet.
+#[must_use]
+pub(crate) fn candidates(
+    standings: &[Standing],
+    window: Option<&[(usize, f64)]>,
+) -> Vec<(usize, Option<f64>)> {
+    if let Some(window) = window {
+        let inside: Vec<Standing> = window.iter().map(|&(index, _)| standings[index]).collect();
+        let chosen: Vec<(usize, Option<f64>)> = eligible(&inside)
+            .iter()
+            .map(|&i| (window[i].0, Some(window[i].1)))
+            .collect();
+        if !chosen.is_empty() {
+            return chosen;
+        }
+    }
+    eligible(standings)
+        .into_iter()
+        .map(|index| (index, None))
+        .collect()
+}
+
 /// Subsetting: keep at most `size` backends, chosen by rendezvous hashing on `client_id`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Subsetting {
@@ -187,35 +211,20 @@ impl Balancer {
             })
             .collect();
         let window = self.window(&backends, now);
-        let candidates = match &window {
-            Some(window) => {
-                let inside: Vec<Standing> = window.iter().map(|&(i, _)| standings[i]).collect();
-                let chosen: Vec<usize> = eligible(&inside).iter().map(|&i| window[i].0).collect();
-                // Nothing in the window can serve: the whole fleet may.
-                if chosen.is_empty() {
-                    eligible(&standings)
-                } else {
-                    chosen
-                }
-            }
-            None => eligible(&standings),
-        };
+        let candidates = candidates(&standings, window.as_deref());
         let loads: Vec<Load> = candidates
             .iter()
-            .map(|&index| {
-                let mut load = backends[index].load(now);
-                if let Some(window) = &window {
-                    load.weight = window
-                        .iter()
-                        .find(|&&(i, _)| i == index)
-                        .map(|&(_, share)| share);
-                }
-                load
+            .map(|&(index, share)| {
+                let load = backends[index].load(now);
+                // The aperture weighs by arc coverage (evenly outside its window), not by
+                // load reports.
+                let weight = if window.is_some() { share } else { load.weight };
+                Load { weight, ..load }
             })
             .collect();
         let addrs: Vec<SocketAddr> = candidates
             .iter()
-            .map(|&index| backends[index].addr)
+            .map(|&(index, _)| backends[index].addr)
             .collect();
         let ask = Ask {
             addrs: &addrs,
@@ -226,7 +235,7 @@ impl Balancer {
             .picker
             .pick(&loads, ask)
             .ok_or(Error::NoHealthyBackends(backends.len()))?;
-        Ok(backends[candidates[chosen]].reserve())
+        Ok(backends[candidates[chosen].0].reserve())
     }
 
     /// The aperture's window over `backends` (index, arc length) after it took the load in
@@ -347,6 +356,26 @@ mod tests {
             excluded,
             ejected: false,
         }
+    }
+
+    #[test]
+    fn the_aperture_window_narrows_the_candidates_unless_none_in_it_can_serve() {
+        let up = standing(true, false, false);
+        let down = standing(false, false, false);
+        let window = [(1, 0.25), (2, 0.5)];
+        assert_eq!(
+            candidates(&[up, up, up, up], Some(&window)),
+            [(1, Some(0.25)), (2, Some(0.5))]
+        );
+        assert_eq!(
+            candidates(&[up, up, down, up], Some(&window)),
+            [(1, Some(0.25))]
+        );
+        assert_eq!(
+            candidates(&[up, down, down, up], Some(&window)),
+            [(0, None), (3, None)]
+        );
+        assert_eq!(candidates(&[up, down], None), [(0, None)]);
     }
 
     #[test]
