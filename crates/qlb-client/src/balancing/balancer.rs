@@ -174,7 +174,7 @@ impl Balancer {
             aperture: self
                 .aperture
                 .as_ref()
-                .map(|aperture| lock(aperture).size(backends.len())),
+                .map(|aperture| lock(aperture).window(backends.len()).len()),
         }
     }
 

@@ -166,7 +166,9 @@ pub struct ClientSnapshot {
     pub backends: Vec<BackendSnapshot>,
     /// Requests retried on another connection after a rejection or GOAWAY.
     pub retries: u64,
-    /// The `aperture` picker's window size now, in backends (None with other pickers).
+    /// The backends in the `aperture` picker's window now: its load-sized aperture, or more
+    /// where the client's share of the ring (1 / clients) is wider (None with other
+    /// pickers).
     pub aperture: Option<usize>,
 }
 
