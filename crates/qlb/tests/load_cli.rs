@@ -229,6 +229,30 @@ fn bad_arguments_are_refused_with_the_reason() -> TestResult {
             ][..],
             "round-robin",
         ),
+        (
+            &[
+                "https://127.0.0.1:4433/",
+                "--insecure",
+                "--requests",
+                "1",
+                "--bounded-load",
+                "0",
+            ][..],
+            "bounded_load",
+        ),
+        (
+            &[
+                "https://127.0.0.1:4433/",
+                "--insecure",
+                "--requests",
+                "1",
+                "--aperture-min",
+                "5",
+                "--aperture-max",
+                "2",
+            ][..],
+            "aperture.min_aperture",
+        ),
     ] {
         let output = run("qlb load", &mut qlb_load(args), Duration::from_secs(30))?;
         let stderr = String::from_utf8_lossy(&output.stderr);
