@@ -13,8 +13,8 @@ use crate::balancing::outlier::OutlierDetection;
 use crate::balancing::picker::PickerKind;
 use crate::balancing::wrr::weight::WrrSettings;
 use crate::client::{Client, Inner};
-use crate::connections::plan;
 use crate::connections::shared::{ConnectSettings, DEFAULT_CONNECT_TIMEOUT};
+use crate::connections::{distinct, plan};
 use crate::discovery::resolver::{self, DnsSettings};
 use crate::discovery::target::Target;
 use crate::error::{BuildError, MAX_LIFETIME, MAX_TIMER};
@@ -60,6 +60,8 @@ pub struct ClientBuilder {
     wrr: WrrSettings,
     outlier_detection: Option<OutlierDetection>,
     aperture: ApertureSettings,
+    distinct: bool,
+    distinct_redial_interval: Duration,
     limits: plan::Limits,
     max_lifetime: Option<Duration>,
     health_check: Option<HealthCheck>,
@@ -82,6 +84,8 @@ impl ClientBuilder {
             wrr: WrrSettings::default(),
             outlier_detection: None,
             aperture: ApertureSettings::default(),
+            distinct: false,
+            distinct_redial_interval: distinct::DEFAULT_REFILL,
             limits: plan::Limits::default(),
             max_lifetime: None,
             health_check: None,
@@ -246,9 +250,9 @@ impl ClientBuilder {
     /// reached (the `qlb-server-id` field qlb-server sends on every response, asked with a
     /// `HEAD /` once it is open), and one that reached a server another connection of its
     /// pool reached already is replaced, within a budget of 8 redials per connection that
-    /// refills by one every 5 s. With `min_connections(N)` against a load balancer's VIP:
-    /// N connections to N backends (if the fleet has them), found again as the fleet grows.
-    /// Default off.
+    /// gets one back every [`distinct_redial_interval`](Self::distinct_redial_interval).
+    /// With `min_connections(N)` against a load balancer's VIP: N connections to N backends
+    /// (if the fleet has them), found again as the fleet grows. Default off.
     ///
     /// ```
     /// # let target = "10.0.0.1:443".parse().unwrap();
@@ -257,7 +261,23 @@ impl ClientBuilder {
     ///     .distinct_backends(true);
     /// ```
     pub fn distinct_backends(mut self, on: bool) -> Self {
-        self.limits.distinct = on;
+        self.distinct = on;
+        self
+    }
+
+    /// With [`distinct_backends`](Self::distinct_backends), how often a pool whose redial
+    /// budget is spent may replace one more duplicate: the price of finding backends that
+    /// join (one handshake per interval while the fleet is smaller than the pool). Default
+    /// 5 s; at most a day.
+    ///
+    /// ```
+    /// # let target = "10.0.0.1:443".parse().unwrap();
+    /// let builder = qlb_client::Client::builder(target, qlb_client::Trust::Insecure)
+    ///     .distinct_backends(true)
+    ///     .distinct_redial_interval(std::time::Duration::from_secs(30));
+    /// ```
+    pub fn distinct_redial_interval(mut self, interval: Duration) -> Self {
+        self.distinct_redial_interval = interval;
         self
     }
 
@@ -382,7 +402,11 @@ impl ClientBuilder {
             aperture: self.aperture,
             subsetting,
         };
-        let balancer = Arc::new(Balancer::new(policy, Arc::new(settings), self.limits));
+        let limits = plan::Limits {
+            distinct: self.distinct.then_some(self.distinct_redial_interval),
+            ..self.limits
+        };
+        let balancer = Arc::new(Balancer::new(policy, Arc::new(settings), limits));
         let dns = match &self.target {
             Target::Dns(_) => Some(self.dns.resolver()?),
             _ => None,
@@ -428,6 +452,11 @@ impl ClientBuilder {
         check("connect_timeout", Some(self.connect_timeout), MAX_TIMER)?;
         check("max_lifetime", self.max_lifetime, MAX_LIFETIME)?;
         check("idle_timeout", self.limits.idle_timeout, MAX_TIMER)?;
+        check(
+            "distinct_redial_interval",
+            Some(self.distinct_redial_interval),
+            MAX_TIMER,
+        )?;
         if !(self.epsilon.is_finite() && self.epsilon > 0.0) {
             return Err(BuildError::Field {
                 field: "bounded_load",
@@ -481,6 +510,10 @@ mod tests {
             (builder().idle_timeout(zero), "idle_timeout"),
             (builder().subset(0), "subset"),
             (builder().bounded_load(0.0), "bounded_load"),
+            (
+                builder().distinct_redial_interval(zero),
+                "distinct_redial_interval",
+            ),
             (builder().bounded_load(f64::NAN), "bounded_load"),
             (
                 builder().wrr(WrrSettings {

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 /// Redials a pool may make at once, per connection it keeps: collecting N distinct
 /// backends of N by random placement takes about N ln N dials.
 const REDIALS_PER_CONNECTION: u32 = 8;
-/// One redial comes back this often.
-const REFILL: Duration = Duration::from_secs(5);
+/// One redial comes back this often by default.
+pub(crate) const DEFAULT_REFILL: Duration = Duration::from_secs(5);
 
 /// The connections (by id) that duplicate the server of an older one: every one but the
 /// lowest id of each server. Unidentified connections duplicate nothing.
@@ -38,15 +38,16 @@ pub(crate) struct Redials {
 }
 
 impl Redials {
-    /// Takes one redial for a pool of `connections` at `now`, if the budget has one.
-    pub(crate) fn take(&mut self, connections: usize, now: Instant) -> bool {
+    /// Takes one redial for a pool of `connections` at `now`, if the budget has one; one
+    /// comes back every `refill`.
+    pub(crate) fn take(&mut self, connections: usize, now: Instant, refill: Duration) -> bool {
         let refilled = *self.refilled_at.get_or_insert(now);
-        let refills = now.saturating_duration_since(refilled).as_secs() / REFILL.as_secs();
+        let elapsed = now.saturating_duration_since(refilled).as_nanos();
+        let refills = u32::try_from(elapsed / refill.as_nanos().max(1)).unwrap_or(u32::MAX);
         if refills > 0 {
-            self.used = self
-                .used
-                .saturating_sub(u32::try_from(refills).unwrap_or(u32::MAX));
-            self.refilled_at = Some(refilled + REFILL * u32::try_from(refills).unwrap_or(u32::MAX));
+            self.used = self.used.saturating_sub(refills);
+            // Whole refills only: the rest of the interval carries over.
+            self.refilled_at = Some(refilled + refill.saturating_mul(refills));
         }
         let budget =
             REDIALS_PER_CONNECTION.saturating_mul(u32::try_from(connections).unwrap_or(u32::MAX));
@@ -81,14 +82,17 @@ mod tests {
     #[test]
     fn the_budget_runs_out_and_refills_slowly() {
         let start = Instant::now();
+        let refill = DEFAULT_REFILL;
         let mut redials = Redials::default();
-        let taken = (0..20).filter(|_| redials.take(2, start)).count();
+        let taken = (0..20).filter(|_| redials.take(2, start, refill)).count();
         assert_eq!(taken, 16);
-        assert!(!redials.take(2, start + Duration::from_secs(4)));
-        assert!(redials.take(2, start + Duration::from_secs(5)));
-        assert!(!redials.take(2, start + Duration::from_secs(6)));
+        let at = |secs| start + Duration::from_secs(secs);
+        assert!(!redials.take(2, at(4), refill));
+        assert!(redials.take(2, at(5), refill));
+        assert!(!redials.take(2, at(6), refill));
         // Two refills later, two more.
-        let later = start + Duration::from_secs(15);
-        assert!(redials.take(2, later) && redials.take(2, later) && !redials.take(2, later));
+        let later = at(15);
+        assert!(redials.take(2, later, refill) && redials.take(2, later, refill));
+        assert!(!redials.take(2, later, refill));
     }
 }

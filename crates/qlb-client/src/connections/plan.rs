@@ -18,8 +18,9 @@ pub(crate) struct Limits {
     /// None: never.
     pub(crate) idle_timeout: Option<Duration>,
     /// Connections that reached the server of another one are replaced
-    /// ([`distinct`](crate::connections::distinct)).
-    pub(crate) distinct: bool,
+    /// ([`distinct`](crate::connections::distinct)), one more redial every this long once
+    /// the budget is spent. None: they are kept.
+    pub(crate) distinct: Option<Duration>,
 }
 
 /// One connection that takes requests (draining ones are out of the plan), as seen now.
@@ -175,7 +176,7 @@ mod tests {
         Limits {
             min_connections,
             idle_timeout,
-            distinct: false,
+            distinct: None,
         }
     }
 

@@ -211,8 +211,8 @@ impl Pool {
             return;
         }
         let limits = self.limits();
-        if limits.distinct {
-            self.retire_duplicates(state, limits.min_connections, now);
+        if let Some(refill) = limits.distinct {
+            self.retire_duplicates(state, limits.min_connections, now, refill);
         }
         let conns: Vec<plan::Conn> = state
             .slots
@@ -255,14 +255,21 @@ impl Pool {
     }
 
     /// Retires the connections that reached the server of an older one, while the redial
-    /// budget of a pool of `connections` lasts (the plan then opens their replacements).
-    fn retire_duplicates(&self, state: &mut State, connections: usize, now: Instant) {
+    /// budget of a pool of `connections` lasts, refilled every `refill` (the plan then
+    /// opens their replacements).
+    fn retire_duplicates(
+        &self,
+        state: &mut State,
+        connections: usize,
+        now: Instant,
+        refill: Duration,
+    ) {
         let identities: Vec<(u64, Option<&str>)> = ready_conns(state)
             .map(|conn| (conn.id, conn.server_id()))
             .collect();
         let duplicates = distinct::duplicates(&identities);
         for id in duplicates {
-            if !state.redials.take(connections, now) {
+            if !state.redials.take(connections, now, refill) {
                 break;
             }
             self.retire(state, id, CloseReason::Duplicate);
@@ -320,7 +327,7 @@ impl Pool {
                     conn.start_draining(CloseReason::Removed);
                     state.draining.push(conn);
                 } else {
-                    if self.limits.distinct {
+                    if self.limits.distinct.is_some() {
                         let (conn, within) = (conn.clone(), self.settings.connect_timeout);
                         tokio::spawn(async move { conn.probe_identity(within).await });
                     }
