@@ -222,12 +222,11 @@ impl Balancer {
                 Load { weight, ..load }
             })
             .collect();
-        let addrs: Vec<SocketAddr> = candidates
-            .iter()
-            .map(|&(index, _)| backends[index].addr)
-            .collect();
+        let fleet: Vec<SocketAddr> = backends.iter().map(|backend| backend.addr).collect();
+        let members: Vec<usize> = candidates.iter().map(|&(index, _)| index).collect();
         let ask = Ask {
-            addrs: &addrs,
+            fleet: &fleet,
+            members: &members,
             key,
             retry: excluded.is_some(),
         };

@@ -248,8 +248,11 @@ fn two(n: usize, rng: &mut impl Rng) -> (usize, usize) {
 /// What one pick is about, besides the candidates' loads.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Ask<'a> {
-    /// The candidates' addresses, in the order of their loads (what hashing places keys on).
-    pub(crate) addrs: &'a [SocketAddr],
+    /// Every backend of the client (what hashing places keys on, so that a backend that
+    /// cannot serve for a while moves no other key).
+    pub(crate) fleet: &'a [SocketAddr],
+    /// The position in `fleet` of each candidate, in the order of their loads.
+    pub(crate) members: &'a [usize],
     /// The request's affinity key hash, if it has one.
     pub(crate) key: Option<u64>,
     /// The attempt retries one that went elsewhere.
@@ -257,7 +260,7 @@ pub(crate) struct Ask<'a> {
 }
 
 /// A [`PickerKind`] with its state: the round-robin turn (the stride scheduler's sequence
-/// for `wrr`), a random generator, the hash table of the current candidates.
+/// for `wrr`), a random generator, the hash table of the current fleet.
 #[derive(Debug)]
 pub(crate) struct Picker {
     kind: PickerKind,
@@ -290,7 +293,7 @@ impl Picker {
             _ => None,
         };
         if let (Some(scheme), Some(key)) = (scheme, ask.key) {
-            return self.affine(scheme, loads, ask.addrs, key);
+            return self.affine(scheme, loads, ask, key);
         }
         if self.kind == PickerKind::Wrr {
             let weights: Vec<Option<f64>> = loads.iter().map(|load| load.weight).collect();
@@ -312,21 +315,25 @@ impl Picker {
     }
 
     /// The key's first preference with room under the bounded-load cap.
-    fn affine(
-        &self,
-        scheme: Scheme,
-        loads: &[Load],
-        addrs: &[SocketAddr],
-        key: u64,
-    ) -> Option<usize> {
+    fn affine(&self, scheme: Scheme, loads: &[Load], ask: Ask<'_>, key: u64) -> Option<usize> {
         let mut table = lock(&self.table);
-        if !table.as_ref().is_some_and(|table| table.is_for(addrs)) {
-            *table = Some(Table::new(scheme, addrs));
+        if !table.as_ref().is_some_and(|table| table.is_for(ask.fleet)) {
+            *table = Some(Table::new(scheme, ask.fleet));
         }
         let table = table.as_ref()?;
+        // The key's preference over the fleet, reduced to the candidates.
+        let mut candidate = vec![None; ask.fleet.len()];
+        for (index, &member) in ask.members.iter().enumerate() {
+            if let Some(slot) = candidate.get_mut(member) {
+                *slot = Some(index);
+            }
+        }
+        let preference = table
+            .preference(key)
+            .filter_map(|member| candidate.get(member).copied().flatten());
         let in_flight = loads.iter().map(|load| load.in_flight).sum();
         let cap = bounded::cap(in_flight, loads.len(), self.epsilon);
-        bounded::choose(table.preference(key), |index| loads[index].in_flight, cap)
+        bounded::choose(preference, |index| loads[index].in_flight, cap)
     }
 }
 
@@ -482,7 +489,8 @@ mod tests {
             let picker = Picker::new(kind, 0.25);
             let addrs = addrs(4);
             let ask = |key| Ask {
-                addrs: &addrs,
+                fleet: &addrs,
+                members: &[0, 1, 2, 3],
                 key,
                 retry: false,
             };
@@ -503,7 +511,8 @@ mod tests {
         let picker = Picker::new(PickerKind::RingHash, 0.5);
         let addrs = addrs(4);
         let ask = Ask {
-            addrs: &addrs,
+            fleet: &addrs,
+            members: &[0, 1, 2, 3],
             key: Some(99),
             retry: false,
         };
@@ -528,6 +537,28 @@ mod tests {
         loads[1].in_flight = 1;
         let counts = histogram(PickerKind::Aperture, &loads, 1000);
         assert!(counts[0] > 400, "{counts:?}");
+    }
+
+    #[test]
+    fn a_backend_out_of_the_candidates_moves_only_its_own_keys() {
+        let picker = Picker::new(PickerKind::Maglev, 100.0);
+        let fleet = addrs(5);
+        let all = [0, 1, 2, 3, 4];
+        let without_two = [0, 1, 3, 4];
+        for key in 0..200_u64 {
+            let ask = |members| Ask {
+                fleet: &fleet,
+                members,
+                key: Some(key),
+                retry: false,
+            };
+            let home = all[picker.pick(&idle(5), ask(&all)).expect("a pick")];
+            let next = without_two[picker.pick(&idle(4), ask(&without_two)).expect("a pick")];
+            if home != 2 {
+                assert_eq!(next, home, "key {key} moved");
+            }
+            assert_ne!(next, 2);
+        }
     }
 
     #[test]

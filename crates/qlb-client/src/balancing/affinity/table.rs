@@ -1,5 +1,5 @@
-//! The hashing structure of the current candidates, rebuilt only when they change: building
-//! a Maglev table costs a few milliseconds, a lookup nanoseconds.
+//! The hashing structure of the current fleet, rebuilt only when it changes: building a
+//! Maglev table costs a few milliseconds, a lookup nanoseconds.
 
 use std::net::SocketAddr;
 
@@ -19,7 +19,7 @@ enum Built {
     Maglev(Maglev),
 }
 
-/// A ring or table over a list of candidates, with the list it was built for.
+/// A ring or table over a list of backends, with the list it was built for.
 #[derive(Debug)]
 pub(crate) struct Table {
     addrs: Vec<SocketAddr>,
@@ -43,7 +43,7 @@ impl Table {
         self.addrs == addrs
     }
 
-    /// The candidates (indices into the list it was built for) in the order `key` prefers.
+    /// The backends (indices into the list it was built for) in the order `key` prefers.
     pub(crate) fn preference(&self, key: u64) -> Box<dyn Iterator<Item = usize> + '_> {
         match &self.built {
             Built::Ring(ring) => Box::new(ring.preference(key)),
