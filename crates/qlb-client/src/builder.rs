@@ -4,13 +4,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::balancing::balancer::{self, Balancer, Subsetting};
+use crate::balancing::affinity::key::HashPolicy;
+use crate::balancing::aperture::ApertureSettings;
+use crate::balancing::balancer::{self, Balancer, Policy, Subsetting};
 use crate::balancing::checker;
 use crate::balancing::health::HealthCheck;
+use crate::balancing::outlier::OutlierDetection;
 use crate::balancing::picker::PickerKind;
+use crate::balancing::wrr::weight::WrrSettings;
 use crate::client::{Client, Inner};
-use crate::connections::plan;
 use crate::connections::shared::{ConnectSettings, DEFAULT_CONNECT_TIMEOUT};
+use crate::connections::{distinct, plan};
 use crate::discovery::resolver::{self, DnsSettings};
 use crate::discovery::target::Target;
 use crate::error::{BuildError, MAX_LIFETIME, MAX_TIMER};
@@ -19,6 +23,8 @@ use crate::tls::Trust;
 
 /// The default per-request timeout.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bounded loads' default slack: Envoy's and gRPC's usual 1.25 load balancing factor.
+const DEFAULT_EPSILON: f64 = 0.25;
 
 /// Configures a [`Client`]; made by [`Client::builder`].
 ///
@@ -49,6 +55,13 @@ pub struct ClientBuilder {
     timeout: Duration,
     connect_timeout: Duration,
     picker: PickerKind,
+    hash_policy: HashPolicy,
+    epsilon: f64,
+    wrr: WrrSettings,
+    outlier_detection: Option<OutlierDetection>,
+    aperture: ApertureSettings,
+    distinct: bool,
+    distinct_redial_interval: Duration,
     limits: plan::Limits,
     max_lifetime: Option<Duration>,
     zero_rtt: bool,
@@ -67,6 +80,13 @@ impl ClientBuilder {
             timeout: DEFAULT_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             picker: PickerKind::default(),
+            hash_policy: HashPolicy::default(),
+            epsilon: DEFAULT_EPSILON,
+            wrr: WrrSettings::default(),
+            outlier_detection: None,
+            aperture: ApertureSettings::default(),
+            distinct: false,
+            distinct_redial_interval: distinct::DEFAULT_REFILL,
             limits: plan::Limits::default(),
             max_lifetime: None,
             zero_rtt: false,
@@ -126,6 +146,82 @@ impl ClientBuilder {
         self
     }
 
+    /// Where the `ring-hash` and `maglev` pickers find the key of a request that carries no
+    /// [`HashKey`](crate::HashKey) extension. Default: only the extension.
+    ///
+    /// ```
+    /// # let target = "10.0.0.1:443".parse().unwrap();
+    /// use qlb_client::{HashPolicy, PickerKind};
+    ///
+    /// let builder = qlb_client::Client::builder(target, qlb_client::Trust::Insecure)
+    ///     .picker(PickerKind::RingHash)
+    ///     .hash_policy(HashPolicy::Cookie("session".to_owned()));
+    /// ```
+    pub fn hash_policy(mut self, policy: HashPolicy) -> Self {
+        self.hash_policy = policy;
+        self
+    }
+
+    /// Bounded loads for the hashing pickers: no backend takes more than
+    /// `ceil((1 + epsilon) * average)` requests in flight; a key whose backend is full goes
+    /// to its next preference. Default 0.25; above 0 (large values: strict affinity).
+    ///
+    /// ```
+    /// # let target = "10.0.0.1:443".parse().unwrap();
+    /// let builder = qlb_client::Client::builder(target, qlb_client::Trust::Insecure)
+    ///     .picker(qlb_client::PickerKind::Maglev)
+    ///     .bounded_load(0.5);
+    /// ```
+    pub fn bounded_load(mut self, epsilon: f64) -> Self {
+        self.epsilon = epsilon;
+        self
+    }
+
+    /// How the `wrr` picker weighs load reports. Default [`WrrSettings::default`].
+    ///
+    /// ```
+    /// # let target = "10.0.0.1:443".parse().unwrap();
+    /// let builder = qlb_client::Client::builder(target, qlb_client::Trust::Insecure)
+    ///     .picker(qlb_client::PickerKind::Wrr)
+    ///     .wrr(qlb_client::WrrSettings::default());
+    /// ```
+    pub fn wrr(mut self, settings: WrrSettings) -> Self {
+        self.wrr = settings;
+        self
+    }
+
+    /// How the `aperture` picker sizes and places its window. Default
+    /// [`ApertureSettings::default`] (at least 12 backends, a random place on the ring).
+    ///
+    /// ```
+    /// # let target = "10.0.0.1:443".parse().unwrap();
+    /// use qlb_client::{ApertureSettings, Coordinate, PickerKind};
+    ///
+    /// let builder = qlb_client::Client::builder(target, qlb_client::Trust::Insecure)
+    ///     .picker(PickerKind::Aperture)
+    ///     .aperture(ApertureSettings {
+    ///         min_aperture: 2,
+    ///         coordinate: Some(Coordinate { index: 4, count: 20 }),
+    ///         ..ApertureSettings::default()
+    ///     });
+    /// ```
+    pub fn aperture(mut self, settings: ApertureSettings) -> Self {
+        self.aperture = settings;
+        self
+    }
+
+    /// Eject backends that fail too often, with any picker. Default: off.
+    ///
+    /// ```
+    /// # let target = "10.0.0.1:443".parse().unwrap();
+    /// let builder = qlb_client::Client::builder(target, qlb_client::Trust::Insecure)
+    ///     .outlier_detection(qlb_client::OutlierDetection::default());
+    /// ```
+    pub fn outlier_detection(mut self, detection: OutlierDetection) -> Self {
+        self.outlier_detection = Some(detection);
+        self
+    }
+
     /// Connections kept open to every backend even before the first request and while
     /// idle. Default 0: a backend's first request opens its connection.
     ///
@@ -169,6 +265,41 @@ impl ClientBuilder {
     /// ```
     pub fn zero_rtt(mut self, on: bool) -> Self {
         self.zero_rtt = on;
+        self
+    }
+
+    /// Distinct backends behind one address: each connection learns which server it
+    /// reached (the `qlb-server-id` field qlb-server sends on every response, asked with a
+    /// `HEAD /` once it is open), and one that reached a server another connection of its
+    /// pool reached already is replaced, within a budget of 8 redials per connection that
+    /// gets one back every [`distinct_redial_interval`](Self::distinct_redial_interval).
+    /// With `min_connections(N)` against a load balancer's VIP: N connections to N backends
+    /// (if the fleet has them), found again as the fleet grows. Default off.
+    ///
+    /// ```
+    /// # let target = "10.0.0.1:443".parse().unwrap();
+    /// let builder = qlb_client::Client::builder(target, qlb_client::Trust::Insecure)
+    ///     .min_connections(4)
+    ///     .distinct_backends(true);
+    /// ```
+    pub fn distinct_backends(mut self, on: bool) -> Self {
+        self.distinct = on;
+        self
+    }
+
+    /// With [`distinct_backends`](Self::distinct_backends), how often a pool whose redial
+    /// budget is spent may replace one more duplicate: the price of finding backends that
+    /// join (one handshake per interval while the fleet is smaller than the pool). Default
+    /// 5 s; at most a day.
+    ///
+    /// ```
+    /// # let target = "10.0.0.1:443".parse().unwrap();
+    /// let builder = qlb_client::Client::builder(target, qlb_client::Trust::Insecure)
+    ///     .distinct_backends(true)
+    ///     .distinct_redial_interval(std::time::Duration::from_secs(30));
+    /// ```
+    pub fn distinct_redial_interval(mut self, interval: Duration) -> Self {
+        self.distinct_redial_interval = interval;
         self
     }
 
@@ -285,12 +416,19 @@ impl ClientBuilder {
             size,
             client_id: self.client_id.unwrap_or_else(rand::random),
         });
-        let balancer = Arc::new(Balancer::new(
-            self.picker,
-            Arc::new(settings),
-            self.limits,
+        let policy = Policy {
+            picker: self.picker,
+            epsilon: self.epsilon,
+            wrr: self.wrr,
+            outlier_detection: self.outlier_detection,
+            aperture: self.aperture,
             subsetting,
-        ));
+        };
+        let limits = plan::Limits {
+            distinct: self.distinct.then_some(self.distinct_redial_interval),
+            ..self.limits
+        };
+        let balancer = Arc::new(Balancer::new(policy, Arc::new(settings), limits));
         let dns = match &self.target {
             Target::Dns(_) => Some(self.dns.resolver()?),
             _ => None,
@@ -320,6 +458,7 @@ impl ClientBuilder {
             balancer,
             server_name,
             timeout: self.timeout,
+            hash_policy: self.hash_policy,
             retries: Arc::default(),
             tasks,
         }))
@@ -335,6 +474,25 @@ impl ClientBuilder {
         check("connect_timeout", Some(self.connect_timeout), MAX_TIMER)?;
         check("max_lifetime", self.max_lifetime, MAX_LIFETIME)?;
         check("idle_timeout", self.limits.idle_timeout, MAX_TIMER)?;
+        check(
+            "distinct_redial_interval",
+            Some(self.distinct_redial_interval),
+            MAX_TIMER,
+        )?;
+        if !(self.epsilon.is_finite() && self.epsilon > 0.0) {
+            return Err(BuildError::Field {
+                field: "bounded_load",
+                problem: format!(
+                    "epsilon must be a finite number above 0, not {}",
+                    self.epsilon
+                ),
+            });
+        }
+        self.wrr.validate()?;
+        self.aperture.validate()?;
+        if let Some(detection) = &self.outlier_detection {
+            detection.validate()?;
+        }
         if self.subset == Some(0) {
             return Err(BuildError::Field {
                 field: "subset",
@@ -373,6 +531,34 @@ mod tests {
             (builder().max_lifetime(zero), "max_lifetime"),
             (builder().idle_timeout(zero), "idle_timeout"),
             (builder().subset(0), "subset"),
+            (builder().bounded_load(0.0), "bounded_load"),
+            (
+                builder().distinct_redial_interval(zero),
+                "distinct_redial_interval",
+            ),
+            (builder().bounded_load(f64::NAN), "bounded_load"),
+            (
+                builder().wrr(WrrSettings {
+                    weight_update_period: zero,
+                    ..WrrSettings::default()
+                }),
+                "wrr.weight_update_period",
+            ),
+            (
+                builder().aperture(ApertureSettings {
+                    min_aperture: 3,
+                    max_aperture: 2,
+                    ..ApertureSettings::default()
+                }),
+                "aperture.min_aperture",
+            ),
+            (
+                builder().outlier_detection(OutlierDetection {
+                    failure_rate: 2.0,
+                    ..OutlierDetection::default()
+                }),
+                "outlier_detection.failure_rate",
+            ),
             // Past their maxima: tasks would overflow an `Instant` adding them.
             (builder().timeout(Duration::MAX), "timeout"),
             (builder().connect_timeout(MAX_TIMER * 2), "connect_timeout"),

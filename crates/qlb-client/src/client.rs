@@ -10,6 +10,7 @@ use http_body::Body;
 use prometheus_client::registry::Registry;
 use tokio::task::AbortHandle;
 
+use crate::balancing::affinity::key::{HashKey, HashPolicy};
 use crate::balancing::balancer::Balancer;
 use crate::builder::ClientBuilder;
 use crate::connection::Connection;
@@ -71,6 +72,8 @@ pub(crate) struct Inner {
     pub(crate) balancer: Arc<Balancer>,
     pub(crate) server_name: Arc<str>,
     pub(crate) timeout: Duration,
+    /// Where the hashing pickers find a request's key without a [`HashKey`].
+    pub(crate) hash_policy: HashPolicy,
     pub(crate) retries: Arc<AtomicU64>,
     /// The resolver, maintenance and health-check tasks.
     pub(crate) tasks: Vec<AbortHandle>,
@@ -149,9 +152,15 @@ impl Client {
             .get::<RequestTimeout>()
             .map_or(self.inner.timeout, |timeout| timeout.0);
         let deadline = tokio::time::Instant::now() + timeout;
+        let key = request
+            .extensions()
+            .get::<HashKey>()
+            .map(HashKey::hash)
+            .or_else(|| self.inner.hash_policy.key(request.headers()));
         let (parts, body) = request.into_parts();
         let head = RequestHead::new(parts, &self.inner.server_name)?;
-        tokio::time::timeout_at(deadline, self.attempts(&head, body, (deadline, timeout)))
+        let attempts = self.attempts(&head, key, body, (deadline, timeout));
+        tokio::time::timeout_at(deadline, attempts)
             .await
             .unwrap_or(Err(Error::Timeout(timeout)))
     }
@@ -160,6 +169,7 @@ impl Client {
     async fn attempts<B>(
         &self,
         head: &RequestHead,
+        key: Option<u64>,
         body: B,
         deadline: Deadline,
     ) -> Result<http::Response<ResponseBody>, Error>
@@ -169,15 +179,16 @@ impl Client {
         B::Error: Into<BoxError>,
     {
         let balancer = &self.inner.balancer;
-        let first = balancer.pick(None).await?;
+        let first = balancer.pick(None, key).await?;
+        let first_addr = first.addr();
         let (error, body) = match first.send(head, body, deadline).await {
             Ok(response) => return Ok(response),
             Err(Failure::Failed(error)) => return Err(error),
             Err(Failure::Unprocessed { error, body }) => (error, body),
         };
-        tracing::debug!(backend = %first.addr, %error, "not processed: retrying on another backend");
+        tracing::debug!(backend = %first_addr, %error, "not processed: retrying on another backend");
         self.inner.retries.fetch_add(1, Ordering::Relaxed);
-        let second = balancer.pick(Some(first.addr)).await?;
+        let second = balancer.pick(Some(first_addr), key).await?;
         second
             .send(head, body, deadline)
             .await

@@ -4,8 +4,13 @@
 //! * **[`Client`]** over a [`Target`]: one `host:port`, a list, a [`BackendList`] the
 //!   application updates, or `dns://name:port` (every A and AAAA record, polled; optional
 //!   rendezvous subsetting). A picker ([`PickerKind`]: round robin, random, least-loaded,
-//!   power of two choices, peak EWMA) chooses the backend of each request among the healthy
-//!   ones ([`HealthCheck`]). Each backend has a pool of connections: `min_connections`,
+//!   power of two choices, peak EWMA; ring hash and Maglev by a per-request key
+//!   ([`HashKey`], [`HashPolicy`]) with bounded loads; weighted round robin from the
+//!   backends' load reports ([`WrrSettings`]); aperture ([`ApertureSettings`])) chooses the
+//!   backend of each request among the healthy ones ([`HealthCheck`]) that outlier detection
+//!   has not ejected ([`OutlierDetection`]). Behind one VIP, a pool's connections can be
+//!   made to reach distinct backends ([`ClientBuilder::distinct_backends`]). Choosing a
+//!   picker: `docs/client-balancing.md`. Each backend has a pool of connections: `min_connections`,
 //!   `max_lifetime` with jitter (the replacement is ready before the old connection stops
 //!   taking requests, which then drains), idle timeout. After GOAWAY a connection takes no
 //!   new request and is replaced; a request no server processed is retried once elsewhere,
@@ -72,8 +77,12 @@ mod stats;
 mod sync;
 mod tls;
 
+pub use balancing::affinity::key::{HashKey, HashPolicy};
+pub use balancing::aperture::{ApertureSettings, Coordinate};
 pub use balancing::health::HealthCheck;
+pub use balancing::outlier::OutlierDetection;
 pub use balancing::picker::{PickerKind, UnknownPicker};
+pub use balancing::wrr::weight::WrrSettings;
 pub use builder::ClientBuilder;
 pub use client::{Client, RequestTimeout};
 pub use connection::Connection;

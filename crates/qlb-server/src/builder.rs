@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::HeaderValue;
 use quic_lb::{Config, ServerId};
 
 use crate::cid_generator::QuicLbCidGenerator;
@@ -14,7 +15,9 @@ use crate::error::BuildError;
 use crate::gue::{GueReturn, GueSocket};
 use crate::keys::ClusterKeys;
 use crate::lifecycle::ConnectionLimits;
+use crate::load::LoadReporter;
 use crate::server::Server;
+use crate::stamp::Stamp;
 use crate::tickets::{DEFAULT_PERIOD, Ticketer};
 use crate::tls::{Identity, Tickets};
 use crate::{EarlyDataPolicy, Metrics};
@@ -56,6 +59,8 @@ pub struct ServerBuilder {
     identity: Option<Identity>,
     limits: ConnectionLimits,
     gue: Option<(SocketAddr, GueReturn)>,
+    load_reports: bool,
+    server_id_header: bool,
 }
 
 impl ServerBuilder {
@@ -72,7 +77,43 @@ impl ServerBuilder {
             identity: None,
             limits: ConnectionLimits::default(),
             gue: None,
+            load_reports: true,
+            server_id_header: true,
         }
+    }
+
+    /// Whether every response carries the server's load report in the
+    /// [`LOAD_HEADER`](crate::LOAD_HEADER) field (`utilization=0.42, qps=812.5, eps=0.5,
+    /// in-flight=3`: process CPU share and rates over the last second, requests in flight),
+    /// for clients that weigh backends by it. A handler may set the field itself, with its
+    /// own utilisation measure; it is then sent as set. Default on.
+    ///
+    /// ```
+    /// # use quic_lb::{Config, ConfigId};
+    /// let config = Config::new(ConfigId::new(0)?, 2, 6, None)?;
+    /// let builder = qlb_server::Server::builder(config, "0001".parse()?).load_reports(false);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn load_reports(mut self, on: bool) -> Self {
+        self.load_reports = on;
+        self
+    }
+
+    /// Whether every response names this server in the
+    /// [`SERVER_ID_HEADER`](crate::SERVER_ID_HEADER) field (its QUIC-LB server ID), so that
+    /// a client behind a load balancer can tell its connections' backends apart (qlb-client's
+    /// distinct-backends mode). Default on; turn it off where clients must not learn the
+    /// fleet's server IDs.
+    ///
+    /// ```
+    /// # use quic_lb::{Config, ConfigId};
+    /// let config = Config::new(ConfigId::new(0)?, 2, 6, None)?;
+    /// let builder = qlb_server::Server::builder(config, "0001".parse()?).server_id_header(false);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn server_id_header(mut self, on: bool) -> Self {
+        self.server_id_header = on;
+        self
     }
 
     /// The server's name, reported by `/whoami` and in [`ConnectionInfo`](crate::ConnectionInfo).
@@ -401,6 +442,13 @@ impl ServerBuilder {
                 zero_rtt,
                 early: self.early,
                 metrics,
+                stamp: Arc::new(Stamp {
+                    server_id: self
+                        .server_id_header
+                        .then(|| HeaderValue::try_from(self.server_id.to_string()).ok())
+                        .flatten(),
+                    load: self.load_reports.then(LoadReporter::default),
+                }),
             },
         ))
     }

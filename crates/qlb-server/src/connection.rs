@@ -22,6 +22,7 @@ use crate::lifecycle::{CloseReason, ConnectionLimits, Lifecycle, Step, goaway_se
 use crate::metrics::GoawayKind;
 use crate::migration::PeerAddress;
 use crate::request::{Arrival, serve_request};
+use crate::stamp::Stamp;
 use crate::{ConnectionInfo, HttpService, Metrics, ResponseBody};
 
 /// What every connection of a server shares.
@@ -34,6 +35,8 @@ pub(crate) struct ConnectionSettings {
     pub zero_rtt: bool,
     pub early: EarlySettings,
     pub metrics: Metrics,
+    /// The fields every response carries (server ID, load report).
+    pub stamp: Arc<Stamp>,
 }
 
 /// Completes the handshake of `incoming`, then serves the connection until it closes.
@@ -415,7 +418,8 @@ where
         settings: &settings.early,
         metrics: &settings.metrics,
     };
-    serve_request(resolver, service, info, arrival).await
+    let stamp = settings.stamp.clone();
+    serve_request(resolver, service, info, arrival, stamp).await
 }
 
 /// RFC 9114 section 8.1: the error code of a graceful close.

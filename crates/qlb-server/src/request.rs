@@ -2,6 +2,7 @@
 //! (head, DATA, trailers) back on the request stream.
 
 use std::pin::pin;
+use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
 use h3::error::Code;
@@ -11,6 +12,7 @@ use tower::ServiceExt;
 
 use crate::body::RequestBody;
 use crate::early::{EarlyOutcome, EarlySettings, HandshakeWaiter, Verdict};
+use crate::stamp::Stamp;
 use crate::{BoxError, ConnectionInfo, EarlyData, HttpService, Metrics, ResponseBody};
 
 /// The server's side of an accepted request stream, before its head is read.
@@ -27,12 +29,14 @@ pub(crate) struct Arrival<'a> {
 }
 
 /// Serves one request to completion; errors end the request, never the connection.
-/// Returns the response status, if the request got as far as one.
+/// Returns the response status, if the request got as far as one. `stamp` counts the
+/// request (load report) and adds its fields to the response.
 pub(crate) async fn serve_request<S, B>(
     resolver: Resolver,
     service: S,
     info: ConnectionInfo,
     arrival: Arrival<'_>,
+    stamp: Arc<Stamp>,
 ) -> Option<StatusCode>
 where
     S: HttpService<B>,
@@ -45,6 +49,7 @@ where
             return None;
         }
     };
+    let _in_flight = stamp.started();
     let (mut send, recv) = stream.split();
     let (parts, ()) = head.into_parts();
     let early = arrival.early.is_some();
@@ -54,6 +59,7 @@ where
             arrival.metrics.early_request(EarlyOutcome::TooEarly);
             let mut response = Response::new(http_body_util::Empty::<Bytes>::new());
             *response.status_mut() = StatusCode::TOO_EARLY;
+            stamp.apply(response.status(), response.headers_mut());
             if let Err(err) = respond(&mut send, response).await {
                 tracing::debug!(err = %err.message(), "425 not delivered");
             }
@@ -78,11 +84,15 @@ where
         .await
         .map_err(Into::<BoxError>::into);
     let (status, sent) = match outcome {
-        Ok(response) => (response.status(), respond(&mut send, response).await),
+        Ok(mut response) => {
+            stamp.apply(response.status(), response.headers_mut());
+            (response.status(), respond(&mut send, response).await)
+        }
         Err(err) => {
             tracing::warn!(%err, "handler failed");
             let mut response = Response::new(http_body_util::Empty::<Bytes>::new());
             *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            stamp.apply(response.status(), response.headers_mut());
             (response.status(), respond(&mut send, response).await)
         }
     };

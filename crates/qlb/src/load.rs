@@ -8,12 +8,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use qlb_client::{Client, PickerKind};
+use qlb_client::{
+    ApertureSettings, Client, ClientBuilder, Coordinate, HashPolicy, OutlierDetection, PickerKind,
+};
 
 use crate::client_args::{TrustArgs, Url};
 use crate::durations::{up_to_a_day, up_to_a_year};
 use crate::process::{Threads, runtime};
-use crate::traffic::{Limit, Load, LoadSpec, Progress, Resumption};
+use crate::traffic::{Keys, Limit, Load, LoadSpec, Progress, Resumption};
 
 #[derive(Args)]
 #[command(group = clap::ArgGroup::new("limit").required(true).args(["duration", "requests"]))]
@@ -35,9 +37,42 @@ pub(crate) struct LoadArgs {
     /// Send this many requests.
     #[arg(long)]
     requests: Option<u64>,
-    /// How each client picks a backend: round-robin, random, least-loaded, p2c, peak-ewma.
+    /// How each client picks a backend: round-robin, random, least-loaded, p2c, peak-ewma,
+    /// ring-hash, maglev (by the requests' keys: --hash-keys), wrr (by the backends' load
+    /// reports), aperture (a load-sized window of the fleet per client).
     #[arg(long, default_value = "round-robin")]
     picker: PickerKind,
+    /// Each request carries one of this many affinity keys (`key-0` ...), at random, for
+    /// ring-hash and maglev.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    hash_keys: Option<u64>,
+    /// Send the keys in this request header field, and hash on it (default: as an explicit
+    /// key, no header).
+    #[arg(long, value_name = "NAME", requires = "hash_keys")]
+    hash_header: Option<http::HeaderName>,
+    /// Bounded loads of ring-hash and maglev: no backend above ceil((1 + EPSILON) x the
+    /// average requests in flight).
+    #[arg(long, value_name = "EPSILON", default_value_t = 0.25)]
+    bounded_load: f64,
+    /// Eject backends that fail (5xx, no response) 5 times in a row or half their requests
+    /// over 10 s (Envoy-style outlier detection).
+    #[arg(long)]
+    outlier_detection: bool,
+    /// With --outlier-detection: the most of the fleet ejected at once, in percent.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=100))]
+    max_ejection_percent: u8,
+    /// The aperture picker's smallest window, in backends (each client is placed by its
+    /// index among --connections).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    aperture_min: u64,
+    /// The aperture picker's largest window, in backends [default: the fleet].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    aperture_max: Option<u64>,
+    /// Make each client's --min-connections connections reach distinct backends behind a
+    /// load balancer's VIP (told by the qlb-server-id field of the responses), replacing
+    /// duplicates.
+    #[arg(long)]
+    distinct_backends: bool,
     /// Replace each connection after this long (+-10% jitter).
     #[arg(long, value_parser = up_to_a_year)]
     max_lifetime: Option<Duration>,
@@ -69,20 +104,50 @@ impl LoadArgs {
         runtime.block_on(self.load())
     }
 
+    /// The balancing settings of client `index` (of --connections).
+    fn balancing(&self, builder: ClientBuilder, index: usize) -> ClientBuilder {
+        let mut builder = builder
+            .picker(self.picker)
+            .min_connections(self.min_connections)
+            .distinct_backends(self.distinct_backends)
+            .bounded_load(self.bounded_load)
+            .aperture(ApertureSettings {
+                min_aperture: usize::try_from(self.aperture_min).unwrap_or(usize::MAX),
+                max_aperture: self
+                    .aperture_max
+                    .map_or(usize::MAX, |max| usize::try_from(max).unwrap_or(usize::MAX)),
+                coordinate: Some(Coordinate {
+                    index,
+                    count: self.connections as usize,
+                }),
+                ..ApertureSettings::default()
+            });
+        if let Some(header) = &self.hash_header {
+            builder = builder.hash_policy(HashPolicy::Header(header.clone()));
+        }
+        if self.outlier_detection {
+            builder = builder.outlier_detection(OutlierDetection {
+                max_ejection_percent: self.max_ejection_percent,
+                ..OutlierDetection::default()
+            });
+        }
+        if let Some(lifetime) = self.max_lifetime {
+            builder = builder.max_lifetime(lifetime);
+        }
+        builder
+    }
+
     async fn load(self) -> Result<ExitCode> {
         let trust = self.trust.trust()?;
         let clients = (0..self.connections)
-            .map(|_| {
-                let mut builder = Client::builder(self.url.target()?, trust.clone())
+            .map(|index| {
+                let builder = Client::builder(self.url.target()?, trust.clone())
                     .server_name(&self.url.host)
-                    .picker(self.picker)
-                    .min_connections(self.min_connections)
                     .timeout(self.timeout)
                     .zero_rtt(self.zero_rtt);
-                if let Some(lifetime) = self.max_lifetime {
-                    builder = builder.max_lifetime(lifetime);
-                }
-                builder.build().context("client settings")
+                self.balancing(builder, index as usize)
+                    .build()
+                    .context("client settings")
             })
             .collect::<Result<Vec<_>>>()?;
         let limit = match (self.duration, self.requests) {
@@ -97,6 +162,10 @@ impl LoadArgs {
                 concurrency: self.concurrency as usize,
                 limit,
                 migrate_every: self.migrate_every,
+                keys: self.hash_keys.map(|count| Keys {
+                    count,
+                    header: self.hash_header.clone(),
+                }),
             },
         );
         let progress = Progress::new(self.duration);

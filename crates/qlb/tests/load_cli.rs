@@ -1,5 +1,6 @@
 //! `qlb load` as scripts run it: the real binary through `qlb lb` to three `qlb serve`
-//! backends, with `--json`, migrations on, and its refusals of bad arguments.
+//! backends, with `--json`, migrations on, the balancing pickers, distinct backends behind
+//! the VIP, and its refusals of bad arguments.
 
 mod support;
 
@@ -99,6 +100,85 @@ fn a_request_count_is_exact() -> TestResult {
     Ok(())
 }
 
+/// `qlb load --json` through `url` with `args`; its summary, after checking it succeeded.
+fn load_summary(url: &str, args: &[&str]) -> TestResult<serde_json::Value> {
+    let output = run(
+        "qlb load",
+        &mut qlb_load(&[&[url, "--insecure", "--json"], args].concat()),
+        Duration::from_secs(60),
+    )?;
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    assert!(output.status.success(), "{summary}");
+    assert_eq!(summary["errors"], 0, "{summary}");
+    Ok(summary)
+}
+
+#[test]
+fn distinct_dialing_reaches_four_backends_behind_the_load_balancer_in_every_run() -> TestResult {
+    let cluster = Cluster::start(Spec {
+        backends: 4,
+        ..Spec::default()
+    })?;
+    let url = format!("https://{}/whoami", cluster.lbs[0].addr);
+    for run in 0..3 {
+        let summary = load_summary(
+            &url,
+            &[
+                "--distinct-backends",
+                "--min-connections",
+                "4",
+                "--concurrency",
+                "8",
+                "--duration",
+                "2s",
+            ],
+        )?;
+        eprintln!("run {run}: {summary}");
+        // One client, four connections, four server IDs; requests reached all four.
+        let servers = summary["balancing"]["connections_by_server"]
+            .as_object()
+            .ok_or("connections_by_server")?;
+        assert_eq!(servers.len(), 4, "run {run}: {summary}");
+        assert!(
+            servers.values().all(|count| count == 1),
+            "run {run}: {summary}"
+        );
+        let per_backend = summary["per_backend"].as_object().ok_or("per_backend")?;
+        assert_eq!(per_backend.len(), 4, "run {run}: {summary}");
+    }
+    Ok(())
+}
+
+#[test]
+fn the_balancing_pickers_run_and_report() -> TestResult {
+    let cluster = Cluster::start(Spec::default())?;
+    let url = format!("https://{}/whoami", cluster.lbs[0].addr);
+    for picker in ["ring-hash", "maglev", "wrr", "aperture"] {
+        let summary = load_summary(
+            &url,
+            &[
+                "--picker",
+                picker,
+                "--hash-keys",
+                "16",
+                "--hash-header",
+                "x-user",
+                "--outlier-detection",
+                "--requests",
+                "40",
+            ],
+        )?;
+        assert_eq!(summary["requests"], 40, "{picker}: {summary}");
+        let aperture = &summary["balancing"]["aperture"];
+        assert_eq!(
+            aperture.is_null(),
+            picker != "aperture",
+            "{picker}: {summary}"
+        );
+    }
+    Ok(())
+}
+
 #[test]
 fn failed_requests_are_counted_by_kind_and_fail_the_exit_code() -> TestResult {
     // Nothing listens there: every request fails to connect, within its timeout.
@@ -148,6 +228,30 @@ fn bad_arguments_are_refused_with_the_reason() -> TestResult {
                 "best",
             ][..],
             "round-robin",
+        ),
+        (
+            &[
+                "https://127.0.0.1:4433/",
+                "--insecure",
+                "--requests",
+                "1",
+                "--bounded-load",
+                "0",
+            ][..],
+            "bounded_load",
+        ),
+        (
+            &[
+                "https://127.0.0.1:4433/",
+                "--insecure",
+                "--requests",
+                "1",
+                "--aperture-min",
+                "5",
+                "--aperture-max",
+                "2",
+            ][..],
+            "aperture.min_aperture",
         ),
     ] {
         let output = run("qlb load", &mut qlb_load(args), Duration::from_secs(30))?;

@@ -1,7 +1,8 @@
-//! One backend of a client: its connection pool, health, latency estimate and counters.
+//! One backend of a client: its connection pool, health, latency estimate, load-report
+//! weight and counters; it tells outlier detection how its requests end.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -9,7 +10,10 @@ use http_body::Body;
 
 use crate::balancing::ewma::PeakEwma;
 use crate::balancing::health::{HealthCheck, HealthTracker};
+use crate::balancing::outlier::Outliers;
 use crate::balancing::picker::Load;
+use crate::balancing::wrr::report::{LOAD_HEADER, LoadReport};
+use crate::balancing::wrr::weight::{Weight, WrrSettings};
 use crate::connections::lease::RequestObserver;
 use crate::connections::plan;
 use crate::connections::pool::Pool;
@@ -26,45 +30,44 @@ pub(crate) struct Backend {
     pub(crate) pool: Arc<Pool>,
     health: Mutex<HealthTracker>,
     latency: Mutex<PeakEwma>,
+    weight: Mutex<Weight>,
+    wrr: WrrSettings,
+    /// Requests picked for it that have no connection yet ([`Picked`]): counted as load
+    /// already, so that load-aware pickers (bounded loads above all) see a burst before its
+    /// handshake ends, and the next pick sees this one.
+    connecting: AtomicU64,
+    /// The client's outlier detection, if on (shared by its backends).
+    outliers: Option<Arc<Mutex<Outliers>>>,
+}
+
+/// What a backend shares with the other backends of its client.
+#[derive(Clone, Debug)]
+pub(crate) struct Shared {
+    pub(crate) settings: Arc<ConnectSettings>,
+    pub(crate) limits: plan::Limits,
+    pub(crate) wrr: WrrSettings,
+    pub(crate) outliers: Option<Arc<Mutex<Outliers>>>,
 }
 
 impl Backend {
-    pub(crate) fn new(
-        addr: SocketAddr,
-        settings: Arc<ConnectSettings>,
-        limits: plan::Limits,
-    ) -> Arc<Self> {
+    pub(crate) fn new(addr: SocketAddr, shared: &Shared) -> Arc<Self> {
         Arc::new(Self {
             addr,
-            pool: Pool::new(addr, settings, limits),
+            pool: Pool::new(addr, shared.settings.clone(), shared.limits),
             health: Mutex::default(),
             latency: Mutex::default(),
+            weight: Mutex::default(),
+            connecting: AtomicU64::new(0),
+            outliers: shared.outliers.clone(),
+            wrr: shared.wrr,
         })
     }
 
-    /// Sends one attempt of a request here: a connection from the pool, then the exchange.
-    /// A failed connection attempt leaves the request unprocessed.
-    pub(crate) async fn send<B>(
-        self: &Arc<Self>,
-        head: &RequestHead,
-        body: B,
-        deadline: Deadline,
-    ) -> Result<http::Response<ResponseBody>, Failure<B>>
-    where
-        B: Body + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<BoxError>,
-    {
-        let lease = match self.pool.acquire(self.clone()).await {
-            Ok(lease) => lease,
-            Err(error) => {
-                // Counted here: no lease was made to count it.
-                bump(&self.pool.stats.requests);
-                self.failed();
-                return Err(Failure::Unprocessed { error, body });
-            }
-        };
-        request::send_on(lease, head, body, Some(deadline)).await
+    /// Counts one request as load here from now on: the picker chose this backend, and the
+    /// request is on its way to a connection.
+    pub(crate) fn reserve(self: &Arc<Self>) -> Picked {
+        bump(&self.connecting);
+        Picked(self.clone())
     }
 
     /// Whether health checks find it healthy (always, without health checks).
@@ -84,14 +87,36 @@ impl Backend {
 
     /// What the picker needs to know now.
     pub(crate) fn load(&self, now: Instant) -> Load {
+        let in_flight = read(&self.pool.stats.in_flight) + read(&self.connecting);
         Load {
-            in_flight: usize::try_from(read(&self.pool.stats.in_flight)).unwrap_or(usize::MAX),
+            in_flight: usize::try_from(in_flight).unwrap_or(usize::MAX),
             latency: lock(&self.latency).estimate(now),
+            weight: lock(&self.weight).current(now, &self.wrr),
+        }
+    }
+
+    /// Whether outlier detection has it ejected now.
+    pub(crate) fn is_ejected(&self, now: Instant) -> bool {
+        self.outliers
+            .as_ref()
+            .is_some_and(|outliers| lock(outliers).standing(self.addr, now).ejected)
+    }
+
+    /// Tells outlier detection how a request ended.
+    fn outcome(&self, ok: bool) {
+        if let Some(outliers) = &self.outliers {
+            lock(outliers).observe(self.addr, ok, Instant::now());
         }
     }
 
     pub(crate) fn snapshot(&self) -> BackendSnapshot {
         let stats = &self.pool.stats;
+        let now = Instant::now();
+        let outlier = self
+            .outliers
+            .as_ref()
+            .map(|outliers| lock(outliers).standing(self.addr, now))
+            .unwrap_or_default();
         BackendSnapshot {
             addr: self.addr,
             healthy: self.is_healthy(),
@@ -100,6 +125,7 @@ impl Backend {
             requests: read(&stats.requests),
             errors: read(&stats.errors),
             connections_open: self.pool.open_count() as u64,
+            server_ids: self.pool.server_ids(),
             connections_opened: read(&stats.connections_opened),
             connect_failures: read(&stats.connect_failures),
             connections_closed: stats.close_counts(),
@@ -107,8 +133,55 @@ impl Backend {
             resumed: read(&stats.resumed),
             zero_rtt_accepted: read(&stats.zero_rtt_accepted),
             zero_rtt_rejected: read(&stats.zero_rtt_rejected),
-            latency: lock(&self.latency).estimate(Instant::now()),
+            latency: lock(&self.latency).estimate(now),
+            weight: lock(&self.weight).current(now, &self.wrr),
+            ejected: outlier.ejected,
+            ejections: outlier.ejections,
         }
+    }
+}
+
+/// A backend a picker chose for one attempt, counted as load there from the pick until the
+/// attempt has its connection (its lease counts it from then on), or is dropped.
+pub(crate) struct Picked(Arc<Backend>);
+
+impl Picked {
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.0.addr
+    }
+
+    /// Sends the attempt: a connection from the pool, then the exchange. A failed
+    /// connection attempt leaves the request unprocessed.
+    pub(crate) async fn send<B>(
+        self,
+        head: &RequestHead,
+        body: B,
+        deadline: Deadline,
+    ) -> Result<http::Response<ResponseBody>, Failure<B>>
+    where
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let backend = self.0.clone();
+        let acquired = backend.pool.acquire(backend.clone()).await;
+        drop(self);
+        let lease = match acquired {
+            Ok(lease) => lease,
+            Err(error) => {
+                // Counted here: no lease was made to count it.
+                bump(&backend.pool.stats.requests);
+                backend.failed(true);
+                return Err(Failure::Unprocessed { error, body });
+            }
+        };
+        request::send_on(lease, head, body, Some(deadline)).await
+    }
+}
+
+impl Drop for Picked {
+    fn drop(&mut self) {
+        self.0.connecting.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -119,12 +192,20 @@ impl RequestObserver for Backend {
         bump(&stats.in_flight);
     }
 
-    fn responded(&self, latency: Duration) {
-        lock(&self.latency).observe(latency, Instant::now());
+    fn responded(&self, latency: Duration, status: http::StatusCode, headers: &http::HeaderMap) {
+        let now = Instant::now();
+        lock(&self.latency).observe(latency, now);
+        if let Some(report) = headers.get(LOAD_HEADER).and_then(LoadReport::parse) {
+            lock(&self.weight).observe(&report, now, &self.wrr);
+        }
+        self.outcome(!status.is_server_error());
     }
 
-    fn failed(&self) {
+    fn failed(&self, unanswered: bool) {
         bump(&self.pool.stats.errors);
+        if unanswered {
+            self.outcome(false);
+        }
     }
 
     fn ended(&self) {

@@ -3,20 +3,24 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
-use crate::balancing::backend::Backend;
-use crate::balancing::picker::{Load, Picker, PickerKind};
+use crate::balancing::aperture::{Aperture, ApertureSettings};
+use crate::balancing::backend::{self, Backend, Picked};
+use crate::balancing::outlier::{OutlierDetection, Outliers};
+use crate::balancing::picker::{Ask, Load, Picker, PickerKind};
+use crate::balancing::wrr::weight::WrrSettings;
 use crate::connections::plan;
 use crate::connections::shared::ConnectSettings;
 use crate::discovery::resolver::BackendSet;
 use crate::discovery::subset::subset;
 use crate::error::Error;
 use crate::stats::snapshot::ClientSnapshot;
+use crate::sync::lock;
 
 /// How often the pools look at expiries, idleness and back-offs.
 const MAINTENANCE_TICK: Duration = Duration::from_millis(100);
@@ -40,16 +44,20 @@ pub(crate) struct Standing {
     pub(crate) failing: bool,
     /// The attempt being retried went there.
     pub(crate) excluded: bool,
+    /// Outlier detection ejected it.
+    pub(crate) ejected: bool,
 }
 
-/// The indices of the backends a request may go to: healthy ones that connect and are not
-/// excluded; failing that, healthy ones that are not excluded; failing that, any healthy
-/// one. Empty when none is healthy.
+/// The indices of the backends a request may go to: healthy ones that connect and are
+/// neither excluded nor ejected; failing that, healthy ones neither excluded nor ejected;
+/// failing that, healthy ones not ejected; failing that, any healthy one. Empty when none is
+/// healthy.
 #[must_use]
 pub(crate) fn eligible(standings: &[Standing]) -> Vec<usize> {
-    let tiers: [fn(&Standing) -> bool; 3] = [
-        |s| s.healthy && !s.failing && !s.excluded,
-        |s| s.healthy && !s.excluded,
+    let tiers: [fn(&Standing) -> bool; 4] = [
+        |s| s.healthy && !s.failing && !s.excluded && !s.ejected,
+        |s| s.healthy && !s.excluded && !s.ejected,
+        |s| s.healthy && !s.ejected,
         |s| s.healthy,
     ];
     tiers
@@ -63,6 +71,30 @@ pub(crate) fn eligible(standings: &[Standing]) -> Vec<usize> {
         .unwrap_or_default()
 }
 
+/// The candidates of a request (index, and its share of the aperture's arc with one): the
+/// [`eligible`] backends of the aperture's `window` (index, arc length) when there is one
+/// and it has any, else the eligible ones of the whole fleet.
+#[must_use]
+pub(crate) fn candidates(
+    standings: &[Standing],
+    window: Option<&[(usize, f64)]>,
+) -> Vec<(usize, Option<f64>)> {
+    if let Some(window) = window {
+        let inside: Vec<Standing> = window.iter().map(|&(index, _)| standings[index]).collect();
+        let chosen: Vec<(usize, Option<f64>)> = eligible(&inside)
+            .iter()
+            .map(|&i| (window[i].0, Some(window[i].1)))
+            .collect();
+        if !chosen.is_empty() {
+            return chosen;
+        }
+    }
+    eligible(standings)
+        .into_iter()
+        .map(|index| (index, None))
+        .collect()
+}
+
 /// Subsetting: keep at most `size` backends, chosen by rendezvous hashing on `client_id`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Subsetting {
@@ -70,30 +102,58 @@ pub(crate) struct Subsetting {
     pub(crate) client_id: u64,
 }
 
+/// How a client spreads its requests: the picker and its settings, outlier detection,
+/// subsetting.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Policy {
+    pub(crate) picker: PickerKind,
+    /// Bounded loads' slack for the hashing pickers.
+    pub(crate) epsilon: f64,
+    pub(crate) wrr: WrrSettings,
+    pub(crate) outlier_detection: Option<OutlierDetection>,
+    /// The `aperture` picker's window.
+    pub(crate) aperture: ApertureSettings,
+    pub(crate) subsetting: Option<Subsetting>,
+}
+
 /// The backends of a client and how requests are spread over them.
 pub(crate) struct Balancer {
     backends: RwLock<Arc<[Arc<Backend>]>>,
     resolution: watch::Sender<Resolution>,
     picker: Picker,
-    settings: Arc<ConnectSettings>,
-    limits: plan::Limits,
+    /// The window of the `aperture` picker (None with the others).
+    aperture: Option<Mutex<Aperture>>,
+    /// Held from reading the loads to reserving the chosen backend by the pickers whose
+    /// guarantee needs exact counts (bounded loads): two picks must not both see room.
+    serial: Option<Mutex<()>>,
+    shared: backend::Shared,
     subsetting: Option<Subsetting>,
 }
 
 impl Balancer {
     pub(crate) fn new(
-        picker: PickerKind,
+        policy: Policy,
         settings: Arc<ConnectSettings>,
         limits: plan::Limits,
-        subsetting: Option<Subsetting>,
     ) -> Self {
+        let outliers = policy
+            .outlier_detection
+            .map(|detection| Arc::new(Mutex::new(Outliers::new(detection))));
         Self {
             backends: RwLock::new(Arc::new([])),
             resolution: watch::Sender::new(Resolution::Pending),
-            picker: Picker::new(picker),
-            settings,
-            limits,
-            subsetting,
+            picker: Picker::new(policy.picker, policy.epsilon),
+            aperture: (policy.picker == PickerKind::Aperture)
+                .then(|| Mutex::new(Aperture::new(policy.aperture, rand::random()))),
+            serial: matches!(policy.picker, PickerKind::RingHash | PickerKind::Maglev)
+                .then(Mutex::default),
+            shared: backend::Shared {
+                settings,
+                limits,
+                wrr: policy.wrr,
+                outliers,
+            },
+            subsetting: policy.subsetting,
         }
     }
 
@@ -107,19 +167,24 @@ impl Balancer {
 
     /// A snapshot of the backends, with the client's retry count.
     pub(crate) fn snapshot(&self, retries: u64) -> ClientSnapshot {
+        let backends = self.backends();
         ClientSnapshot {
-            backends: self
-                .backends()
-                .iter()
-                .map(|backend| backend.snapshot())
-                .collect(),
+            backends: backends.iter().map(|backend| backend.snapshot()).collect(),
             retries,
+            aperture: self
+                .aperture
+                .as_ref()
+                .map(|aperture| lock(aperture).window(backends.len()).len()),
         }
     }
 
     /// The backend for one attempt, after the first resolution; `excluded` is the backend
-    /// of the attempt being retried.
-    pub(crate) async fn pick(&self, excluded: Option<SocketAddr>) -> Result<Arc<Backend>, Error> {
+    /// of the attempt being retried, `key` the request's affinity key hash.
+    pub(crate) async fn pick(
+        &self,
+        excluded: Option<SocketAddr>,
+        key: Option<u64>,
+    ) -> Result<Picked, Error> {
         let mut resolution = self.resolution.subscribe();
         let resolved = resolution
             .wait_for(|resolution| *resolution != Resolution::Pending)
@@ -133,25 +198,69 @@ impl Balancer {
                 _ => "the target resolved to no address".to_owned(),
             }));
         }
+        let _serial = self.serial.as_ref().map(lock);
+        let now = Instant::now();
+        self.tick_outliers(now);
         let standings: Vec<Standing> = backends
             .iter()
             .map(|backend| Standing {
                 healthy: backend.is_healthy(),
                 failing: backend.is_failing(),
                 excluded: Some(backend.addr) == excluded,
+                ejected: backend.is_ejected(now),
             })
             .collect();
-        let candidates = eligible(&standings);
-        let now = Instant::now();
+        let window = self.window(&backends, now);
+        let candidates = candidates(&standings, window.as_deref());
         let loads: Vec<Load> = candidates
             .iter()
-            .map(|&index| backends[index].load(now))
+            .map(|&(index, share)| {
+                let load = backends[index].load(now);
+                // The aperture weighs by arc coverage (evenly outside its window), not by
+                // load reports.
+                let weight = if window.is_some() { share } else { load.weight };
+                Load { weight, ..load }
+            })
             .collect();
+        let fleet: Vec<SocketAddr> = backends.iter().map(|backend| backend.addr).collect();
+        let members: Vec<usize> = candidates.iter().map(|&(index, _)| index).collect();
+        let ask = Ask {
+            fleet: &fleet,
+            members: &members,
+            key,
+            retry: excluded.is_some(),
+        };
         let chosen = self
             .picker
-            .pick(&loads, excluded.is_some())
+            .pick(&loads, ask)
             .ok_or(Error::NoHealthyBackends(backends.len()))?;
-        Ok(backends[candidates[chosen]].clone())
+        Ok(backends[candidates[chosen].0].reserve())
+    }
+
+    /// The aperture's window over `backends` (index, arc length) after it took the load in
+    /// flight; the pools outside it go on standby. None without aperture.
+    fn window(&self, backends: &[Arc<Backend>], now: Instant) -> Option<Vec<(usize, f64)>> {
+        let mut aperture = lock(self.aperture.as_ref()?);
+        let in_flight = backends
+            .iter()
+            .map(|backend| backend.load(now).in_flight)
+            .sum();
+        aperture.observe(in_flight, backends.len());
+        let window = aperture.window(backends.len());
+        drop(aperture);
+        for (index, backend) in backends.iter().enumerate() {
+            backend
+                .pool
+                .set_standby(!window.iter().any(|&(i, _)| i == index));
+        }
+        Some(window)
+    }
+
+    /// Ends ejections that are over, judges the interval's failure shares.
+    fn tick_outliers(&self, now: Instant) {
+        if let Some(outliers) = &self.shared.outliers {
+            lock(outliers).tick(now);
+        }
     }
 
     /// Every backend's pool stops: the client is gone.
@@ -186,12 +295,15 @@ impl BackendSet for Balancer {
             .map(|&addr| {
                 old.remove(&addr).unwrap_or_else(|| {
                     tracing::info!(backend = %addr, "backend added");
-                    Backend::new(addr, self.settings.clone(), self.limits)
+                    Backend::new(addr, &self.shared)
                 })
             })
             .collect();
         *backends = next;
         drop(backends);
+        if let Some(outliers) = &self.shared.outliers {
+            lock(outliers).set_fleet(&chosen);
+        }
         for gone in old.into_values() {
             tracing::info!(backend = %gone.addr, "backend removed");
             gone.pool.close();
@@ -225,6 +337,7 @@ pub(crate) async fn maintain(balancer: Arc<Balancer>) {
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
+        balancer.tick_outliers(Instant::now());
         for backend in balancer.backends().iter() {
             backend.pool.maintain();
         }
@@ -240,7 +353,39 @@ mod tests {
             healthy,
             failing,
             excluded,
+            ejected: false,
         }
+    }
+
+    #[test]
+    fn the_aperture_window_narrows_the_candidates_unless_none_in_it_can_serve() {
+        let up = standing(true, false, false);
+        let down = standing(false, false, false);
+        let window = [(1, 0.25), (2, 0.5)];
+        assert_eq!(
+            candidates(&[up, up, up, up], Some(&window)),
+            [(1, Some(0.25)), (2, Some(0.5))]
+        );
+        assert_eq!(
+            candidates(&[up, up, down, up], Some(&window)),
+            [(1, Some(0.25))]
+        );
+        assert_eq!(
+            candidates(&[up, down, down, up], Some(&window)),
+            [(0, None), (3, None)]
+        );
+        assert_eq!(candidates(&[up, down], None), [(0, None)]);
+    }
+
+    #[test]
+    fn ejected_backends_serve_only_when_no_other_healthy_one_does() {
+        let ejected = Standing {
+            ejected: true,
+            ..standing(true, false, false)
+        };
+        assert_eq!(eligible(&[ejected, standing(true, true, false)]), [1]);
+        assert_eq!(eligible(&[ejected, standing(true, false, true)]), [1]);
+        assert_eq!(eligible(&[ejected, standing(false, false, false)]), [0]);
     }
 
     #[test]

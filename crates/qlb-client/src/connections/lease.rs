@@ -11,10 +11,11 @@ use crate::connections::shared::ConnShared;
 pub(crate) trait RequestObserver: Send + Sync {
     /// The request was given a connection.
     fn started(&self);
-    /// Its response headers arrived after `latency`.
-    fn responded(&self, latency: Duration);
-    /// It failed (counted once per request).
-    fn failed(&self);
+    /// Its response head (`status`, `headers`) arrived after `latency`.
+    fn responded(&self, latency: Duration, status: http::StatusCode, headers: &http::HeaderMap);
+    /// It failed (counted once per request); `unanswered`: before any response, for a reason
+    /// that speaks against the backend (not a GOAWAY refusal), which outlier detection counts.
+    fn failed(&self, unanswered: bool);
     /// It is no longer in flight.
     fn ended(&self);
 }
@@ -57,19 +58,30 @@ impl Lease {
         &self.conn
     }
 
-    /// The response headers arrived: feeds the backend's latency estimate.
-    pub(crate) fn responded(&mut self) {
+    /// The response head arrived: feeds the backend's latency estimate, load-report weight
+    /// and outlier detection.
+    pub(crate) fn responded(&mut self, status: http::StatusCode, headers: &http::HeaderMap) {
         if let Some(observer) = &self.observer {
-            observer.responded(self.started.elapsed());
+            observer.responded(self.started.elapsed(), status, headers);
         }
         self.outcome = Outcome::Responded;
     }
 
     /// The request failed: counted once as an error of the backend.
     pub(crate) fn failed(&mut self) {
+        self.fail(true);
+    }
+
+    /// The server refused the request because it is going away (GOAWAY, H3_REQUEST_REJECTED):
+    /// an error, but not one that makes the backend an outlier.
+    pub(crate) fn turned_away(&mut self) {
+        self.fail(false);
+    }
+
+    fn fail(&mut self, blame: bool) {
         if self.outcome != Outcome::Failed {
             if let Some(observer) = &self.observer {
-                observer.failed();
+                observer.failed(blame && self.outcome == Outcome::Pending);
             }
         }
         self.outcome = Outcome::Failed;

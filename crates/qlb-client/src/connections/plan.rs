@@ -17,6 +17,10 @@ pub(crate) struct Limits {
     /// Connections that carried no request for this long are drained (beyond the minimum).
     /// None: never.
     pub(crate) idle_timeout: Option<Duration>,
+    /// Connections that reached the server of another one are replaced
+    /// ([`distinct`](crate::connections::distinct)), one more redial every this long once
+    /// the budget is spent. None: they are kept.
+    pub(crate) distinct: Option<Duration>,
 }
 
 /// One connection that takes requests (draining ones are out of the plan), as seen now.
@@ -172,6 +176,7 @@ mod tests {
         Limits {
             min_connections,
             idle_timeout,
+            distinct: None,
         }
     }
 

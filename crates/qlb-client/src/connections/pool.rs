@@ -2,11 +2,13 @@
 //! [`plan`](crate::connections::plan) decides. This layer only carries the decisions out and keeps the books.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+use crate::connections::distinct::{self, Redials};
 use crate::connections::lease::{Lease, RequestObserver};
 use crate::connections::plan;
 use crate::connections::shared::{self, ConnShared, ConnectSettings, Early, Event, Listener};
@@ -47,6 +49,8 @@ struct State {
     retry_at: Option<Instant>,
     /// The backend is gone: open nothing more.
     closed: bool,
+    /// The budget of replacements for connections that reached a server twice.
+    redials: Redials,
 }
 
 /// The connections to one backend.
@@ -54,6 +58,8 @@ pub(crate) struct Pool {
     addr: SocketAddr,
     settings: Arc<ConnectSettings>,
     limits: plan::Limits,
+    /// Outside the client's aperture: no minimum, idle connections close at once.
+    standby: AtomicBool,
     state: Mutex<State>,
     /// Wakes requests waiting for a connection.
     changed: Notify,
@@ -70,6 +76,7 @@ impl Pool {
             addr,
             settings,
             limits,
+            standby: AtomicBool::new(false),
             state: Mutex::default(),
             changed: Notify::new(),
             stats: BackendStats::default(),
@@ -78,6 +85,25 @@ impl Pool {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         lock(&self.state)
+    }
+
+    /// Puts the pool on standby (the backend left the client's aperture: it keeps no
+    /// connection it does not use) or back in service.
+    pub(crate) fn set_standby(&self, standby: bool) {
+        self.standby.store(standby, Ordering::Relaxed);
+    }
+
+    /// The limits the plan follows now.
+    fn limits(&self) -> plan::Limits {
+        if self.standby.load(Ordering::Relaxed) {
+            plan::Limits {
+                min_connections: 0,
+                idle_timeout: Some(Duration::ZERO),
+                ..self.limits
+            }
+        } else {
+            self.limits
+        }
     }
 
     /// A connection for one request: the one [`plan::choose`] picks, waiting for a
@@ -115,7 +141,7 @@ impl Pool {
                         return Ok(Lease::new(conn, Some(observer)));
                     }
                     // It started draining in between (GOAWAY): out of the slots with it.
-                    self.retire(&mut state, conn.id, CloseReason::GoAway);
+                    self.retire_gone_away(&mut state, conn.id);
                 }
                 state.waiting += 1;
                 self.carry_out(&mut state, now, true);
@@ -152,6 +178,16 @@ impl Pool {
         ready_conns(&state).cloned().collect()
     }
 
+    /// The servers the connections taking requests reached, where known (sorted).
+    pub(crate) fn server_ids(&self) -> Vec<String> {
+        let state = self.lock();
+        let mut ids: Vec<String> = ready_conns(&state)
+            .filter_map(|conn| conn.server_id().map(str::to_owned))
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// Connections open now, draining ones included.
     pub(crate) fn open_count(&self) -> usize {
         let state = self.lock();
@@ -174,6 +210,10 @@ impl Pool {
         if state.closed {
             return;
         }
+        let limits = self.limits();
+        if let Some(refill) = limits.distinct {
+            self.retire_duplicates(state, limits.min_connections, now, refill);
+        }
         let conns: Vec<plan::Conn> = state
             .slots
             .iter()
@@ -187,7 +227,7 @@ impl Pool {
                 Slot::Ready(conn) => view(conn),
             })
             .collect();
-        let planned = plan::plan(&conns, &self.limits, &demand(state), now);
+        let planned = plan::plan(&conns, &limits, &demand(state), now);
         for &(id, reason) in &planned.drain {
             self.retire(state, id, reason);
         }
@@ -200,6 +240,39 @@ impl Pool {
             for _ in 0..planned.open {
                 self.open(state);
             }
+        }
+    }
+
+    /// Retires connection `id` after GOAWAY (whoever notices first: its driver, or a
+    /// request that found it draining); a replacement if the backend still needs one.
+    fn retire_gone_away(&self, state: &mut State, id: u64) {
+        if self.retire(state, id, CloseReason::GoAway) {
+            let conns: Vec<plan::Conn> = ready_conns(state).map(|conn| view(conn)).collect();
+            if plan::wanted(&conns, &self.limits(), &demand(state), Instant::now()) > 0 {
+                bump(&self.stats.replacements);
+            }
+        }
+    }
+
+    /// Retires the connections that reached the server of an older one, while the redial
+    /// budget of a pool of `connections` lasts, refilled every `refill` (the plan then
+    /// opens their replacements).
+    fn retire_duplicates(
+        &self,
+        state: &mut State,
+        connections: usize,
+        now: Instant,
+        refill: Duration,
+    ) {
+        let identities: Vec<(u64, Option<&str>)> = ready_conns(state)
+            .map(|conn| (conn.id, conn.server_id()))
+            .collect();
+        let duplicates = distinct::duplicates(&identities);
+        for id in duplicates {
+            if !state.redials.take(connections, now, refill) {
+                break;
+            }
+            self.retire(state, id, CloseReason::Duplicate);
         }
     }
 
@@ -264,6 +337,10 @@ impl Pool {
                     conn.start_draining(CloseReason::Removed);
                     state.draining.push(conn);
                 } else {
+                    if self.limits.distinct.is_some() {
+                        let (conn, within) = (conn.clone(), self.settings.connect_timeout);
+                        tokio::spawn(async move { conn.probe_identity(within).await });
+                    }
                     state.slots.push(Slot::Ready(conn));
                 }
             }
@@ -285,15 +362,7 @@ impl Pool {
     fn on_event(self: &Arc<Self>, id: u64, event: Event) {
         let mut state = self.lock();
         match event {
-            Event::GoAway => {
-                if self.retire(&mut state, id, CloseReason::GoAway) {
-                    let conns: Vec<plan::Conn> =
-                        ready_conns(&state).map(|conn| view(conn)).collect();
-                    if plan::wanted(&conns, &self.limits, &demand(&state), Instant::now()) > 0 {
-                        bump(&self.stats.replacements);
-                    }
-                }
-            }
+            Event::GoAway => self.retire_gone_away(&mut state, id),
             Event::Closed => {
                 let closed = match state.slots.iter().position(|slot| slot.id() == id) {
                     Some(index) => match state.slots.remove(index) {
@@ -310,6 +379,8 @@ impl Pool {
                     self.stats.closed(conn.close_reason());
                 }
             }
+            // Carrying out the plan below retires it if it duplicates another.
+            Event::Identified => {}
         }
         self.carry_out(&mut state, Instant::now(), false);
         drop(state);

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use h3::ConnectionState as _;
 use tokio::sync::watch;
 
+use crate::connections::identity;
 use crate::connections::plan::jittered;
 use crate::error::ConnectError;
 use crate::error::http3::Http3Error;
@@ -43,6 +44,8 @@ pub(crate) enum Event {
     GoAway,
     /// The connection is closed.
     Closed,
+    /// The connection learnt which server it reached.
+    Identified,
 }
 
 /// How connections are opened: TLS and transport, server name, handshake timeout.
@@ -110,6 +113,8 @@ pub(crate) struct ConnShared {
     going_away: AtomicBool,
     /// Where GOAWAY is reported (the pool, which replaces the connection).
     listener: Listener,
+    /// The server it reached, once a response named it.
+    server_id: OnceLock<Box<str>>,
     /// The fate of its 0-RTT early data.
     early: watch::Receiver<Early>,
 }
@@ -202,6 +207,7 @@ impl ConnShared {
             going_away: AtomicBool::new(false),
             listener: listener.clone(),
             early,
+            server_id: OnceLock::new(),
         });
         tokio::spawn(drive(driver, Arc::downgrade(&shared), listener));
         Ok(shared)
@@ -253,6 +259,40 @@ impl ConnShared {
         if !self.going_away.swap(true, Ordering::SeqCst) {
             self.start_draining(CloseReason::GoAway);
             (self.listener)(self.id, Event::GoAway);
+        }
+    }
+
+    /// The server it reached, if a response named it.
+    pub(crate) fn server_id(&self) -> Option<&str> {
+        self.server_id.get().map(|id| &**id)
+    }
+
+    /// Takes the server ID a response's `headers` carry; the first one sticks (the peer of
+    /// a connection does not change) and is reported to the pool.
+    pub(crate) fn identify(&self, headers: &http::HeaderMap) {
+        if self.server_id.get().is_none() {
+            if let Some(id) = identity::server_id(headers) {
+                self.learnt(id);
+            }
+        }
+    }
+
+    /// Asks the server who it is (`HEAD /`), within the connect timeout `within`.
+    pub(crate) async fn probe_identity(&self, within: Duration) {
+        let authority = if self.server_name.contains(':') {
+            format!("[{}]", self.server_name)
+        } else {
+            self.server_name.to_string()
+        };
+        let probe = identity::probe(self.sender(), &authority);
+        if let Ok(Some(id)) = tokio::time::timeout(within, probe).await {
+            self.learnt(id);
+        }
+    }
+
+    fn learnt(&self, id: Box<str>) {
+        if self.server_id.set(id).is_ok() {
+            (self.listener)(self.id, Event::Identified);
         }
     }
 

@@ -200,7 +200,8 @@ where
     }
     match outcome.result {
         Ok((response, stream, pump)) => {
-            lease.responded();
+            lease.responded(response.status(), response.headers());
+            conn.identify(response.headers());
             let served = ServedBy {
                 backend: conn.remote_addr(),
                 connection: conn.id,
@@ -215,8 +216,10 @@ where
             };
             if matches!(error, Error::Rejected | Error::GoingAway) {
                 conn.going_away();
+                lease.turned_away();
+            } else {
+                lease.failed();
             }
-            lease.failed();
             Err(failure)
         }
     }

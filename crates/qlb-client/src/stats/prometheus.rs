@@ -40,7 +40,7 @@ type Series = (
     fn(&BackendSnapshot) -> u64,
 );
 
-const PER_BACKEND: [Series; 11] = [
+const PER_BACKEND: [Series; 13] = [
     (
         "backend_healthy",
         "1 if health checks find the backend healthy (always without checks)",
@@ -79,6 +79,18 @@ const PER_BACKEND: [Series; 11] = [
         "Connection attempts that failed",
         MetricType::Counter,
         |b| b.connect_failures,
+    ),
+    (
+        "backend_ejected",
+        "1 while outlier detection has the backend ejected",
+        MetricType::Gauge,
+        |b| u64::from(b.ejected),
+    ),
+    (
+        "ejections",
+        "Times outlier detection ejected the backend",
+        MetricType::Counter,
+        |b| b.ejections,
     ),
     (
         "replacements",
@@ -139,7 +151,17 @@ impl prometheus_client::collector::Collector for Collector {
             None,
             MetricType::Counter,
         )?;
-        encode(MetricType::Counter, snapshot.retries, retries)
+        encode(MetricType::Counter, snapshot.retries, retries)?;
+        if let Some(size) = snapshot.aperture {
+            let aperture = encoder.encode_descriptor(
+                "aperture",
+                "Backends in the aperture picker's window",
+                None,
+                MetricType::Gauge,
+            )?;
+            encode(MetricType::Gauge, size as u64, aperture)?;
+        }
+        Ok(())
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 /// use qlb_client::CloseReason;
 ///
 /// assert_eq!(CloseReason::MaxLifetime.as_str(), "max_lifetime");
-/// assert_eq!(CloseReason::ALL.len(), 5);
+/// assert_eq!(CloseReason::ALL.len(), 6);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -25,6 +25,9 @@ pub enum CloseReason {
     Removed,
     /// It closed without being drained: the peer closed it, it timed out, or failed.
     Lost,
+    /// It reached the same server as another connection of its pool, in distinct-backends
+    /// mode, and was replaced.
+    Duplicate,
 }
 
 impl CloseReason {
@@ -33,12 +36,13 @@ impl CloseReason {
     /// ```
     /// assert!(qlb_client::CloseReason::ALL.contains(&qlb_client::CloseReason::Idle));
     /// ```
-    pub const ALL: [CloseReason; 5] = [
+    pub const ALL: [CloseReason; 6] = [
         Self::MaxLifetime,
         Self::GoAway,
         Self::Idle,
         Self::Removed,
         Self::Lost,
+        Self::Duplicate,
     ];
 
     /// The reason as a metric label.
@@ -53,6 +57,7 @@ impl CloseReason {
             Self::Idle => "idle",
             Self::Removed => "removed",
             Self::Lost => "lost",
+            Self::Duplicate => "duplicate",
         }
     }
 
@@ -74,7 +79,7 @@ impl CloseReason {
 /// assert_eq!(counts.total(), 0);
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CloseCounts([u64; 5]);
+pub struct CloseCounts([u64; 6]);
 
 impl CloseCounts {
     /// Closes for `reason`.
@@ -142,6 +147,15 @@ pub struct BackendSnapshot {
     pub zero_rtt_rejected: u64,
     /// Its peak-EWMA latency estimate (response headers), if measured.
     pub latency: Option<Duration>,
+    /// The servers its connections reached, as their responses named them (sorted, one
+    /// entry per connection that knows).
+    pub server_ids: Vec<String>,
+    /// Its weight from its load reports (`wrr`), once usable (after the blackout period).
+    pub weight: Option<f64>,
+    /// Whether outlier detection has it ejected now.
+    pub ejected: bool,
+    /// Times outlier detection ejected it.
+    pub ejections: u64,
 }
 
 /// A client's numbers at one moment: [`Client::snapshot`](crate::Client::snapshot).
@@ -159,6 +173,10 @@ pub struct ClientSnapshot {
     pub backends: Vec<BackendSnapshot>,
     /// Requests retried on another connection after a rejection or GOAWAY.
     pub retries: u64,
+    /// The backends in the `aperture` picker's window now: its load-sized aperture, or more
+    /// where the client's share of the ring (1 / clients) is wider (None with other
+    /// pickers).
+    pub aperture: Option<usize>,
 }
 
 impl ClientSnapshot {
@@ -171,6 +189,18 @@ impl ClientSnapshot {
     /// ```
     pub fn backend(&self, addr: SocketAddr) -> Option<&BackendSnapshot> {
         self.backends.iter().find(|backend| backend.addr == addr)
+    }
+
+    /// Backends ejected by outlier detection now.
+    ///
+    /// ```
+    /// assert_eq!(qlb_client::ClientSnapshot::default().ejected(), 0);
+    /// ```
+    pub fn ejected(&self) -> usize {
+        self.backends
+            .iter()
+            .filter(|backend| backend.ejected)
+            .count()
     }
 
     /// Requests sent over all backends.
@@ -191,7 +221,7 @@ pub(crate) struct BackendStats {
     pub(crate) errors: AtomicU64,
     pub(crate) connections_opened: AtomicU64,
     pub(crate) connect_failures: AtomicU64,
-    closed: [AtomicU64; 5],
+    closed: [AtomicU64; 6],
     pub(crate) replacements: AtomicU64,
     pub(crate) resumed: AtomicU64,
     pub(crate) zero_rtt_accepted: AtomicU64,
@@ -238,7 +268,14 @@ mod tests {
         let labels: Vec<_> = CloseReason::ALL.iter().map(|r| r.as_str()).collect();
         assert_eq!(
             labels,
-            ["max_lifetime", "goaway", "idle", "removed", "lost"]
+            [
+                "max_lifetime",
+                "goaway",
+                "idle",
+                "removed",
+                "lost",
+                "duplicate"
+            ]
         );
     }
 }

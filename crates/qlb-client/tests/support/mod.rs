@@ -9,11 +9,12 @@ pub(crate) mod migration;
 pub(crate) mod refuser;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http_body_util::BodyExt;
 use qlb_client::{Client, ClientBuilder, HealthCheck, Target, Trust};
@@ -26,12 +27,48 @@ pub(crate) use qlb_testkit::TestResult;
 pub(crate) const SOON: Duration = Duration::from_secs(10);
 
 /// A qlb-server backend serving the built-in routes and `/ready` (200, or 503 once
-/// [`Backend::set_ready`] says so).
+/// [`Backend::set_ready`] says so); it may fail every other request
+/// ([`Backend::fail_half`]) and report a load of the test's choosing
+/// ([`Backend::report_utilization`]).
 pub(crate) struct Backend {
     pub server: Server,
     pub addr: SocketAddr,
     pub name: String,
     ready: Arc<AtomicBool>,
+    behaviour: Arc<Behaviour>,
+}
+
+/// How a test backend bends its answers.
+#[derive(Default)]
+struct Behaviour {
+    fail_half: AtomicBool,
+    answered: AtomicU64,
+    /// Reported as `utilization=U, qps=100` in place of the server's own report.
+    utilization: Mutex<Option<f64>>,
+}
+
+impl Behaviour {
+    fn apply(&self, response: Response) -> Response {
+        let odd = self.answered.fetch_add(1, Ordering::SeqCst) % 2 == 1;
+        let mut response = if odd && self.fail_half.load(Ordering::SeqCst) {
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        } else {
+            response
+        };
+        let utilization = *self
+            .utilization
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(utilization) = utilization {
+            let report = format!("utilization={utilization}, qps=100");
+            if let Ok(value) = http::HeaderValue::try_from(report) {
+                response
+                    .headers_mut()
+                    .insert(qlb_server::LOAD_HEADER, value);
+            }
+        }
+        response
+    }
 }
 
 impl Backend {
@@ -57,19 +94,28 @@ impl Backend {
             ));
         let server = adjust(builder).bind(addr)?;
         let ready = Arc::new(AtomicBool::new(true));
-        let app = builtin_routes(server.drain_state()).route(
-            "/ready",
-            get({
-                let ready = ready.clone();
-                move || async move {
-                    if ready.load(Ordering::SeqCst) {
-                        StatusCode::OK
-                    } else {
-                        StatusCode::SERVICE_UNAVAILABLE
+        let behaviour = Arc::new(Behaviour::default());
+        let app = builtin_routes(server.drain_state())
+            .route(
+                "/ready",
+                get({
+                    let ready = ready.clone();
+                    move || async move {
+                        if ready.load(Ordering::SeqCst) {
+                            StatusCode::OK
+                        } else {
+                            StatusCode::SERVICE_UNAVAILABLE
+                        }
                     }
+                }),
+            )
+            .layer(axum::middleware::map_response({
+                let behaviour = behaviour.clone();
+                move |response: Response| {
+                    let behaviour = behaviour.clone();
+                    async move { behaviour.apply(response) }
                 }
-            }),
-        );
+            }));
         tokio::spawn({
             let server = server.clone();
             async move { server.serve(app).await }
@@ -79,7 +125,23 @@ impl Backend {
             server,
             name: name.to_owned(),
             ready,
+            behaviour,
         })
+    }
+
+    /// From now on, every other response is a 500 (true), or none (false).
+    pub(crate) fn fail_half(&self, fail: bool) {
+        self.behaviour.fail_half.store(fail, Ordering::SeqCst);
+    }
+
+    /// Report `utilization` (with 100 qps) in every response's load report; None: the
+    /// server's own report.
+    pub(crate) fn report_utilization(&self, utilization: Option<f64>) {
+        *self
+            .behaviour
+            .utilization
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = utilization;
     }
 
     /// Makes `/ready` answer 200 (true) or 503 (false).

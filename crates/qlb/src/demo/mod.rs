@@ -91,6 +91,7 @@ impl DemoArgs {
                 concurrency: CONCURRENCY,
                 limit: Limit::Manual,
                 migrate_every: Some(migration_period(total)),
+                keys: None,
             },
         );
         let live = load.view();

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use qlb_client::{Client, Error, ServedBy};
+use qlb_client::{Client, Error, HashKey, ServedBy};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use super::balancing::Balancing;
 use super::migrate::migrate;
 use super::tally::{Summary, Tally};
 
@@ -37,10 +38,38 @@ pub(crate) struct LoadSpec {
     pub limit: Limit,
     /// Migrate one connection (probe + switch to a new local port) every period.
     pub migrate_every: Option<Duration>,
+    /// Affinity keys the requests carry, for the hashing pickers.
+    pub keys: Option<Keys>,
+}
+
+/// Each request carries one of `count` keys (`key-0` ...), at random: in the `header`
+/// field, or else as a [`HashKey`] extension.
+#[derive(Clone, Debug)]
+pub(crate) struct Keys {
+    pub count: u64,
+    pub header: Option<http::HeaderName>,
+}
+
+impl Keys {
+    /// `request` with key number `draw % count`.
+    fn apply<B>(&self, request: &mut http::Request<B>, draw: u64) {
+        let key = format!("key-{}", draw % self.count.max(1));
+        match &self.header {
+            Some(name) => {
+                if let Ok(value) = http::HeaderValue::try_from(key) {
+                    request.headers_mut().insert(name.clone(), value);
+                }
+            }
+            None => {
+                request.extensions_mut().insert(HashKey::new(key));
+            }
+        }
+    }
 }
 
 /// A running load: read its tally while it runs, stop it, collect the summary.
 pub(crate) struct Load {
+    clients: Arc<[Client]>,
     tally: Arc<Mutex<Tally>>,
     started: Instant,
     stop: watch::Sender<bool>,
@@ -61,6 +90,7 @@ impl Load {
                 clients: clients.clone(),
                 next_client: worker,
                 path: spec.path.clone(),
+                keys: spec.keys.clone(),
                 backend_label,
                 limit: spec.limit,
                 issued: issued.clone(),
@@ -85,6 +115,7 @@ impl Load {
             });
         }
         Self {
+            clients,
             tally,
             started: Instant::now(),
             stop,
@@ -113,7 +144,10 @@ impl Load {
             self.stop.send_replace(true);
         }
         let elapsed = self.started.elapsed();
-        lock(&self.tally).summary(elapsed)
+        let mut summary = lock(&self.tally).summary(elapsed);
+        let snapshots: Vec<_> = self.clients.iter().map(Client::snapshot).collect();
+        summary.balancing = Balancing::of(&snapshots);
+        summary
     }
 }
 
@@ -164,6 +198,7 @@ struct RequestLoop {
     clients: Arc<[Client]>,
     next_client: usize,
     path: http::uri::PathAndQuery,
+    keys: Option<Keys>,
     backend_label: BackendLabel,
     limit: Limit,
     issued: Arc<AtomicU64>,
@@ -196,9 +231,12 @@ impl RequestLoop {
 
     /// One request: the backend it was served by, or the kind of error.
     async fn request(&self, client: &Client) -> Result<Option<String>, String> {
-        let request = http::Request::get(self.path.as_str())
+        let mut request = http::Request::get(self.path.as_str())
             .body(Empty::<Bytes>::new())
             .map_err(|_| "invalid_request".to_owned())?;
+        if let Some(keys) = &self.keys {
+            keys.apply(&mut request, rand::random());
+        }
         let response = client.send(request).await.map_err(|err| failed(&err))?;
         let status = response.status();
         let served_by = response.extensions().get::<ServedBy>().copied();

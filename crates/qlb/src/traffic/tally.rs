@@ -9,6 +9,8 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use super::balancing::Balancing;
+
 /// Latencies are recorded in microseconds, from 1 µs to 10 min, at 3 significant digits.
 const LATENCY_MAX_US: u64 = 600_000_000;
 
@@ -108,6 +110,7 @@ impl Tally {
             migrations_failed: self.migrations_failed.clone(),
             per_backend: self.per_backend.clone(),
             resumption: Resumption::default(),
+            balancing: Balancing::default(),
         }
     }
 }
@@ -136,6 +139,8 @@ pub(crate) struct Summary {
     pub migrations_failed: BTreeMap<String, u64>,
     /// Answered requests per backend (its server ID when the URL is a `/whoami`).
     pub per_backend: BTreeMap<String, u64>,
+    /// What the clients' balancing did: ejections, aperture sizes, connections per server.
+    pub balancing: Balancing,
     /// How the clients' connections resumed sessions and used 0-RTT.
     pub resumption: Resumption,
 }
@@ -210,7 +215,7 @@ impl fmt::Display for Summary {
                 writeln!(f, "  {backend:<12} {count:>9}  {share:5.1}%")?;
             }
         }
-        Ok(())
+        write!(f, "{}", self.balancing)
     }
 }
 
