@@ -6,7 +6,7 @@ mod support;
 use std::process::Stdio;
 use std::time::Duration;
 
-use qlb_testkit::peers::{aioquic, aioquic_available, gtlsclient_available};
+use qlb_testkit::peers::{aioquic, aioquic_available, gtlsclient, gtlsclient_available};
 use serde_json::Value;
 use support::hold::start_with_hold;
 use support::{TestResult, builder, decoder, start_builtin};
@@ -178,21 +178,11 @@ async fn gtlsclient_resuming(
     method: &str,
     path: &str,
 ) -> TestResult<String> {
-    let port = addr.port().to_string();
-    let output = Command::new("gtlsclient")
-        .args([
-            "--no-quic-dump",
-            "--no-http-dump",
-            "--exit-on-all-streams-close",
-            "--timeout=30s",
-        ])
-        .arg(format!("--http-method={method}"))
+    let mut command = gtlsclient(addr, method, path);
+    command
         .arg(format!("--session-file={}", dir.join("session").display()))
-        .arg(format!("--tp-file={}", dir.join("tp").display()))
-        .args([addr.ip().to_string(), port.clone()])
-        .arg(format!("https://localhost:{port}{path}"))
-        .kill_on_drop(true)
-        .output();
+        .arg(format!("--tp-file={}", dir.join("tp").display()));
+    let output = Command::from(command).kill_on_drop(true).output();
     let output = tokio::time::timeout(PEER_TIMEOUT, output).await??;
     let log = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(output.status.success(), "gtlsclient failed: {log}");

@@ -97,3 +97,23 @@ pub fn aioquic(mode: &str, server: SocketAddr) -> Command {
     ]);
     command
 }
+
+/// A command running ngtcp2's `gtlsclient` against `server` with `method` on
+/// `https://localhost:PORT{path}`: no dumps of frames and bodies, exit once every stream is
+/// closed, 30 s idle timeout. The caller adds what else it needs (options may follow the
+/// operands: gtlsclient permutes them).
+pub fn gtlsclient(server: SocketAddr, method: &str, path: &str) -> Command {
+    let port = server.port();
+    let mut command = Command::new("gtlsclient");
+    command
+        .args([
+            "--no-quic-dump",
+            "--no-http-dump",
+            "--exit-on-all-streams-close",
+            "--timeout=30s",
+        ])
+        .arg(format!("--http-method={method}"))
+        .args([server.ip().to_string(), port.to_string()])
+        .arg(format!("https://localhost:{port}{path}"));
+    command
+}

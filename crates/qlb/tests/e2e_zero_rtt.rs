@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use qlb_testkit::peers::{aioquic, aioquic_available, gtlsclient_available};
+use qlb_testkit::peers::{self, aioquic, aioquic_available, gtlsclient_available};
 use support::TestResult;
 use support::cluster::{Backend, Cluster, Spec};
 use support::peers::run_gtlsclient;
@@ -45,21 +45,11 @@ fn served_early(cluster: &Cluster) -> TestResult<f64> {
 /// gtlsclient fetching `path` from `server` with `method`, keeping its session in `dir`,
 /// downloading the body into `dir/downloads`.
 fn gtlsclient(dir: &Path, server: SocketAddr, method: &str, path: &str) -> Command {
-    let port = server.port().to_string();
-    let mut command = Command::new("gtlsclient");
+    let mut command = peers::gtlsclient(server, method, path);
     command
-        .args([
-            "--no-quic-dump",
-            "--no-http-dump",
-            "--exit-on-all-streams-close",
-            "--timeout=30s",
-        ])
-        .arg(format!("--http-method={method}"))
         .arg(format!("--session-file={}", dir.join("session").display()))
         .arg(format!("--tp-file={}", dir.join("tp").display()))
-        .arg(format!("--download={}", dir.join("downloads").display()))
-        .args([server.ip().to_string(), port.clone()])
-        .arg(format!("https://localhost:{port}{path}"));
+        .arg(format!("--download={}", dir.join("downloads").display()));
     command
 }
 

@@ -49,21 +49,11 @@ impl Echo {
     /// gtlsclient POSTing the payload to `server`'s `/echo` (https://localhost:PORT/echo),
     /// `extra` options added: no dumps of frames and bodies, exit once the request is done.
     pub(crate) fn gtlsclient(&self, server: SocketAddr, extra: &[&str]) -> Command {
-        let port = server.port().to_string();
-        let mut command = Command::new("gtlsclient");
+        let mut command = qlb_testkit::peers::gtlsclient(server, "POST", "/echo");
         command
-            .args([
-                "--no-quic-dump",
-                "--no-http-dump",
-                "--exit-on-all-streams-close",
-                "--timeout=30s",
-                "--http-method=POST",
-            ])
             .arg(format!("--data={}", self.upload.display()))
             .arg(format!("--download={}", self.downloads.display()))
-            .args(extra)
-            .args([server.ip().to_string(), port.clone()])
-            .arg(format!("https://localhost:{port}/echo"));
+            .args(extra);
         command
     }
 
