@@ -283,3 +283,37 @@ fn time_to_a_response_fresh_and_resumed_with_0rtt_over_a_50_ms_round_trip() -> T
     );
     Ok(())
 }
+
+/// A session of one cluster offered to another cluster's load balancer: its backends cannot
+/// open the ticket, refuse the early data, and the request is answered after a full
+/// handshake.
+#[test]
+fn ngtcp2_with_a_ticket_of_another_cluster_falls_back_to_a_full_handshake() -> TestResult {
+    if !gtlsclient_available() {
+        return Ok(());
+    }
+    let (one, other) = (
+        Cluster::start(Spec::default())?,
+        Cluster::start(Spec::default())?,
+    );
+    let dir = one.dir().join("ngtcp2");
+    std::fs::create_dir_all(dir.join("downloads"))?;
+    let whoami = |cluster: &Cluster| gtlsclient(&dir, cluster.lbs[0].addr, "GET", "/whoami");
+    let log = run_gtlsclient(&mut whoami(&one), CLIENT_TIMEOUT)?;
+    assert!(
+        !log.contains(REJECTED),
+        "no early data on a first connection"
+    );
+    let log = run_gtlsclient(&mut whoami(&other), CLIENT_TIMEOUT)?;
+    assert!(
+        log.contains(REJECTED),
+        "another cluster took the early data:\n{log}"
+    );
+    let served = answered_by(&other, &dir)?;
+    eprintln!(
+        "another cluster's {} answered after a full handshake",
+        served.name
+    );
+    assert_eq!(served_early(&other)?, 0.0);
+    Ok(())
+}
