@@ -59,6 +59,7 @@ pub struct ServerBuilder {
     identity: Option<Identity>,
     limits: ConnectionLimits,
     gue: Option<(SocketAddr, GueReturn)>,
+    preferred_address: Option<SocketAddr>,
     load_reports: bool,
     server_id_header: bool,
 }
@@ -77,6 +78,7 @@ impl ServerBuilder {
             identity: None,
             limits: ConnectionLimits::default(),
             gue: None,
+            preferred_address: None,
             load_reports: true,
             server_id_header: true,
         }
@@ -322,6 +324,37 @@ impl ServerBuilder {
         self
     }
 
+    /// Advertise `addr` as the server's preferred address (RFC 9000 section 9.6): a client
+    /// that supports it moves there once the handshake is confirmed, so a load balancer in
+    /// front carries only the handshake. `addr` must reach this server directly (its own
+    /// unicast address); port 0 means the port the server binds. The preferred address's
+    /// connection ID comes from the QUIC-LB generator like every other, so packets that still
+    /// cross the load balancer keep reaching this server. Refused at [`bind`](Self::bind)
+    /// when the address is unspecified or multicast. Clients that ignore it (quinn's,
+    /// qlb-client's) keep talking through the load balancer.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use quic_lb::{Config, ConfigId};
+    ///
+    /// let config = Config::new(ConfigId::new(0)?, 2, 6, None)?;
+    /// let server = qlb_server::Server::builder(config.clone(), "0001".parse()?)
+    ///     .preferred_address("127.0.0.1:0".parse()?) // this server's own port
+    ///     .bind("127.0.0.1:0".parse()?)?;
+    /// let nowhere = qlb_server::Server::builder(config, "0001".parse()?)
+    ///     .preferred_address("0.0.0.0:443".parse()?)
+    ///     .bind("127.0.0.1:0".parse()?);
+    /// assert!(nowhere.err().is_some_and(|e| e.to_string().contains("preferred_address")));
+    /// # drop(server);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn preferred_address(mut self, addr: SocketAddr) -> Self {
+        self.preferred_address = Some(addr);
+        self
+    }
+
     /// Binds the UDP socket (and the GUE socket, after [`gue`](Self::gue)) and starts the
     /// QUIC endpoint; call [`Server::serve`] next. Must run inside a tokio runtime.
     ///
@@ -402,6 +435,10 @@ impl ServerBuilder {
 
         let bind_error = |source| BuildError::Bind { addr, source };
         let socket = std::net::UdpSocket::bind(addr).map_err(bind_error)?;
+        if let Some(preferred) = self.preferred_address {
+            let port = socket.local_addr().map_err(bind_error)?.port();
+            advertise(&mut server_config, preferred, port)?;
+        }
         let runtime = Arc::new(quinn::TokioRuntime);
         let (endpoint, gue_addr) = match self.gue {
             None => (
@@ -466,4 +503,25 @@ impl std::fmt::Debug for TicketSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("TicketSecret(..)")
     }
+}
+
+/// Sets `preferred` as `config`'s preferred address, port 0 meaning `bound_port`; refuses
+/// an address no client could reach.
+fn advertise(
+    config: &mut quinn::ServerConfig,
+    preferred: SocketAddr,
+    bound_port: u16,
+) -> Result<(), BuildError> {
+    if preferred.ip().is_unspecified() || preferred.ip().is_multicast() {
+        return Err(BuildError::PreferredAddress(preferred));
+    }
+    let port = match preferred.port() {
+        0 => bound_port,
+        port => port,
+    };
+    match SocketAddr::new(preferred.ip(), port) {
+        SocketAddr::V4(v4) => config.preferred_address_v4(Some(v4)),
+        SocketAddr::V6(v6) => config.preferred_address_v6(Some(v6)),
+    };
+    Ok(())
 }

@@ -46,6 +46,12 @@ pub enum BuildError {
         /// The new configuration's CID length.
         to: usize,
     },
+    /// A preferred address no client could move to.
+    #[error(
+        "preferred_address {0}: must be a unicast address of this server (not unspecified, \
+         not multicast)"
+    )]
+    PreferredAddress(std::net::SocketAddr),
     /// A lifecycle limit is longer than a server may wait (it would overflow a deadline).
     #[error("{setting}: {value:?} exceeds the maximum of {max:?}")]
     DurationTooLong {

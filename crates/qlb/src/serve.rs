@@ -67,6 +67,12 @@ pub(crate) struct ServeArgs {
     /// return); the VIP must be a local address (`ip addr add VIP/32 dev lo`).
     #[arg(long, requires = "gue")]
     direct_return: bool,
+    /// Advertise this address as the server's preferred address (RFC 9000 section 9.6):
+    /// clients that support it (ngtcp2, Chromium) move to it after the handshake, so the load
+    /// balancer carries only the handshake. It must reach this server directly; port 0: the
+    /// port of `--listen`.
+    #[arg(long, value_name = "ADDR")]
+    preferred_address: Option<SocketAddr>,
     /// Refuse 0-RTT early data (on by default when the cluster file has a cluster_secret:
     /// resuming clients may then send safe requests, GET/HEAD/OPTIONS, before the handshake
     /// ends; others get 425 Too Early). Session tickets are still issued.
@@ -114,6 +120,9 @@ impl ServeArgs {
             true => GueReturn::Direct,
             false => GueReturn::ThroughLoadBalancer,
         };
+        if let Some(preferred) = self.preferred_address {
+            builder = builder.preferred_address(preferred);
+        }
         if let Some(gue) = self.gue {
             builder = builder.gue(gue, gue_return);
         }

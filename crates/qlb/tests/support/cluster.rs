@@ -47,6 +47,9 @@ pub(crate) struct Spec {
     pub retry: Option<&'static str>,
     /// How the load balancers forward.
     pub mode: Mode,
+    /// Whether the backends advertise their own address as their preferred address
+    /// (`qlb serve --preferred-address`).
+    pub preferred_address: bool,
 }
 
 /// The load balancers' forwarding mode.
@@ -73,6 +76,7 @@ impl Default for Spec {
             admin: false,
             retry: None,
             mode: Mode::Proxy,
+            preferred_address: false,
         }
     }
 }
@@ -161,7 +165,7 @@ impl Cluster {
         let shared = dir.path().join("cluster.toml");
         std::fs::write(&shared, config_text(&spec, &[])?)?;
         let backends = (1..=spec.backends)
-            .map(|i| Backend::start(&format!("b{i}"), &format!("{i:04x}"), &shared, spec.mode))
+            .map(|i| Backend::start(&format!("b{i}"), &format!("{i:04x}"), &shared, &spec))
             .collect::<TestResult<Vec<_>>>()?;
         let lbs = (1..=spec.lbs)
             .map(|i| {
@@ -264,12 +268,16 @@ impl Cluster {
 }
 
 impl Backend {
-    /// Starts `qlb serve` on a port it picks, reading `config`, and in [`Mode::Gue`]
-    /// receiving GUE on another.
-    fn start(name: &str, server_id: &str, config: &Path, mode: Mode) -> TestResult<Self> {
-        let gue = (mode == Mode::Gue).then_some("127.0.0.1:0");
+    /// Starts `qlb serve` on a port it picks, reading `config`, and as `spec` says: in
+    /// [`Mode::Gue`] receiving GUE on another, advertising its preferred address.
+    fn start(name: &str, server_id: &str, config: &Path, spec: &Spec) -> TestResult<Self> {
+        let gue = (spec.mode == Mode::Gue).then_some("127.0.0.1:0");
+        let mut extra = gue_args(gue);
+        if spec.preferred_address {
+            extra.extend(["--preferred-address", "127.0.0.1:0"]);
+        }
         let (mut process, addr, metrics) =
-            spawn_serve(name, server_id, "127.0.0.1:0", config, &gue_args(gue))?;
+            spawn_serve(name, server_id, "127.0.0.1:0", config, &extra)?;
         let gue = match gue {
             Some(_) => Some(gue_addr(&mut process)?),
             None => None,
