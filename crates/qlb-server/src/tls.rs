@@ -172,52 +172,17 @@ impl fmt::Debug for Identity {
 
 #[cfg(test)]
 mod tests {
-    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-    use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
-    use rustls::pki_types::{ServerName, UnixTime};
-    use rustls::{DigitallySignedStruct, SignatureScheme};
+    use std::sync::OnceLock;
+
+    use rustls::pki_types::ServerName;
 
     use super::*;
 
-    /// Accepts any certificate; checks handshake signatures.
-    #[derive(Debug)]
-    struct AnyCertificate(Arc<CryptoProvider>);
-
-    impl ServerCertVerifier for AnyCertificate {
-        fn verify_server_cert(
-            &self,
-            _: &CertificateDer<'_>,
-            _: &[CertificateDer<'_>],
-            _: &ServerName<'_>,
-            _: &[u8],
-            _: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            let algorithms = &self.0.signature_verification_algorithms;
-            verify_tls12_signature(message, cert, dss, algorithms)
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            let algorithms = &self.0.signature_verification_algorithms;
-            verify_tls13_signature(message, cert, dss, algorithms)
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.0.signature_verification_algorithms.supported_schemes()
-        }
+    /// One certificate for every server of the in-memory tests (tickets do not depend on
+    /// it), which their client trusts.
+    fn identity() -> &'static Identity {
+        static IDENTITY: OnceLock<Identity> = OnceLock::new();
+        IDENTITY.get_or_init(|| Identity::self_signed(&["localhost"]).expect("rcgen"))
     }
 
     #[test]
@@ -263,14 +228,17 @@ mod tests {
     }
 
     /// A TLS client (over memory, not QUIC) that remembers sessions, sends early data when it
-    /// may, and trusts any certificate.
+    /// may, and trusts the tests' [`identity`].
     fn resuming_client() -> Arc<rustls::ClientConfig> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(identity().certificate_chain()[0].clone())
+            .expect("a CA certificate");
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .expect("TLS 1.3")
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_root_certificates(roots)
             .with_no_client_auth();
         config.alpn_protocols = vec![ALPN_H3.to_vec()];
         config.resumption = rustls::client::Resumption::in_memory_sessions(16);
@@ -323,8 +291,7 @@ mod tests {
     const EARLY: &[u8] = b"GET / early";
 
     fn server(tickets: Tickets) -> Arc<rustls::ServerConfig> {
-        let identity = Identity::self_signed(&["localhost"]).expect("rcgen");
-        Arc::new(identity.rustls_server_config(tickets).expect("config"))
+        Arc::new(identity().rustls_server_config(tickets).expect("config"))
     }
 
     fn cluster(secret: &[u8], early_data: bool) -> Tickets {
@@ -359,7 +326,7 @@ mod tests {
             server(cluster(b"cluster", false)),
         );
         assert_eq!(handshake(&client, &a), full());
-        // Another server, another certificate, same cluster secret: resumed, no early data.
+        // Another server, same cluster secret: resumed, no early data.
         assert_eq!(handshake(&client, &b), resumed(b""));
         // Stateless tickets resume any number of times.
         assert_eq!(handshake(&client, &a), resumed(b""));
