@@ -106,10 +106,16 @@ async fn another_server_of_the_cluster_takes_the_ticket_with_0rtt_another_cluste
     let [a, b, c] = three_servers()?;
     // Round robin, a new connection per request: each resumes with the other's ticket.
     let client = client_of(&[&a, &b])?;
+    // Until each server has taken early data once (the picker need not alternate strictly),
+    // a bounded number of times.
     let mut answered = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..16 {
         answered.push(whoami(&client).await?);
         tokio::time::sleep(Duration::from_millis(400)).await;
+        let accepted = |backend| numbers(&client, backend).map(|(_, accepted, _)| accepted);
+        if accepted(&a)? >= 1 && accepted(&b)? >= 1 {
+            break;
+        }
     }
     assert!(answered.iter().any(|name| name == "a") && answered.iter().any(|name| name == "b"));
     let (resumed, accepted, rejected) = total(&client, &[&a, &b])?;
@@ -124,34 +130,32 @@ async fn another_server_of_the_cluster_takes_the_ticket_with_0rtt_another_cluste
     // race on loopback; the first test and e2e_zero_rtt look at that.
     for backend in [&a, &b] {
         let (_, accepted, _) = numbers(&client, backend)?;
-        assert!(accepted >= 1, "{} took no early data", backend.name);
+        assert!(
+            accepted >= 1,
+            "{} took no early data: {answered:?}",
+            backend.name
+        );
     }
 
     // A server of another cluster cannot open the ticket: a full handshake, the early GET
     // sent again after it, and answered.
     let client = client_of(&[&a, &c])?;
     let mut answered = Vec::new();
-    for _ in 0..2 {
+    for _ in 0..12 {
         answered.push(whoami(&client).await?);
         tokio::time::sleep(Duration::from_millis(400)).await;
+        if total(&client, &[&a, &c])?.2 >= 1 {
+            break;
+        }
     }
-    // Round robin starts anywhere: the second of the two resumed the first's ticket.
-    let (first, second) = match answered.as_slice() {
-        [x, y] if x == "a" && y == "c" => (&a, &c),
-        [x, y] if x == "c" && y == "a" => (&c, &a),
-        other => return Err(format!("not one request each: {other:?}").into()),
-    };
-    assert_eq!(
-        numbers(&client, first)?,
-        (0, 0, 0),
-        "a full handshake first"
+    // Each server takes its own cluster's tickets: a refusal is the other cluster's ticket,
+    // and its request was still answered (every whoami above succeeded).
+    let (resumed, accepted, rejected) = total(&client, &[&a, &c])?;
+    assert!(
+        rejected >= 1,
+        "no ticket of the other cluster refused: {answered:?}"
     );
-    assert_eq!(
-        numbers(&client, second)?,
-        (1, 0, 1),
-        "{} refused the early data",
-        second.name
-    );
+    assert_eq!(resumed, accepted + rejected);
     Ok(())
 }
 
