@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use qlb_lb::daemon::Status;
 use qlb_testkit::fixtures;
 use qlb_testkit::peers::{aioquic, aioquic_available, in_ci};
-use quic::{Backend, FAST_HEALTH, LbFile, admin, all_up, connect, lb_toml};
+use quic::{FAST_HEALTH, LbFile, Mode, admin, all_up, connect};
 use quic_lb::Encoder;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
@@ -53,13 +53,6 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// this process too, remembers the way back to up to 65,536 (spoofed) clients.
 const GUE_RSS_SLACK: u64 = 64 << 20;
 
-/// How the balancer forwards.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Mode {
-    Proxy,
-    Gue,
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spoofed_flood_is_absorbed_while_real_clients_work() -> TestResult {
     spoofed_flood(Mode::Proxy).await
@@ -74,26 +67,19 @@ async fn spoofed_flood(mode: Mode) -> TestResult {
     let Some(raw) = raw_socket()? else {
         return Ok(());
     };
-    let backend = match mode {
-        Mode::Proxy => Backend::start("b1", "0001", 0)?,
-        Mode::Gue => Backend::start_gue("b1", "0001", 0)?,
-    };
-    let (top, tables) = match mode {
-        Mode::Proxy => (
-            format!("max_flows = {MAX_FLOWS}\nmax_unconfirmed_flows = {MAX_UNCONFIRMED}\n"),
-            String::new(),
-        ),
-        Mode::Gue => (
-            "mode = \"gue\"\n".to_owned(),
-            "[gue]\nbind = \"127.0.0.1:0\"\n".to_owned(),
-        ),
+    let backend = mode.backend("b1", "0001", 0)?;
+    let proxy_limits = match mode {
+        Mode::Proxy => {
+            format!("max_flows = {MAX_FLOWS}\nmax_unconfirmed_flows = {MAX_UNCONFIRMED}\n")
+        }
+        Mode::Gue => String::new(),
     };
     let text = format!(
-        "{top}{}",
-        lb_toml(
+        "{proxy_limits}{}",
+        mode.lb_toml(
             &[0],
             &[&backend],
-            &format!("{FAST_HEALTH}[admin]\nlisten = \"127.0.0.1:0\"\n{tables}")
+            &format!("{FAST_HEALTH}[admin]\nlisten = \"127.0.0.1:0\"\n")
         )
     );
     let file = LbFile::new(&text)?;

@@ -14,7 +14,7 @@ use qlb_lb::daemon::ReloadError;
 use qlb_router::Route;
 use qlb_testkit::fixtures::config as quic_lb_config;
 use qlb_testkit::{H3Client, Reply, TestResult, eventually, fetch};
-use quic::{Backend, LbFile, NO_HEALTH, Setup, WAIT, connection_to, lb_toml, setup};
+use quic::{Backend, LbFile, Mode, NO_HEALTH, WAIT, connection_to, lb_toml};
 use tokio::task::JoinHandle;
 
 /// Requests on one connection, one after another, until stopped: every answer's backend
@@ -193,17 +193,29 @@ async fn routed_without_cid(balancer: &qlb_lb::Balancer) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_rotation_by_codepoint_loses_no_connection() -> TestResult {
-    let Setup {
-        backends: [b1, b2],
-        file,
-        balancer,
-        lb,
-    } = setup(NO_HEALTH).await?;
+    key_rotation(Mode::Proxy).await
+}
+
+/// The same rotation with the balancer encapsulating (GUE) and the backends answering back
+/// through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_gue_mode_a_key_rotation_by_codepoint_loses_no_connection() -> TestResult {
+    key_rotation(Mode::Gue).await
+}
+
+async fn key_rotation(mode: Mode) -> TestResult {
+    let (b1, b2) = (
+        mode.backend("b1", "0001", 0)?,
+        mode.backend("b2", "0002", 0)?,
+    );
+    let file = LbFile::new(&mode.lb_toml(&[0], &[&b1, &b2], NO_HEALTH))?;
+    let balancer = file.start().await?;
+    let lb = balancer.listen_addrs()[0];
     let mut client = quic::connect(lb).await?;
     let traffic = Traffic::start(&client);
 
     // 1. The load balancers learn the new codepoint.
-    file.write(&lb_toml(&[0, 1], &[&b1, &b2], NO_HEALTH))?;
+    file.write(&mode.lb_toml(&[0, 1], &[&b1, &b2], NO_HEALTH))?;
     assert_eq!(balancer.reload().await?.quic_lb_added, [1]);
 
     // 2. The servers issue CIDs under it from now on; the client moves onto new CIDs as it
@@ -220,7 +232,7 @@ async fn a_key_rotation_by_codepoint_loses_no_connection() -> TestResult {
     }
 
     // 3. The old codepoint goes.
-    file.write(&lb_toml(&[1], &[&b1, &b2], NO_HEALTH))?;
+    file.write(&mode.lb_toml(&[1], &[&b1, &b2], NO_HEALTH))?;
     assert_eq!(balancer.reload().await?.quic_lb_removed, [0]);
     let before = routed_without_cid(&balancer).await;
     let backend = client.backend().await?;

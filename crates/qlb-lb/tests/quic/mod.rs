@@ -160,6 +160,40 @@ impl LbFile {
     }
 }
 
+/// How the balancer under test forwards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Proxy,
+    Gue,
+}
+
+impl Mode {
+    /// A backend for this mode: [`Backend::start`], or [`Backend::start_gue`].
+    pub(crate) fn backend(self, name: &str, server_id: &str, config_id: u8) -> TestResult<Backend> {
+        match self {
+            Mode::Proxy => Backend::start(name, server_id, config_id),
+            Mode::Gue => Backend::start_gue(name, server_id, config_id),
+        }
+    }
+
+    /// What this mode adds to an [`lb_toml`] file: lines for its top, tables for its end.
+    pub(crate) fn file_parts(self) -> (&'static str, &'static str) {
+        match self {
+            Mode::Proxy => ("", ""),
+            Mode::Gue => ("mode = \"gue\"\n", "[gue]\nbind = \"127.0.0.1:0\"\n"),
+        }
+    }
+
+    /// [`lb_toml`] in this mode.
+    pub(crate) fn lb_toml(self, codepoints: &[u8], backends: &[&Backend], rest: &str) -> String {
+        let (top, tables) = self.file_parts();
+        format!(
+            "{top}{}",
+            lb_toml(codepoints, backends, &format!("{rest}{tables}"))
+        )
+    }
+}
+
 /// Backends `b1`..`bN` (server IDs `0001`.., codepoint 0) behind a balancer run from a file
 /// that lists them all, followed by `rest`.
 pub(crate) struct Setup<const N: usize> {
