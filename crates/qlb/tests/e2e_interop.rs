@@ -66,7 +66,14 @@ fn ngtcp2_moves_mid_transfer(mode: Mode, extra: &[&str]) -> TestResult {
         log.contains("Changing local address"),
         "gtlsclient never logged that it moved"
     );
-    echo.check()?;
+    if let Err(err) = echo.check() {
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        return Err(format!(
+            "{err}; the end of gtlsclient's log, last line first:\n{}",
+            tail.join("\n")
+        )
+        .into());
+    }
 
     let served = cluster.sole_server()?;
     let moves = served.client_address_changes()?;
