@@ -33,6 +33,18 @@ const EARLY_SERVED: &str = "qlb_server_early_requests_total{outcome=\"served\"}"
 /// The early requests `backend` answered 425.
 const EARLY_REFUSED: &str = "qlb_server_early_requests_total{outcome=\"too_early\"}";
 
+/// aioquic's `resume` mode against `server`: a first connection, then `runs` resuming ones;
+/// each run's report (`name`, `resumed`, `early_data_accepted`, `elapsed_ms`).
+fn aioquic_resume(server: SocketAddr, runs: usize) -> TestResult<Vec<serde_json::Value>> {
+    let mut command = aioquic("resume", server);
+    command.arg(runs.to_string());
+    let output = support::process::run("aioquic client", &mut command, CLIENT_TIMEOUT)?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "aioquic: {stderr}");
+    let reply: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    Ok(reply["runs"].as_array().ok_or("runs")?.clone())
+}
+
 /// The requests the cluster's backends served early.
 fn served_early(cluster: &Cluster) -> TestResult<f64> {
     Ok(cluster
@@ -207,19 +219,13 @@ fn aioquic_resumes_with_0rtt_on_another_backend_than_the_one_that_issued_its_tic
         return Ok(());
     }
     let cluster = Cluster::start(Spec::default())?;
-    let mut command = aioquic("resume", cluster.lbs[0].addr);
-    command.arg("8");
-    let output = support::process::run("aioquic client", &mut command, CLIENT_TIMEOUT)?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "aioquic: {stderr}");
-    let reply: serde_json::Value = serde_json::from_slice(&output.stdout)?;
-    let runs = reply["runs"].as_array().ok_or("runs")?;
+    let runs = aioquic_resume(cluster.lbs[0].addr, 8)?;
     eprintln!("aioquic resumptions: {runs:?}");
-    assert_eq!(runs.len(), 9, "{reply}");
+    assert_eq!(runs.len(), 9, "{runs:?}");
     assert_eq!(runs[0]["resumed"], false, "a full handshake first");
     for (i, run) in runs.iter().enumerate().skip(1) {
-        assert_eq!(run["resumed"], true, "run {i}: {reply}");
-        assert_eq!(run["early_data_accepted"], true, "run {i}: {reply}");
+        assert_eq!(run["resumed"], true, "run {i}: {runs:?}");
+        assert_eq!(run["early_data_accepted"], true, "run {i}: {runs:?}");
     }
     // Each run resumes the previous one's ticket; 8 land on the same backend as the run
     // before with probability (1/3)^8.
@@ -229,7 +235,7 @@ fn aioquic_resumes_with_0rtt_on_another_backend_than_the_one_that_issued_its_tic
         .count();
     assert!(
         moved >= 1,
-        "every resumption reached its ticket's backend: {reply}"
+        "every resumption reached its ticket's backend: {runs:?}"
     );
     Ok(())
 }
@@ -249,16 +255,7 @@ fn time_to_a_response_fresh_and_resumed_with_0rtt_over_a_50_ms_round_trip() -> T
     }
     let cluster = Cluster::start(Spec::default())?;
     let relay = support::delay::DelayRelay::start(cluster.lbs[0].addr, ONE_WAY)?;
-    let mut command = aioquic("resume", relay.addr);
-    command.arg("6");
-    let output = support::process::run("aioquic client", &mut command, CLIENT_TIMEOUT)?;
-    assert!(
-        output.status.success(),
-        "aioquic: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let reply: serde_json::Value = serde_json::from_slice(&output.stdout)?;
-    let runs = reply["runs"].as_array().ok_or("runs")?;
+    let runs = aioquic_resume(relay.addr, 6)?;
     let elapsed = |run: &serde_json::Value| run["elapsed_ms"].as_f64().unwrap_or(f64::NAN);
     let fresh = runs.first().map(elapsed).ok_or("a first run")?;
     let mut resumed: Vec<f64> = runs.iter().skip(1).map(elapsed).collect();
@@ -267,7 +264,7 @@ fn time_to_a_response_fresh_and_resumed_with_0rtt_over_a_50_ms_round_trip() -> T
         runs.iter()
             .skip(1)
             .all(|run| run["early_data_accepted"] == true),
-        "{reply}"
+        "{runs:?}"
     );
     let median = resumed
         .get(resumed.len() / 2)
