@@ -3,7 +3,7 @@
 //! packets to it whatever the client's address has become.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
@@ -13,6 +13,7 @@ use quinn::ConnectionIdGenerator;
 use quinn_proto::InvalidCid;
 
 use crate::error::BuildError;
+use crate::recent_cids::{RECENT_CIDS, RecentCids};
 
 /// A [`quinn::ConnectionIdGenerator`] issuing QUIC-LB connection IDs for one server ID.
 ///
@@ -25,7 +26,11 @@ use crate::error::BuildError;
 /// by the cluster secret, so when a backend dies and the load balancer sends its clients'
 /// packets elsewhere, the backend that receives them resets those connections at once
 /// instead of leaving the clients to their idle timeout. CIDs of other codepoints, of the
-/// failover codepoint, or too short are dropped silently.
+/// failover codepoint, or too short are dropped silently, and so are CIDs this server issued
+/// itself not long ago (a late packet after the peer retired the CID, see [`recent_cids`]:
+/// nothing was lost, and some clients wrongly act on a retired CID's reset).
+///
+/// [`recent_cids`]: crate::recent_cids
 ///
 /// quinn needs every CID of an endpoint to have one length. After nonce exhaustion the
 /// encoder issues config-failover CIDs, which the draft wants at least 8 octets long; so the
@@ -40,7 +45,11 @@ use crate::error::BuildError;
 /// let mut generator = QuicLbCidGenerator::new(config.clone(), "0a0b".parse()?)?;
 /// let cid = generator.generate_cid();
 /// assert_eq!(cid.len(), generator.cid_len());
-/// assert!(generator.validate(&cid).is_ok());
+///
+/// // A dead peer's CID is answered with a reset; this server's own is not.
+/// let mut peer = QuicLbCidGenerator::new(config.clone(), "0a0c".parse()?)?;
+/// assert!(generator.validate(&peer.generate_cid()).is_ok());
+/// assert!(generator.validate(&cid).is_err());
 ///
 /// let mut decoder = Decoder::new();
 /// decoder.insert(config);
@@ -64,6 +73,9 @@ pub(crate) struct CidCounters {
     pub routable: Counter,
     /// Config-failover CIDs issued after nonce exhaustion.
     pub failover: Counter,
+    /// Packets for a CID this server issued recently and no longer knows, dropped instead of
+    /// answered with a stateless reset.
+    pub resets_withheld: Counter,
     /// Nonces the encoder has left under the current configuration. A float: an 18-octet
     /// nonce space (2^144) overflows any integer gauge, and operators compare it with a
     /// threshold, where 53 bits of precision are plenty.
@@ -86,6 +98,8 @@ struct IssuingState {
     /// Every configuration rotated through, for `validate`: CIDs issued under an old codepoint
     /// still belong to the cluster (stateless resets keep working for them).
     decoder: RwLock<Decoder>,
+    /// What every generator of this server issued lately: never reset (`validate`).
+    recent: Mutex<RecentCids>,
 }
 
 impl IssuingConfig {
@@ -98,6 +112,7 @@ impl IssuingConfig {
                 generation: AtomicU64::new(0),
                 current: RwLock::new(config),
                 decoder: RwLock::new(decoder),
+                recent: Mutex::new(RecentCids::new(RECENT_CIDS)),
             }),
         }
     }
@@ -131,14 +146,18 @@ impl IssuingConfig {
     }
 }
 
-/// A poisoned lock only means another thread panicked while holding it; the data (a config)
-/// is still whole.
+/// A poisoned lock only means another thread panicked while holding it; the data (a config,
+/// a set of hashes) is still whole.
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl QuicLbCidGenerator {
@@ -241,14 +260,21 @@ impl ConnectionIdGenerator for QuicLbCidGenerator {
             self.issued.routable.inc();
         }
         self.publish_remaining();
+        lock(&self.issuing.shared.recent).insert(&cid);
         quinn::ConnectionId::new(&cid)
     }
 
+    /// quinn asks only about short-header packets for CIDs it does not know: the answer
+    /// decides whether it sends a stateless reset.
     fn validate(&self, cid: &quinn::ConnectionId) -> Result<(), InvalidCid> {
         read(&self.issuing.shared.decoder)
             .decode(cid)
-            .map(|_| ())
-            .map_err(|_| InvalidCid)
+            .map_err(|_| InvalidCid)?;
+        if lock(&self.issuing.shared.recent).contains(cid) {
+            self.issued.resets_withheld.inc();
+            return Err(InvalidCid);
+        }
+        Ok(())
     }
 
     fn cid_len(&self) -> usize {
@@ -274,7 +300,7 @@ mod tests {
     }
 
     #[test]
-    fn issues_cids_that_decode_to_the_server_and_validate() {
+    fn issues_cids_that_decode_to_the_server_and_are_never_reset_by_it() {
         for key in [None, Some(Key::random())] {
             let config = config(key);
             let mut ours = generator(config.clone(), "a1b2c3");
@@ -285,10 +311,11 @@ mod tests {
                 assert_eq!(cid.len(), 12);
                 let decoded = decoder.decode(&cid).expect("routable");
                 assert_eq!(decoded.server_id.to_string(), "a1b2c3");
-                assert!(ours.validate(&cid).is_ok());
+                assert!(ours.validate(&cid).is_err(), "a late packet of ours");
             }
             assert_eq!(ours.issued.routable.get(), 100);
             assert_eq!(ours.issued.failover.get(), 0);
+            assert_eq!(ours.issued.resets_withheld.get(), 100);
         }
     }
 
@@ -314,13 +341,26 @@ mod tests {
         }
     }
 
+    /// What one endpoint of a server issued, its other endpoints do not reset either; the
+    /// same server restarted (a new generator) does, as it lost the connections.
+    #[test]
+    fn a_cid_is_withheld_by_every_generator_of_its_server_and_reset_after_a_restart() {
+        let config = config(Some(Key::random()));
+        let mut first = generator(config.clone(), "a1b2c3");
+        let second = first.fresh();
+        let cid = first.generate_cid();
+        assert!(second.validate(&cid).is_err());
+        let restarted = generator(config, "a1b2c3");
+        assert!(restarted.validate(&cid).is_ok());
+    }
+
     /// After a rotation, every generator of the server (including `fresh` copies made before)
     /// issues under the new codepoint, and CIDs of the old one still validate.
     #[test]
     fn rotation_reaches_every_generator_and_old_cids_stay_valid() {
         let mut first = generator(config(None), "000001");
         let mut second = first.fresh();
-        let old_cid = first.generate_cid();
+        let old_cid = generator(config(None), "000002").generate_cid();
         let next = Config::new(ConfigId::new(4).expect("valid"), 3, 8, Some(Key::random()))
             .expect("valid");
         first.issuing().rotate(next.clone()).expect("same length");

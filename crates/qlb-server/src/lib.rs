@@ -85,6 +85,7 @@ mod lifecycle;
 mod load;
 mod metrics;
 mod migration;
+mod recent_cids;
 mod request;
 mod routes;
 mod server;

@@ -168,6 +168,12 @@ impl Metrics {
             metrics.cids.failover.clone(),
         );
         registry.register(
+            "stateless_resets_withheld",
+            "Packets for a connection ID this server issued and no longer knows (late after \
+             the peer retired it) dropped instead of answered with a stateless reset",
+            metrics.cids.resets_withheld.clone(),
+        );
+        registry.register(
             "nonces_remaining",
             "QUIC-LB nonces left under the current configuration; at 0 the server issues \
              config-failover CIDs: install a new configuration well before",

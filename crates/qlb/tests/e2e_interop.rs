@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use qlb_testkit::peers::{aioquic_available, gtlsclient_available};
 use support::TestResult;
 use support::cluster::{Cluster, Mode, Spec};
-use support::peers::{Echo, aioquic_whoami, handshake_times, run_gtlsclient};
+use support::peers::{Echo, aioquic_whoami, handshake_times, log_tail, run_gtlsclient};
 
 /// The longest a client may run (a debug build on a loaded 2-core machine).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -67,10 +67,9 @@ fn ngtcp2_moves_mid_transfer(mode: Mode, extra: &[&str]) -> TestResult {
         "gtlsclient never logged that it moved"
     );
     if let Err(err) = echo.check() {
-        let tail: Vec<&str> = log.lines().rev().take(30).collect();
         return Err(format!(
             "{err}; the end of gtlsclient's log, last line first:\n{}",
-            tail.join("\n")
+            log_tail(&log)
         )
         .into());
     }

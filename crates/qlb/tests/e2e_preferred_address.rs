@@ -10,7 +10,7 @@ use std::time::Duration;
 use qlb_testkit::peers::{gtlsclient, gtlsclient_available};
 use support::TestResult;
 use support::cluster::{Cluster, Spec, backend_entry};
-use support::peers::run_gtlsclient;
+use support::peers::{log_tail, run_gtlsclient};
 
 /// The longest the download may take (a debug build on a loaded 2-core machine).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -41,18 +41,26 @@ fn ngtcp2_moves_to_the_preferred_address_and_the_load_balancer_carries_only_the_
     std::fs::create_dir_all(&downloads)?;
     let mut command = gtlsclient(lb.addr, "GET", &format!("/bytes/{BODY}"));
     command.arg(format!("--download={}", downloads.display()));
-    run_gtlsclient(&mut command, CLIENT_TIMEOUT)?;
+    let log = run_gtlsclient(&mut command, CLIENT_TIMEOUT)?;
 
     let body = std::fs::read(downloads.join(BODY.to_string()))?;
-    assert_eq!(body.len(), BODY, "the whole body arrived");
+    if body.len() != BODY {
+        return Err(format!(
+            "{} of {BODY} octets arrived; the end of gtlsclient's log, last line first:\n{}",
+            body.len(),
+            log_tail(&log)
+        )
+        .into());
+    }
     let entry = backend_entry(&lb.status()?, "b1")?;
     let packets = |direction: &str| entry[direction]["packets"].as_u64().unwrap_or(u64::MAX);
     let (to_backend, to_client) = (packets("to_backend"), packets("to_client"));
     let moved = cluster.backends[0].metric("qlb_server_peer_address_changes_total")?;
+    let withheld = cluster.backends[0].metric("qlb_server_stateless_resets_withheld_total")?;
     eprintln!(
         "preferred address: {BODY} octets downloaded; through the load balancer {to_backend} \
          datagrams to the backend, {to_client} to the client; client address changes seen by \
-         the backend: {moved}"
+         the backend: {moved}; late packets on the old path not reset: {withheld}"
     );
     assert!(
         to_backend < THROUGH_THE_LB && to_client < THROUGH_THE_LB,

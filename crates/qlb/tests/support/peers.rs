@@ -78,15 +78,19 @@ pub(crate) fn run_gtlsclient(command: &mut Command, timeout: Duration) -> TestRe
     let output = run("gtlsclient", command, timeout)?;
     let log = String::from_utf8_lossy(&output.stderr).into_owned();
     if !output.status.success() {
-        let tail: Vec<&str> = log.lines().rev().take(20).collect();
         return Err(format!(
-            "gtlsclient failed ({}); last lines (reversed):\n{}",
+            "gtlsclient failed ({}); the end of its log, last line first:\n{}",
             output.status,
-            tail.join("\n")
+            log_tail(&log)
         )
         .into());
     }
     Ok(log)
+}
+
+/// The last lines of a gtlsclient log, last line first, for a failure message.
+pub(crate) fn log_tail(log: &str) -> String {
+    log.lines().rev().take(30).collect::<Vec<_>>().join("\n")
 }
 
 /// aioquic downloading one path, with a keep-alive PING at a fixed interval.
