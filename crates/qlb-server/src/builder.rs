@@ -12,7 +12,7 @@ use crate::cid_generator::QuicLbCidGenerator;
 use crate::connection::ConnectionSettings;
 use crate::early::{EarlySettings, ReplaySafe};
 use crate::error::BuildError;
-use crate::gue::{GueReturn, GueSocket};
+use crate::gue::{GueReturn, GueSocket, GueSource, GueSources};
 use crate::keys::ClusterKeys;
 use crate::lifecycle::ConnectionLimits;
 use crate::load::LoadReporter;
@@ -59,6 +59,7 @@ pub struct ServerBuilder {
     identity: Option<Identity>,
     limits: ConnectionLimits,
     gue: Option<(SocketAddr, GueReturn)>,
+    gue_sources: Vec<GueSource>,
     preferred_address: Option<SocketAddr>,
     load_reports: bool,
     server_id_header: bool,
@@ -78,6 +79,7 @@ impl ServerBuilder {
             identity: None,
             limits: ConnectionLimits::default(),
             gue: None,
+            gue_sources: Vec::new(),
             preferred_address: None,
             load_reports: true,
             server_id_header: true,
@@ -301,8 +303,9 @@ impl ServerBuilder {
     /// address, and a client that migrates is seen to migrate. Datagrams that are not GUE
     /// are dropped and counted (`qlb_server_gue_dropped_total`).
     ///
-    /// Anyone who can reach `addr` can claim any client address: let only the load
-    /// balancers reach it (firewall), as with the kernel's `fou`.
+    /// Anyone who can reach `addr` can claim any client address: name the load balancers
+    /// with [`gue_sources`](Self::gue_sources), or let only them reach it (firewall), as
+    /// with the kernel's `fou`.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -321,6 +324,26 @@ impl ServerBuilder {
     /// ```
     pub fn gue(mut self, addr: SocketAddr, ret: GueReturn) -> Self {
         self.gue = Some((addr, ret));
+        self
+    }
+
+    /// Accept GUE datagrams only from these networks (the load balancers'); others are
+    /// dropped before they are decapsulated and counted (`qlb_server_gue_dropped_total
+    /// {reason="source"}`). Without any, every source is accepted and the server says so
+    /// in its log. Each call adds to the list.
+    ///
+    /// ```
+    /// # use quic_lb::{Config, ConfigId};
+    /// use qlb_server::{GueReturn, Server};
+    ///
+    /// let config = Config::new(ConfigId::new(0)?, 2, 6, None)?;
+    /// let builder = Server::builder(config, "0001".parse()?)
+    ///     .gue("10.0.0.5:6080".parse()?, GueReturn::Direct)
+    ///     .gue_sources(["10.0.0.0/29".parse()?, "2001:db8::7".parse()?]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn gue_sources(mut self, sources: impl IntoIterator<Item = GueSource>) -> Self {
+        self.gue_sources.extend(sources);
         self
     }
 
@@ -452,8 +475,15 @@ impl ServerBuilder {
                     source,
                 };
                 let gue = std::net::UdpSocket::bind(gue_addr).map_err(gue_error)?;
-                let socket =
-                    GueSocket::new(socket, gue, ret, metrics.clone()).map_err(gue_error)?;
+                let sources = GueSources::new(self.gue_sources);
+                if sources.is_open() {
+                    tracing::warn!(
+                        "GUE accepted from any source: whoever reaches {gue_addr} can claim any \
+                         client address; name the load balancers (gue_sources) or firewall it"
+                    );
+                }
+                let socket = GueSocket::new(socket, gue, ret, sources, metrics.clone())
+                    .map_err(gue_error)?;
                 let bound = socket.gue_addr().map_err(gue_error)?;
                 let endpoint = quinn::Endpoint::new_with_abstract_socket(
                     endpoint_config,

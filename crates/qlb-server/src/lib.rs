@@ -100,7 +100,7 @@ pub use cid_generator::QuicLbCidGenerator;
 pub use drain::DrainState;
 pub use early::{EarlyData, EarlyDataPolicy};
 pub use error::{BuildError, TlsError};
-pub use gue::GueReturn;
+pub use gue::{GueReturn, GueSource, GueSourceError};
 pub use info::ConnectionInfo;
 pub use load::LOAD_HEADER;
 pub use metrics::Metrics;

@@ -313,6 +313,37 @@ async fn coalesced_datagrams_of_several_clients_are_answered_each_to_its_own() -
 }
 
 #[tokio::test]
+async fn only_the_named_load_balancers_may_send_gue() -> TestResult {
+    let running = start_builtin(
+        builder("0a01")
+            .gue("127.0.0.1:0".parse()?, GueReturn::ThroughLoadBalancer)
+            .gue_sources(["127.0.0.1".parse()?]),
+    )?;
+    let gue = running.server.gue_addr().ok_or("no GUE address")?;
+    let probe = encapsulated_probe("192.0.2.1:1001".parse()?, "203.0.113.1:443".parse()?, 9)?;
+    // 127.0.0.2 is this host too (all of 127/8 is loopback), but not a named balancer.
+    let stranger = UdpSocket::bind("127.0.0.2:0").await?;
+    stranger.send_to(&probe, gue).await?;
+    running
+        .wait_for_metric(
+            "qlb_server_gue_dropped_total{reason=\"source\"}",
+            1.0,
+            Duration::from_secs(5),
+        )
+        .await?;
+    let mut reply = [0; 1500];
+    let answered =
+        tokio::time::timeout(Duration::from_millis(200), stranger.recv(&mut reply)).await;
+    assert!(answered.is_err(), "a stranger's GUE was answered");
+
+    let lb = UdpSocket::bind("127.0.0.1:0").await?;
+    lb.send_to(&probe, gue).await?;
+    assert_eq!(negotiations(&lb, 1).await?[0].2, 9);
+    assert_eq!(running.metric("qlb_server_gue_received_total"), 1.0);
+    Ok(())
+}
+
+#[tokio::test]
 async fn malformed_gue_input_is_counted_and_harms_nothing() -> TestResult {
     let (running, gue) = gue_server(GueReturn::ThroughLoadBalancer)?;
     let lb = UdpSocket::bind("127.0.0.1:0").await?;

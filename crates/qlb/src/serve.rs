@@ -15,7 +15,7 @@ use axum::response::IntoResponse;
 use clap::Args;
 use prometheus_client::registry::Registry;
 use qlb_lb::config::ClusterConfig;
-use qlb_server::{GueReturn, Identity, Server, builtin_routes};
+use qlb_server::{GueReturn, GueSource, Identity, Server, builtin_routes};
 use quic_lb::{Config, ServerId};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -67,6 +67,11 @@ pub(crate) struct ServeArgs {
     /// return); the VIP must be a local address (`ip addr add VIP/32 dev lo`).
     #[arg(long, requires = "gue")]
     direct_return: bool,
+    /// Accept GUE only from these networks: the load balancers (`10.0.0.0/29`, `10.0.0.7`,
+    /// `2001:db8::/64`; repeat or separate with commas) [default: any source, with a warning
+    /// in the log].
+    #[arg(long, requires = "gue", value_name = "NETWORK", value_delimiter = ',')]
+    gue_allow: Vec<GueSource>,
     /// Advertise this address as the server's preferred address (RFC 9000 section 9.6):
     /// clients that support it (ngtcp2, Chromium) move to it after the handshake, so the load
     /// balancer carries only the handshake. It must reach this server directly; port 0: the
@@ -124,7 +129,9 @@ impl ServeArgs {
             builder = builder.preferred_address(preferred);
         }
         if let Some(gue) = self.gue {
-            builder = builder.gue(gue, gue_return);
+            builder = builder
+                .gue(gue, gue_return)
+                .gue_sources(self.gue_allow.iter().copied());
         }
         let server = builder.bind(self.listen)?;
         let addr = server.local_addr().context("reading the bound address")?;
@@ -138,6 +145,10 @@ impl ServeArgs {
                     "receiving GUE on {gue}; replies return directly from the VIP (direct \
                      server return: each VIP must be a local address of this host)"
                 ),
+            }
+            if !self.gue_allow.is_empty() {
+                let sources: Vec<String> = self.gue_allow.iter().map(|s| s.to_string()).collect();
+                tracing::info!("accepting GUE only from {}", sources.join(", "));
             }
         }
 

@@ -146,7 +146,7 @@ async fn gue_datagrams_are_answered_through_the_lb_and_the_plain_socket_still_se
 }
 
 #[test]
-fn direct_return_is_logged_and_needs_gue() -> TestResult {
+fn direct_return_and_gue_sources_are_logged_and_need_gue() -> TestResult {
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("cluster.toml");
     std::fs::write(&config, fixtures::table(0))?;
@@ -155,13 +155,47 @@ fn direct_return_is_logged_and_needs_gue() -> TestResult {
         "0a01",
         "127.0.0.1:0",
         &config,
-        &["--gue", "127.0.0.1:0", "--direct-return"],
+        &[
+            "--gue",
+            "127.0.0.1:0",
+            "--direct-return",
+            "--gue-allow",
+            "127.0.0.1,10.0.0.0/8",
+        ],
     )?;
     serve.wait_for_log(
         "replies return directly from the VIP",
         Duration::from_secs(30),
     )?;
+    serve.wait_for_log(
+        "accepting GUE only from 127.0.0.1/32, 10.0.0.0/8",
+        Duration::from_secs(5),
+    )?;
     serve.terminate()?;
+
+    let output = run(
+        "serve",
+        Command::new(env!("CARGO_BIN_EXE_qlb")).args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--server-id",
+            "0a01",
+            "--config",
+            "cluster.toml",
+            "--gue",
+            "127.0.0.1:0",
+            "--gue-allow",
+            "10.0.0.0/33",
+        ]),
+        Duration::from_secs(20),
+    )?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "a /33 network accepted");
+    assert!(
+        stderr.contains("--gue-allow") && stderr.contains("between 0 and 32"),
+        "{stderr}"
+    );
 
     let output = run(
         "serve",

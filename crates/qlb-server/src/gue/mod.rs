@@ -6,7 +6,7 @@
 //!
 //! The decisions are plain code tested without sockets: the way back to each client
 //! ([`return_map`]), splitting received buffers ([`receive`]), which way a transmit leaves
-//! ([`exit`]), encapsulating replies ([`transmit`]). The socket layer ([`socket`], [`io`],
+//! ([`exit`]), encapsulating replies ([`transmit`]), who may send GUE ([`sources`]). The socket layer ([`socket`], [`io`],
 //! [`direct`], [`poller`]) only moves octets.
 
 mod direct;
@@ -17,8 +17,11 @@ mod poller;
 mod receive;
 mod return_map;
 mod socket;
+mod sources;
 mod transmit;
 
 pub use exit::GueReturn;
 pub(crate) use receive::Dropped;
 pub(crate) use socket::GueSocket;
+pub(crate) use sources::GueSources;
+pub use sources::{GueSource, GueSourceError};

@@ -16,6 +16,7 @@ use quinn::udp::RecvMeta;
 
 use super::ecn;
 use super::return_map::Route;
+use super::sources::GueSources;
 
 /// Buffers received in one system call.
 pub(crate) const BUFFERS: usize = 8;
@@ -31,6 +32,8 @@ pub(crate) enum Dropped {
     Empty,
     /// The inner datagram does not fit quinn's receive buffer.
     TooLong,
+    /// The outer source is not among the load balancers the server accepts GUE from.
+    Source,
 }
 
 impl Dropped {
@@ -46,6 +49,7 @@ impl Dropped {
             Self::Decap(DecapError::Length) => "length",
             Self::Empty => "empty",
             Self::TooLong => "too_long",
+            Self::Source => "source",
         }
     }
 }
@@ -175,11 +179,13 @@ impl Batch {
         recv(&mut bufs, &mut self.metas)
     }
 
-    /// Decapsulates the first `filled` buffers: each datagram waits for [`Batch::deliver`],
-    /// `learn` hears its client and route, `drop` hears why one was dropped.
+    /// Decapsulates the first `filled` buffers from the admitted `sources`: each datagram
+    /// waits for [`Batch::deliver`], `learn` hears its client and route, `drop` hears why one
+    /// was dropped.
     pub(crate) fn decode(
         &mut self,
         filled: usize,
+        sources: &GueSources,
         mut learn: impl FnMut(SocketAddr, Route),
         mut drop: impl FnMut(Dropped),
     ) {
@@ -188,6 +194,13 @@ impl Batch {
             let Some(data) = self.storage.get(start..start + meta.len.min(BUFFER_LEN)) else {
                 continue;
             };
+            if !sources.admits(meta.addr.ip()) {
+                // Every datagram of a GRO buffer counts, as for the other reasons.
+                for _ in 0..data.len().div_ceil(meta.stride.max(1)).max(1) {
+                    drop(Dropped::Source);
+                }
+                continue;
+            }
             for datagram in split(data, meta.stride) {
                 match datagram {
                     Ok((payload, client, vip, ecn)) => {
@@ -281,8 +294,15 @@ mod tests {
         out
     }
 
+    type Decoded = (Batch, Vec<(SocketAddr, Route)>, Vec<Dropped>);
+
     /// Receives `buffers` (each: the octets and the stride) into a batch and decodes them.
-    fn received(buffers: &[(Vec<u8>, usize)]) -> (Batch, Vec<(SocketAddr, Route)>, Vec<Dropped>) {
+    fn received(buffers: &[(Vec<u8>, usize)]) -> Decoded {
+        received_admitting(buffers, &GueSources::default())
+    }
+
+    /// [`received`], accepting GUE only from `sources` (the sender is [`LB`]).
+    fn received_admitting(buffers: &[(Vec<u8>, usize)], sources: &GueSources) -> Decoded {
         let mut batch = Batch::default();
         let filled = batch.receive(|bufs, metas| {
             for ((data, stride), (buf, meta)) in
@@ -302,6 +322,7 @@ mod tests {
         let (mut learned, mut dropped) = (Vec::new(), Vec::new());
         batch.decode(
             filled,
+            sources,
             |client, route| learned.push((client, route)),
             |reason| dropped.push(reason),
         );
@@ -409,6 +430,24 @@ mod tests {
         let mut other_ecn = inner(a, 100);
         other_ecn.ecn = Ecn::Ce;
         assert_eq!(run_len(&[inner(a, 100), other_ecn], 1000), 1);
+    }
+
+    #[test]
+    fn datagrams_from_a_host_that_is_not_an_admitted_load_balancer_are_dropped_each() {
+        let mut data = gue("192.0.2.7:5000", b"quic");
+        let stride = data.len();
+        data.extend(gue("192.0.2.8:5000", b"quic"));
+        data.extend(gue("192.0.2.9:5000", b"qu"));
+        let elsewhere = GueSources::new(vec!["10.0.1.0/24".parse().expect("valid")]);
+        let (batch, learned, dropped) = received_admitting(&[(data.clone(), stride)], &elsewhere);
+        assert_eq!(dropped, vec![Dropped::Source; 3]);
+        assert!(learned.is_empty() && !batch.has_waiting());
+
+        let ours = GueSources::new(vec!["10.0.0.0/24".parse().expect("valid")]);
+        let (batch, learned, dropped) = received_admitting(&[(data, stride)], &ours);
+        assert!(dropped.is_empty());
+        assert_eq!(learned.len(), 3);
+        assert!(batch.has_waiting());
     }
 
     #[test]

@@ -18,6 +18,7 @@ use super::io::{Datagrams, UdpIo};
 use super::poller::{Exits, Writable};
 use super::receive::Batch;
 use super::return_map::{ReturnMap, Route};
+use super::sources::GueSources;
 use super::transmit::encapsulate_segments;
 use crate::Metrics;
 
@@ -35,6 +36,8 @@ pub(crate) struct GueSocket {
     plain_ip: Option<IpAddr>,
     gue: Arc<UdpIo>,
     ret: GueReturn,
+    /// The load balancers GUE is accepted from.
+    sources: GueSources,
     direct: DirectSockets,
     routes: Mutex<ReturnMap>,
     batch: Mutex<Batch>,
@@ -64,6 +67,7 @@ impl GueSocket {
         plain: std::net::UdpSocket,
         gue: std::net::UdpSocket,
         ret: GueReturn,
+        sources: GueSources,
         metrics: Metrics,
     ) -> io::Result<Self> {
         let plain = UdpIo::new(plain)?;
@@ -73,6 +77,7 @@ impl GueSocket {
             plain_ip,
             gue: Arc::new(UdpIo::new(gue)?),
             ret,
+            sources,
             direct: DirectSockets::new(),
             routes: Mutex::new(ReturnMap::default()),
             batch: Mutex::new(Batch::default()),
@@ -130,6 +135,7 @@ impl GueSocket {
             let mut routes = lock(&self.routes);
             batch.decode(
                 filled,
+                &self.sources,
                 |client, route| {
                     let forgotten = routes.learn(client, route);
                     if forgotten > 0 {
