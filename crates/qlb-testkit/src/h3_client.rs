@@ -2,7 +2,7 @@
 //! it can be rebound, as a NAT rebinding or a migration would), with the requests tests make.
 
 use std::future::poll_fn;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,6 +62,14 @@ impl Reply {
     }
 }
 
+/// The loopback address of `addr`'s family.
+fn loopback_like(addr: SocketAddr) -> IpAddr {
+    match addr {
+        SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+        SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+    }
+}
+
 impl H3Client {
     /// Connects to `addr` (server name `localhost`) trusting `certificate`.
     pub async fn connect(
@@ -72,9 +80,9 @@ impl H3Client {
     }
 
     /// Connects to `addr` (server name `localhost`) with `config`, from a fresh endpoint on
-    /// 127.0.0.1.
+    /// the loopback address of `addr`'s family.
     pub async fn connect_with(addr: SocketAddr, config: quinn::ClientConfig) -> TestResult<Self> {
-        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+        let mut endpoint = quinn::Endpoint::client(SocketAddr::new(loopback_like(addr), 0))?;
         endpoint.set_default_client_config(config);
         let quic = tokio::time::timeout(HANDSHAKE, endpoint.connect(addr, "localhost")?)
             .await
@@ -140,8 +148,9 @@ impl H3Client {
     /// Moves the client to a new local port: the server sees a NAT rebinding, and quinn
     /// switches to the next connection ID the server issued.
     pub fn rebind(&self) -> TestResult {
+        let ip = self.endpoint.local_addr()?.ip();
         self.endpoint
-            .rebind(std::net::UdpSocket::bind("127.0.0.1:0")?)?;
+            .rebind(std::net::UdpSocket::bind(SocketAddr::new(ip, 0))?)?;
         Ok(())
     }
 

@@ -33,10 +33,24 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[test]
 fn backends_see_the_clients_own_address_and_the_lb_keeps_no_flows() -> TestResult {
+    clients_are_seen_as_themselves_and_the_lb_keeps_no_flows(false)
+}
+
+/// The same over IPv6: the GUE packets carry IPv6 inner headers both ways.
+#[test]
+fn over_ipv6_backends_see_the_clients_own_address_and_the_lb_keeps_no_flows() -> TestResult {
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        return Err("this host has no IPv6 loopback".into());
+    }
+    clients_are_seen_as_themselves_and_the_lb_keeps_no_flows(true)
+}
+
+fn clients_are_seen_as_themselves_and_the_lb_keeps_no_flows(ipv6: bool) -> TestResult {
     let cluster = Cluster::start(Spec {
         backends: 2,
         admin: true,
         mode: Mode::Gue,
+        ipv6,
         ..Spec::default()
     })?;
     let lb = cluster.lbs[0].addr;
@@ -71,7 +85,7 @@ fn backends_see_the_clients_own_address_and_the_lb_keeps_no_flows() -> TestResul
     let whoami = qlb_get_json(&format!("https://{lb}/whoami"), |c| c, CLIENT_TIMEOUT)?;
     let peer: SocketAddr = whoami["peer"].as_str().ok_or("peer")?.parse()?;
     assert!(
-        peer.ip().is_loopback() && peer.port() != lb.port(),
+        peer.ip().is_loopback() && peer.is_ipv6() == ipv6 && peer.port() != lb.port(),
         "the backend saw {peer}"
     );
 

@@ -21,35 +21,43 @@ const TRANSFER: usize = 20_000_000;
 
 #[test]
 fn ngtcp2_changing_its_local_address_mid_transfer_stays_on_one_backend() -> TestResult {
-    ngtcp2_moves_mid_transfer(Mode::Proxy, &[])
+    ngtcp2_moves_mid_transfer(Mode::Proxy, false, &[])
 }
 
 #[test]
 fn gue_mode_ngtcp2_changing_its_local_address_mid_transfer_stays_on_one_backend() -> TestResult {
-    ngtcp2_moves_mid_transfer(Mode::Gue, &[])
+    ngtcp2_moves_mid_transfer(Mode::Gue, false, &[])
 }
 
 #[test]
 fn gue_mode_ngtcp2_nat_rebinding_mid_transfer_stays_on_one_backend() -> TestResult {
-    ngtcp2_moves_mid_transfer(Mode::Gue, &["--nat-rebinding"])
+    ngtcp2_moves_mid_transfer(Mode::Gue, false, &["--nat-rebinding"])
+}
+
+/// IPv6 inner headers both ways, and the backend sees the client's IPv6 address change.
+#[test]
+fn gue_mode_over_ipv6_ngtcp2_changing_its_local_address_mid_transfer_stays_on_one_backend()
+-> TestResult {
+    ngtcp2_moves_mid_transfer(Mode::Gue, true, &[])
 }
 
 #[test]
 fn ngtcp2_nat_rebinding_mid_transfer_stays_on_one_backend() -> TestResult {
-    ngtcp2_moves_mid_transfer(Mode::Proxy, &["--nat-rebinding"])
+    ngtcp2_moves_mid_transfer(Mode::Proxy, false, &["--nat-rebinding"])
 }
 
-/// gtlsclient uploads [`TRANSFER`] octets to `/echo` through the load balancer and downloads
+/// gtlsclient uploads [`TRANSFER`] octets (over IPv6 loopback if `ipv6`) to `/echo` through the load balancer and downloads
 /// them back; 50 ms after the handshake it moves to a new local port (`--change-local-addr`,
 /// plus `extra`), so the load balancer sees a new client address and must route by
 /// connection ID to the same backend. In GUE mode the backend sees the client's own address
 /// change.
-fn ngtcp2_moves_mid_transfer(mode: Mode, extra: &[&str]) -> TestResult {
+fn ngtcp2_moves_mid_transfer(mode: Mode, ipv6: bool, extra: &[&str]) -> TestResult {
     if !gtlsclient_available() {
         return Ok(());
     }
     let cluster = Cluster::start(Spec {
         mode,
+        ipv6,
         ..Spec::default()
     })?;
     let echo = Echo::new(cluster.dir(), TRANSFER)?;
@@ -77,7 +85,7 @@ fn ngtcp2_moves_mid_transfer(mode: Mode, extra: &[&str]) -> TestResult {
     let served = cluster.sole_server()?;
     let moves = served.client_address_changes()?;
     eprintln!(
-        "gtlsclient {mode:?} {extra:?}: {} MB up and back through the load balancer in {elapsed:?} \
+        "gtlsclient {mode:?} {extra:?} (IPv6: {ipv6}): {} MB up and back through the load balancer in {elapsed:?} \
          ({:.1} MB/s each way); served by {} alone, which saw the client's address \
          change {moves} time(s)",
         TRANSFER / 1_000_000,

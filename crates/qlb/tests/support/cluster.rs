@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
@@ -50,6 +50,9 @@ pub(crate) struct Spec {
     /// Whether the backends advertise their own address as their preferred address
     /// (`qlb serve --preferred-address`).
     pub preferred_address: bool,
+    /// Whether clients, load balancers and backends talk over IPv6 loopback (`::1`) instead
+    /// of 127.0.0.1 (admin APIs and metrics stay on IPv4).
+    pub ipv6: bool,
 }
 
 /// The load balancers' forwarding mode.
@@ -77,11 +80,21 @@ impl Default for Spec {
             retry: None,
             mode: Mode::Proxy,
             preferred_address: false,
+            ipv6: false,
         }
     }
 }
 
 impl Spec {
+    /// The loopback address the cluster's QUIC and GUE traffic uses, as written before a
+    /// port.
+    fn loopback(&self) -> &'static str {
+        match self.ipv6 {
+            true => "[::1]",
+            false => "127.0.0.1",
+        }
+    }
+
     /// The default cluster with [`HealthChecks::FAST`] and the admin API.
     pub(crate) fn checked() -> Self {
         Self {
@@ -171,7 +184,7 @@ impl Cluster {
             .map(|i| {
                 let config = dir.path().join(format!("lb{i}.toml"));
                 std::fs::write(&config, config_text(&spec, &backends)?)?;
-                Lb::start(&format!("lb{i}"), config, spec.admin)
+                Lb::start(&format!("lb{i}"), config, &spec)
             })
             .collect::<TestResult<Vec<_>>>()?;
         Ok(Self { backends, lbs, dir })
@@ -271,13 +284,13 @@ impl Backend {
     /// Starts `qlb serve` on a port it picks, reading `config`, and as `spec` says: in
     /// [`Mode::Gue`] receiving GUE on another, advertising its preferred address.
     fn start(name: &str, server_id: &str, config: &Path, spec: &Spec) -> TestResult<Self> {
-        let gue = (spec.mode == Mode::Gue).then_some("127.0.0.1:0");
+        let any_port = format!("{}:0", spec.loopback());
+        let gue = (spec.mode == Mode::Gue).then_some(any_port.as_str());
         let mut extra = gue_args(gue);
         if spec.preferred_address {
-            extra.extend(["--preferred-address", "127.0.0.1:0"]);
+            extra.extend(["--preferred-address", &any_port]);
         }
-        let (mut process, addr, metrics) =
-            spawn_serve(name, server_id, "127.0.0.1:0", config, &extra)?;
+        let (mut process, addr, metrics) = spawn_serve(name, server_id, &any_port, config, &extra)?;
         let gue = match gue {
             Some(_) => Some(gue_addr(&mut process)?),
             None => None,
@@ -369,11 +382,12 @@ impl Backend {
 }
 
 impl Lb {
-    fn start(name: &str, config: PathBuf, admin: bool) -> TestResult<Self> {
-        let (process, addr, admin) = spawn_lb(name, &config, admin)?;
+    fn start(name: &str, config: PathBuf, spec: &Spec) -> TestResult<Self> {
+        let (process, addr, admin) = spawn_lb(name, &config, spec.admin)?;
         // Restarts must come back on the same port: write it into the file (`listen` comes
         // first; the admin API's port may change).
-        let text = std::fs::read_to_string(&config)?.replacen("127.0.0.1:0", &addr.to_string(), 1);
+        let listen = format!("{}:0", spec.loopback());
+        let text = std::fs::read_to_string(&config)?.replacen(&listen, &addr.to_string(), 1);
         std::fs::write(&config, text)?;
         Ok(Self {
             addr,
@@ -513,13 +527,13 @@ fn gue_addr(process: &mut Process) -> TestResult<SocketAddr> {
     )
 }
 
-/// The first of `count` consecutive UDP ports free on loopback (for `[gue] ports`), probed by
+/// The first of `count` consecutive UDP ports free on `ip` (for `[gue] ports`), probed by
 /// binding them; another process may still take one before the load balancer does.
-fn free_ports(count: u16) -> TestResult<u16> {
+fn free_ports(ip: IpAddr, count: u16) -> TestResult<u16> {
     for _ in 0..100 {
         let base = 20_000 + rand::random::<u16>() % 30_000;
         let all_free =
-            (base..base + count).all(|port| std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok());
+            (base..base + count).all(|port| std::net::UdpSocket::bind((ip, port)).is_ok());
         if all_free {
             return Ok(base);
         }
@@ -581,13 +595,14 @@ fn log_filter() -> String {
 /// says.
 fn config_text(spec: &Spec, backends: &[Backend]) -> TestResult<String> {
     let workers = spec.workers;
+    let loopback = spec.loopback();
     let mode = match spec.mode {
         Mode::Proxy => "proxy",
         Mode::Gue => "gue",
     };
     let mut text = format!(
         "cluster_secret_file = \"cluster.secret\"\n\
-         listen = [\"127.0.0.1:0\"]\n\
+         listen = [\"{loopback}:0\"]\n\
          workers = {workers}\n\
          mode = \"{mode}\"\n\
          flow_idle_timeout = \"30s\"\n\
@@ -620,10 +635,11 @@ fn config_text(spec: &Spec, backends: &[Backend]) -> TestResult<String> {
     // The backends' part is written for the load balancers only; the backends read the
     // shared part, without `[gue]`, which needs free ports of the load balancer's.
     if spec.mode == Mode::Gue && !backends.is_empty() {
-        let base = free_ports(GUE_PORTS)?;
+        let ip = loopback.trim_matches(['[', ']']).parse()?;
+        let base = free_ports(ip, GUE_PORTS)?;
         let _ = write!(
             text,
-            "\n[gue]\nbind = \"127.0.0.1:{base}\"\nports = {GUE_PORTS}\n"
+            "\n[gue]\nbind = \"{loopback}:{base}\"\nports = {GUE_PORTS}\n"
         );
     }
     for backend in backends {
