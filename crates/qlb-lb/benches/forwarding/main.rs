@@ -32,13 +32,16 @@
 //! `LB_BENCH_ROUNDS` (default 3; contenders take turns in rotating order each round),
 //! `LB_BENCH_RATE` (datagrams/s of the latency phase, default 20000), `LB_BENCH_BURST`
 //! (datagrams per client send at saturation, default 1; more are sent as one GSO burst,
-//! which a GRO socket receives whole, as bulk QUIC senders do), `LB_BENCH_SIZES`
+//! which a GRO socket receives whole, as bulk QUIC senders do), `LB_BENCH_RPS=1` (loopback's
+//! receive work on the forwarder's CPU instead of the sender's, `steering.rs`; needs root),
+//! `LB_BENCH_SIZES`
 //! (default `1200,64`), `LB_BENCH_FLOWS` (default `1,64`), `LB_BENCH_ONLY` (some of `direct,
 //! raw,nginx,qlb,qlb-gue`), `LB_BENCH_PIN=0` (no CPU pinning). nginx must be installed (`apt-get
 //! install -y nginx libnginx-mod-stream`); without it the run fails unless `LB_BENCH_ONLY`
 //! leaves nginx out.
 
 mod forwarders;
+mod steering;
 mod traffic;
 
 use std::net::SocketAddr;
@@ -136,6 +139,8 @@ struct Settings {
     rate: u64,
     /// Datagrams per flat-out send (GSO when more than 1).
     burst: usize,
+    /// Whether loopback's receive work is steered to the forwarder's CPU ([`steering`]).
+    rps: bool,
     sizes: Vec<usize>,
     flows: Vec<usize>,
     only: Vec<Contender>,
@@ -184,6 +189,7 @@ impl Settings {
             rounds: var("LB_BENCH_ROUNDS").map_or(Ok(3), |v| v.parse())?,
             rate: var("LB_BENCH_RATE").map_or(Ok(20_000), |v| v.parse())?,
             burst: var("LB_BENCH_BURST").map_or(Ok(1), |v| v.parse())?,
+            rps: var("LB_BENCH_RPS").is_some_and(|v| v != "0"),
             sizes: list("LB_BENCH_SIZES", "1200,64")?,
             flows: list("LB_BENCH_FLOWS", "1,64")?,
             only,
@@ -222,6 +228,11 @@ struct Case {
 fn main() -> BenchResult {
     let settings = Settings::from_env()?;
     let epoch = Instant::now();
+    let _steering = match (settings.rps, settings.forwarder_cpu) {
+        (false, _) => None,
+        (true, Some(cpu)) => Some(steering::LoopbackSteering::to_cpu(cpu)?),
+        (true, None) => return Err("LB_BENCH_RPS needs CPU pinning (2 or more CPUs)".into()),
+    };
     describe_machine(&settings);
     // The CID length, from the configuration's QUIC-LB table (no backends needed).
     let cid_len = forwarders::qlb_config(&[], false)?
@@ -684,11 +695,15 @@ fn describe_machine(settings: &Settings) {
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     println!(
-        "# forwarding: {cpus} CPUs ({cpu}), Linux {}, window {:?} x {} rounds, {} datagram(s) per send at saturation, pinning {}",
+        "# forwarding: {cpus} CPUs ({cpu}), Linux {}, window {:?} x {} rounds, {} datagram(s) per send at saturation, loopback receive work on {}, pinning {}",
         kernel.trim(),
         settings.window,
         settings.rounds,
         settings.burst,
+        match settings.rps {
+            true => "the forwarder's CPU (RPS)",
+            false => "the sender's CPU",
+        },
         match (settings.load_cpu, settings.forwarder_cpu) {
             (Some(load), Some(forwarder)) =>
                 format!("load on CPU {load}, forwarder on CPU {forwarder}"),
