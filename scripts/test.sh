@@ -7,12 +7,14 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 # Third-party QUIC peers the interop tests run against: ngtcp2's gtlsclient/gtlsserver
-# (Debian) and aioquic (PyPI), and iproute2 for network namespaces. Installed when missing; in CI a test whose peer is still
+# (Debian) and aioquic (PyPI), etcd for the fleet tests, and iproute2 for network namespaces. Installed when missing; in CI a test whose peer is still
 # missing fails rather than skipping.
 install_peers() {
     local packages=()
     [ -x /usr/bin/gtlsclient ] || packages+=(ngtcp2-client)
     [ -x /usr/sbin/gtlsserver ] || packages+=(ngtcp2-server)
+    # The fleet tests run a real etcd.
+    command -v etcd >/dev/null || packages+=(etcd-server)
     # The direct-server-return tests build network namespaces with iproute2.
     command -v ip >/dev/null || packages+=(iproute2)
     if [ ${#packages[@]} -gt 0 ]; then

@@ -24,6 +24,7 @@
 //! # }
 //! ```
 
+mod etcd;
 pub mod fixtures;
 mod h3_client;
 mod identity;
@@ -32,6 +33,7 @@ pub mod peers;
 mod trace;
 mod wait;
 
+pub use etcd::{Etcd, etcd_available};
 pub use h3_client::{H3Client, Reply, SendRequest, closed_with, fetch, transport};
 pub use identity::SelfSigned;
 pub use trace::init_tracing;

@@ -1,0 +1,23 @@
+//! A qlb fleet on etcd. A backend joins a cluster ([`Membership::join`]): it takes a server
+//! ID that no live or recently departed member holds, atomically (a create-if-absent
+//! transaction), publishes its address and state under a lease it keeps alive, marks itself
+//! draining before its graceful shutdown, and deletes its record when it exits. A crashed
+//! backend's record disappears when its lease expires; its server ID stays taken for a
+//! quarantine (at least the fleet's max connection age), so a new backend never receives a
+//! departed one's connections.
+//!
+//! etcd is reached through the JSON gateway of its v3 API ([`EtcdClient`]): plain HTTP/1.1,
+//! nothing generated, no protoc. Key layout: [`ClusterKeys`].
+
+mod allocate;
+mod client;
+mod error;
+mod keys;
+mod membership;
+mod wire;
+
+pub use client::{EtcdClient, Lease};
+pub use error::EtcdError;
+pub use keys::ClusterKeys;
+pub use membership::{JoinSpec, Member, MemberState, Membership, Reservation};
+pub use wire::KeyValue;
