@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::durations::{up_to_a_day, up_to_a_year};
@@ -14,6 +15,7 @@ use anyhow::{Context, Result, anyhow};
 use axum::response::IntoResponse;
 use clap::Args;
 use prometheus_client::registry::Registry;
+use qlb_etcd::{EtcdClient, JoinSpec, Membership, Reservation};
 use qlb_lb::config::ClusterConfig;
 use qlb_server::{GueReturn, GueSource, Identity, Server, builtin_routes};
 use quic_lb::{Config, ServerId};
@@ -27,9 +29,29 @@ pub(crate) struct ServeArgs {
     /// This server's name, reported by /whoami.
     #[arg(long)]
     name: String,
-    /// This server's QUIC-LB server ID, hex (the load balancer's `backend.server_id`).
-    #[arg(long)]
-    server_id: ServerId,
+    /// This server's QUIC-LB server ID, hex (the load balancer's `backend.server_id`). With
+    /// --etcd it is allocated when not given, and claimed (refused if held) when given.
+    #[arg(long, required_unless_present = "etcd")]
+    server_id: Option<ServerId>,
+    /// Join the fleet on etcd at these endpoints (`http://HOST:PORT`, comma-separated): take
+    /// a server ID nobody holds, publish this server's addresses and state, mark it draining
+    /// before a graceful shutdown and delete it at exit.
+    #[arg(long, value_name = "URL", value_delimiter = ',', requires = "cluster")]
+    etcd: Vec<String>,
+    /// The fleet's name on etcd (keys under `/qlb/NAME/`).
+    #[arg(long, value_name = "NAME", requires = "etcd")]
+    cluster: Option<String>,
+    /// The address published on etcd for the load balancers [default: the bound --gue
+    /// address, or the --listen one; refused when it is a wildcard].
+    #[arg(long, value_name = "ADDR", requires = "etcd")]
+    advertise: Option<SocketAddr>,
+    /// How long this server's record on etcd outlives a crash (its lease).
+    #[arg(long, value_parser = up_to_a_day, default_value = "10s", requires = "etcd")]
+    etcd_ttl: Duration,
+    /// How long this server's ID stays taken after it leaves or dies [default: the max
+    /// connection age and grace plus 10%, or 1h without them].
+    #[arg(long, value_parser = up_to_a_year, requires = "etcd")]
+    server_id_quarantine: Option<Duration>,
     /// The cluster file: its [[quic_lb]] tables and cluster secret. A load balancer's whole
     /// file does too: the load balancer's own sections are ignored.
     #[arg(long)]
@@ -98,7 +120,13 @@ impl ServeArgs {
             .with_context(|| format!("reading {}", self.config.display()))?;
         let config = select_config(&cluster.quic_lb, self.config_id)
             .with_context(|| format!("{}: quic_lb", self.config.display()))?;
-        let mut builder = Server::builder(config, self.server_id).name(&self.name);
+        let reservation = self.reserve_on_etcd(&config).await?;
+        let server_id = match (&reservation, self.server_id) {
+            (Some(reservation), _) => reservation.server_id(),
+            (None, Some(server_id)) => server_id,
+            (None, None) => return Err(anyhow!("--server-id is needed without --etcd")),
+        };
+        let mut builder = Server::builder(config, server_id).name(&self.name);
         match &cluster.cluster_secret {
             Some(secret) => builder = builder.cluster_secret(secret.as_bytes()),
             None => tracing::warn!(
@@ -163,6 +191,18 @@ impl ServeArgs {
             tokio::spawn(serve_metrics(listener, server.metrics().clone()));
         }
 
+        let membership = match reservation {
+            Some(reservation) => {
+                let (published, health) = self.published_addrs(addr, server.gue_addr())?;
+                Some(
+                    reservation
+                        .publish(published, health)
+                        .await
+                        .context("publishing this server on etcd")?,
+                )
+            }
+            None => None,
+        };
         let serving = tokio::spawn({
             let server = server.clone();
             let routes = builtin_routes(server.drain_state());
@@ -180,6 +220,13 @@ impl ServeArgs {
             _ = terminate.recv() => {}
             _ = interrupt.recv() => {}
         }
+        if let Some(membership) = &membership {
+            // Before the GOAWAYs: the load balancers stop sending new connections here.
+            match membership.drain().await {
+                Ok(()) => tracing::info!("marked draining on etcd"),
+                Err(error) => tracing::warn!(%error, "could not mark this server draining on etcd"),
+            }
+        }
         tracing::info!(timeout = ?self.shutdown_timeout, "shutting down");
         let shutdown = server.shutdown(self.shutdown_timeout);
         tokio::pin!(shutdown);
@@ -193,10 +240,77 @@ impl ServeArgs {
             }
         }
         serving.await.context("the server task failed")?;
+        if let Some(membership) = membership {
+            if let Err(error) = membership.leave().await {
+                tracing::warn!(%error, "could not delete this server's record on etcd; it expires");
+            }
+        }
         tracing::info!("stopped");
         Ok(())
     }
+
+    /// With --etcd: a server ID taken on etcd for this server, before it binds.
+    async fn reserve_on_etcd(&self, config: &Config) -> Result<Option<Reservation>> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(None);
+        };
+        let etcd = EtcdClient::new(&self.etcd).context("--etcd")?;
+        let quarantine = self.server_id_quarantine.unwrap_or_else(|| {
+            match self.max_connection_age {
+                // The last connection may live the max age (+10% jitter) and the grace.
+                Some(age) => (age + self.max_connection_age_grace.unwrap_or_default()).mul_f64(1.1),
+                None => DEFAULT_QUARANTINE,
+            }
+        });
+        let spec = JoinSpec {
+            cluster: cluster.clone(),
+            name: self.name.clone(),
+            server_id_len: config.server_id_len(),
+            server_id: self.server_id,
+            member_ttl: self.etcd_ttl,
+            quarantine,
+        };
+        let reservation = Membership::reserve(Arc::new(etcd), spec)
+            .await
+            .with_context(|| format!("joining cluster `{cluster}` on etcd"))?;
+        tracing::info!(
+            server_id = %reservation.server_id(),
+            ?quarantine,
+            "took server ID {} on etcd", reservation.server_id()
+        );
+        Ok(Some(reservation))
+    }
+
+    /// What etcd publishes: where the load balancers send datagrams (--advertise, the GUE
+    /// socket, or the plain one) and, in GUE mode, where their health checks go.
+    fn published_addrs(
+        &self,
+        listen: SocketAddr,
+        gue: Option<SocketAddr>,
+    ) -> Result<(SocketAddr, Option<SocketAddr>)> {
+        let reachable = |addr: SocketAddr| -> Result<SocketAddr> {
+            match (addr.ip().is_unspecified(), self.advertise) {
+                (false, _) => Ok(addr),
+                (true, Some(advertise)) => Ok(SocketAddr::new(advertise.ip(), addr.port())),
+                (true, None) => Err(anyhow!(
+                    "--advertise: this server is bound to {addr}, which the load balancers \
+                     cannot be told to reach"
+                )),
+            }
+        };
+        match gue {
+            Some(gue) => Ok((
+                self.advertise.map_or_else(|| reachable(gue), Ok)?,
+                Some(reachable(listen)?),
+            )),
+            None => Ok((self.advertise.map_or_else(|| reachable(listen), Ok)?, None)),
+        }
+    }
 }
+
+/// How long a server ID stays taken after its server leaves, when no max connection age
+/// bounds its connections' lives.
+const DEFAULT_QUARANTINE: Duration = Duration::from_secs(3600);
 
 /// The `[[quic_lb]]` table with codepoint `config_id`, or the first one.
 fn select_config(configs: &[Config], config_id: Option<u8>) -> Result<Config> {

@@ -25,7 +25,7 @@ const CONFIG: &str = "listen = [\"127.0.0.1:4433\"]\n\
 fn serve(dir: &Path, extra: &[&str]) -> TestResult<(Process, SocketAddr)> {
     let config = dir.join("lb.toml");
     std::fs::write(&config, CONFIG)?;
-    let (serve, addr, _metrics) = spawn_serve("b1", "0a01", "127.0.0.1:0", &config, extra)?;
+    let (serve, addr, _metrics) = spawn_serve("b1", Some("0a01"), "127.0.0.1:0", &config, extra)?;
     Ok((serve, addr))
 }
 

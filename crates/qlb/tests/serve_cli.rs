@@ -28,7 +28,7 @@ async fn sigterm_lets_the_request_in_flight_finish_then_exits_zero() -> TestResu
             fixtures::table(0)
         ),
     )?;
-    let (mut serve, addr, _metrics) = spawn_serve("b1", "0a01", "127.0.0.1:0", &config, &[])?;
+    let (mut serve, addr, _metrics) = spawn_serve("b1", Some("0a01"), "127.0.0.1:0", &config, &[])?;
     let prober = Prober::new(&Trust::Insecure)?;
 
     let healthz = prober
@@ -75,7 +75,7 @@ async fn a_cluster_file_without_the_load_balancers_sections_is_enough() -> TestR
          [[quic_lb]]\nconfig_id = 0\nserver_id_len = 2\nnonce_len = 6\n\
          key = \"8f95f09245765f80256934e50c66207f\"\n",
     )?;
-    let (mut serve, addr, _metrics) = spawn_serve("b1", "0a01", "127.0.0.1:0", &config, &[])?;
+    let (mut serve, addr, _metrics) = spawn_serve("b1", Some("0a01"), "127.0.0.1:0", &config, &[])?;
     let prober = Prober::new(&Trust::Insecure)?;
     let whoami = prober
         .probe(addr, "localhost", "/whoami", Duration::from_secs(5))
@@ -103,7 +103,7 @@ async fn gue_datagrams_are_answered_through_the_lb_and_the_plain_socket_still_se
     std::fs::write(&config, fixtures::table(0))?;
     let (mut serve, addr, _metrics) = spawn_serve(
         "b1",
-        "0a01",
+        Some("0a01"),
         "127.0.0.1:0",
         &config,
         &["--gue", "127.0.0.1:0"],
@@ -152,7 +152,7 @@ fn direct_return_and_gue_sources_are_logged_and_need_gue() -> TestResult {
     std::fs::write(&config, fixtures::table(0))?;
     let (mut serve, _addr, _metrics) = spawn_serve(
         "b1",
-        "0a01",
+        Some("0a01"),
         "127.0.0.1:0",
         &config,
         &[

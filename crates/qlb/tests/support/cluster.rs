@@ -290,7 +290,8 @@ impl Backend {
         if spec.preferred_address {
             extra.extend(["--preferred-address", &any_port]);
         }
-        let (mut process, addr, metrics) = spawn_serve(name, server_id, &any_port, config, &extra)?;
+        let (mut process, addr, metrics) =
+            spawn_serve(name, Some(server_id), &any_port, config, &extra)?;
         let gue = match gue {
             Some(_) => Some(gue_addr(&mut process)?),
             None => None,
@@ -329,7 +330,13 @@ impl Backend {
         let gue = self.gue.map(|addr| addr.to_string());
         let (process, _, metrics) = on_its_port(&self.name, || {
             let extra = gue_args(gue.as_deref());
-            spawn_serve(&self.name, &self.server_id, &listen, &self.config, &extra)
+            spawn_serve(
+                &self.name,
+                Some(&self.server_id),
+                &listen,
+                &self.config,
+                &extra,
+            )
         })?;
         self.process = process;
         self.metrics = metrics;
@@ -488,11 +495,12 @@ pub(crate) fn backend_entry(status: &Value, name: &str) -> TestResult<Value> {
         .ok_or_else(|| format!("no backend {name} in {status}").into())
 }
 
-/// Starts `qlb serve` on `listen` with `extra` arguments; returns it once it serves, with its
+/// Starts `qlb serve` on `listen` with `extra` arguments (and `server_id`, unless etcd
+/// allocates it); returns it once it serves, with its
 /// HTTP/3 and metrics addresses.
 pub(crate) fn spawn_serve(
     name: &str,
-    server_id: &str,
+    server_id: Option<&str>,
     listen: &str,
     config: &Path,
     extra: &[&str],
@@ -500,7 +508,11 @@ pub(crate) fn spawn_serve(
     let mut command = Command::new(env!("CARGO_BIN_EXE_qlb"));
     command
         .args(["serve", "--listen", listen, "--name", name])
-        .args(["--server-id", server_id, "--metrics", "127.0.0.1:0"])
+        .args(["--metrics", "127.0.0.1:0"]);
+    if let Some(server_id) = server_id {
+        command.args(["--server-id", server_id]);
+    }
+    command
         .arg("--config")
         .arg(config)
         .args(["--shutdown-timeout", "10s"])

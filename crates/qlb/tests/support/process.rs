@@ -72,6 +72,11 @@ impl Process {
         }
     }
 
+    /// The log so far, one entry per line.
+    pub(crate) fn lines(&self) -> Vec<String> {
+        lock(&self.log).clone()
+    }
+
     /// SIGTERMs the process (it may take its time to exit: [`Process::wait`]).
     pub(crate) fn terminate(&mut self) -> TestResult {
         let pid = rustix::process::Pid::from_child(&self.child);
