@@ -6,12 +6,15 @@
 //! another page's request to it is cross-origin), or one of `admin.allowed_hosts`. The port
 //! is not checked: a browser connects to the port the `Host` names, so it adds nothing, and
 //! port forwards (`kubectl port-forward`) rewrite it. A cross-site `POST` carries a good
-//! `Host` but the page's `Origin`: POSTs must have none (not a browser) or the API's own.
+//! `Host` but the page's `Origin`: POSTs must have none (not a browser) or the API's own,
+//! a `Sec-Fetch-Site` (if any) of `same-origin`, and, when they ride on the Basic credentials
+//! a browser keeps for the dashboard, the dashboard's own `X-Qlb-Dashboard` header.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 
+use super::dashboard::DASHBOARD_HEADER;
 use crate::control_plane::AdminRefusal;
 
 /// Why a request is refused, with the status and the message to answer.
@@ -60,14 +63,43 @@ pub(super) fn check(
             .unwrap_or(false),
         (Some(_), Some(_)) => false,
     };
-    if same_origin {
-        Ok(())
-    } else {
-        Err(Refused {
-            reason: AdminRefusal::Origin,
-            status: StatusCode::FORBIDDEN,
-            message: "cross-origin request refused: Origin must be absent or match Host",
-        })
+    if !same_origin {
+        return Err(cross_site(
+            "cross-origin request refused: Origin must be absent or match Host",
+        ));
+    }
+    // Fetch metadata, where the browser sends it, says the same more reliably.
+    let site = headers.get(SEC_FETCH_SITE).map(HeaderValue::as_bytes);
+    if site.is_some_and(|site| site != b"same-origin" && site != b"none") {
+        return Err(cross_site(
+            "cross-site request refused: Sec-Fetch-Site must be same-origin",
+        ));
+    }
+    // Basic credentials are what a browser holds for the dashboard and sends by itself, to
+    // any page's request: a POST riding on them must prove it is the dashboard's own, with
+    // a header no cross-site page can add (a browser sending neither Origin nor fetch
+    // metadata would let a form through otherwise).
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split_once(' '))
+        .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"));
+    if basic && !headers.contains_key(DASHBOARD_HEADER) {
+        return Err(cross_site(
+            "a POST with Basic credentials must carry X-Qlb-Dashboard: 1",
+        ));
+    }
+    Ok(())
+}
+
+/// The `Sec-Fetch-Site` request header (fetch metadata; not among `http`'s constants).
+const SEC_FETCH_SITE: &str = "sec-fetch-site";
+
+fn cross_site(message: &'static str) -> Refused {
+    Refused {
+        reason: AdminRefusal::Origin,
+        status: StatusCode::FORBIDDEN,
+        message,
     }
 }
 
@@ -162,6 +194,39 @@ mod tests {
                 "{foreign}"
             );
         }
+        for site in ["cross-site", "same-site"] {
+            assert_eq!(
+                status(Method::POST, &[(SEC_FETCH_SITE.parse().expect("name"), site)]),
+                Some(StatusCode::FORBIDDEN),
+                "{site}"
+            );
+        }
+        for site in ["same-origin", "none"] {
+            assert_eq!(
+                status(Method::POST, &[(SEC_FETCH_SITE.parse().expect("name"), site)]),
+                None,
+                "{site}"
+            );
+        }
+        let basic = (header::AUTHORIZATION, "Basic OnRvaw==");
+        assert_eq!(
+            status(Method::POST, &[basic.clone()]),
+            Some(StatusCode::FORBIDDEN),
+            "ambient credentials without the dashboard's header"
+        );
+        assert_eq!(
+            status(
+                Method::POST,
+                &[basic.clone(), (DASHBOARD_HEADER.parse().expect("name"), "1")]
+            ),
+            None
+        );
+        assert_eq!(status(Method::GET, &[basic]), None, "reading is harmless");
+        assert_eq!(
+            status(Method::POST, &[(header::AUTHORIZATION, "Bearer tok")]),
+            None,
+            "browsers never send bearer tokens by themselves"
+        );
         // Reading is harmless without rebinding, which the Host check stops.
         assert_eq!(
             status(Method::GET, &[(header::ORIGIN, "http://evil.example")]),

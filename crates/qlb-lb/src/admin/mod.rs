@@ -2,6 +2,7 @@
 //!
 //! | request | answer |
 //! | --- | --- |
+//! | `GET /` | 200, the operators' [`dashboard`] (HTML), live from `/status` |
 //! | `GET /status` | 200, the [`Status`](crate::daemon::Status) as JSON |
 //! | `POST /backends/{name}/drain` | 200 `{"name", "admin_override", "effective_state"}`; 404 for an unknown name |
 //! | `POST /backends/{name}/undrain` | the same; the backend goes back to its configured state |
@@ -9,15 +10,18 @@
 //! | `GET /metrics` | 200, Prometheus (OpenMetrics) text |
 //!
 //! When a token is configured (`admin.token_file` or `admin.token`, required unless the
-//! address is loopback), every request must carry `Authorization: Bearer <token>`; the
-//! comparison takes the same time wherever the first difference is. Otherwise the answer is
-//! 401 with `WWW-Authenticate: Bearer`. The token is never logged.
+//! address is loopback), every request must carry `Authorization: Bearer <token>`, or
+//! HTTP Basic credentials with the token as the password (what a browser opening the
+//! dashboard can send: it asks for them); the comparison takes the same time wherever the
+//! first difference is. Otherwise the answer is 401 with `WWW-Authenticate: Bearer` and
+//! `Basic`. The token is never logged.
 //!
 //! Before the token, every request's `Host` must be one of the API's names (`localhost`, an
 //! IP literal, or one of `admin.allowed_hosts`; otherwise 421) and a `POST`'s `Origin`
 //! absent or the API's own (otherwise 403), so that a web page cannot drive the API through
 //! DNS rebinding or a cross-site form ([`host`] says why). Refusals are counted by reason.
 
+mod dashboard;
 mod host;
 mod metrics;
 
@@ -32,6 +36,7 @@ use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use base64::Engine as _;
 use serde::Serialize;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
@@ -96,6 +101,7 @@ impl Drop for AdminServer {
 /// The admin API's routes for the balancer behind `control`.
 fn router(control: Weak<ControlPlane>) -> axum::Router {
     axum::Router::new()
+        .route("/", get(dashboard::page))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/reload", post(reload))
@@ -173,12 +179,8 @@ fn refusal(
             _ => None,
         };
     };
-    let given = authorization
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, credentials)| credentials.trim());
-    let accepted = given.is_some_and(|given| bool::from(given.as_bytes().ct_eq(token.as_bytes())));
+    let given = authorization.and_then(presented_token);
+    let accepted = given.is_some_and(|given| bool::from(given.ct_eq(token.as_bytes())));
     if accepted {
         return None;
     }
@@ -186,11 +188,35 @@ fn refusal(
         StatusCode::UNAUTHORIZED,
         "a bearer token is required: Authorization: Bearer <admin token>",
     );
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         header::WWW_AUTHENTICATE,
         header::HeaderValue::from_static("Bearer"),
     );
+    // Makes a browser ask for the token (as the password) when it opens the dashboard.
+    headers.append(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Basic realm=\"qlb admin\", charset=\"UTF-8\""),
+    );
     Some(response)
+}
+
+/// The token an `Authorization` header presents: a bearer token, or the password of Basic
+/// credentials (any user name).
+fn presented_token(authorization: &header::HeaderValue) -> Option<Vec<u8>> {
+    let (scheme, credentials) = authorization.to_str().ok()?.split_once(' ')?;
+    let credentials = credentials.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(credentials.as_bytes().to_vec());
+    }
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(credentials)
+        .ok()?;
+    let colon = decoded.iter().position(|&b| b == b':')?;
+    Some(decoded[colon + 1..].to_vec())
 }
 
 async fn status(Live(control): Live) -> Response {
@@ -271,7 +297,14 @@ mod tests {
             Some(StatusCode::FORBIDDEN),
             "fails closed"
         );
-        for accepted in ["Bearer s3cret", "bearer  s3cret ", "BEARER s3cret"] {
+        for accepted in [
+            "Bearer s3cret",
+            "bearer  s3cret ",
+            "BEARER s3cret",
+            // admin:s3cret and :s3cret, as a browser sends what it was given.
+            "Basic YWRtaW46czNjcmV0",
+            "basic OnMzY3JldA==",
+        ] {
             assert_eq!(
                 status(Some(&token), anywhere, Some(accepted)),
                 None,
@@ -285,6 +318,10 @@ mod tests {
             Some("Bearer s3cre"),
             Some("Bearer s3cret2"),
             Some("Bearer "),
+            // s3cret (no colon), admin:s3cre, not base64.
+            Some("Basic czNjcmV0"),
+            Some("Basic YWRtaW46czNjcmU="),
+            Some("Basic %%%"),
         ] {
             assert_eq!(
                 status(Some(&token), loopback, refused),
