@@ -29,13 +29,17 @@ pub struct SelfSigned {
     key: PrivatePkcs8KeyDer<'static>,
     certificate_pem: String,
     private_key_pem: String,
+    /// The SubjectPublicKeyInfo (DER), which browsers pin by hash.
+    spki: Vec<u8>,
 }
 
 impl SelfSigned {
     /// Generates a certificate for `localhost`.
     pub fn localhost() -> TestResult<Self> {
         let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])?;
+        let spki = rcgen::PublicKeyData::subject_public_key_info(&certified.signing_key);
         Ok(Self {
+            spki,
             certificate: certified.cert.der().clone(),
             key: PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der()),
             certificate_pem: certified.cert.pem(),
@@ -61,6 +65,26 @@ impl SelfSigned {
     /// The private key in PEM.
     pub fn private_key_pem(&self) -> &str {
         &self.private_key_pem
+    }
+
+    /// The base64 SHA-256 of the certificate's SubjectPublicKeyInfo: what Chromium's
+    /// `--ignore-certificate-errors-spki-list` takes to trust it.
+    pub fn spki_sha256_base64(&self) -> String {
+        use base64::Engine as _;
+        let digest = ring::digest::digest(&ring::digest::SHA256, &self.spki);
+        base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+    }
+
+    /// Writes the certificate and the key as `cert.pem` and `key.pem` into `dir` (for
+    /// `qlb serve --cert --key`); returns their paths.
+    pub fn write_pem(
+        &self,
+        dir: &std::path::Path,
+    ) -> TestResult<(std::path::PathBuf, std::path::PathBuf)> {
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, &self.certificate_pem)?;
+        std::fs::write(&key, &self.private_key_pem)?;
+        Ok((cert, key))
     }
 
     /// A quinn server configuration presenting this identity.

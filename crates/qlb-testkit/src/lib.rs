@@ -2,8 +2,8 @@
 //! ([`TestResult`]), tracing for test output ([`init_tracing`]), waiting with deadlines
 //! ([`eventually`], [`within`]), the QUIC-LB test configurations ([`fixtures`]), a self-signed
 //! identity with quinn server and client configurations ([`SelfSigned`]), an HTTP/3 test
-//! client ([`H3Client`]), the third-party peers ([`peers`]: aioquic, ngtcp2) and network
-//! namespaces ([`netns`]).
+//! client ([`H3Client`]), the third-party peers ([`peers`]: aioquic, ngtcp2), headless
+//! Chromium over the DevTools protocol ([`chromium`]) and network namespaces ([`netns`]).
 //!
 //! It depends on no qlb crate above `quic-lb`, so any crate's tests can use it without a
 //! circle. Not published: it exists for the tests.
@@ -24,6 +24,7 @@
 //! # }
 //! ```
 
+pub mod chromium;
 mod etcd;
 pub mod fixtures;
 mod h3_client;

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
+use qlb_testkit::SelfSigned;
 use serde_json::Value;
 
 use super::TestResult;
@@ -53,6 +54,10 @@ pub(crate) struct Spec {
     /// Whether clients, load balancers and backends talk over IPv6 loopback (`::1`) instead
     /// of 127.0.0.1 (admin APIs and metrics stay on IPv4).
     pub ipv6: bool,
+    /// Whether the backends share one self-signed certificate for `localhost`
+    /// ([`Cluster::identity`]), which a browser can be told to trust; otherwise each makes
+    /// its own.
+    pub identity: bool,
 }
 
 /// The load balancers' forwarding mode.
@@ -81,6 +86,7 @@ impl Default for Spec {
             mode: Mode::Proxy,
             preferred_address: false,
             ipv6: false,
+            identity: false,
         }
     }
 }
@@ -135,6 +141,8 @@ impl HealthChecks {
 pub(crate) struct Cluster {
     pub backends: Vec<Backend>,
     pub lbs: Vec<Lb>,
+    /// The backends' certificate, if [`Spec::identity`].
+    identity: Option<SelfSigned>,
     /// Holds the configuration files, the key and the secret.
     dir: tempfile::TempDir,
 }
@@ -150,6 +158,8 @@ pub(crate) struct Backend {
     /// Its Prometheus endpoint (TCP; a restart picks another port).
     pub metrics: SocketAddr,
     config: PathBuf,
+    /// `--cert` and `--key`, if the cluster shares a certificate.
+    tls: Vec<String>,
     process: Process,
 }
 
@@ -177,8 +187,22 @@ impl Cluster {
         // tables, which need the backends' addresses, are added for the load balancers.
         let shared = dir.path().join("cluster.toml");
         std::fs::write(&shared, config_text(&spec, &[])?)?;
+        let identity = spec.identity.then(SelfSigned::localhost).transpose()?;
+        let tls = match &identity {
+            Some(identity) => {
+                let (cert, key) = identity.write_pem(dir.path())?;
+                ["--cert".into(), cert.display().to_string()]
+                    .into_iter()
+                    .chain(["--key".into(), key.display().to_string()])
+                    .collect()
+            }
+            None => Vec::new(),
+        };
         let backends = (1..=spec.backends)
-            .map(|i| Backend::start(&format!("b{i}"), &format!("{i:04x}"), &shared, &spec))
+            .map(|i| {
+                let (name, server_id) = (format!("b{i}"), format!("{i:04x}"));
+                Backend::start(&name, &server_id, &shared, &spec, tls.clone())
+            })
             .collect::<TestResult<Vec<_>>>()?;
         let lbs = (1..=spec.lbs)
             .map(|i| {
@@ -187,7 +211,20 @@ impl Cluster {
                 Lb::start(&format!("lb{i}"), config, &spec)
             })
             .collect::<TestResult<Vec<_>>>()?;
-        Ok(Self { backends, lbs, dir })
+        Ok(Self {
+            backends,
+            lbs,
+            identity,
+            dir,
+        })
+    }
+
+    /// The certificate every backend presents, with [`Spec::identity`].
+    pub(crate) fn identity(&self) -> TestResult<&SelfSigned> {
+        Ok(self
+            .identity
+            .as_ref()
+            .ok_or("the cluster has no shared certificate (Spec::identity)")?)
     }
 
     /// Waits up to `timeout` until every load balancer's health checks find every backend
@@ -283,13 +320,20 @@ impl Cluster {
 impl Backend {
     /// Starts `qlb serve` on a port it picks, reading `config`, and as `spec` says: in
     /// [`Mode::Gue`] receiving GUE on another, advertising its preferred address.
-    fn start(name: &str, server_id: &str, config: &Path, spec: &Spec) -> TestResult<Self> {
+    fn start(
+        name: &str,
+        server_id: &str,
+        config: &Path,
+        spec: &Spec,
+        tls: Vec<String>,
+    ) -> TestResult<Self> {
         let any_port = format!("{}:0", spec.loopback());
         let gue = (spec.mode == Mode::Gue).then_some(any_port.as_str());
         let mut extra = gue_args(gue);
         if spec.preferred_address {
             extra.extend(["--preferred-address", &any_port]);
         }
+        extra.extend(tls.iter().map(String::as_str));
         let (mut process, addr, metrics) =
             spawn_serve(name, Some(server_id), &any_port, config, &extra)?;
         let gue = match gue {
@@ -303,6 +347,7 @@ impl Backend {
             gue,
             metrics,
             config: config.to_owned(),
+            tls,
             process,
         })
     }
@@ -329,7 +374,8 @@ impl Backend {
         let listen = self.addr.to_string();
         let gue = self.gue.map(|addr| addr.to_string());
         let (process, _, metrics) = on_its_port(&self.name, || {
-            let extra = gue_args(gue.as_deref());
+            let mut extra = gue_args(gue.as_deref());
+            extra.extend(self.tls.iter().map(String::as_str));
             spawn_serve(
                 &self.name,
                 Some(&self.server_id),

@@ -1,0 +1,285 @@
+//! Chromium as a client (headless, over the DevTools protocol): a page and its subresources
+//! over HTTP/3 through `qlb lb` to `qlb serve` backends, again after the serving backend is
+//! drained and restarted; and the load balancer's dashboard, driven like an operator would.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use qlb_testkit::chromium::{self, Browser, Page};
+use serde_json::{Value, json};
+use support::TestResult;
+use support::cluster::{Cluster, HealthChecks, Spec};
+
+/// Subresources the page loads each time.
+const SUBRESOURCES: usize = 40;
+
+/// How long a page may take to load (a debug build on a busy two-core machine).
+const LOAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A page of the backends' (`/whoami`, shown by Chromium's JSON viewer), then
+/// [`SUBRESOURCES`] fetches from it, each tagged with `load` so that two loads' timing
+/// entries are told apart. Returns what the browser saw: the protocol of the page and of
+/// every subresource (resource timing's `nextHopProtocol`), and each answer's status,
+/// `qlb-server-id` header and `/whoami` body (the backend's name and the request's ordinal on
+/// its QUIC connection), or the error of a failed fetch.
+fn load_script(load: &str) -> String {
+    format!(
+        r#"(async () => {{
+  const page = JSON.parse(document.querySelector("pre").textContent);
+  const nav = performance.getEntriesByType("navigation")[0].nextHopProtocol;
+  const subs = await Promise.all([...Array({SUBRESOURCES}).keys()].map(async (i) => {{
+    try {{
+      const reply = await fetch(`/whoami?load={load}&sub=${{i}}`, {{ cache: "no-store" }});
+      const body = await reply.json();
+      return {{ status: reply.status, server_id: reply.headers.get("qlb-server-id"),
+               name: body.name, peer: body.peer, ordinal: body.requests_on_connection }};
+    }} catch (err) {{ return {{ error: String(err) }}; }}
+  }}));
+  const protocols = performance.getEntriesByType("resource")
+    .filter((e) => e.name.includes("load={load}&")).map((e) => e.nextHopProtocol);
+  return {{ page, nav, subs, protocols }};
+}})()"#
+    )
+}
+
+/// What one load showed, checked: everything over HTTP/3, every subresource answered 200 by
+/// the page's backend on the page's connection (one peer address, ordinals after the
+/// page's). Returns the backend's name.
+fn check_load(seen: &Value) -> TestResult<String> {
+    let name = seen["page"]["name"].as_str().ok_or("no page")?.to_owned();
+    let server_id = seen["page"]["server_id"].as_str().ok_or("no server id")?;
+    if seen["nav"] != "h3" {
+        return Err(format!("the page came over {}, not h3: {seen}", seen["nav"]).into());
+    }
+    let protocols = seen["protocols"].as_array().ok_or("no timings")?;
+    if protocols.len() != SUBRESOURCES || protocols.iter().any(|p| p != "h3") {
+        return Err(format!("subresource protocols {protocols:?}").into());
+    }
+    let subs = seen["subs"].as_array().ok_or("no subresources")?;
+    let peers: BTreeSet<&str> = subs.iter().filter_map(|s| s["peer"].as_str()).collect();
+    for sub in subs {
+        let ok = sub["status"] == 200
+            && sub["name"] == name.as_str()
+            && sub["server_id"] == server_id
+            && sub["ordinal"].as_u64().is_some_and(|n| n >= 2);
+        if !ok {
+            return Err(format!("subresource {sub} (page on {name}, {server_id})").into());
+        }
+    }
+    if peers.len() != 1 {
+        return Err(format!("subresources came over several connections: {peers:?}").into());
+    }
+    Ok(name)
+}
+
+/// The 200 answers each backend has counted.
+fn ok_requests(cluster: &Cluster) -> TestResult<Vec<(String, f64)>> {
+    cluster.metric_per_backend("qlb_server_requests_total{status=\"200\"}")
+}
+
+/// Launches Chromium forced onto HTTP/3 for the cluster's load balancer, trusting the
+/// backends' certificate, with a netlog in its profile.
+fn browser_for(cluster: &Cluster) -> TestResult<Browser> {
+    let origin = format!("localhost:{}", cluster.lbs[0].addr.port());
+    let mut flags = chromium::quic_flags(&origin, &cluster.identity()?.spki_sha256_base64());
+    let netlog = cluster.dir().join("netlog.json");
+    flags.push(format!("--log-net-log={}", netlog.display()));
+    Browser::launch(&flags, (1280, 800))
+}
+
+#[test]
+fn chromium_loads_a_page_over_http3_through_the_lb_and_again_after_a_drain() -> TestResult {
+    if !chromium::available() {
+        return Ok(());
+    }
+    // No health checks: the backends' request counters then count the browser's requests
+    // and nothing else.
+    let mut cluster = Cluster::start(Spec {
+        admin: true,
+        identity: true,
+        ..Spec::default()
+    })?;
+    let browser = browser_for(&cluster)?;
+    let page = browser.new_page()?;
+    let url = format!("https://localhost:{}/whoami", cluster.lbs[0].addr.port());
+    page.navigate(&url, LOAD_TIMEOUT)?;
+    let first = page.evaluate(&load_script("1"))?;
+    let serving = check_load(&first).map_err(|err| format!("{err}\n{}", browser.log_tail()))?;
+
+    // Server side: the page and every subresource counted by the backend they name, and by
+    // no other; the load balancer routed them there by the CIDs of its connection.
+    let counted = ok_requests(&cluster)?;
+    for (name, count) in &counted {
+        let want = if *name == serving { 1 + SUBRESOURCES } else { 0 };
+        assert_eq!(*count, want as f64, "{name}: {counted:?}");
+    }
+    let lb_status = cluster.lbs[0].status()?;
+    assert!(
+        lb_status["routed"]["cid"].as_u64() > Some(SUBRESOURCES as u64),
+        "{lb_status}"
+    );
+    let index = cluster
+        .backends
+        .iter()
+        .position(|b| b.name == serving)
+        .ok_or("the serving backend")?;
+
+    // Drain it at the load balancer, then gracefully (GOAWAY) restart it.
+    assert_eq!(cluster.lbs[0].drain(&serving)?, "draining");
+    let stopping = Instant::now();
+    cluster.backends[index].terminate()?;
+    let exit = cluster.backends[index].wait_stopped(Duration::from_secs(20))?;
+    let drained_in = stopping.elapsed();
+    assert!(exit.success(), "{serving} exited with {exit}");
+    // Under its 10 s shutdown deadline: the browser's idle connection closed at the
+    // GOAWAY rather than being cut.
+    assert!(
+        drained_in < Duration::from_secs(10),
+        "{serving} took {drained_in:?} to drain"
+    );
+    cluster.backends[index].restart()?;
+
+    let reloading = Instant::now();
+    page.navigate(&url, LOAD_TIMEOUT)?;
+    let second = page.evaluate(&load_script("2"))?;
+    let reloaded_in = reloading.elapsed();
+    let now_serving = check_load(&second).map_err(|err| format!("{err}\n{second}"))?;
+    assert_ne!(now_serving, serving, "a drained backend takes no new connections");
+    let counted = ok_requests(&cluster)?;
+    for (name, count) in &counted {
+        let want = if *name == now_serving {
+            1 + SUBRESOURCES
+        } else {
+            0
+        };
+        assert_eq!(*count, want as f64, "{name}: {counted:?}");
+    }
+    eprintln!(
+        "page + {SUBRESOURCES} subresources over h3 on {serving}; drained and stopped in \
+         {drained_in:?}; reload + {SUBRESOURCES} on {now_serving} in {reloaded_in:?}; \
+         requests counted per backend {counted:?}"
+    );
+    Ok(())
+}
+
+/// The dashboard's view of backend `name`: each field's text, by the cell's `data-field`.
+fn dashboard_row(page: &Page<'_>, name: &str) -> TestResult<Value> {
+    page.evaluate(&format!(
+        r#"(() => {{
+  const tr = document.querySelector(`tr[data-backend=${{CSS.escape({name})}}]`);
+  if (!tr) return null;
+  const row = {{}};
+  for (const td of tr.querySelectorAll("td[data-field]")) row[td.dataset.field] = td.textContent;
+  row.button = tr.querySelector("button").textContent;
+  return row;
+}})()"#,
+        name = json!(name)
+    ))
+}
+
+/// Updates the dashboard has made so far.
+fn updates(page: &Page<'_>) -> TestResult<u64> {
+    Ok(page
+        .evaluate("Number(document.body.dataset.updates || 0)")?
+        .as_u64()
+        .unwrap_or(0))
+}
+
+/// Waits until the dashboard shows `field` of backend `name` as `want`, and checks it did
+/// within two updates of `since` (the update count when the API first showed it).
+fn shown_within_two_updates(
+    page: &Page<'_>,
+    name: &str,
+    field: &str,
+    want: &str,
+    since: u64,
+) -> TestResult {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let row = dashboard_row(page, name)?;
+        let count = updates(page)?;
+        if row[field] == want {
+            if count > since + 2 {
+                return Err(format!(
+                    "{name} {field} = {want} shown after {} updates",
+                    count - since
+                )
+                .into());
+            }
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{name} {field} never {want}: {row}").into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_dashboard_shows_the_backends_and_its_buttons_drain_them() -> TestResult {
+    if !chromium::available() {
+        return Ok(());
+    }
+    let mut cluster = Cluster::start(Spec {
+        health: Some(HealthChecks::FAST),
+        admin: true,
+        ..Spec::default()
+    })?;
+    cluster.wait_until_up(Duration::from_secs(20))?;
+    let admin = cluster.lbs[0].admin.ok_or("admin API")?;
+    let browser = Browser::launch(&[], (1400, 700))?;
+    let page = browser.new_page()?;
+    page.navigate(&format!("http://{admin}/"), LOAD_TIMEOUT)?;
+    page.wait_for(
+        "Number(document.body.dataset.updates || 0) >= 2",
+        LOAD_TIMEOUT,
+    )?;
+    for backend in &cluster.backends {
+        let row = dashboard_row(&page, &backend.name)?;
+        assert_eq!(row["addr"], backend.addr.to_string(), "{row}");
+        assert_eq!(row["server_id"], backend.server_id.as_str(), "{row}");
+        assert_eq!(
+            (&row["configured"], &row["admin"], &row["health"], &row["effective"]),
+            (&json!("active"), &json!("–"), &json!("up"), &json!("active")),
+            "{row}"
+        );
+        assert_eq!(row["button"], "Drain", "{row}");
+    }
+
+    // The drain button: the API drains, and the page shows it within two updates.
+    page.evaluate(r#"document.querySelector('button[data-backend="b2"]').click()"#)?;
+    cluster.lbs[0].wait_for_backend("b2", "drained", Duration::from_secs(10), |b| {
+        b["admin_override"] == "drain"
+    })?;
+    let since = updates(&page)?;
+    shown_within_two_updates(&page, "b2", "effective", "draining", since)?;
+    shown_within_two_updates(&page, "b2", "admin", "drain", since)?;
+    assert_eq!(dashboard_row(&page, "b2")?["button"], "Undrain");
+
+    // A health change: b3 crashes; once the API has it down, so has the page.
+    cluster.backends[2].kill();
+    cluster.lbs[0].wait_for_backend("b3", "down", Duration::from_secs(10), |b| {
+        b["health"]["state"] == "down"
+    })?;
+    let since = updates(&page)?;
+    shown_within_two_updates(&page, "b3", "health", "down", since)?;
+    shown_within_two_updates(&page, "b3", "effective", "down", since)?;
+
+    // The undrain button.
+    page.evaluate(r#"document.querySelector('button[data-backend="b2"]').click()"#)?;
+    cluster.lbs[0].wait_for_backend("b2", "undrained", Duration::from_secs(10), |b| {
+        b["admin_override"].is_null() && b["effective_state"] == "active"
+    })?;
+    let since = updates(&page)?;
+    shown_within_two_updates(&page, "b2", "effective", "active", since)?;
+    let error = page.evaluate("document.getElementById('error').textContent")?;
+    assert_eq!(error, "", "the page reported an error");
+    let render_ms = page.evaluate("document.body.dataset.renderMs")?;
+    eprintln!("dashboard: last update rendered in {render_ms} ms (3 backends)");
+    if let Ok(path) = std::env::var("QLB_DASHBOARD_SCREENSHOT") {
+        page.screenshot(std::path::Path::new(&path))?;
+    }
+    Ok(())
+}
