@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 # Third-party QUIC peers the interop tests run against: ngtcp2's gtlsclient/gtlsserver
-# (Debian) and aioquic (PyPI), etcd for the fleet tests, and iproute2 for network namespaces. Installed when missing; in CI a test whose peer is still
+# (Debian), aioquic (PyPI) and Chromium (Debian), etcd for the fleet tests, and iproute2 for
+# network namespaces. Installed when missing; in CI a test whose peer is still
 # missing fails rather than skipping.
 install_peers() {
     local packages=()
@@ -17,6 +18,8 @@ install_peers() {
     command -v etcd >/dev/null || packages+=(etcd-server)
     # The direct-server-return tests build network namespaces with iproute2.
     command -v ip >/dev/null || packages+=(iproute2)
+    # The browser tests (e2e_chromium) drive headless Chromium.
+    command -v chromium >/dev/null || packages+=(chromium)
     if [ ${#packages[@]} -gt 0 ]; then
         step "installing ${packages[*]} (Debian)"
         local sudo=()

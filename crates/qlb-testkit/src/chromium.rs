@@ -302,3 +302,40 @@ impl Page<'_> {
         Ok(())
     }
 }
+
+/// A Chromium netlog (`--log-net-log=FILE`, complete once the browser has exited): what the
+/// network stack did, to prove QUIC was used and to see why when it was not.
+pub struct NetLog {
+    /// Event type names by number, from the log's constants.
+    names: std::collections::HashMap<u64, String>,
+    events: Vec<Value>,
+}
+
+impl NetLog {
+    /// Reads the netlog at `path`.
+    pub fn read(path: &Path) -> TestResult<Self> {
+        let log: Value = serde_json::from_slice(&std::fs::read(path)?)?;
+        let names = log["constants"]["logEventTypes"]
+            .as_object()
+            .ok_or("a netlog without event types")?
+            .iter()
+            .filter_map(|(name, id)| Some((id.as_u64()?, name.clone())))
+            .collect();
+        let events = log["events"].as_array().cloned().unwrap_or_default();
+        Ok(Self { names, events })
+    }
+
+    /// The parameters of every event of type `name` (`HTTP3_GOAWAY_RECEIVED`, ...), in order.
+    pub fn params(&self, name: &str) -> Vec<&Value> {
+        self.events
+            .iter()
+            .filter(|event| {
+                event["type"]
+                    .as_u64()
+                    .and_then(|id| self.names.get(&id))
+                    .is_some_and(|n| n == name)
+            })
+            .map(|event| &event["params"])
+            .collect()
+    }
+}
