@@ -309,3 +309,45 @@ fn the_dashboard_shows_the_backends_and_its_buttons_drain_them() -> TestResult {
     }
     Ok(())
 }
+
+/// The dashboard of a load balancer with 500 backends, in Chromium: every backend gets its
+/// row, and what one update costs the page is reported (not judged: tests never assert
+/// speed).
+#[test]
+fn the_dashboard_keeps_up_with_500_backends() -> TestResult {
+    if !chromium::available() {
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let mut text = String::from(
+        "listen = [\"127.0.0.1:0\"]\nworkers = 1\n\n[[quic_lb]]\nconfig_id = 0\n\
+         server_id_len = 2\nnonce_len = 6\n\n[health]\nenabled = false\n\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n",
+    );
+    for i in 1..=500u32 {
+        // Nothing listens there: without health checks nobody notices.
+        text.push_str(&format!(
+            "\n[[backend]]\nname = \"backend-{i:03}\"\naddr = \"127.0.0.1:{}\"\n\
+             server_id = \"{i:04x}\"\n",
+            20_000 + i
+        ));
+    }
+    let config = dir.path().join("lb.toml");
+    std::fs::write(&config, text)?;
+    let (_lb, _, admin) = support::cluster::spawn_lb("lb", &config, true)?;
+    let admin = admin.ok_or("admin API")?;
+    let browser = Browser::launch(&[], (1400, 900))?;
+    let page = browser.new_page()?;
+    page.navigate(&format!("http://{admin}/"), LOAD_TIMEOUT)?;
+    page.wait_for(
+        "Number(document.body.dataset.updates || 0) >= 5",
+        LOAD_TIMEOUT,
+    )?;
+    let rows = page.evaluate("document.querySelectorAll('tr[data-backend]').length")?;
+    assert_eq!(rows, 500);
+    let row = dashboard_row(&page, "backend-500")?;
+    assert_eq!(row["server_id"], "01f4", "{row}");
+    let render_ms = page.evaluate("document.body.dataset.renderMs")?;
+    eprintln!("dashboard with 500 backends: one update (after the first) rendered in {render_ms} ms");
+    Ok(())
+}

@@ -601,7 +601,7 @@ fn free_ports(ip: IpAddr, count: u16) -> TestResult<u16> {
 
 /// Starts `qlb lb`; returns it once it serves, with its listening address and, if `admin`,
 /// its admin API's.
-fn spawn_lb(
+pub(crate) fn spawn_lb(
     name: &str,
     config: &Path,
     admin: bool,
