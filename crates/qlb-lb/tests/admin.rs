@@ -538,7 +538,10 @@ async fn the_dashboard_is_served_under_the_token_and_its_posts_need_its_header()
     assert_eq!(refused.status, 401, "{refused:?}");
     let headers = refused.headers.to_ascii_lowercase();
     assert!(headers.contains("www-authenticate: bearer"), "{headers}");
-    assert!(headers.contains("www-authenticate: basic realm="), "{headers}");
+    assert!(
+        headers.contains("www-authenticate: basic realm="),
+        "{headers}"
+    );
     let wrong = request("GET", "/", vec![("Authorization", basic("tok-d45"))]).await?;
     assert_eq!(wrong.status, 401);
 
@@ -550,7 +553,10 @@ async fn the_dashboard_is_served_under_the_token_and_its_posts_need_its_header()
         assert!(headers.contains("content-type: text/html"), "{headers}");
         assert!(headers.contains("content-security-policy: default-src 'none'"));
         assert!(headers.contains("x-frame-options: deny"), "{headers}");
-        assert!(page.body.contains("fetch(\"status\""), "the page reads /status");
+        assert!(
+            page.body.contains("fetch(\"status\""),
+            "the page reads /status"
+        );
     }
     let status = request("GET", "/status", vec![("Authorization", basic("tok-d45h"))]).await?;
     assert_eq!(status.status, 200);

@@ -3,6 +3,7 @@
 //! migrations, share per backend). Scripts rely on this interface and on the `--json` keys:
 //! extend them, do not rename.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -93,6 +94,10 @@ pub(crate) struct LoadArgs {
     /// them. Without it sessions still resume, with nothing sent early.
     #[arg(long = "0rtt")]
     zero_rtt: bool,
+    /// Write the run's latency as an HdrHistogram percentile plot to this file: SVG, or an
+    /// HTML page for a name ending in .html (self-contained either way).
+    #[arg(long, value_name = "FILE")]
+    histogram: Option<PathBuf>,
 }
 
 impl LoadArgs {
@@ -186,6 +191,12 @@ impl LoadArgs {
             println!("{}", serde_json::to_string(&summary)?);
         } else {
             print!("{summary}");
+        }
+        if let Some(path) = &self.histogram {
+            summary.write_latency_plot(path, &format!("qlb load {}", self.url.path))?;
+            if !self.json {
+                println!("histogram   {}", path.display());
+            }
         }
         Ok(if summary.errors == 0 {
             ExitCode::SUCCESS

@@ -12,10 +12,13 @@ use support::process::run;
 #[test]
 fn the_demo_passes_with_every_step() -> TestResult {
     let dir = tempfile::tempdir()?;
+    let elsewhere = tempfile::tempdir()?;
+    let plot = elsewhere.path().join("latency.svg");
     let output = run(
         "qlb demo",
         Command::new(env!("CARGO_BIN_EXE_qlb"))
-            .args(["demo", "--duration", "8s"])
+            .args(["demo", "--duration", "8s", "--histogram"])
+            .arg(&plot)
             // No files: it runs from an empty directory.
             .current_dir(dir.path()),
         Duration::from_secs(90),
@@ -38,10 +41,14 @@ fn the_demo_passes_with_every_step() -> TestResult {
         assert!(stdout.contains(step), "missing {step:?}");
     }
     assert!(!stdout.contains("FAIL"));
+    let svg = std::fs::read_to_string(&plot)?;
+    assert!(svg.starts_with("<svg xmlns="), "{svg}");
+    assert!(svg.contains("qlb demo: "), "{svg}");
+    assert!(stdout.contains("latency histogram: "), "{stdout}");
     assert_eq!(
         std::fs::read_dir(dir.path())?.count(),
         0,
-        "the demo wrote files"
+        "the demo wrote files where it was not asked to"
     );
     Ok(())
 }

@@ -112,7 +112,11 @@ fn chromium_loads_a_page_over_http3_through_the_lb_and_again_after_a_drain() -> 
     // no other; the load balancer routed them there by the CIDs of its connection.
     let counted = ok_requests(&cluster)?;
     for (name, count) in &counted {
-        let want = if *name == serving { 1 + SUBRESOURCES } else { 0 };
+        let want = if *name == serving {
+            1 + SUBRESOURCES
+        } else {
+            0
+        };
         assert_eq!(*count, want as f64, "{name}: {counted:?}");
     }
     let lb_status = cluster.lbs[0].status()?;
@@ -146,7 +150,10 @@ fn chromium_loads_a_page_over_http3_through_the_lb_and_again_after_a_drain() -> 
     let second = page.evaluate(&load_script("2"))?;
     let reloaded_in = reloading.elapsed();
     let now_serving = check_load(&second).map_err(|err| format!("{err}\n{second}"))?;
-    assert_ne!(now_serving, serving, "a drained backend takes no new connections");
+    assert_ne!(
+        now_serving, serving,
+        "a drained backend takes no new connections"
+    );
     let counted = ok_requests(&cluster)?;
     for (name, count) in &counted {
         let want = if *name == now_serving {
@@ -163,7 +170,9 @@ fn chromium_loads_a_page_over_http3_through_the_lb_and_again_after_a_drain() -> 
     drop(browser);
     let netlog = NetLog::read(&cluster.dir().join("netlog.json"))?;
     assert_eq!(
-        netlog.params("QUIC_SESSION_CRYPTO_HANDSHAKE_COMPLETE").len(),
+        netlog
+            .params("QUIC_SESSION_CRYPTO_HANDSHAKE_COMPLETE")
+            .len(),
         2
     );
     let goaways = netlog.params("HTTP3_GOAWAY_RECEIVED");
@@ -267,8 +276,18 @@ fn the_dashboard_shows_the_backends_and_its_buttons_drain_them() -> TestResult {
         assert_eq!(row["addr"], backend.addr.to_string(), "{row}");
         assert_eq!(row["server_id"], backend.server_id.as_str(), "{row}");
         assert_eq!(
-            (&row["configured"], &row["admin"], &row["health"], &row["effective"]),
-            (&json!("active"), &json!("–"), &json!("up"), &json!("active")),
+            (
+                &row["configured"],
+                &row["admin"],
+                &row["health"],
+                &row["effective"]
+            ),
+            (
+                &json!("active"),
+                &json!("–"),
+                &json!("up"),
+                &json!("active")
+            ),
             "{row}"
         );
         assert_eq!(row["button"], "Drain", "{row}");
@@ -348,6 +367,8 @@ fn the_dashboard_keeps_up_with_500_backends() -> TestResult {
     let row = dashboard_row(&page, "backend-500")?;
     assert_eq!(row["server_id"], "01f4", "{row}");
     let render_ms = page.evaluate("document.body.dataset.renderMs")?;
-    eprintln!("dashboard with 500 backends: one update (after the first) rendered in {render_ms} ms");
+    eprintln!(
+        "dashboard with 500 backends: one update (after the first) rendered in {render_ms} ms"
+    );
     Ok(())
 }

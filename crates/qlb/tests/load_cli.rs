@@ -78,9 +78,10 @@ fn a_request_count_is_exact() -> TestResult {
         ..Spec::default()
     })?;
     let url = format!("https://{}/bytes/100", cluster.backends[0].addr);
+    let plot = cluster.dir().join("latency.html");
     let output = run(
         "qlb load",
-        &mut qlb_load(&[
+        qlb_load(&[
             &url,
             "--insecure",
             "--requests",
@@ -88,11 +89,19 @@ fn a_request_count_is_exact() -> TestResult {
             "--concurrency",
             "8",
             "--json",
-        ]),
+        ])
+        .arg("--histogram")
+        .arg(&plot),
         Duration::from_secs(60),
     )?;
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout)?;
     assert_eq!(summary["requests"], 250, "{summary}");
+    // The latency plot: an HTML page around one SVG whose curve ends at the slowest request.
+    let html = std::fs::read_to_string(&plot)?;
+    assert!(html.starts_with("<!doctype html>"), "{html}");
+    assert!(html.contains("<svg xmlns="), "{html}");
+    assert!(html.contains("qlb load /bytes/100: 250 requests"), "{html}");
+    assert_eq!(html.matches("<polyline").count(), 1, "{html}");
     assert_eq!(summary["errors"], 0, "{summary}");
     // Not a /whoami: answers are counted by backend address.
     let addr = cluster.backends[0].addr.to_string();

@@ -71,7 +71,9 @@ mod tests {
     #[test]
     fn the_page_is_self_contained() {
         // No external script, style, font or image: the page works offline.
-        for external in ["http://", "https://", "//cdn", "<link", "src=", "@import", "url("] {
+        for external in [
+            "http://", "https://", "//cdn", "<link", "src=", "@import", "url(",
+        ] {
             assert!(!PAGE.contains(external), "{external}");
         }
         assert_eq!(PAGE.matches("<script>").count(), 1, "one inline script");
@@ -98,7 +100,10 @@ mod tests {
         let policy = POLICY.to_str().expect("ascii");
         let digest = ring::digest::digest(&ring::digest::SHA256, script.as_bytes());
         let hash = base64::engine::general_purpose::STANDARD.encode(digest.as_ref());
-        assert!(policy.contains(&format!("script-src 'sha256-{hash}'")), "{policy}");
+        assert!(
+            policy.contains(&format!("script-src 'sha256-{hash}'")),
+            "{policy}"
+        );
         assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
         assert!(policy.contains("connect-src 'self'"), "{policy}");
     }

@@ -196,14 +196,20 @@ mod tests {
         }
         for site in ["cross-site", "same-site"] {
             assert_eq!(
-                status(Method::POST, &[(SEC_FETCH_SITE.parse().expect("name"), site)]),
+                status(
+                    Method::POST,
+                    &[(SEC_FETCH_SITE.parse().expect("name"), site)]
+                ),
                 Some(StatusCode::FORBIDDEN),
                 "{site}"
             );
         }
         for site in ["same-origin", "none"] {
             assert_eq!(
-                status(Method::POST, &[(SEC_FETCH_SITE.parse().expect("name"), site)]),
+                status(
+                    Method::POST,
+                    &[(SEC_FETCH_SITE.parse().expect("name"), site)]
+                ),
                 None,
                 "{site}"
             );
@@ -217,7 +223,10 @@ mod tests {
         assert_eq!(
             status(
                 Method::POST,
-                &[basic.clone(), (DASHBOARD_HEADER.parse().expect("name"), "1")]
+                &[
+                    basic.clone(),
+                    (DASHBOARD_HEADER.parse().expect("name"), "1")
+                ]
             ),
             None
         );

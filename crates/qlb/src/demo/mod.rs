@@ -38,6 +38,10 @@ pub(crate) struct DemoArgs {
     /// After the report, leave the cluster running and print how to reach it.
     #[arg(long)]
     keep_running: bool,
+    /// Write the run's latency as an HdrHistogram percentile plot to this file: SVG, or an
+    /// HTML page for a name ending in .html (self-contained either way).
+    #[arg(long, value_name = "FILE")]
+    histogram: Option<std::path::PathBuf>,
 }
 
 impl DemoArgs {
@@ -165,9 +169,15 @@ impl DemoArgs {
             .copied()
             .unwrap_or(0)
             .saturating_sub(answered_before_restart);
+        if let Some(path) = &self.histogram {
+            summary.write_latency_plot(path, "qlb demo")?;
+        }
         report.traffic = Some(summary);
         report.connections = connection_counts(&clients);
         print!("{report}");
+        if let Some(path) = &self.histogram {
+            println!("latency histogram: {}", path.display());
+        }
 
         if self.keep_running {
             keep_running(&cluster).await?;

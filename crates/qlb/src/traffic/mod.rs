@@ -1,10 +1,11 @@
 //! Client traffic for `qlb load` and `qlb demo`: request loops over [`qlb_client::Client`]s,
-//! periodic connection migrations, a live progress line, the [`Tally`] they fill, and what
-//! the clients' balancing did.
+//! periodic connection migrations, a live progress line, the [`Tally`] they fill, what the
+//! clients' balancing did, and the latency percentile plot (`--histogram`).
 
 mod balancing;
 mod engine;
 mod migrate;
+mod plot;
 mod progress;
 mod tally;
 

@@ -10,6 +10,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::balancing::Balancing;
+use super::plot;
 
 /// Latencies are recorded in microseconds, from 1 µs to 10 min, at 3 significant digits.
 const LATENCY_MAX_US: u64 = 600_000_000;
@@ -111,6 +112,7 @@ impl Tally {
             per_backend: self.per_backend.clone(),
             resumption: Resumption::default(),
             balancing: Balancing::default(),
+            latency_plot: plot::points(&self.latency_us),
         }
     }
 }
@@ -143,6 +145,9 @@ pub(crate) struct Summary {
     pub balancing: Balancing,
     /// How the clients' connections resumed sessions and used 0-RTT.
     pub resumption: Resumption,
+    /// The latency percentile points, for `--histogram` (not in the JSON summary).
+    #[serde(skip)]
+    pub latency_plot: Vec<plot::Point>,
 }
 
 /// Connections that resumed a session, and what became of their 0-RTT early data (the
@@ -169,6 +174,24 @@ pub(crate) struct Latency {
     pub p99: f64,
     /// The slowest.
     pub max: f64,
+}
+
+impl Summary {
+    /// Writes the run's latency percentile plot to `path` (SVG, or HTML for `.html`), titled
+    /// `what` and the run's numbers.
+    pub(crate) fn write_latency_plot(
+        &self,
+        path: &std::path::Path,
+        what: &str,
+    ) -> anyhow::Result<()> {
+        let answered = self.requests - self.errors;
+        let latency = &self.latency_ms;
+        let title = format!(
+            "{what}: {answered} requests, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            latency.p50, latency.p99, latency.max
+        );
+        plot::write(path, &title, &self.latency_plot, answered)
+    }
 }
 
 impl fmt::Display for Summary {
