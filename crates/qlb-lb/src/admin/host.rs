@@ -216,7 +216,7 @@ mod tests {
         }
         let basic = (header::AUTHORIZATION, "Basic OnRvaw==");
         assert_eq!(
-            status(Method::POST, &[basic.clone()]),
+            status(Method::POST, std::slice::from_ref(&basic)),
             Some(StatusCode::FORBIDDEN),
             "ambient credentials without the dashboard's header"
         );

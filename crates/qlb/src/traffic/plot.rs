@@ -16,7 +16,7 @@ const TICKS_PER_HALF_DISTANCE: u32 = 5;
 const WIDTH: f64 = 800.0;
 const HEIGHT: f64 = 450.0;
 const LEFT: f64 = 70.0;
-const RIGHT: f64 = 20.0;
+const RIGHT: f64 = 40.0;
 const TOP: f64 = 40.0;
 const BOTTOM: f64 = 50.0;
 
