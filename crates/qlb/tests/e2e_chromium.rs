@@ -1,6 +1,7 @@
 //! Chromium as a client (headless, over the DevTools protocol): a page and its subresources
 //! over HTTP/3 through `qlb lb` to `qlb serve` backends, again after the serving backend is
-//! drained and restarted; and the load balancer's dashboard, driven like an operator would.
+//! drained and restarted; moving to a backend's preferred address; and the load balancer's
+//! dashboard, driven like an operator would.
 
 mod support;
 
@@ -395,6 +396,91 @@ fn the_dashboard_keeps_up_with_500_backends() -> TestResult {
     let render_ms = page.evaluate("document.body.dataset.renderMs")?;
     eprintln!(
         "dashboard with 500 backends: one update (after the first) rendered in {render_ms} ms"
+    );
+    Ok(())
+}
+
+/// The download after Chromium's handshake through the load balancer: about 7,000
+/// datagrams of 1,400-odd octets from the server, were it to stay on the load balancer's path.
+const PREFERRED_BODY: usize = 10_000_000;
+
+/// Datagrams through the load balancer allowed each way with a preferred address: the
+/// handshake and what is in flight while the browser moves, with a wide margin, and far
+/// below the download's.
+const PREFERRED_THROUGH_THE_LB: u64 = 1_000;
+
+/// Issue 18, item 6: a backend that advertises its own address as its preferred address
+/// (RFC 9000 section 9.6): Chromium, connected through `qlb lb`, validates it and moves
+/// there, so requests and a 10 MB download after the handshake bypass the load balancer, on
+/// the same connection.
+#[test]
+fn chromium_moves_to_the_preferred_address_and_the_lb_carries_only_the_start() -> TestResult {
+    if !chromium::available() {
+        return Ok(());
+    }
+    let cluster = Cluster::start(Spec {
+        backends: 1,
+        admin: true,
+        identity: true,
+        preferred_address: true,
+        ..Spec::default()
+    })?;
+    let browser = browser_for(&cluster)?;
+    let page = browser.new_page()?;
+    let origin = format!("https://localhost:{}", cluster.lbs[0].addr.port());
+    page.navigate(&format!("{origin}/whoami"), LOAD_TIMEOUT)?;
+    let seen = page.evaluate(&format!(
+        r#"(async () => {{
+  const ordinals = [];
+  for (let i = 0; i < 20; i++) {{
+    const reply = await fetch(`/whoami?i=${{i}}`, {{ cache: "no-store" }});
+    ordinals.push((await reply.json()).requests_on_connection);
+  }}
+  const body = await (await fetch("/bytes/{PREFERRED_BODY}", {{ cache: "no-store" }})).arrayBuffer();
+  return {{ ordinals, octets: body.byteLength }};
+}})()"#
+    ))?;
+    // One connection throughout: the backend counted the page (and the browser's favicon
+    // request) and then each request, one after the other, on it.
+    let ordinals: Vec<u64> = seen["ordinals"]
+        .as_array()
+        .ok_or("no answers")?
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect();
+    assert!(
+        ordinals.len() == 20
+            && ordinals[0] >= 2
+            && ordinals.windows(2).all(|pair| pair[1] == pair[0] + 1),
+        "{seen}"
+    );
+    assert_eq!(seen["octets"], PREFERRED_BODY, "{seen}");
+    let entry = support::cluster::backend_entry(&cluster.lbs[0].status()?, "b1")?;
+    let packets = |direction: &str| entry[direction]["packets"].as_u64().unwrap_or(u64::MAX);
+    let (to_backend, to_client) = (packets("to_backend"), packets("to_client"));
+
+    drop(page);
+    drop(browser);
+    let moved = cluster.backends[0].client_address_changes()?;
+    let netlog = NetLog::read(&cluster.dir().join("netlog.json"))?;
+    let probes = netlog.params("QUIC_SESSION_CONNECTIVITY_PROBING_FINISHED");
+    let migrated = netlog.params("QUIC_SUCCESSFULLY_MIGRATED_TO_SERVER_PREFERRED_ADDRESS");
+    eprintln!(
+        "preferred address: {PREFERRED_BODY} octets and 20 requests on one connection; \
+         through the load balancer {to_backend} datagrams to the backend, {to_client} to the \
+         client; probes {probes:?}; migrated {migrated:?}; address changes seen by the \
+         backend: {moved}"
+    );
+    let backend = cluster.backends[0].addr.to_string();
+    assert!(
+        matches!(&probes[..], [probe] if probe["is_success"] == true
+            && probe["peer address"] == backend.as_str()),
+        "Chromium validated the preferred address {backend}: {probes:?}"
+    );
+    assert_eq!(migrated.len(), 1, "Chromium moved once");
+    assert!(
+        to_backend < PREFERRED_THROUGH_THE_LB && to_client < PREFERRED_THROUGH_THE_LB,
+        "the browser stayed on the load balancer's path: {to_backend} and {to_client} datagrams"
     );
     Ok(())
 }
