@@ -38,16 +38,20 @@ pub fn available() -> bool {
     )
 }
 
+/// How every browser resolves names: `localhost` to 127.0.0.1 only (the load balancers
+/// listen there), every other name to nothing, so the browser's own background traffic
+/// (sign-in, updates) never leaves the machine; IP literals as they are.
+const RESOLVER_RULES: &str =
+    "--host-resolver-rules=MAP localhost 127.0.0.1, MAP * ~NOTFOUND, EXCLUDE 127.0.0.1";
+
 /// The flags that make Chromium speak HTTP/3 to `origin` (`localhost:PORT`) at once, with
 /// no TCP first, trusting the certificate whose SPKI hash is `spki` (base64 SHA-256,
-/// [`crate::SelfSigned::spki_sha256_base64`]), with `localhost` resolved to 127.0.0.1 only
-/// (the load balancers listen there).
+/// [`crate::SelfSigned::spki_sha256_base64`]).
 pub fn quic_flags(origin: &str, spki: &str) -> Vec<String> {
     vec![
         "--enable-quic".to_owned(),
         format!("--origin-to-force-quic-on={origin}"),
         format!("--ignore-certificate-errors-spki-list={spki}"),
-        "--host-resolver-rules=MAP localhost 127.0.0.1".to_owned(),
     ]
 }
 
@@ -90,6 +94,8 @@ impl Browser {
                 "--disable-component-update",
                 "--disable-sync",
                 "--mute-audio",
+                "--no-proxy-server",
+                RESOLVER_RULES,
             ])
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg(format!("--window-size={width},{height}"))
@@ -327,15 +333,26 @@ impl NetLog {
 
     /// The parameters of every event of type `name` (`HTTP3_GOAWAY_RECEIVED`, ...), in order.
     pub fn params(&self, name: &str) -> Vec<&Value> {
-        self.events
-            .iter()
-            .filter(|event| {
-                event["type"]
-                    .as_u64()
-                    .and_then(|id| self.names.get(&id))
-                    .is_some_and(|n| n == name)
-            })
-            .map(|event| &event["params"])
+        self.named()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, event)| &event["params"])
             .collect()
+    }
+
+    /// One line per event whose type name contains any of `words`, in order, with its time
+    /// and parameters: the story of a connection for a failure message.
+    pub fn story(&self, words: &[&str]) -> String {
+        self.named()
+            .filter(|(name, _)| words.iter().any(|word| name.contains(word)))
+            .map(|(name, event)| format!("{} {name} {}\n", event["time"], event["params"]))
+            .collect()
+    }
+
+    /// Every event with its type's name.
+    fn named(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.events.iter().filter_map(|event| {
+            let name = self.names.get(&event["type"].as_u64()?)?;
+            Some((name.as_str(), event))
+        })
     }
 }

@@ -1,7 +1,7 @@
 //! Chromium as a client (headless, over the DevTools protocol): a page and its subresources
 //! over HTTP/3 through `qlb lb` to `qlb serve` backends, again after the serving backend is
-//! drained and restarted; moving to a backend's preferred address; and the load balancer's
-//! dashboard, driven like an operator would.
+//! drained and restarted; moving to a new port when its path breaks, and to a backend's
+//! preferred address; and the load balancer's dashboard, driven like an operator would.
 
 mod support;
 
@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use support::TestResult;
 use support::cluster::{Cluster, HealthChecks, Spec};
 use support::process::Process;
+use support::relay::EcmpRelay;
 
 /// Subresources the page loads each time.
 const SUBRESOURCES: usize = 40;
@@ -77,6 +78,14 @@ fn check_load(seen: &Value) -> TestResult<String> {
     Ok(name)
 }
 
+/// Whether answers with these `requests_on_connection` ordinals (in the order the page sent
+/// them, one at a time) came on one connection, the page's: each after the last (the
+/// browser's own requests, its favicon, may come between), none the first on its connection.
+fn on_one_connection(ordinals: &[u64]) -> bool {
+    ordinals.first().is_some_and(|&first| first >= 2)
+        && ordinals.windows(2).all(|pair| pair[1] > pair[0])
+}
+
 /// The 200 answers each backend has counted.
 fn ok_requests(cluster: &Cluster) -> TestResult<Vec<(String, f64)>> {
     cluster.metric_per_backend("qlb_server_requests_total{status=\"200\"}")
@@ -123,10 +132,17 @@ fn chromium_loads_a_page_over_http3_through_the_lb_and_again_after_a_drain() -> 
         assert_eq!(*count, want as f64, "{name}: {counted:?}");
     }
     let lb_status = cluster.lbs[0].status()?;
-    assert!(
-        lb_status["routed"]["cid"].as_u64() > Some(SUBRESOURCES as u64),
-        "{lb_status}"
-    );
+    for backend in lb_status["backends"].as_array().ok_or("no backends")? {
+        let packets = backend["to_backend"]["packets"]
+            .as_u64()
+            .unwrap_or_default();
+        assert_eq!(
+            packets > 0,
+            backend["name"] == serving.as_str(),
+            "{lb_status}"
+        );
+    }
+    assert!(lb_status["routed"]["cid"].as_u64() > Some(0), "{lb_status}");
     let index = cluster
         .backends
         .iter()
@@ -440,8 +456,6 @@ fn chromium_moves_to_the_preferred_address_and_the_lb_carries_only_the_start() -
   return {{ ordinals, octets: body.byteLength }};
 }})()"#
     ))?;
-    // One connection throughout: the backend counted the page (and the browser's favicon
-    // request) and then each request, one after the other, on it.
     let ordinals: Vec<u64> = seen["ordinals"]
         .as_array()
         .ok_or("no answers")?
@@ -449,9 +463,7 @@ fn chromium_moves_to_the_preferred_address_and_the_lb_carries_only_the_start() -
         .filter_map(Value::as_u64)
         .collect();
     assert!(
-        ordinals.len() == 20
-            && ordinals[0] >= 2
-            && ordinals.windows(2).all(|pair| pair[1] == pair[0] + 1),
+        ordinals.len() == 20 && on_one_connection(&ordinals),
         "{seen}"
     );
     assert_eq!(seen["octets"], PREFERRED_BODY, "{seen}");
@@ -472,15 +484,140 @@ fn chromium_moves_to_the_preferred_address_and_the_lb_carries_only_the_start() -
          backend: {moved}"
     );
     let backend = cluster.backends[0].addr.to_string();
+    // (A later probe may follow: on loopback a busy machine's scheduling delays can look
+    // like a degrading path to the browser, which then probes another port.)
     assert!(
-        matches!(&probes[..], [probe] if probe["is_success"] == true
-            && probe["peer address"] == backend.as_str()),
+        probes.first().is_some_and(
+            |probe| probe["is_success"] == true && probe["peer address"] == backend.as_str()
+        ),
         "Chromium validated the preferred address {backend}: {probes:?}"
     );
     assert_eq!(migrated.len(), 1, "Chromium moved once");
     assert!(
         to_backend < PREFERRED_THROUGH_THE_LB && to_client < PREFERRED_THROUGH_THE_LB,
         "the browser stayed on the load balancer's path: {to_backend} and {to_client} datagrams"
+    );
+    Ok(())
+}
+
+/// Issue 17: Chromium moves its connection to a new local port when its path breaks (its
+/// port migration on path degradation), and the connection survives through `qlb lb`. The
+/// path is a relay in front of the load balancer that, mid-page, drops every datagram from
+/// and to the browser's address (this machine has neither iptables nor nftables to do it in
+/// a network namespace; for the browser the effect is the same).
+#[test]
+fn chromium_moves_to_a_new_port_when_its_path_breaks_and_keeps_its_connection() -> TestResult {
+    if !chromium::available() {
+        return Ok(());
+    }
+    let cluster = Cluster::start(Spec {
+        admin: true,
+        identity: true,
+        ..Spec::default()
+    })?;
+    let lb = cluster.lbs[0].addr;
+    // One target twice: a plain relay.
+    let relay = EcmpRelay::start([lb, lb])?;
+    let mut flags = chromium::quic_flags(
+        &format!("localhost:{}", relay.addr.port()),
+        &cluster.identity()?.spki_sha256_base64(),
+    );
+    let netlog = cluster.dir().join("netlog.json");
+    flags.push(format!("--log-net-log={}", netlog.display()));
+    let browser = Browser::launch(&flags, (800, 600))?;
+    let page = browser.new_page()?;
+    page.navigate(
+        &format!("https://localhost:{}/whoami", relay.addr.port()),
+        LOAD_TIMEOUT,
+    )?;
+    let old_path = match relay.client_addrs()[..] {
+        [addr] => addr,
+        ref addrs => return Err(format!("want one browser address, got {addrs:?}").into()),
+    };
+    // 40 requests, one every 100 ms, beside a slow one that stays in flight throughout (and
+    // is cancelled at the end):
+    // Chromium migrates a connection only while a request is in flight (an idle one whose
+    // path degrades it closes, QUIC_CONNECTION_MIGRATION_NO_MIGRATABLE_STREAMS). The path
+    // breaks a second in (a trigger, not a measure).
+    let seen = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            std::thread::sleep(Duration::from_secs(1));
+            relay.cut_off(old_path);
+        });
+        page.evaluate(
+            r#"(async () => {
+  const out = [];
+  const start = performance.now();
+  const stop = new AbortController();
+  let done = false;
+  const slow = fetch("/delay/60000", { cache: "no-store", signal: stop.signal })
+    .then((r) => `answered ${r.status}`, (err) => (done ? "in flight" : String(err)));
+  for (let i = 0; i < 40; i++) {
+    const at = Math.round(performance.now() - start);
+    try {
+      const reply = await fetch(`/whoami?i=${i}`, { cache: "no-store" });
+      const body = await reply.json();
+      out.push({ at, status: reply.status, name: body.name, peer: body.peer,
+                 ordinal: body.requests_on_connection });
+    } catch (err) { out.push({ at, error: String(err) }); }
+    await new Promise((done) => setTimeout(done, 100));
+  }
+  done = true;
+  stop.abort();
+  return { out, slow: await slow };
+})()"#,
+        )
+    })?;
+    let addrs = relay.client_addrs();
+    drop(page);
+    drop(browser);
+    let netlog = NetLog::read(&netlog)?;
+    let story = netlog.story(&[
+        "MIGRAT",
+        "PROBING",
+        "CLOSED",
+        "CLOSE_FRAME",
+        "GOAWAY",
+        "DEGRAD",
+    ]);
+    let context = format!("{seen}\nthe browser's netlog:\n{story}");
+    let answers = seen["out"].as_array().ok_or("no answers")?;
+    let field = |key: &str| -> Vec<&Value> { answers.iter().map(|a| &a[key]).collect() };
+    // Every request answered, by one backend, on one connection (its ordinals consecutive).
+    assert!(answers.iter().all(|a| a["status"] == 200), "{context}");
+    assert_eq!(seen["slow"], "in flight", "{context}");
+    let names: BTreeSet<String> = field("name").iter().map(|n| n.to_string()).collect();
+    assert_eq!(names.len(), 1, "{context}");
+    let ordinals: Vec<u64> = field("ordinal").iter().filter_map(|o| o.as_u64()).collect();
+    assert!(
+        ordinals.len() == 40 && on_one_connection(&ordinals),
+        "{context}"
+    );
+    // The browser came back from another address, and the backend saw the connection move
+    // to a new flow of the load balancer's: the browser migrated, once or more, and never
+    // opened a second connection.
+    assert!(
+        addrs.len() >= 2,
+        "the browser never left {old_path}: {addrs:?}"
+    );
+    let peers: BTreeSet<String> = field("peer").iter().map(|p| p.to_string()).collect();
+    assert!(peers.len() >= 2, "{context}");
+    let migrated = netlog.params("QUIC_PORT_MIGRATION_SUCCESS");
+    assert!(!migrated.is_empty(), "no port migration: {context}");
+    assert_eq!(
+        netlog
+            .params("QUIC_SESSION_CRYPTO_HANDSHAKE_COMPLETE")
+            .len(),
+        1,
+        "one connection: {context}"
+    );
+    let ats: Vec<u64> = field("at").iter().filter_map(|a| a.as_u64()).collect();
+    let longest_gap = ats.windows(2).map(|pair| pair[1] - pair[0]).max();
+    eprintln!(
+        "port migration: browser addresses {addrs:?} (cut {old_path}); backend peers {peers:?}; \
+         {} answers on one connection; longest gap between answers {longest_gap:?} ms; \
+         netlog migrations {migrated:?}",
+        answers.len()
     );
     Ok(())
 }

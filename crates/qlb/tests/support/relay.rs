@@ -1,10 +1,12 @@
 //! A UDP relay in front of two load balancers that sends each client's datagrams to them in
 //! turn, as if an ECMP change moved the client's flow from one to the other and back on every
 //! datagram, and relays their replies back to the client from its own address. New clients
-//! start on each load balancer in turn, so both see handshakes begin.
+//! start on each load balancer in turn, so both see handshakes begin. Given one load
+//! balancer twice it is a plain relay; either way it can cut a client's address off, as a
+//! path that stops working, while the client's other addresses still pass.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -17,6 +19,9 @@ use super::TestResult;
 
 /// Datagrams each client sent through each of the two targets.
 type Counts = Arc<Mutex<HashMap<SocketAddr, Sent>>>;
+
+/// Client addresses whose datagrams, both ways, are dropped.
+type Cut = Arc<Mutex<HashSet<SocketAddr>>>;
 
 /// What one client sent through the relay.
 #[derive(Clone, Copy, Debug, Default)]
@@ -32,6 +37,7 @@ pub(crate) struct EcmpRelay {
     /// Where clients send.
     pub addr: SocketAddr,
     counts: Counts,
+    cut: Cut,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -48,9 +54,10 @@ impl EcmpRelay {
             .enable_all()
             .build()?;
         let counts = Counts::default();
+        let cut = Cut::default();
         let (stop, stopped) = oneshot::channel();
         let thread = std::thread::spawn({
-            let counts = counts.clone();
+            let (counts, cut) = (counts.clone(), cut.clone());
             move || {
                 runtime.block_on(async move {
                     let Ok(front) = UdpSocket::from_std(front) else {
@@ -58,7 +65,7 @@ impl EcmpRelay {
                     };
                     tokio::select! {
                         _ = stopped => {}
-                        () = relay(Arc::new(front), targets, counts) => {}
+                        () = relay(Arc::new(front), targets, counts, cut) => {}
                     }
                 });
             }
@@ -66,6 +73,7 @@ impl EcmpRelay {
         Ok(Self {
             addr,
             counts,
+            cut,
             stop: Some(stop),
             thread: Some(thread),
         })
@@ -74,6 +82,16 @@ impl EcmpRelay {
     /// What every client sent so far.
     pub(crate) fn clients(&self) -> Vec<Sent> {
         lock(&self.counts).values().copied().collect()
+    }
+
+    /// The addresses clients have sent from so far.
+    pub(crate) fn client_addrs(&self) -> Vec<SocketAddr> {
+        lock(&self.counts).keys().copied().collect()
+    }
+
+    /// Drops every datagram from and to `client` from now on.
+    pub(crate) fn cut_off(&self, client: SocketAddr) {
+        lock(&self.cut).insert(client);
     }
 }
 
@@ -91,7 +109,7 @@ impl Drop for EcmpRelay {
 /// Each client gets an upstream socket of its own (the load balancers see one client address
 /// per client, whichever of them a datagram goes through) and a task relaying what comes back
 /// on it.
-async fn relay(front: Arc<UdpSocket>, targets: [SocketAddr; 2], counts: Counts) {
+async fn relay(front: Arc<UdpSocket>, targets: [SocketAddr; 2], counts: Counts, cut: Cut) {
     // Per client: its upstream socket and the target its first datagram went to.
     let mut upstreams: HashMap<SocketAddr, (Arc<UdpSocket>, usize)> = HashMap::new();
     let mut replies = JoinSet::new();
@@ -100,6 +118,9 @@ async fn relay(front: Arc<UdpSocket>, targets: [SocketAddr; 2], counts: Counts) 
         let Ok((len, client)) = front.recv_from(&mut buffer).await else {
             continue;
         };
+        if lock(&cut).contains(&client) {
+            continue;
+        }
         let clients = upstreams.len();
         let (upstream, first) = match upstreams.entry(client) {
             Entry::Occupied(entry) => entry.get().clone(),
@@ -108,7 +129,12 @@ async fn relay(front: Arc<UdpSocket>, targets: [SocketAddr; 2], counts: Counts) 
                     continue;
                 };
                 let socket = Arc::new(socket);
-                replies.spawn(relay_replies(socket.clone(), front.clone(), client));
+                replies.spawn(relay_replies(
+                    socket.clone(),
+                    front.clone(),
+                    client,
+                    cut.clone(),
+                ));
                 entry.insert((socket, clients % 2)).clone()
             }
         };
@@ -128,17 +154,22 @@ async fn relay(front: Arc<UdpSocket>, targets: [SocketAddr; 2], counts: Counts) 
     }
 }
 
-async fn relay_replies(upstream: Arc<UdpSocket>, front: Arc<UdpSocket>, client: SocketAddr) {
+async fn relay_replies(
+    upstream: Arc<UdpSocket>,
+    front: Arc<UdpSocket>,
+    client: SocketAddr,
+    cut: Cut,
+) {
     let mut buffer = vec![0; 65_535];
     loop {
         if let Ok((len, _)) = upstream.recv_from(&mut buffer).await {
-            let _ = front.send_to(&buffer[..len], client).await;
+            if !lock(&cut).contains(&client) {
+                let _ = front.send_to(&buffer[..len], client).await;
+            }
         }
     }
 }
 
-fn lock(
-    counts: &Mutex<HashMap<SocketAddr, Sent>>,
-) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Sent>> {
-    counts.lock().unwrap_or_else(PoisonError::into_inner)
+fn lock<T>(shared: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
 }
