@@ -86,9 +86,15 @@ fn on_one_connection(ordinals: &[u64]) -> bool {
         && ordinals.windows(2).all(|pair| pair[1] > pair[0])
 }
 
-/// The 200 answers each backend has counted.
-fn ok_requests(cluster: &Cluster) -> TestResult<Vec<(String, f64)>> {
-    cluster.metric_per_backend("qlb_server_requests_total{status=\"200\"}")
+/// Checks that backend `serving` has answered the page and its subresources (200s) and no
+/// other backend anything; returns the counts.
+fn counted_only_on(cluster: &Cluster, serving: &str) -> TestResult<Vec<(String, f64)>> {
+    let counted = cluster.metric_per_backend("qlb_server_requests_total{status=\"200\"}")?;
+    for (name, count) in &counted {
+        let want = if name == serving { 1 + SUBRESOURCES } else { 0 };
+        assert_eq!(*count, want as f64, "{name}: {counted:?}");
+    }
+    Ok(counted)
 }
 
 /// Launches Chromium forced onto HTTP/3 for the cluster's load balancer, trusting the
@@ -122,15 +128,7 @@ fn chromium_loads_a_page_over_http3_through_the_lb_and_again_after_a_drain() -> 
 
     // Server side: the page and every subresource counted by the backend they name, and by
     // no other; the load balancer routed them there by the CIDs of its connection.
-    let counted = ok_requests(&cluster)?;
-    for (name, count) in &counted {
-        let want = if *name == serving {
-            1 + SUBRESOURCES
-        } else {
-            0
-        };
-        assert_eq!(*count, want as f64, "{name}: {counted:?}");
-    }
+    counted_only_on(&cluster, &serving)?;
     let lb_status = cluster.lbs[0].status()?;
     for backend in lb_status["backends"].as_array().ok_or("no backends")? {
         let packets = backend["to_backend"]["packets"]
@@ -173,15 +171,7 @@ fn chromium_loads_a_page_over_http3_through_the_lb_and_again_after_a_drain() -> 
         now_serving, serving,
         "a drained backend takes no new connections"
     );
-    let counted = ok_requests(&cluster)?;
-    for (name, count) in &counted {
-        let want = if *name == now_serving {
-            1 + SUBRESOURCES
-        } else {
-            0
-        };
-        assert_eq!(*count, want as f64, "{name}: {counted:?}");
-    }
+    let counted = counted_only_on(&cluster, &now_serving)?;
     // The browser's side, from its netlog (complete once it has exited): two QUIC
     // connections, one per backend; the first ended by the backend's two GOAWAYs and a
     // CONNECTION_CLOSE with H3_NO_ERROR (0x100), not by an error or a timeout.
