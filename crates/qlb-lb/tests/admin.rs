@@ -554,7 +554,7 @@ async fn the_dashboard_is_served_under_the_token_and_its_posts_need_its_header()
         assert!(headers.contains("content-security-policy: default-src 'none'"));
         assert!(headers.contains("x-frame-options: deny"), "{headers}");
         assert!(
-            page.body.contains("fetch(\"status\""),
+            page.body.contains("fetch(api(\"status\")"),
             "the page reads /status"
         );
     }

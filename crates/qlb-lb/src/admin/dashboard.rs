@@ -78,8 +78,9 @@ mod tests {
         }
         assert_eq!(PAGE.matches("<script>").count(), 1, "one inline script");
         // Only relative requests, to the API the page came from.
-        assert!(PAGE.contains("fetch(\"status\""));
-        assert!(PAGE.contains("backends/${encodeURIComponent(name)}/${verb}"));
+        assert!(PAGE.contains("fetch(api(\"status\")"));
+        assert!(PAGE.contains("fetch(api(`backends/${encodeURIComponent(name)}/${verb}`)"));
+        assert!(PAGE.contains("new URL(path, location.origin + location.pathname)"));
         assert!(PAGE.contains("\"X-Qlb-Dashboard\": \"1\""));
     }
 
