@@ -362,22 +362,21 @@ fn the_dashboard_shows_the_backends_and_its_buttons_drain_them() -> TestResult {
     Ok(())
 }
 
-/// The dashboard of a load balancer with 500 backends, in Chromium: every backend gets its
-/// row, and what one update costs the page is reported (not judged: tests never assert
-/// speed).
-#[test]
-fn the_dashboard_keeps_up_with_500_backends() -> TestResult {
-    if !chromium::available() {
-        return Ok(());
-    }
+/// A `qlb lb` (health checks off, admin API on loopback with `admin` added to its table)
+/// whose `count` backends, `backend-001` ..., nothing listens for: enough for the dashboard,
+/// which shows them as configured. Returns the process, its admin API and the directory of
+/// its file.
+fn lb_without_backends_running(
+    count: u32,
+    admin: &str,
+) -> TestResult<(Process, std::net::SocketAddr, tempfile::TempDir)> {
     let dir = tempfile::tempdir()?;
-    let mut text = String::from(
+    let mut text = format!(
         "listen = [\"127.0.0.1:0\"]\nworkers = 1\n\n[[quic_lb]]\nconfig_id = 0\n\
          server_id_len = 2\nnonce_len = 6\n\n[health]\nenabled = false\n\n\
-         [admin]\nlisten = \"127.0.0.1:0\"\n",
+         [admin]\nlisten = \"127.0.0.1:0\"\n{admin}"
     );
-    for i in 1..=500u32 {
-        // Nothing listens there: without health checks nobody notices.
+    for i in 1..=count {
         text.push_str(&format!(
             "\n[[backend]]\nname = \"backend-{i:03}\"\naddr = \"127.0.0.1:{}\"\n\
              server_id = \"{i:04x}\"\n",
@@ -386,8 +385,73 @@ fn the_dashboard_keeps_up_with_500_backends() -> TestResult {
     }
     let config = dir.path().join("lb.toml");
     std::fs::write(&config, text)?;
-    let (_lb, _, admin) = support::cluster::spawn_lb("lb", &config, true)?;
-    let admin = admin.ok_or("admin API")?;
+    let (lb, _, api) = support::cluster::spawn_lb("lb", &config, true)?;
+    Ok((lb, api.ok_or("admin API")?, dir))
+}
+
+/// The dashboard under an admin token: opened with the token as the password of the URL
+/// (what a browser's login prompt amounts to), it reads the status and its buttons drain;
+/// a POST from the page without the dashboard's header, or from another origin, with the
+/// same credentials in the browser, is refused.
+#[test]
+fn the_dashboard_works_under_a_token_and_refuses_forged_posts() -> TestResult {
+    if !chromium::available() {
+        return Ok(());
+    }
+    let (_lb, admin, _dir) = lb_without_backends_running(2, "token = \"tok-5e1f\"\n")?;
+    let browser = Browser::launch(&[], (1000, 600))?;
+    let page = browser.new_page()?;
+    page.navigate(&format!("http://operator:tok-5e1f@{admin}/"), LOAD_TIMEOUT)?;
+    page.wait_for(
+        "Number(document.body.dataset.updates || 0) >= 2",
+        LOAD_TIMEOUT,
+    )?;
+    assert_eq!(dashboard_row(&page, "backend-001")?["effective"], "active");
+    page.evaluate(r#"document.querySelector('button[data-backend="backend-001"]').click()"#)?;
+    let since = updates(&page)?;
+    shown_within_two_updates(&page, "backend-001", "effective", "draining", since)?;
+
+    // The page's own origin and credentials, without the dashboard's header.
+    let status = page.evaluate(
+        r#"fetch(api("backends/backend-001/undrain"), { method: "POST" }).then((r) => r.status)"#,
+    )?;
+    assert_eq!(
+        status, 403,
+        "a POST on ambient credentials without X-Qlb-Dashboard"
+    );
+    // Another origin (a blank page's is opaque): the browser still holds the credentials.
+    let other = browser.new_page()?;
+    other.evaluate(&format!(
+        r#"fetch("http://{admin}/backends/backend-001/undrain",
+                 {{ method: "POST", mode: "no-cors", credentials: "include" }})
+             .then(() => "sent", String)"#
+    ))?;
+    let since = updates(&page)?;
+    page.wait_for(
+        &format!("Number(document.body.dataset.updates) >= {}", since + 2),
+        LOAD_TIMEOUT,
+    )?;
+    let row = dashboard_row(&page, "backend-001")?;
+    assert_eq!(
+        (&row["admin"], &row["effective"]),
+        (&json!("drain"), &json!("draining")),
+        "{row}"
+    );
+    let refused = page
+        .evaluate(r#"fetch(api("status")).then((r) => r.json()).then((s) => s.admin_refused)"#)?;
+    assert_eq!(refused["origin"], 2, "{refused}");
+    Ok(())
+}
+
+/// The dashboard of a load balancer with 500 backends, in Chromium: every backend gets its
+/// row, and what one update costs the page is reported (not judged: tests never assert
+/// speed).
+#[test]
+fn the_dashboard_keeps_up_with_500_backends() -> TestResult {
+    if !chromium::available() {
+        return Ok(());
+    }
+    let (_lb, admin, _dir) = lb_without_backends_running(500, "")?;
     let browser = Browser::launch(&[], (1400, 900))?;
     let page = browser.new_page()?;
     page.navigate(&format!("http://{admin}/"), LOAD_TIMEOUT)?;
