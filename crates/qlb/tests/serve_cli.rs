@@ -173,53 +173,40 @@ fn direct_return_and_gue_sources_are_logged_and_need_gue() -> TestResult {
     )?;
     serve.terminate()?;
 
-    let output = run(
-        "serve",
-        Command::new(env!("CARGO_BIN_EXE_qlb")).args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--server-id",
-            "0a01",
-            "--config",
-            "cluster.toml",
-            "--gue",
-            "127.0.0.1:0",
-            "--gue-allow",
-            "10.0.0.0/33",
-        ]),
-        Duration::from_secs(20),
-    )?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "a /33 network accepted");
+    let stderr = refused_serve(&["--gue", "127.0.0.1:0", "--gue-allow", "10.0.0.0/33"])?;
     assert!(
         stderr.contains("--gue-allow") && stderr.contains("between 0 and 32"),
         "{stderr}"
     );
-
-    let output = run(
-        "serve",
-        Command::new(env!("CARGO_BIN_EXE_qlb")).args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--name",
-            "b1",
-            "--server-id",
-            "0a01",
-            "--config",
-            "cluster.toml",
-            "--direct-return",
-        ]),
-        Duration::from_secs(20),
-    )?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        !output.status.success(),
-        "--direct-return without --gue accepted"
-    );
+    let stderr = refused_serve(&["--direct-return"])?;
     assert!(stderr.contains("--gue"), "{stderr}");
     Ok(())
+}
+
+/// Runs `qlb serve` with `extra` after a valid listener, server ID and cluster file, expects
+/// it to refuse to start, and returns what it said.
+fn refused_serve(extra: &[&str]) -> TestResult<String> {
+    let output = run(
+        "serve",
+        Command::new(env!("CARGO_BIN_EXE_qlb"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--server-id",
+                "0a01",
+                "--config",
+                "cluster.toml",
+            ])
+            .args(extra),
+        Duration::from_secs(20),
+    )?;
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        !output.status.success(),
+        "qlb serve {extra:?} started: {stderr}"
+    );
+    Ok(stderr)
 }
 
 #[test]
