@@ -144,7 +144,12 @@ impl Load {
             self.stop.send_replace(true);
         }
         let elapsed = self.started.elapsed();
-        let mut summary = lock(&self.tally).summary(elapsed);
+        let mut summary = {
+            let tally = lock(&self.tally);
+            let mut summary = tally.summary(elapsed);
+            summary.latency_plot = tally.latency_plot();
+            summary
+        };
         let snapshots: Vec<_> = self.clients.iter().map(Client::snapshot).collect();
         summary.balancing = Balancing::of(&snapshots);
         summary

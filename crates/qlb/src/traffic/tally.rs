@@ -86,6 +86,11 @@ impl Tally {
         self.errors.values().sum()
     }
 
+    /// The latency percentile points of the run so far, for its plot.
+    pub(crate) fn latency_plot(&self) -> Vec<plot::Point> {
+        plot::points(&self.latency_us)
+    }
+
     /// The summary of a run that lasted `elapsed`.
     pub(crate) fn summary(&self, elapsed: Duration) -> Summary {
         let millis = |quantile: f64| self.latency_us.value_at_quantile(quantile) as f64 / 1000.0;
@@ -112,7 +117,7 @@ impl Tally {
             per_backend: self.per_backend.clone(),
             resumption: Resumption::default(),
             balancing: Balancing::default(),
-            latency_plot: plot::points(&self.latency_us),
+            latency_plot: Vec::new(),
         }
     }
 }
@@ -145,7 +150,9 @@ pub(crate) struct Summary {
     pub balancing: Balancing,
     /// How the clients' connections resumed sessions and used 0-RTT.
     pub resumption: Resumption,
-    /// The latency percentile points, for `--histogram` (not in the JSON summary).
+    /// The latency percentile points, for `--histogram` (not in the JSON summary): filled
+    /// once, at the end of the run ([`Tally::latency_plot`]), not by the live views'
+    /// summaries every tick.
     #[serde(skip)]
     pub latency_plot: Vec<plot::Point>,
 }
@@ -184,7 +191,7 @@ impl Summary {
         path: &std::path::Path,
         what: &str,
     ) -> anyhow::Result<()> {
-        let answered = self.requests - self.errors;
+        let answered = self.requests.saturating_sub(self.errors);
         let latency = &self.latency_ms;
         let title = format!(
             "{what}: {answered} requests, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
