@@ -81,8 +81,7 @@ pub(super) fn check(
     // metadata would let a form through otherwise).
     let basic = headers
         .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split_once(' '))
+        .and_then(authorization)
         .is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"));
     if basic && !headers.contains_key(DASHBOARD_HEADER) {
         return Err(cross_site(
@@ -90,6 +89,12 @@ pub(super) fn check(
         ));
     }
     Ok(())
+}
+
+/// An `Authorization` header's scheme and credentials (`Bearer tok` -> `("Bearer", "tok")`).
+pub(super) fn authorization(value: &HeaderValue) -> Option<(&str, &str)> {
+    let (scheme, credentials) = value.to_str().ok()?.split_once(' ')?;
+    Some((scheme, credentials.trim()))
 }
 
 /// The `Sec-Fetch-Site` request header (fetch metadata; not among `http`'s constants).

@@ -204,8 +204,7 @@ fn refusal(
 /// The token an `Authorization` header presents: a bearer token, or the password of Basic
 /// credentials (any user name).
 fn presented_token(authorization: &header::HeaderValue) -> Option<Vec<u8>> {
-    let (scheme, credentials) = authorization.to_str().ok()?.split_once(' ')?;
-    let credentials = credentials.trim();
+    let (scheme, credentials) = host::authorization(authorization)?;
     if scheme.eq_ignore_ascii_case("bearer") {
         return Some(credentials.as_bytes().to_vec());
     }
