@@ -7,17 +7,19 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::task::JoinHandle;
 
 use crate::error::EtcdError;
 use crate::wire::{self, KeyValue};
 
 /// How long one request to one endpoint may take, connection included.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 /// The largest answer read: a fleet's members are far smaller.
-const MAX_ANSWER: usize = 16 << 20;
+pub(crate) const MAX_ANSWER: usize = 16 << 20;
 
 /// A lease: keys put under it disappear when it expires or is revoked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -155,6 +157,14 @@ impl EtcdClient {
         Ok((ranged.kvs, ranged.header.revision))
     }
 
+    /// Drops the store's history before `revision`: watches cannot start earlier.
+    pub async fn compact(&self, revision: i64) -> Result<(), EtcdError> {
+        let _: serde_json::Value = self
+            .call("/v3/kv/compaction", &wire::Compaction { revision })
+            .await?;
+        Ok(())
+    }
+
     /// Deletes `key` (nothing happens if it does not exist).
     pub async fn delete(&self, key: &[u8]) -> Result<(), EtcdError> {
         let _: serde_json::Value = self
@@ -164,6 +174,25 @@ impl EtcdClient {
             )
             .await?;
         Ok(())
+    }
+
+    /// The endpoints (`host:port`) in the order calls try them: the last good one first.
+    pub(crate) fn endpoints_in_order(&self) -> impl Iterator<Item = (usize, &str)> {
+        let first = self.preferred.load(Ordering::Relaxed);
+        (0..self.endpoints.len()).map(move |offset| {
+            let index = (first + offset) % self.endpoints.len();
+            (index, self.endpoints[index].as_str())
+        })
+    }
+
+    /// Remembers that endpoint `index` answered.
+    pub(crate) fn answered(&self, index: usize) {
+        self.preferred.store(index, Ordering::Relaxed);
+    }
+
+    /// Every endpoint, comma-separated, for messages.
+    pub(crate) fn endpoint_list(&self) -> String {
+        self.endpoints.join(", ")
     }
 
     /// POSTs `body` to `path`, trying every endpoint once, the last good one first.
@@ -176,25 +205,22 @@ impl EtcdClient {
             path,
             reason: e.to_string(),
         })?);
-        let first = self.preferred.load(Ordering::Relaxed);
         let mut last = String::new();
-        for offset in 0..self.endpoints.len() {
-            let index = (first + offset) % self.endpoints.len();
-            let endpoint = &self.endpoints[index];
+        for (index, endpoint) in self.endpoints_in_order() {
             let answer = tokio::time::timeout(REQUEST_TIMEOUT, post(endpoint, path, body.clone()))
                 .await
                 .map_err(|_| format!("{endpoint}: no answer within {REQUEST_TIMEOUT:?}"))
                 .and_then(|answer| answer.map_err(|e| format!("{endpoint}: {e}")));
             match answer {
                 Ok((status, octets)) => {
-                    self.preferred.store(index, Ordering::Relaxed);
+                    self.answered(index);
                     return decode(path, status, &octets);
                 }
                 Err(error) => last = error,
             }
         }
         Err(EtcdError::Unreachable {
-            endpoints: self.endpoints.join(", "),
+            endpoints: self.endpoint_list(),
             last,
         })
     }
@@ -222,21 +248,12 @@ fn authority(url: &str) -> Result<String, EtcdError> {
     Ok(rest.to_owned())
 }
 
+/// What [`send`] fails with: anything of TCP, HTTP or the body, as text in the end.
+pub(crate) type SendError = Box<dyn std::error::Error + Send + Sync>;
+
 /// One HTTP/1.1 POST on a fresh connection: the status and the body.
-async fn post(
-    authority: &str,
-    path: &'static str,
-    body: Bytes,
-) -> Result<(u16, Bytes), Box<dyn std::error::Error + Send + Sync>> {
-    let stream = tokio::net::TcpStream::connect(authority).await?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    let driver = tokio::spawn(connection);
-    let request = http::Request::post(path)
-        .header(http::header::HOST, authority)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(body))?;
-    let response = sender.send_request(request).await?;
+async fn post(authority: &str, path: &'static str, body: Bytes) -> Result<(u16, Bytes), SendError> {
+    let (response, driver) = send(authority, path, body).await?;
     let status = response.status().as_u16();
     let octets = Limited::new(response.into_body(), MAX_ANSWER)
         .collect()
@@ -246,8 +263,34 @@ async fn post(
     Ok((status, octets))
 }
 
+/// Sends one POST on a fresh connection; the answer's head, and the task driving the
+/// connection (abort it when done with the body).
+pub(crate) async fn send(
+    authority: &str,
+    path: &'static str,
+    body: Bytes,
+) -> Result<(http::Response<Incoming>, JoinHandle<()>), SendError> {
+    let stream = tokio::net::TcpStream::connect(authority).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let driver = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let request = http::Request::post(path)
+        .header(http::header::HOST, authority)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(body))?;
+    match sender.send_request(request).await {
+        Ok(response) => Ok((response, driver)),
+        Err(error) => {
+            driver.abort();
+            Err(error.into())
+        }
+    }
+}
+
 /// etcd's answer: the documented body on 200, its error message otherwise.
-fn decode<A: DeserializeOwned>(
+pub(crate) fn decode<A: DeserializeOwned>(
     path: &'static str,
     status: u16,
     octets: &[u8],

@@ -29,12 +29,28 @@ pub enum EtcdError {
         /// What was wrong.
         reason: String,
     },
+    /// A watch's start revision has been compacted away: read the keys afresh and watch
+    /// from the revision they were read at.
+    #[error("etcd compacted its history up to revision {revision}: read the keys afresh")]
+    Compacted {
+        /// The first revision etcd still has.
+        revision: i64,
+    },
+    /// etcd ended a watch (`reason`, when it gave one).
+    #[error("etcd ended the watch: {reason}")]
+    WatchEnded {
+        /// etcd's reason, or what broke.
+        reason: String,
+    },
     /// An endpoint is not an `http://host:port` URL.
     #[error("etcd endpoint `{0}` is not an http://HOST:PORT URL")]
     Endpoint(String),
     /// A cluster name with characters other than `[a-zA-Z0-9._-]`, or empty or over 64.
     #[error("cluster name `{0}`: use 1 to 64 of a-z, A-Z, 0-9, `.`, `_`, `-`")]
     ClusterName(String),
+    /// A member or load balancer name unfit for a key (the same rule as cluster names).
+    #[error("name `{0}`: use 1 to 64 of a-z, A-Z, 0-9, `.`, `_`, `-`")]
+    MemberName(String),
     /// Every server ID of the configured length is held or in quarantine.
     #[error("no free server ID of {len} octet(s) in cluster `{cluster}` after {tries} tries")]
     NoFreeServerId {

@@ -13,11 +13,15 @@ mod allocate;
 mod client;
 mod error;
 mod keys;
+mod lb_record;
 mod membership;
+mod watch;
 mod wire;
 
 pub use client::{EtcdClient, Lease};
 pub use error::EtcdError;
-pub use keys::ClusterKeys;
+pub use keys::{ClusterKeys, valid_name};
+pub use lb_record::LbRecord;
 pub use membership::{JoinSpec, Member, MemberState, Membership, Reservation};
+pub use watch::{Change, Changes, Watch};
 pub use wire::KeyValue;

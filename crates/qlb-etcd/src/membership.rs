@@ -129,10 +129,10 @@ impl Membership {
     /// transaction per candidate, under a lease as long as the quarantine), renewed from
     /// now on.
     pub async fn reserve(etcd: Arc<EtcdClient>, spec: JoinSpec) -> Result<Reservation, EtcdError> {
-        if !valid_name(&spec.cluster) {
-            return Err(EtcdError::ClusterName(spec.cluster));
+        let keys = ClusterKeys::checked(&spec.cluster)?;
+        if !valid_name(&spec.name) {
+            return Err(EtcdError::MemberName(spec.name));
         }
-        let keys = ClusterKeys::new(&spec.cluster);
         let id_lease = etcd.grant(spec.quarantine).await?;
         let member_lease = etcd.grant(spec.member_ttl).await?;
         let server_id = match allocate(&etcd, &keys, &spec, id_lease).await {

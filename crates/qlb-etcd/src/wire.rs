@@ -129,6 +129,12 @@ pub(crate) struct DeleteRange {
     pub(crate) key: Vec<u8>,
 }
 
+#[derive(Debug, Serialize)]
+pub(crate) struct Compaction {
+    #[serde(with = "int64")]
+    pub(crate) revision: i64,
+}
+
 /// A transaction that puts `put` only if its key does not exist.
 #[derive(Debug, Serialize)]
 pub(crate) struct Txn {
@@ -157,6 +163,58 @@ pub(crate) struct TxnDone {
     /// Absent (false) when the comparison failed.
     #[serde(default)]
     pub(crate) succeeded: bool,
+}
+
+/// `/v3/watch`'s request: a watch of one range from a revision.
+#[derive(Debug, Serialize)]
+pub(crate) struct WatchRequest {
+    pub(crate) create_request: WatchCreate,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct WatchCreate {
+    #[serde(with = "b64")]
+    pub(crate) key: Vec<u8>,
+    #[serde(with = "b64")]
+    pub(crate) range_end: Vec<u8>,
+    #[serde(with = "int64")]
+    pub(crate) start_revision: i64,
+}
+
+/// One message of `/v3/watch`'s answer, which streams them for as long as the watch lives:
+/// its `result`, or the gateway's `error`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct WatchMessage {
+    #[serde(default)]
+    pub(crate) result: Option<WatchResult>,
+    #[serde(default)]
+    pub(crate) error: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct WatchResult {
+    #[serde(default)]
+    pub(crate) header: Header,
+    /// The watch's first message.
+    #[serde(default)]
+    pub(crate) created: bool,
+    /// The watch ended; with `compact_revision` set, its start revision was compacted.
+    #[serde(default)]
+    pub(crate) canceled: bool,
+    #[serde(default, with = "int64")]
+    pub(crate) compact_revision: i64,
+    #[serde(default)]
+    pub(crate) cancel_reason: String,
+    #[serde(default)]
+    pub(crate) events: Vec<WatchEvent>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct WatchEvent {
+    /// `DELETE`, or absent for a put (proto3 leaves out the zero value).
+    #[serde(rename = "type", default)]
+    pub(crate) kind: String,
+    pub(crate) kv: KeyValue,
 }
 
 /// The first key after every key that starts with `prefix`: a range's end for a prefix.
@@ -222,6 +280,42 @@ mod tests {
         assert_eq!(ranged.kvs[0].mod_revision, 2);
         let gone: KeptAlive = serde_json::from_str(r#"{"result":{"ID":"5"}}"#).expect("parses");
         assert_eq!(gone.result.ttl, 0);
+    }
+
+    #[test]
+    fn watch_messages_parse_as_etcd_3_4_streams_them() {
+        let created: WatchMessage = serde_json::from_str(
+            r#"{"result":{"header":{"cluster_id":"3","revision":"2","raft_term":"2"},"created":true}}"#,
+        )
+        .expect("parses");
+        let created = created.result.expect("a result");
+        assert!(created.created && created.events.is_empty());
+        let events: WatchMessage = serde_json::from_str(
+            r#"{"result":{"header":{"revision":"3"},"events":[{"kv":{"key":"L2EvMQ==","mod_revision":"2","value":"eA=="}},{"type":"DELETE","kv":{"key":"L2EvMQ==","mod_revision":"3"}}]}}"#,
+        )
+        .expect("parses");
+        let events = events.result.expect("a result").events;
+        assert_eq!(
+            (events[0].kind.as_str(), events[1].kind.as_str()),
+            ("", "DELETE")
+        );
+        assert_eq!(events[1].kv.key, b"/a/1");
+        let compacted: WatchMessage = serde_json::from_str(
+            r#"{"result":{"header":{"raft_term":"2"},"canceled":true,"compact_revision":"3"}}"#,
+        )
+        .expect("parses");
+        assert_eq!(compacted.result.expect("a result").compact_revision, 3);
+        let request = WatchRequest {
+            create_request: WatchCreate {
+                key: b"/a/".to_vec(),
+                range_end: prefix_end(b"/a/"),
+                start_revision: 7,
+            },
+        };
+        assert_eq!(
+            serde_json::to_string(&request).expect("json"),
+            r#"{"create_request":{"key":"L2Ev","range_end":"L2Ew","start_revision":"7"}}"#
+        );
     }
 
     #[test]

@@ -16,7 +16,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct Etcd {
     child: Child,
     client: SocketAddr,
-    _dir: tempfile::TempDir,
+    peer: SocketAddr,
+    dir: tempfile::TempDir,
 }
 
 /// Whether `etcd` runs ([`require`]: on CI its absence fails the test).
@@ -35,22 +36,12 @@ impl Etcd {
         let dir = tempfile::tempdir()?;
         let client = free_port()?;
         let peer = free_port()?;
-        let child = Command::new("etcd")
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(["--name", "qlb-test"])
-            .arg(format!("--listen-client-urls=http://{client}"))
-            .arg(format!("--advertise-client-urls=http://{client}"))
-            .arg(format!("--listen-peer-urls=http://{peer}"))
-            .arg(format!("--initial-advertise-peer-urls=http://{peer}"))
-            .arg(format!("--initial-cluster=qlb-test=http://{peer}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
+        let child = spawn(dir.path(), client, peer)?;
         let mut etcd = Self {
             child,
             client,
-            _dir: dir,
+            peer,
+            dir,
         };
         etcd.wait_healthy()?;
         Ok(etcd)
@@ -59,6 +50,19 @@ impl Etcd {
     /// The client URL, `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://{}", self.client)
+    }
+
+    /// Kills etcd (SIGKILL), as a crash or a partition would take it away.
+    pub fn kill(&mut self) -> TestResult {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// Starts etcd again on the same ports and data, after [`kill`](Self::kill).
+    pub fn restart(&mut self) -> TestResult {
+        self.child = spawn(self.dir.path(), self.client, self.peer)?;
+        self.wait_healthy()
     }
 
     fn wait_healthy(&mut self) -> TestResult {
@@ -81,6 +85,21 @@ impl Drop for Etcd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn spawn(dir: &std::path::Path, client: SocketAddr, peer: SocketAddr) -> TestResult<Child> {
+    Ok(Command::new("etcd")
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--name", "qlb-test"])
+        .arg(format!("--listen-client-urls=http://{client}"))
+        .arg(format!("--advertise-client-urls=http://{client}"))
+        .arg(format!("--listen-peer-urls=http://{peer}"))
+        .arg(format!("--initial-advertise-peer-urls=http://{peer}"))
+        .arg(format!("--initial-cluster=qlb-test=http://{peer}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?)
 }
 
 /// A loopback port nobody listens on (another process may still take it first).
