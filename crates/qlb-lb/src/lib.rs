@@ -47,6 +47,7 @@ pub mod config;
 mod control_plane;
 pub mod daemon;
 pub mod dataplane;
+mod follower;
 mod health;
 mod sync;
 

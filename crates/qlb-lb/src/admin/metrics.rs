@@ -12,7 +12,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use qlb_router::BackendState;
 
-use crate::control_plane::{BackendStatus, Status};
+use crate::control_plane::{BackendStatus, FleetStatus, Status};
 use crate::health::Health;
 
 /// The content type of [`encode`]'s text.
@@ -303,8 +303,59 @@ impl Collector for Snapshot {
                 .iter()
                 .map(|(reason, count)| ([("reason", *reason)], *count)),
         )?;
+        if let Some(fleet) = &status.fleet {
+            fleet_families(&mut encoder, fleet)?;
+        }
         Ok(())
     }
+}
+
+/// The fleet on etcd (with an `[etcd]` table only), labelled by cluster.
+fn fleet_families(encoder: &mut DescriptorEncoder, fleet: &FleetStatus) -> fmt::Result {
+    let cluster = [("cluster", fleet.cluster.as_str())];
+    let revision = u64::try_from(fleet.revision).unwrap_or(0);
+    for (kind, name, help, value) in [
+        (
+            MetricType::Gauge,
+            "qlb_lb_fleet_etcd_connected",
+            "1 while etcd answers, 0 while forwarding goes on with the last fleet known",
+            u64::from(fleet.connected),
+        ),
+        (
+            MetricType::Gauge,
+            "qlb_lb_fleet_revision",
+            "The etcd revision of the last fleet change applied: equal on load balancers \
+             that agree",
+            revision,
+        ),
+        (
+            MetricType::Gauge,
+            "qlb_lb_fleet_members",
+            "Fleet members routed to",
+            fleet.members as u64,
+        ),
+        (
+            MetricType::Gauge,
+            "qlb_lb_fleet_members_left_out",
+            "Fleet members left out (a server ID already held, a record that does not parse)",
+            fleet.left_out.len() as u64,
+        ),
+        (
+            MetricType::Counter,
+            "qlb_lb_fleet_updates",
+            "Fleet changes applied",
+            fleet.updates,
+        ),
+        (
+            MetricType::Counter,
+            "qlb_lb_fleet_etcd_disconnects",
+            "Times the link to etcd was lost",
+            fleet.disconnects,
+        ),
+    ] {
+        family(encoder, kind, name, help, [(cluster, value)])?;
+    }
+    Ok(())
 }
 
 /// One family of `kind` (counter or gauge; counters get `_total` in their samples).

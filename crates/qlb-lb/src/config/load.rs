@@ -7,7 +7,7 @@ use super::error::{ConfigError, field_error, parse, read_file};
 use super::raw::{RawCluster, RawConfig, RawQuicLb};
 use super::schema::{ClusterConfig, ForwardingMode, LbConfig};
 use super::validation::{
-    admin, backends, cluster_secret, flow_caps, gue_backends, health, listen_addresses, mode,
+    admin, backends, cluster_secret, etcd, flow_caps, gue_backends, health, listen_addresses, mode,
     positive_duration, quic_lb_configs, retry, workers,
 };
 
@@ -59,6 +59,7 @@ impl LbConfig {
             cluster,
             health: health(raw.health.as_ref())?,
             admin: raw.admin.as_ref().map(|a| admin(a, base)).transpose()?,
+            etcd: raw.etcd.as_ref().map(etcd).transpose()?,
         };
         if let ForwardingMode::Gue(gue) = &config.mode {
             gue_backends(gue, &config.backends, &config.health)?;

@@ -12,6 +12,7 @@
 mod duration;
 mod error;
 mod load;
+mod members;
 mod pool;
 mod raw;
 mod schema;
@@ -20,8 +21,9 @@ mod validation;
 
 pub use duration::parse_duration;
 pub use error::ConfigError;
+pub use members::LeftOut;
 pub use schema::{
-    AdminConfig, BackendConfig, ClusterConfig, ForwardingMode, GueConfig, HealthConfig, LbConfig,
-    RetryConfig, RetryMode,
+    AdminConfig, BackendConfig, ClusterConfig, EtcdConfig, ForwardingMode, GueConfig, HealthConfig,
+    LbConfig, RetryConfig, RetryMode,
 };
 pub use secret::Secret;

@@ -25,6 +25,7 @@ pub(super) struct RawConfig {
     pub admin: Option<RawAdmin>,
     pub retry: Option<RawRetry>,
     pub gue: Option<RawGue>,
+    pub etcd: Option<RawEtcd>,
 }
 
 /// The whole file, as every member of the cluster reads it: the shared part, and the load
@@ -59,6 +60,8 @@ pub(super) struct RawCluster {
     _retry: Option<IgnoredAny>,
     #[serde(rename = "gue")]
     _gue: Option<IgnoredAny>,
+    #[serde(rename = "etcd")]
+    _etcd: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -119,4 +122,14 @@ pub(super) struct RawRetry {
 pub(super) struct RawGue {
     pub bind: Option<String>,
     pub ports: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEtcd {
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+    pub cluster: Option<String>,
+    pub name: Option<String>,
+    pub ttl: Option<String>,
 }

@@ -194,6 +194,36 @@ pub struct AdminConfig {
     pub allowed_hosts: Vec<String>,
 }
 
+/// The `[etcd]` table: the fleet on etcd this load balancer follows. Its members are routed
+/// to beside the file's `[[backend]]` tables, which become optional (`docs/operations.md`,
+/// "Fleet on etcd").
+///
+/// ```
+/// use qlb_lb::config::LbConfig;
+///
+/// let config = LbConfig::from_toml(r#"
+///     listen = ["127.0.0.1:4433"]
+///     [etcd]
+///     endpoints = ["http://127.0.0.1:2379"]
+///     cluster = "edge"
+///     name = "lb-1"
+/// "#, ".".as_ref())?;
+/// let etcd = config.etcd.expect("an [etcd] table");
+/// assert_eq!((etcd.cluster.as_str(), etcd.ttl.as_secs()), ("edge", 10));
+/// # Ok::<(), qlb_lb::config::ConfigError>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct EtcdConfig {
+    /// etcd's client URLs (`http://HOST:PORT`), tried in turn.
+    pub endpoints: Vec<String>,
+    /// The cluster's name: its keys are under `/qlb/<cluster>/`.
+    pub cluster: String,
+    /// This load balancer's name in the cluster's `lbs/` records: the host name by default.
+    pub name: String,
+    /// How long this load balancer's record outlives it (its lease), whole seconds.
+    pub ttl: Duration,
+}
+
 /// A validated load balancer configuration.
 ///
 /// ```
@@ -234,6 +264,8 @@ pub struct LbConfig {
     pub admin: Option<AdminConfig>,
     /// The `[retry]` table.
     pub retry: RetryConfig,
+    /// The fleet on etcd to follow, if the file has an `[etcd]` table.
+    pub etcd: Option<EtcdConfig>,
 }
 
 /// The part of the file every member of a cluster shares: the load balancers decode

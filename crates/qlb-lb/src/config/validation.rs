@@ -11,9 +11,9 @@ use quic_lb::{Config, ConfigId, Key, ServerId};
 
 use super::duration::parse_duration;
 use super::error::{ConfigError, field_error, read_file};
-use super::raw::{RawAdmin, RawBackend, RawGue, RawHealth, RawQuicLb, RawRetry};
+use super::raw::{RawAdmin, RawBackend, RawEtcd, RawGue, RawHealth, RawQuicLb, RawRetry};
 use super::schema::{
-    AdminConfig, BackendConfig, ClusterConfig, ForwardingMode, GueConfig, HealthConfig,
+    AdminConfig, BackendConfig, ClusterConfig, EtcdConfig, ForwardingMode, GueConfig, HealthConfig,
     RetryConfig, RetryMode,
 };
 use super::secret::Secret;
@@ -188,29 +188,42 @@ pub(super) fn gue_backends(
     backends: &[BackendConfig],
     health: &HealthConfig,
 ) -> Result<(), ConfigError> {
-    let family = |address: SocketAddr| if address.is_ipv4() { "IPv4" } else { "IPv6" };
     for (i, backend) in backends.iter().enumerate() {
-        if backend.addr.is_ipv4() != gue.bind.is_ipv4() {
-            return Err(ConfigError::invalid(
-                format!("backend[{i}].addr"),
-                format!(
-                    "{} is {}, but gue.bind ({}) is {}: the GUE sockets reach backends of \
-                     their own family",
-                    backend.addr,
-                    family(backend.addr),
-                    gue.bind,
-                    family(gue.bind)
-                ),
-            ));
-        }
-        if health.enabled && backend.health_addr.is_none() {
-            return Err(ConfigError::invalid(
-                format!("backend[{i}].health_addr"),
-                "required in mode = \"gue\" with health checks on: addr receives GUE only; \
-                 give the backend's plain QUIC address (qlb serve --listen), or set [health] \
-                 enabled = false",
-            ));
-        }
+        gue_backend(gue, backend, health).map_err(|(key, problem)| {
+            ConfigError::invalid(format!("backend[{i}].{key}"), problem)
+        })?;
+    }
+    Ok(())
+}
+
+/// What `gue` mode asks of one backend; if it falls short, the key at fault and why.
+pub(super) fn gue_backend(
+    gue: &GueConfig,
+    backend: &BackendConfig,
+    health: &HealthConfig,
+) -> Result<(), (&'static str, String)> {
+    let family = |address: SocketAddr| if address.is_ipv4() { "IPv4" } else { "IPv6" };
+    if backend.addr.is_ipv4() != gue.bind.is_ipv4() {
+        return Err((
+            "addr",
+            format!(
+                "{} is {}, but gue.bind ({}) is {}: the GUE sockets reach backends of their \
+                 own family",
+                backend.addr,
+                family(backend.addr),
+                gue.bind,
+                family(gue.bind)
+            ),
+        ));
+    }
+    if health.enabled && backend.health_addr.is_none() {
+        return Err((
+            "health_addr",
+            "required in mode = \"gue\" with health checks on: addr receives GUE only; give \
+             the backend's plain QUIC address (qlb serve --listen), or set [health] enabled = \
+             false"
+                .to_owned(),
+        ));
     }
     Ok(())
 }
@@ -303,6 +316,23 @@ pub(super) fn quic_lb_configs(raw: &[RawQuicLb], base: &Path) -> Result<Vec<Conf
     Ok(configs)
 }
 
+/// Whether `server_id` has the length every `[[quic_lb]]` table takes; if not, why.
+pub(super) fn server_id_fits(server_id: &ServerId, quic_lb: &[Config]) -> Result<(), String> {
+    match quic_lb
+        .iter()
+        .enumerate()
+        .find(|(_, c)| c.server_id_len() != server_id.len())
+    {
+        Some((j, config)) => Err(format!(
+            "{} octets, but quic_lb[{j}] (config {}) takes server_id_len = {}",
+            server_id.len(),
+            config.id(),
+            config.server_id_len()
+        )),
+        None => Ok(()),
+    }
+}
+
 pub(super) fn backends(
     raw: &[RawBackend],
     quic_lb: &[Config],
@@ -317,21 +347,8 @@ pub(super) fn backends(
             let server_id: ServerId = b.server_id.parse().map_err(|e: quic_lb::ConfigError| {
                 ConfigError::invalid(field("server_id"), e.to_string())
             })?;
-            if let Some((j, config)) = quic_lb
-                .iter()
-                .enumerate()
-                .find(|(_, c)| c.server_id_len() != server_id.len())
-            {
-                return Err(ConfigError::invalid(
-                    field("server_id"),
-                    format!(
-                        "{} octets, but quic_lb[{j}] (config {}) takes server_id_len = {}",
-                        server_id.len(),
-                        config.id(),
-                        config.server_id_len()
-                    ),
-                ));
-            }
+            server_id_fits(&server_id, quic_lb)
+                .map_err(|problem| ConfigError::invalid(field("server_id"), problem))?;
             let state = match b.state.as_deref().unwrap_or("active") {
                 "active" => BackendState::Active,
                 "draining" => BackendState::Draining,
@@ -450,6 +467,61 @@ fn allowed_host(field: &str, text: &str) -> Result<String, ConfigError> {
         ));
     }
     Ok(text.to_ascii_lowercase())
+}
+
+/// The longest lease a load balancer's record may have: a dead one lingers this long at
+/// most in `qlb cluster status` and holds up rotations as long.
+const MAX_ETCD_TTL: Duration = Duration::from_secs(300);
+
+pub(super) fn etcd(raw: &RawEtcd) -> Result<EtcdConfig, ConfigError> {
+    if raw.endpoints.is_empty() {
+        return Err(ConfigError::invalid(
+            "etcd.endpoints",
+            "list at least one etcd client URL (http://HOST:PORT)",
+        ));
+    }
+    for (i, url) in raw.endpoints.iter().enumerate() {
+        qlb_etcd::EtcdClient::new([url])
+            .map_err(|e| ConfigError::invalid(format!("etcd.endpoints[{i}]"), e.to_string()))?;
+    }
+    let cluster = raw
+        .cluster
+        .clone()
+        .ok_or_else(|| ConfigError::invalid("etcd.cluster", "required: the fleet's name"))?;
+    qlb_etcd::ClusterKeys::checked(&cluster)
+        .map_err(|e| ConfigError::invalid("etcd.cluster", e.to_string()))?;
+    let name = match &raw.name {
+        Some(name) => name.clone(),
+        None => host_name().ok_or_else(|| {
+            ConfigError::invalid("etcd.name", "required: this host's name is not a valid one")
+        })?,
+    };
+    if !qlb_etcd::valid_name(&name) {
+        return Err(ConfigError::invalid(
+            "etcd.name",
+            format!("{name:?}: use 1 to 64 of a-z, A-Z, 0-9, `.`, `_`, `-`"),
+        ));
+    }
+    let ttl = positive_duration("etcd.ttl", raw.ttl.as_deref(), Duration::from_secs(10))?;
+    if ttl < Duration::from_secs(2) || ttl > MAX_ETCD_TTL || ttl.subsec_nanos() != 0 {
+        return Err(ConfigError::invalid(
+            "etcd.ttl",
+            format!("whole seconds from 2s to {MAX_ETCD_TTL:?} (etcd's leases count seconds)"),
+        ));
+    }
+    Ok(EtcdConfig {
+        endpoints: raw.endpoints.clone(),
+        cluster,
+        name,
+        ttl,
+    })
+}
+
+/// This host's name, if it is fit for a key.
+fn host_name() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    qlb_etcd::valid_name(name).then(|| name.to_owned())
 }
 
 pub(super) fn cluster_secret(

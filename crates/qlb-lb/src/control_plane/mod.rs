@@ -4,6 +4,7 @@
 
 #[cfg(test)]
 mod fixture;
+mod fleet;
 mod reload;
 mod running;
 mod snapshot;
@@ -18,12 +19,14 @@ use quic_lb::ConfigId;
 use tokio::runtime::Handle;
 use tokio::task::AbortHandle;
 
-use crate::config::{AdminConfig, ConfigError, LbConfig};
+use crate::config::{AdminConfig, ConfigError, LbConfig, LeftOut};
 use crate::dataplane::{
     Dataplane, DataplaneDrop, DataplaneError, DataplaneHandle, FlowEviction, FlowRefusal, Stats,
 };
 use crate::health::{self, Health, Outcome};
 use crate::sync::lock;
+pub(crate) use fleet::Fleet;
+pub use fleet::FleetStatus;
 pub use reload::{ReloadError, ReloadReport};
 pub(crate) use running::Running;
 pub use running::UnknownBackend;
@@ -39,6 +42,9 @@ pub use snapshot::{
 #[derive(Debug)]
 pub(crate) struct ControlPlane {
     running: Mutex<Running>,
+    /// What the running configuration is made of: the file and the fleet on etcd (locked
+    /// after `running` when both are).
+    sources: Mutex<Sources>,
     /// The running health check tasks (locked after `running` when both are).
     checks: Mutex<Vec<AbortHandle>>,
     /// The `[admin]` table (token, allowed hosts), apart from `running` so that authorizing a
@@ -66,6 +72,11 @@ impl ControlPlane {
     ) -> Arc<Self> {
         let control = Arc::new(Self {
             admin: Mutex::new(running.config().admin.clone()),
+            sources: Mutex::new(Sources {
+                file: running.config().clone(),
+                fleet: None,
+                link: running.config().etcd.as_ref().map(FleetStatus::new),
+            }),
             admin_refused: Default::default(),
             handle: dataplane.handle(),
             dataplane: Mutex::new(Some(dataplane)),
@@ -110,6 +121,51 @@ impl ControlPlane {
     ) -> Result<ReloadReport, ReloadError> {
         self.blocking(move |control| control.reload_with(Ok(config)))
             .await
+    }
+
+    /// Routes to `fleet`'s members beside the file's backends, as a reload does (the
+    /// configuration's checks, one pool swap, health records and drains kept), or refuses
+    /// it and keeps the last fleet.
+    pub(crate) async fn apply_fleet(
+        self: &Arc<Self>,
+        fleet: Fleet,
+    ) -> Result<ReloadReport, ReloadError> {
+        self.blocking(move |control| control.apply_fleet_now(fleet))
+            .await
+    }
+
+    /// Records that etcd answered.
+    pub(crate) fn fleet_reached(&self) {
+        if let Some(link) = &mut lock(&self.sources).link {
+            link.reached();
+        }
+    }
+
+    /// Records that etcd could not be reached or read, and why; whether it could until now.
+    pub(crate) fn fleet_lost(&self, why: String) -> bool {
+        lock(&self.sources)
+            .link
+            .as_mut()
+            .is_some_and(|link| link.lost(why))
+    }
+
+    /// What this load balancer says of itself on etcd: the fleet revision it routes by.
+    pub(crate) fn fleet_record(&self) -> Option<qlb_etcd::LbRecord> {
+        let state = lock(&self.running);
+        let sources = lock(&self.sources);
+        let link = sources.link.as_ref()?;
+        Some(qlb_etcd::LbRecord {
+            name: link.name.clone(),
+            revision: link.revision,
+            members: link.members,
+            codepoints: state
+                .config()
+                .cluster
+                .quic_lb
+                .iter()
+                .map(|c| c.id().get())
+                .collect(),
+        })
     }
 
     /// Sets or clears the admin drain of backend `name`; returns its effective state.
@@ -187,18 +243,21 @@ impl ControlPlane {
         new: Result<LbConfig, ConfigError>,
     ) -> Result<ReloadReport, ReloadError> {
         let mut state = lock(&self.running);
-        let outcome = new.map_err(ReloadError::from).and_then(|new| {
-            let (next, report) = state.reloaded(new)?;
-            let pool = next.pool().map_err(ReloadError::Pool)?;
-            Ok((next, report, pool))
+        let mut sources = lock(&self.sources);
+        let outcome = new.map_err(ReloadError::from).and_then(|file| {
+            let (merged, left_out) = Sources::merged(&file, sources.fleet.as_ref());
+            let swap = self.swap(&mut state, merged, Unchanged::SwapAnyway)?;
+            Ok((file, left_out, swap))
         });
         match outcome {
-            Ok((next, report, pool)) => {
-                *state = next;
+            Ok((file, left_out, report)) => {
                 state.count_reload(true);
-                *lock(&self.admin) = state.config().admin.clone();
-                self.handle.set_pool(Arc::new(pool));
-                self.restart_checks(&state);
+                sources.file = file;
+                let sources = &mut *sources;
+                if let (Some(link), Some(fleet)) = (&mut sources.link, &sources.fleet) {
+                    let routed = fleet.len().saturating_sub(left_out.len());
+                    link.applied(fleet, routed, &left_out);
+                }
                 tracing::info!("configuration reloaded: {report}");
                 Ok(report)
             }
@@ -210,11 +269,74 @@ impl ControlPlane {
         }
     }
 
+    fn apply_fleet_now(self: &Arc<Self>, fleet: Fleet) -> Result<ReloadReport, ReloadError> {
+        let mut state = lock(&self.running);
+        let mut sources = lock(&self.sources);
+        let (merged, left_out) = Sources::merged(&sources.file, Some(&fleet));
+        match self.swap(&mut state, merged, Unchanged::Keep) {
+            Ok(report) => {
+                for member in &left_out {
+                    tracing::warn!(member = %member.name, "fleet member left out: {}", member.why);
+                }
+                if !report.is_empty() {
+                    tracing::info!(
+                        revision = fleet.revision(),
+                        "fleet on etcd applied: {report}"
+                    );
+                }
+                if let Some(link) = &mut sources.link {
+                    link.applied(
+                        &fleet,
+                        fleet.len().saturating_sub(left_out.len()),
+                        &left_out,
+                    );
+                }
+                sources.fleet = Some(fleet);
+                Ok(report)
+            }
+            Err(err) => {
+                tracing::error!(
+                    revision = fleet.revision(),
+                    "fleet on etcd refused, the last one stays: {err}"
+                );
+                Err(err)
+            }
+        }
+    }
+
+    /// Swaps in `new` as the running configuration (one pool swap), or refuses it and
+    /// changes nothing.
+    fn swap(
+        self: &Arc<Self>,
+        state: &mut Running,
+        new: LbConfig,
+        unchanged: Unchanged,
+    ) -> Result<ReloadReport, ReloadError> {
+        let (next, report) = state.reloaded(new)?;
+        if report.is_empty() && unchanged == Unchanged::Keep {
+            return Ok(report);
+        }
+        let pool = next.pool().map_err(ReloadError::Pool)?;
+        *state = next;
+        *lock(&self.admin) = state.config().admin.clone();
+        self.handle.set_pool(Arc::new(pool));
+        self.restart_checks(state);
+        Ok(report)
+    }
+
     fn status_now(&self) -> Status {
         // Stats first: collecting them waits for the workers, which must not hold up the
         // state (health reports, drains) meanwhile.
         let stats = self.handle.stats();
-        let mut status = status(&self.addresses, &lock(&self.running), &stats);
+        let state = lock(&self.running);
+        let sources = lock(&self.sources);
+        let mut status = status(&self.addresses, &state, &stats);
+        for backend in &mut status.backends {
+            if !sources.file.backends.iter().any(|b| b.name == backend.name) {
+                backend.source = "etcd";
+            }
+        }
+        status.fleet = sources.link.clone();
         status.admin_refused = AdminRefusal::ALL
             .iter()
             .map(|&r| {
@@ -272,6 +394,40 @@ impl ControlPlane {
     }
 }
 
+/// What [`ControlPlane::swap`] does with a configuration that changes nothing.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Unchanged {
+    /// Swaps it in all the same: an operator's reload restarts the health checks.
+    SwapAnyway,
+    /// Keeps the running state (and its health checks' rhythm), as for a fleet change
+    /// elsewhere than this load balancer's backends.
+    Keep,
+}
+
+/// What the running configuration is made of.
+#[derive(Debug)]
+struct Sources {
+    /// The file as last loaded (or the configuration given in memory).
+    file: LbConfig,
+    /// The fleet on etcd as last applied.
+    fleet: Option<Fleet>,
+    /// The link to etcd, with an `[etcd]` table.
+    link: Option<FleetStatus>,
+}
+
+impl Sources {
+    /// `file` with `fleet`'s members after its own backends, and the members left out.
+    fn merged(file: &LbConfig, fleet: Option<&Fleet>) -> (LbConfig, Vec<LeftOut>) {
+        let Some(fleet) = fleet else {
+            return (file.clone(), Vec::new());
+        };
+        let (members, mut unreadable) = fleet.backends();
+        let (merged, mut left_out) = file.with_members(members);
+        left_out.append(&mut unreadable);
+        (merged, left_out)
+    }
+}
+
 impl Drop for ControlPlane {
     fn drop(&mut self) {
         lock(&self.checks).drain(..).for_each(|c| c.abort());
@@ -302,6 +458,7 @@ fn status(addresses: &Addresses, running: &Running, stats: &Stats) -> Status {
                 .unwrap_or_default()
                 .into(),
             to_client: stats.to_client(&b.name).into(),
+            source: "file",
         })
         .collect();
     Status {
@@ -358,6 +515,7 @@ fn status(addresses: &Addresses, running: &Running, stats: &Stats) -> Status {
         retry: stats.retry,
         reloads: running.reloads(),
         admin_refused: BTreeMap::new(),
+        fleet: None,
     }
 }
 

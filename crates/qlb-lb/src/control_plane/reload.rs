@@ -127,6 +127,10 @@ pub(crate) fn check_live_changes(running: &LbConfig, new: &LbConfig) -> Result<(
     {
         return Err(refuse("cluster_secret", "(secret)", "(another secret)"));
     }
+    if running.etcd != new.etcd {
+        let cluster = |config: &LbConfig| config.etcd.as_ref().map(|e| e.cluster.clone());
+        return Err(refuse("etcd", cluster(running), cluster(new)));
+    }
     let admin_listen = |config: &LbConfig| config.admin.as_ref().map(|a| a.listen);
     if admin_listen(running) != admin_listen(new) {
         return Err(refuse(

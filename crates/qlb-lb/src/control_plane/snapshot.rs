@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use qlb_router::{BackendState, Traffic};
 use serde::{Serialize, Serializer};
 
+use super::fleet::FleetStatus;
 use crate::dataplane::RetryCounts;
 use crate::health::Health;
 
@@ -81,6 +82,8 @@ pub struct Status {
     pub reloads: ReloadCounts,
     /// Admin API requests refused, by [`AdminRefusal`] label, every reason present.
     pub admin_refused: BTreeMap<&'static str, u64>,
+    /// The fleet on etcd this load balancer follows, with an `[etcd]` table.
+    pub fleet: Option<FleetStatus>,
 }
 
 /// One backend: what the file says, what operators and health checks add, and the result.
@@ -117,6 +120,8 @@ pub struct BackendStatus {
     pub to_backend: TrafficCount,
     /// Its datagrams relayed to clients.
     pub to_client: TrafficCount,
+    /// Where it comes from: `file` (a `[[backend]]` table) or `etcd` (a fleet member).
+    pub source: &'static str,
 }
 
 /// A backend's health checks.

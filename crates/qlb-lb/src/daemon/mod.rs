@@ -47,6 +47,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use qlb_client::{Prober, ProberBuildError, Trust};
 use qlb_retry::{TokenKey, TokenKeys};
@@ -55,15 +56,16 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 
 use crate::admin::AdminServer;
-use crate::config::{ForwardingMode, LbConfig, RetryMode};
+use crate::config::{EtcdConfig, ForwardingMode, LbConfig, RetryMode};
 use crate::control_plane::{Addresses, ControlPlane, Running};
 pub use crate::control_plane::{
-    AdminOverride, BackendStatus, DropCounts, FlowCounts, HealthStatus, ReloadCounts, ReloadError,
-    ReloadReport, Status, TrafficCount, UnknownBackend,
+    AdminOverride, BackendStatus, DropCounts, FleetStatus, FlowCounts, HealthStatus, ReloadCounts,
+    ReloadError, ReloadReport, Status, TrafficCount, UnknownBackend,
 };
 use crate::dataplane::{
     Dataplane, DataplaneError, DataplaneOptions, GueOptions, RetryOffload, RetryTrigger, Stats,
 };
+use crate::follower::FollowerTask;
 pub use crate::health::Health;
 use crate::sync::lock;
 
@@ -99,6 +101,9 @@ pub enum StartError {
     /// The health checker's sockets could not be opened.
     #[error("health checks: {0}")]
     Prober(#[from] ProberBuildError),
+    /// The `[etcd]` table cannot be followed.
+    #[error("etcd: {0}")]
+    Etcd(String),
 }
 
 /// The running load balancer: data plane, health checks, admin API and the state behind
@@ -141,6 +146,8 @@ pub struct Balancer {
     control: Arc<ControlPlane>,
     /// The admin API, stopped by `shutdown` or when the last handle drops.
     admin: Arc<Mutex<Option<AdminServer>>>,
+    /// The task following the fleet on etcd, with an `[etcd]` table.
+    follower: Arc<Mutex<Option<FollowerTask>>>,
 }
 
 impl Balancer {
@@ -165,6 +172,7 @@ impl Balancer {
                  whose Initials all reach one backend"
             );
         }
+        let config_etcd = config.etcd.clone();
         let running = Running::new(config);
         let config = running.config();
         let dataplane = Dataplane::start(
@@ -193,11 +201,16 @@ impl Balancer {
         };
         let prober = Prober::new(&Trust::Insecure)?;
         let control = ControlPlane::start(running, dataplane, addresses, prober);
+        let follower = match &config_etcd {
+            Some(etcd) => Some(follow(&control, etcd).await?),
+            None => None,
+        };
         let admin = admin_listener
             .map(|(listener, _)| AdminServer::spawn(listener, Arc::downgrade(&control)));
         Ok(Self {
             control,
             admin: Arc::new(Mutex::new(admin)),
+            follower: Arc::new(Mutex::new(follower)),
         })
     }
 
@@ -335,8 +348,35 @@ impl Balancer {
         if let Some(admin) = admin {
             admin.stop().await;
         }
+        let follower = lock(&self.follower).take();
+        if let Some(follower) = follower {
+            follower.stop().await;
+        }
         self.control.shutdown().await
     }
+}
+
+/// How long [`Balancer::start`] waits for the fleet on etcd before it returns: forwarding
+/// starts with the file's backends alone when etcd is slower (or down), and the fleet is
+/// applied when it comes.
+const FIRST_FLEET_WAIT: Duration = Duration::from_secs(5);
+
+/// Starts following the fleet on etcd and waits (bounded) for its first listing.
+async fn follow(
+    control: &Arc<ControlPlane>,
+    etcd: &EtcdConfig,
+) -> Result<FollowerTask, StartError> {
+    let (follower, first_sync) =
+        FollowerTask::spawn(control, etcd).map_err(|e| StartError::Etcd(e.to_string()))?;
+    match tokio::time::timeout(FIRST_FLEET_WAIT, first_sync).await {
+        Ok(_) => tracing::info!(cluster = %etcd.cluster, "following the fleet on etcd"),
+        Err(_) => tracing::warn!(
+            cluster = %etcd.cluster,
+            "etcd has not answered within {FIRST_FLEET_WAIT:?}: forwarding to the file's \
+             backends until it does"
+        ),
+    }
+    Ok(follower)
 }
 
 /// The options [`Balancer::start`] starts the data plane with: the defaults, with the

@@ -179,10 +179,7 @@ impl Cluster {
     /// (likewise); returns once every process has logged that it serves.
     pub(crate) fn start(spec: Spec) -> TestResult<Self> {
         let dir = tempfile::tempdir()?;
-        let key: [u8; 16] = rand::random();
-        let secret: [u8; 32] = rand::random();
-        std::fs::write(dir.path().join("quic-lb.key"), hex::encode(key))?;
-        std::fs::write(dir.path().join("cluster.secret"), hex::encode(secret))?;
+        write_keys(dir.path())?;
         // The backends read the QUIC-LB tables and the secret only; the `[[backend]]`
         // tables, which need the backends' addresses, are added for the load balancers.
         let shared = dir.path().join("cluster.toml");
@@ -648,10 +645,20 @@ fn log_filter() -> String {
     format!("{wanted},qlb=info")
 }
 
+/// Writes a fresh QUIC-LB key and cluster secret into `dir`, where [`config_text`]'s files
+/// name them.
+pub(crate) fn write_keys(dir: &Path) -> TestResult {
+    let key: [u8; 16] = rand::random();
+    let secret: [u8; 32] = rand::random();
+    std::fs::write(dir.join("quic-lb.key"), hex::encode(key))?;
+    std::fs::write(dir.join("cluster.secret"), hex::encode(secret))?;
+    Ok(())
+}
+
 /// The cluster's configuration file: encrypted QUIC-LB (key and secret in files beside it),
 /// free ports for the load balancer (`listen` first), health checks and admin API as `spec`
 /// says.
-fn config_text(spec: &Spec, backends: &[Backend]) -> TestResult<String> {
+pub(crate) fn config_text(spec: &Spec, backends: &[Backend]) -> TestResult<String> {
     let workers = spec.workers;
     let loopback = spec.loopback();
     let mode = match spec.mode {

@@ -1,0 +1,308 @@
+//! A fleet that runs itself on a real etcd (started by the test): `qlb serve --etcd`
+//! backends take their server IDs from etcd and register; `qlb lb` instances with an
+//! `[etcd]` table follow them. Each scenario runs under `qlb load` traffic:
+//!
+//! * scale up from 2 to 5 backends and back down to 2: no request fails, every backend
+//!   that joined served requests;
+//! * a SIGKILLed backend leaves the pool within its lease TTL;
+//! * etcd killed for 10 s mid-run: forwarding goes on with the last fleet (the load
+//!   balancers say they lost etcd), and they catch up when it returns;
+//! * two load balancers follow one fleet to the same revision and send every new
+//!   connection to the same backend.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+use qlb_testkit::etcd_available;
+use serde_json::Value;
+use support::TestResult;
+use support::fleet::{Fleet, FleetLb, MEMBER_TTL};
+use support::load::LoadRun;
+
+/// The longest a fleet change may take to reach a load balancer and pass health checks.
+const STEP: Duration = Duration::from_secs(20);
+
+/// `qlb load`'s arguments: connections recycled often, so new backends get some.
+const LOAD_ARGS: [&str; 6] = [
+    "--connections",
+    "8",
+    "--concurrency",
+    "8",
+    "--max-lifetime",
+    "1s",
+];
+
+fn whoami(lb: &FleetLb) -> String {
+    format!("https://{}/whoami", lb.addr)
+}
+
+#[test]
+fn scaling_from_2_to_5_backends_and_back_fails_no_request() -> TestResult {
+    if !etcd_available() {
+        return Ok(());
+    }
+    let mut fleet = Fleet::start(1)?;
+    fleet.add_backend("b1")?;
+    fleet.add_backend("b2")?;
+    fleet.lbs[0].wait_for_members(&["b1", "b2"], STEP)?;
+    let load = LoadRun::start(&whoami(&fleet.lbs[0]), Duration::from_secs(16), &LOAD_ARGS);
+    let started = Instant::now();
+    let mut members = vec!["b1", "b2"];
+    // qlb load counts answers by server ID, which etcd allocated.
+    let mut server_ids = BTreeMap::new();
+    for name in ["b3", "b4", "b5"] {
+        std::thread::sleep(Duration::from_millis(1500));
+        fleet.add_backend(name)?;
+        members.push(name);
+        let status = fleet.lbs[0].wait_for_members(&members, STEP)?;
+        for backend in status["backends"].as_array().into_iter().flatten() {
+            assert_eq!(backend["source"], "etcd", "{backend}");
+            let (name, id) = (backend["name"].as_str(), backend["server_id"].as_str());
+            server_ids.insert(
+                name.unwrap_or_default().to_owned(),
+                id.unwrap_or_default().to_owned(),
+            );
+        }
+    }
+    for name in ["b5", "b4", "b3"] {
+        std::thread::sleep(Duration::from_millis(1500));
+        let backend = fleet.backends.get_mut(name).ok_or("no backend")?;
+        backend.terminate()?;
+        backend.wait_for_log("stopped", STEP)?;
+        members.retain(|m| *m != name);
+        fleet.lbs[0].wait_for_members(&members, STEP)?;
+    }
+    let scaled_in = started.elapsed();
+    assert!(
+        !load.is_finished(),
+        "the load ended before the scaling did ({scaled_in:?})"
+    );
+    let summary = load.finish_without_errors()?;
+    for (name, server_id) in &server_ids {
+        let served = summary["per_backend"][server_id]
+            .as_u64()
+            .unwrap_or_default();
+        assert!(
+            served > 0,
+            "{name} ({server_id}) served no request: {summary}"
+        );
+    }
+    assert_eq!(server_ids.len(), 5);
+    let status = fleet.lbs[0].status()?;
+    eprintln!(
+        "scaled 2 -> 5 -> 2 in {scaled_in:?}: {} requests, 0 errors, per backend {}; fleet {}",
+        summary["requests"], summary["per_backend"], status["fleet"]
+    );
+    assert_eq!(status["fleet"]["connected"], true);
+    assert_eq!(status["fleet"]["members"], 2);
+    Ok(())
+}
+
+#[test]
+fn a_killed_backend_leaves_the_pool_within_its_lease_ttl() -> TestResult {
+    if !etcd_available() {
+        return Ok(());
+    }
+    let mut fleet = Fleet::start(1)?;
+    for name in ["b1", "b2", "b3"] {
+        fleet.add_backend(name)?;
+    }
+    let lb = &fleet.lbs[0];
+    lb.wait_for_members(&["b1", "b2", "b3"], STEP)?;
+    let load = LoadRun::start(&whoami(lb), Duration::from_secs(8), &LOAD_ARGS);
+    std::thread::sleep(Duration::from_secs(1));
+    fleet.backends.get_mut("b2").ok_or("no b2")?.kill();
+    let killed = Instant::now();
+    let lb = &fleet.lbs[0];
+    lb.wait_for("without b2", MEMBER_TTL + STEP, |status| {
+        status["backends"]
+            .as_array()
+            .is_some_and(|b| b.len() == 2 && !b.iter().any(|b| b["name"] == "b2"))
+    })?;
+    let gone_in = killed.elapsed();
+    eprintln!(
+        "a SIGKILLed backend left the pool {gone_in:?} after its death (lease TTL {MEMBER_TTL:?})"
+    );
+    // etcd expires leases on its own clock, checked twice a second: allow for it.
+    assert!(
+        gone_in < MEMBER_TTL + Duration::from_secs(2),
+        "b2 left {gone_in:?} after its death, lease TTL {MEMBER_TTL:?}"
+    );
+    // The load's connections on b2 died with it; the load goes on over the others.
+    drop(load);
+    Ok(())
+}
+
+#[test]
+fn forwarding_survives_10s_without_etcd_and_the_lbs_catch_up() -> TestResult {
+    if !etcd_available() {
+        return Ok(());
+    }
+    let mut fleet = Fleet::start(2)?;
+    fleet.add_backend("b1")?;
+    fleet.add_backend("b2")?;
+    for lb in &fleet.lbs {
+        lb.wait_for_members(&["b1", "b2"], STEP)?;
+    }
+    let loads: Vec<LoadRun> = fleet
+        .lbs
+        .iter()
+        .map(|lb| LoadRun::start(&whoami(lb), Duration::from_secs(16), &LOAD_ARGS))
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    fleet.etcd.kill()?;
+    let down = Instant::now();
+    for lb in &fleet.lbs {
+        let status = lb.wait_for("without etcd", STEP, |s| s["fleet"]["connected"] == false)?;
+        assert!(
+            status["fleet"]["last_error"].is_string(),
+            "{}",
+            status["fleet"]
+        );
+        let metrics = support::http::ok(lb.admin, "GET", "/metrics")?;
+        assert!(
+            metrics.contains("qlb_lb_fleet_etcd_connected{cluster=\"edge\"} 0"),
+            "{metrics}"
+        );
+        assert_eq!(lb.backends()?.len(), 2, "the last fleet stays");
+    }
+    std::thread::sleep(Duration::from_secs(10).saturating_sub(down.elapsed()));
+    fleet.etcd.restart()?;
+    eprintln!("etcd was down {:?}", down.elapsed());
+    // A backend that joins after etcd's return reaches both load balancers.
+    fleet.add_backend("b3")?;
+    for lb in &fleet.lbs {
+        let status = lb.wait_for_members(&["b1", "b2", "b3"], STEP)?;
+        assert_eq!(status["fleet"]["connected"], true, "{}", status["fleet"]);
+        assert!(
+            status["fleet"]["disconnects"].as_u64() >= Some(1),
+            "{}",
+            status["fleet"]
+        );
+    }
+    let revisions = converged(&fleet)?;
+    assert_eq!(
+        revisions[0], revisions[1],
+        "both at one revision: {revisions:?}"
+    );
+    for load in loads {
+        load.finish_without_errors()?;
+    }
+    Ok(())
+}
+
+#[test]
+fn two_lbs_reach_one_revision_and_send_every_new_connection_alike() -> TestResult {
+    if !etcd_available() {
+        return Ok(());
+    }
+    let mut fleet = Fleet::start(2)?;
+    let names = ["b1", "b2", "b3", "b4", "b5"];
+    for name in names {
+        fleet.add_backend(name)?;
+    }
+    // Under load while the fleet forms; the probes below count datagrams, so they come after.
+    let load = LoadRun::start(&whoami(&fleet.lbs[0]), Duration::from_secs(3), &LOAD_ARGS);
+    for lb in &fleet.lbs {
+        lb.wait_for_members(&names, STEP)?;
+    }
+    // Both at the revision of the fleet's last change, however they came by it.
+    let revisions = converged(&fleet)?;
+    assert_eq!(revisions[0], revisions[1], "{revisions:?}");
+    load.finish_without_errors()?;
+    // Initials of unknown connection IDs go where the fallback hash says: the same backend
+    // from either load balancer, for every one.
+    let choices: Vec<Vec<String>> = fleet
+        .lbs
+        .iter()
+        .map(|lb| fallback_choices(lb, 48))
+        .collect::<TestResult<_>>()?;
+    assert_eq!(choices[0], choices[1]);
+    let spread: BTreeMap<&String, usize> = choices[0].iter().fold(BTreeMap::new(), |mut m, b| {
+        *m.entry(b).or_default() += 1;
+        m
+    });
+    eprintln!(
+        "two load balancers at revision {}: the same choice for all 48 Initials, spread {spread:?}",
+        revisions[0]
+    );
+    assert!(
+        spread.len() >= 4,
+        "48 Initials over 5 backends reached {spread:?}"
+    );
+    Ok(())
+}
+
+/// Each load balancer's fleet revision, once they agree (or after [`STEP`]).
+fn converged(fleet: &Fleet) -> TestResult<Vec<i64>> {
+    let deadline = Instant::now() + STEP;
+    loop {
+        let revisions = revisions(fleet)?;
+        if revisions.windows(2).all(|w| w[0] == w[1]) || Instant::now() > deadline {
+            return Ok(revisions);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Each load balancer's fleet revision.
+fn revisions(fleet: &Fleet) -> TestResult<Vec<i64>> {
+    fleet
+        .lbs
+        .iter()
+        .map(|lb| {
+            Ok(lb.status()?["fleet"]["revision"]
+                .as_i64()
+                .ok_or("no revision")?)
+        })
+        .collect()
+}
+
+/// The backend `lb` forwards each of `count` Initials (fixed connection IDs no backend
+/// issued, each from a new client socket) to, read off its per-backend counters.
+fn fallback_choices(lb: &FleetLb, count: u8) -> TestResult<Vec<String>> {
+    let counts = |status: &Value| -> BTreeMap<String, u64> {
+        status["backends"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|b| {
+                (
+                    b["name"].as_str().unwrap_or_default().to_owned(),
+                    b["to_backend"]["packets"].as_u64().unwrap_or_default(),
+                )
+            })
+            .collect()
+    };
+    let mut choices = Vec::new();
+    let mut before = counts(&lb.status()?);
+    for n in 0..count {
+        let mut initial = vec![0xc0, 0, 0, 0, 1, 8];
+        initial.extend_from_slice(&[0xd0, 0x0d, 0xfe, 0xed, 0, 0, 0, n]);
+        initial.extend_from_slice(&[0; 2]);
+        initial.resize(1200, 0);
+        UdpSocket::bind("127.0.0.1:0")?.send_to(&initial, lb.addr)?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let chosen = loop {
+            let now = counts(&lb.status()?);
+            let grown: Vec<&String> = now
+                .iter()
+                .filter(|(name, packets)| **packets > before.get(*name).copied().unwrap_or(0))
+                .map(|(name, _)| name)
+                .collect();
+            if let [name] = grown[..] {
+                break name.clone();
+            }
+            if Instant::now() > deadline {
+                return Err(format!("Initial {n}: forwarded to {grown:?}").into());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        before = counts(&lb.status()?);
+        choices.push(chosen);
+    }
+    Ok(choices)
+}

@@ -1,0 +1,168 @@
+//! A fleet on a real etcd (started here): `qlb lb` instances following cluster `edge`
+//! through their `[etcd]` table, and `qlb serve --etcd` backends that join it with server
+//! IDs etcd allocates. Health checks and admin APIs as [`Spec::checked`] has them.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use qlb_testkit::Etcd;
+use serde_json::Value;
+
+use super::TestResult;
+use super::cluster::{Spec, config_text, spawn_lb, spawn_serve, write_keys};
+use super::http;
+use super::process::Process;
+
+/// The cluster's name on etcd.
+pub(crate) const CLUSTER: &str = "edge";
+
+/// How long a backend's record outlives a crash (`qlb serve --etcd-ttl`).
+pub(crate) const MEMBER_TTL: Duration = Duration::from_secs(3);
+
+/// The running fleet; every process (etcd included) is killed when it is dropped.
+pub(crate) struct Fleet {
+    pub etcd: Etcd,
+    pub lbs: Vec<FleetLb>,
+    /// The backends by name.
+    pub backends: BTreeMap<String, Process>,
+    /// What the backends read (`--config`): the QUIC-LB table and the secret.
+    cluster_file: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+/// One `qlb lb` of the fleet.
+pub(crate) struct FleetLb {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub process: Process,
+}
+
+impl Fleet {
+    /// Starts etcd and `lbs` load balancers following it (no backends yet).
+    pub(crate) fn start(lbs: usize) -> TestResult<Self> {
+        let etcd = Etcd::start()?;
+        let dir = tempfile::tempdir()?;
+        write_keys(dir.path())?;
+        let spec = Spec::checked();
+        let cluster_file = dir.path().join("cluster.toml");
+        std::fs::write(&cluster_file, config_text(&spec, &[])?)?;
+        let lbs = (1..=lbs)
+            .map(|i| {
+                let name = format!("lb{i}");
+                let config = dir.path().join(format!("{name}.toml"));
+                let text = format!(
+                    "{}\n[etcd]\nendpoints = [\"{}\"]\ncluster = \"{CLUSTER}\"\nname = \"{name}\"\n\
+                     ttl = \"3s\"\n",
+                    config_text(&spec, &[])?,
+                    etcd.url()
+                );
+                std::fs::write(&config, text)?;
+                let (process, addr, admin) = spawn_lb(&name, &config, true)?;
+                Ok(FleetLb {
+                    name,
+                    addr,
+                    admin: admin.ok_or("no admin API")?,
+                    process,
+                })
+            })
+            .collect::<TestResult<Vec<_>>>()?;
+        Ok(Self {
+            etcd,
+            lbs,
+            backends: BTreeMap::new(),
+            cluster_file,
+            dir,
+        })
+    }
+
+    /// Starts backend `name`, joining the fleet; its HTTP/3 address.
+    pub(crate) fn add_backend(&mut self, name: &str) -> TestResult<SocketAddr> {
+        let url = self.etcd.url();
+        let ttl = format!("{}s", MEMBER_TTL.as_secs());
+        let args = [
+            "--etcd",
+            url.as_str(),
+            "--cluster",
+            CLUSTER,
+            "--etcd-ttl",
+            ttl.as_str(),
+            "--server-id-quarantine",
+            "1h",
+        ];
+        let (process, addr, _) = spawn_serve(name, None, "127.0.0.1:0", &self.cluster_file, &args)?;
+        self.backends.insert(name.to_owned(), process);
+        Ok(addr)
+    }
+
+    /// The temporary directory, for the test's own files.
+    pub(crate) fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+impl FleetLb {
+    /// `GET /status`.
+    pub(crate) fn status(&self) -> TestResult<Value> {
+        http::json(self.admin, "GET", "/status")
+    }
+
+    /// The backends' names in `/status`, by effective state.
+    pub(crate) fn backends(&self) -> TestResult<BTreeMap<String, String>> {
+        Ok(self.status()?["backends"]
+            .as_array()
+            .ok_or("no backends in /status")?
+            .iter()
+            .map(|b| {
+                let state = match b["health"]["state"].as_str() {
+                    Some("up") | None => b["effective_state"].as_str(),
+                    Some(health) => Some(health),
+                };
+                (
+                    b["name"].as_str().unwrap_or_default().to_owned(),
+                    state.unwrap_or_default().to_owned(),
+                )
+            })
+            .collect())
+    }
+
+    /// Waits up to `timeout` until `done` holds of `/status`; returns that status.
+    pub(crate) fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> TestResult<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.status()?;
+            if done(&status) {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "{}: not {what} after {timeout:?}: fleet {}, backends {:?}",
+                    self.name,
+                    status["fleet"],
+                    self.backends()?
+                )
+                .into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until exactly `names` are routed to, each up and active.
+    pub(crate) fn wait_for_members(&self, names: &[&str], timeout: Duration) -> TestResult<Value> {
+        let want: BTreeMap<String, String> = names
+            .iter()
+            .map(|n| (n.to_string(), "active".to_owned()))
+            .collect();
+        let described = format!("routing to {names:?}, all up");
+        self.wait_for(&described, timeout, |_| {
+            self.backends().is_ok_and(|have| have == want)
+        })
+    }
+}
