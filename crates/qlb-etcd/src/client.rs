@@ -114,19 +114,32 @@ impl EtcdClient {
         value: &[u8],
         lease: Option<Lease>,
     ) -> Result<bool, EtcdError> {
+        Ok(self.put_if(key, value, lease, 0).await?.is_some())
+    }
+
+    /// Sets `key` to `value` (under `lease` if given) only if its last change is at
+    /// `mod_revision` (0: only if it does not exist), in one transaction: the store's
+    /// revision after the put, or `None` if someone changed the key meanwhile.
+    pub async fn put_if(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        lease: Option<Lease>,
+        mod_revision: i64,
+    ) -> Result<Option<i64>, EtcdError> {
         let txn = wire::Txn {
             compare: vec![wire::Compare {
                 key: key.to_vec(),
-                target: "CREATE",
+                target: "MOD",
                 result: "EQUAL",
-                create_revision: 0,
+                mod_revision,
             }],
             success: vec![wire::RequestOp {
                 request_put: put(key, value, lease),
             }],
         };
         let done: wire::TxnDone = self.call("/v3/kv/txn", &txn).await?;
-        Ok(done.succeeded)
+        Ok(done.succeeded.then_some(done.header.revision))
     }
 
     /// The value of `key`, if it exists.

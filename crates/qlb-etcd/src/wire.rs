@@ -135,7 +135,7 @@ pub(crate) struct Compaction {
     pub(crate) revision: i64,
 }
 
-/// A transaction that puts `put` only if its key does not exist.
+/// A transaction that puts `put` only if its key's last change is the one expected.
 #[derive(Debug, Serialize)]
 pub(crate) struct Txn {
     pub(crate) compare: Vec<Compare>,
@@ -149,7 +149,7 @@ pub(crate) struct Compare {
     pub(crate) target: &'static str,
     pub(crate) result: &'static str,
     #[serde(with = "int64")]
-    pub(crate) create_revision: i64,
+    pub(crate) mod_revision: i64,
 }
 
 #[derive(Debug, Serialize)]
@@ -160,6 +160,8 @@ pub(crate) struct RequestOp {
 
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct TxnDone {
+    #[serde(default)]
+    pub(crate) header: Header,
     /// Absent (false) when the comparison failed.
     #[serde(default)]
     pub(crate) succeeded: bool,
@@ -248,14 +250,14 @@ mod tests {
         let txn = Txn {
             compare: vec![Compare {
                 key: b"foo".to_vec(),
-                target: "CREATE",
+                target: "MOD",
                 result: "EQUAL",
-                create_revision: 0,
+                mod_revision: 0,
             }],
             success: vec![RequestOp { request_put: put }],
         };
         let text = serde_json::to_string(&txn).expect("json");
-        assert!(text.contains(r#""target":"CREATE""#) && text.contains(r#""requestPut""#));
+        assert!(text.contains(r#""target":"MOD""#) && text.contains(r#""requestPut""#));
     }
 
     #[test]
