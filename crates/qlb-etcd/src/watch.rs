@@ -28,7 +28,7 @@ pub enum Change {
 /// The changes of one store revision (or several, in order), as etcd sent them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Changes {
-    /// The store's revision after them: watch again from the next one.
+    /// The revision of the last of them: watch again from the next one.
     pub revision: i64,
     /// What changed, in order.
     pub changes: Vec<Change>,
@@ -110,6 +110,15 @@ impl Watch {
             if result.created || result.events.is_empty() {
                 continue; // the creation echo, or a progress notification
             }
+            // The header's revision is the store's when etcd sent the batch, which other
+            // keys' writes may have moved past the batch's own changes.
+            let revision = result
+                .events
+                .iter()
+                .map(|event| event.kv.mod_revision)
+                .max()
+                .filter(|&revision| revision > 0)
+                .unwrap_or(result.header.revision);
             let changes = result
                 .events
                 .into_iter()
@@ -118,10 +127,7 @@ impl Watch {
                     _ => Change::Put(event.kv),
                 })
                 .collect();
-            return Ok(Changes {
-                revision: result.header.revision,
-                changes,
-            });
+            return Ok(Changes { revision, changes });
         }
     }
 
