@@ -136,6 +136,20 @@ impl Connection {
         self.shared.paths().add_path(socket)
     }
 
+    /// Whether the handshake is confirmed (the server's HANDSHAKE_DONE arrived). Until it
+    /// is, a resumed connection may already carry requests as early data, but it cannot
+    /// move: a [`Path::switch`] waits for it, and fails with
+    /// [`MigrationError::HandshakeNotConfirmed`] if it does not come.
+    ///
+    /// ```no_run
+    /// # fn demo(connection: qlb_client::Connection) {
+    /// if connection.is_handshake_confirmed() { println!("free to move"); }
+    /// # }
+    /// ```
+    pub fn is_handshake_confirmed(&self) -> bool {
+        crate::migration::handshake_confirmed(self.shared.quic())
+    }
+
     /// The server's address.
     ///
     /// ```no_run

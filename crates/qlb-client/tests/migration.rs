@@ -5,7 +5,7 @@
 mod support;
 
 use std::future::{Future, poll_fn};
-use std::net::UdpSocket;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::Poll;
@@ -13,11 +13,12 @@ use std::time::Duration;
 
 use http_body_util::BodyExt;
 use qlb_client::MigrationError;
-use qlb_testkit::{TestResult, within};
+use qlb_testkit::{TestResult, eventually, within};
 use support::migration::{
-    PROBE, PlainServer, WAIT, backend_and_connection, connect, echo, new_path, peer_seen,
+    PROBE, PlainServer, Relay, WAIT, backend_and_connection, connect, echo, new_path, peer_seen,
     probed_path, relayed_connection, released,
 };
+use support::{Backend, client, whoami};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probe_measures_the_round_trip() -> TestResult {
@@ -134,6 +135,11 @@ async fn a_cancelled_switch_rolls_back() -> TestResult {
     let old = connection.local_addr()?;
     let path = probed_path(&connection).await?;
     relay.block(path.local_addr());
+    // (A switch first waits for the handshake's confirmation, which may be on its way.)
+    eventually(WAIT, "the handshake to be confirmed", || {
+        connection.is_handshake_confirmed()
+    })
+    .await?;
     // Polled once, the switch has rebound the endpoint and waits for a confirmation the
     // dead path never gives; then it is dropped.
     let mut switch = Box::pin(path.switch());
@@ -296,5 +302,73 @@ async fn a_peer_that_disabled_migration_keeps_the_connection_where_it_was() -> T
     let connection = connect(server.addr, &server.certificate).await?;
     probed_path(&connection).await?.switch().await?;
     assert_eq!(echo(&connection, "alive").await?, "alive");
+    Ok(())
+}
+
+/// A resumed connection carries early data before its handshake is confirmed, but it must
+/// not move until then (RFC 9000 section 9): the server would drop everything from the new
+/// address, the handshake would never finish and the early requests would hang. While the
+/// server's replies are held back, a switch waits and then refuses, leaving the connection
+/// where it was; once they pass, the early request is answered and the same path switches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_moves_only_once_its_handshake_is_confirmed() -> TestResult {
+    let backend = Backend::start_with("b1", "0001", "127.0.0.1:0".parse()?, |builder| {
+        builder.cluster_secret(b"the cluster's secret")
+    })?;
+    let relay = Relay::start(backend.addr).await?;
+    // Idle connections close after 200 ms: the next request opens a new one, resuming.
+    let client = client(relay.addr)
+        .idle_timeout(Duration::from_millis(200))
+        .zero_rtt(true)
+        .build()?;
+    assert_eq!(whoami(&client).await?, "b1");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    relay.hold_new_clients();
+    let early = tokio::spawn({
+        let client = client.clone();
+        async move { whoami(&client).await.map_err(|err| err.to_string()) }
+    });
+    let mut resuming = None;
+    eventually(WAIT, "a resumed connection sending early data", || {
+        resuming = client
+            .connections()
+            .into_iter()
+            .find(|c| !c.is_closed() && !c.is_handshake_confirmed());
+        resuming.is_some()
+    })
+    .await?;
+    let connection = resuming.ok_or("a resuming connection")?;
+    let before = connection.local_addr()?;
+    // The new path's probe must pass; the connection's own replies stay held (it is bound
+    // to the unspecified address and reaches the relay from loopback).
+    relay.hold_only(SocketAddr::from((Ipv4Addr::LOCALHOST, before.port())));
+    let path = probed_path(&connection).await?;
+    let err = path
+        .switch()
+        .await
+        .expect_err("must wait for the handshake");
+    assert!(
+        matches!(err, MigrationError::HandshakeNotConfirmed),
+        "{err}"
+    );
+    assert_eq!(connection.local_addr()?, before);
+    assert!(
+        !early.is_finished(),
+        "the early request was answered while held"
+    );
+
+    relay.release();
+    let answered = within(WAIT, "the early request", early).await??;
+    assert_eq!(answered.as_deref(), Ok("b1"));
+    eventually(WAIT, "the handshake to be confirmed", || {
+        connection.is_handshake_confirmed()
+    })
+    .await?;
+    let seen_before = peer_seen(&connection).await?;
+    path.switch().await?;
+    assert_eq!(connection.local_addr()?, path.local_addr());
+    // The relay gives each client address an upstream socket of its own.
+    assert_ne!(peer_seen(&connection).await?, seen_before);
     Ok(())
 }

@@ -47,6 +47,13 @@ pub enum MigrationError {
     /// Paths are added once the connection is established.
     #[error("the connection is not established yet")]
     NotConnected,
+    /// [`Path::switch`](crate::Path::switch) waited its confirmation window and the
+    /// handshake is still not confirmed (a resumed connection whose handshake stalls while it
+    /// sends early data, say): a connection must not migrate before (RFC 9000 section 9).
+    /// The connection stays where it was; try again once
+    /// [`Connection::is_handshake_confirmed`](crate::Connection::is_handshake_confirmed).
+    #[error("the handshake is not confirmed yet: the connection cannot move before it is")]
+    HandshakeNotConfirmed,
     /// The path's socket cannot reach the peer's address family.
     #[error("a path from {local} cannot reach the peer at {peer}: other address family")]
     AddressFamily {

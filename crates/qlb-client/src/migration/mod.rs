@@ -125,9 +125,34 @@ impl Shared {
         }
     }
 
+    /// The connection, once it is open and may move: its handshake is confirmed, which it
+    /// normally is within a round trip of completing. Until then the server drops every
+    /// packet from another address (RFC 9000 section 9; quinn does), so a move would strand
+    /// the handshake, and with it every request sent as early data. Waits as long as a
+    /// switch waits for its confirmation.
+    async fn movable_connection(&self) -> Result<&quinn::Connection, MigrationError> {
+        let connection = self.live_connection()?;
+        let deadline = tokio::time::Instant::now() + timing::confirmation_window(connection.rtt());
+        while !handshake_confirmed(connection) {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(MigrationError::HandshakeNotConfirmed);
+            }
+            // quinn counts HANDSHAKE_DONE but has no event for it.
+            tokio::time::sleep(timing::CONFIRMATION_POLL).await;
+            self.live_connection()?;
+        }
+        Ok(connection)
+    }
+
     fn current(&self) -> MutexGuard<'_, Arc<Slot>> {
         self.current.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Whether the client's handshake is confirmed: HANDSHAKE_DONE arrived (RFC 9001 section
+/// 4.1.2), which quinn counts but does not otherwise report.
+pub(crate) fn handshake_confirmed(connection: &quinn::Connection) -> bool {
+    connection.stats().frame_rx.handshake_done > 0
 }
 
 /// Whether a socket bound to `local` can send to `peer`: quinn keeps the peer's address as
@@ -283,6 +308,10 @@ impl Path {
     /// closed. The path must have been probed. Switches of one connection run one at a time;
     /// a switch whose future is dropped before it completes rolls back.
     ///
+    /// A connection moves only once its handshake is confirmed (RFC 9000 section 9): a
+    /// switch first waits as long for that, then fails with
+    /// [`MigrationError::HandshakeNotConfirmed`], the connection unmoved and the path open.
+    ///
     /// The peer's `disable_active_migration` transport parameter is not enforced: quinn 0.11
     /// does not expose the peer's transport parameters. A quinn peer that disabled migration
     /// ignores the new path, and the switch rolls back.
@@ -301,7 +330,7 @@ impl Path {
     /// ```
     pub async fn switch(&self) -> Result<(), MigrationError> {
         let shared = self.shared()?;
-        let connection = shared.live_connection()?;
+        let connection = shared.movable_connection().await?;
         let _switching = shared.switching.lock().await;
         let _busy = self.slot.busy.lock().await;
         let socket = match &*self.slot.state() {

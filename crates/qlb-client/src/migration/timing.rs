@@ -8,6 +8,8 @@ use std::time::Duration;
 const MAX_ACK_DELAY: Duration = Duration::from_millis(25);
 /// A switch waits at least this long for traffic on the new path (DESIGN.md section 2).
 const MIN_CONFIRMATION: Duration = Duration::from_millis(300);
+/// How often a switch looks whether the handshake is confirmed yet.
+pub(super) const CONFIRMATION_POLL: Duration = Duration::from_millis(5);
 /// Probe retransmissions back off exponentially up to this interval.
 const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(2);
 

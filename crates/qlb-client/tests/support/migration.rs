@@ -205,33 +205,69 @@ async fn serve_echo(incoming: quinn::Incoming) {
 
 /// A UDP relay between clients and one server, like the load balancer's proxy mode: each
 /// client address gets an upstream socket of its own. A blocked client address's datagrams
-/// are dropped both ways, which makes that client's path dead.
+/// are dropped both ways, which makes that client's path dead; a held one's are relayed to
+/// the server, but the server's replies to it are dropped, which stalls its handshake.
 pub(crate) struct Relay {
     pub addr: SocketAddr,
-    blocked: Arc<Mutex<HashSet<SocketAddr>>>,
+    filter: Arc<Mutex<Filter>>,
     relaying: JoinHandle<()>,
+}
+
+/// Which datagrams a [`Relay`] drops.
+#[derive(Default)]
+struct Filter {
+    /// Both ways.
+    blocked: HashSet<SocketAddr>,
+    /// The server's replies to these.
+    held: HashSet<SocketAddr>,
+    /// Whether clients first seen from now on are held.
+    hold_new: bool,
 }
 
 impl Relay {
     pub(crate) async fn start(server: SocketAddr) -> TestResult<Self> {
         let listen = Arc::new(tokio::net::UdpSocket::bind("127.0.0.1:0").await?);
         let addr = listen.local_addr()?;
-        let blocked = Arc::new(Mutex::new(HashSet::new()));
-        let relaying = tokio::spawn(relay(listen, server, blocked.clone()));
+        let filter = Arc::new(Mutex::new(Filter::default()));
+        let relaying = tokio::spawn(relay(listen, server, filter.clone()));
         Ok(Self {
             addr,
-            blocked,
+            filter,
             relaying,
         })
     }
 
     /// Drops everything from and to `client` from now on.
     pub(crate) fn block(&self, client: SocketAddr) {
-        self.blocked
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(client);
+        self.filter().blocked.insert(client);
     }
+
+    /// Drops the server's replies to every client first seen from now on.
+    pub(crate) fn hold_new_clients(&self) {
+        self.filter().hold_new = true;
+    }
+
+    /// Drops the server's replies to `client` only (new clients pass again).
+    pub(crate) fn hold_only(&self, client: SocketAddr) {
+        let mut filter = self.filter();
+        filter.hold_new = false;
+        filter.held = HashSet::from([client]);
+    }
+
+    /// Relays every reply again (blocked clients stay blocked).
+    pub(crate) fn release(&self) {
+        let mut filter = self.filter();
+        filter.hold_new = false;
+        filter.held.clear();
+    }
+
+    fn filter(&self) -> std::sync::MutexGuard<'_, Filter> {
+        lock(&self.filter)
+    }
+}
+
+fn lock(filter: &Mutex<Filter>) -> std::sync::MutexGuard<'_, Filter> {
+    filter.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Drop for Relay {
@@ -240,17 +276,8 @@ impl Drop for Relay {
     }
 }
 
-async fn relay(
-    listen: Arc<tokio::net::UdpSocket>,
-    server: SocketAddr,
-    blocked: Arc<Mutex<HashSet<SocketAddr>>>,
-) {
-    let is_blocked = move |client: &SocketAddr| {
-        blocked
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains(client)
-    };
+async fn relay(listen: Arc<tokio::net::UdpSocket>, server: SocketAddr, filter: Arc<Mutex<Filter>>) {
+    let is_blocked = |client: &SocketAddr| lock(&filter).blocked.contains(client);
     // Dropped with this task when the relay stops: the flows stop too.
     let mut flows = JoinSet::new();
     let mut upstreams: HashMap<SocketAddr, Arc<tokio::net::UdpSocket>> = HashMap::new();
@@ -262,6 +289,12 @@ async fn relay(
         let upstream = match upstreams.get(&client) {
             Some(upstream) => upstream.clone(),
             None => {
+                {
+                    let mut filter = lock(&filter);
+                    if filter.hold_new {
+                        filter.held.insert(client);
+                    }
+                }
                 let Ok(upstream) = tokio::net::UdpSocket::bind("127.0.0.1:0").await else {
                     continue;
                 };
@@ -270,12 +303,15 @@ async fn relay(
                 }
                 let upstream = Arc::new(upstream);
                 upstreams.insert(client, upstream.clone());
-                let (back, listen, is_blocked) =
-                    (upstream.clone(), listen.clone(), is_blocked.clone());
+                let (back, listen, filter) = (upstream.clone(), listen.clone(), filter.clone());
                 flows.spawn(async move {
                     let mut buf = vec![0; 65536];
                     while let Ok(len) = back.recv(&mut buf).await {
-                        if !is_blocked(&client) {
+                        let dropped = {
+                            let filter = lock(&filter);
+                            filter.blocked.contains(&client) || filter.held.contains(&client)
+                        };
+                        if !dropped {
                             let _ = listen.send_to(&buf[..len], client).await;
                         }
                     }

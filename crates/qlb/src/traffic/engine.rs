@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use qlb_client::{Client, Error, HashKey, ServedBy};
+use qlb_client::{Client, Connection, Error, HashKey, Http3ErrorKind, ServedBy};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -282,12 +282,29 @@ fn error_kind(err: &Error) -> String {
         Error::Connect { .. } => "connect",
         Error::GoingAway => "going_away",
         Error::Rejected => "rejected",
-        Error::Http3(_) => "http3",
+        Error::Http3(err) => return http3_error_kind(err.kind()),
         Error::RequestBody(_) => "request_body",
         Error::InvalidRequest(_) => "invalid_request",
         _ => "other",
     }
     .to_owned()
+}
+
+/// `http3` and what happened, with its code: a count of errors says which failure it was.
+fn http3_error_kind(kind: Http3ErrorKind) -> String {
+    let what = match kind {
+        Http3ErrorKind::StreamReset { code } => format!("stream_reset 0x{code:x}"),
+        Http3ErrorKind::StreamFailed { code } => format!("stream_failed 0x{code:x}"),
+        Http3ErrorKind::GoingAway => "going_away".to_owned(),
+        Http3ErrorKind::HeaderTooBig => "header_too_big".to_owned(),
+        Http3ErrorKind::ConnectionClosed { code } => format!("closed_by_peer 0x{code:x}"),
+        Http3ErrorKind::LocallyClosed { code: Some(code) } => format!("closed 0x{code:x}"),
+        Http3ErrorKind::LocallyClosed { code: None } => "closed".to_owned(),
+        Http3ErrorKind::Quic(quic) => format!("quic {quic:?}"),
+        Http3ErrorKind::TimedOut => "timed_out".to_owned(),
+        _ => "other".to_owned(),
+    };
+    format!("http3 {what}")
 }
 
 /// Every `every`, migrates the next connection of the clients (in turn).
@@ -304,7 +321,12 @@ async fn migrations(
             _ = ticker.tick() => {}
             _ = stopped.wait_for(|stopped| *stopped) => return,
         }
-        let connections: Vec<_> = clients.iter().flat_map(Client::connections).collect();
+        // Only connections past their handshake may move (RFC 9000 section 9).
+        let connections: Vec<_> = clients
+            .iter()
+            .flat_map(Client::connections)
+            .filter(Connection::is_handshake_confirmed)
+            .collect();
         let Some(connection) = connections.get(turn % connections.len().max(1)) else {
             continue;
         };
@@ -344,5 +366,9 @@ mod tests {
             "timeout"
         );
         assert_eq!(error_kind(&Error::GoingAway), "going_away");
+        assert_eq!(
+            http3_error_kind(Http3ErrorKind::StreamReset { code: 0x10c }),
+            "http3 stream_reset 0x10c"
+        );
     }
 }

@@ -35,6 +35,7 @@ fn failure_kind(err: &MigrationError) -> &'static str {
         MigrationError::PathClosed => "path_closed",
         MigrationError::SwitchNotConfirmed(_) => "switch_not_confirmed",
         MigrationError::ConnectionClosed(_) => "connection_closed",
+        MigrationError::HandshakeNotConfirmed => "handshake_not_confirmed",
         _ => "other",
     }
 }
