@@ -38,7 +38,7 @@ pub use etcd::{Etcd, etcd_available};
 pub use h3_client::{H3Client, Reply, SendRequest, closed_with, fetch, transport};
 pub use identity::SelfSigned;
 pub use trace::init_tracing;
-pub use wait::{Condition, eventually, eventually_blocking, within};
+pub use wait::{Condition, Polled, eventually, eventually_blocking, poll_blocking, within};
 
 /// Any error, as tests propagate them with `?`.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

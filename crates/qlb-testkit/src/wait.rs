@@ -8,6 +8,8 @@ use crate::TestResult;
 
 /// How often a condition is checked.
 const POLL: Duration = Duration::from_millis(10);
+/// How often [`poll_blocking`] asks again (each probe is a request to a process).
+const PROBE: Duration = Duration::from_millis(20);
 
 /// A condition [`eventually`] polls: a closure returning `bool`, or one returning a future
 /// of `bool` (for conditions that must await, such as a status call). `M` only tells the two
@@ -78,6 +80,45 @@ pub fn eventually_blocking(
     Ok(())
 }
 
+/// What [`poll_blocking`] ended with: the last answer, and whether the condition held of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Polled<T> {
+    /// The condition held of this answer.
+    Held(T),
+    /// The limit passed; this was the last answer (for the error message).
+    TimedOut(T),
+}
+
+impl<T> Polled<T> {
+    /// The answer, whether the condition held or not (for waits that only settle).
+    pub fn into_inner(self) -> T {
+        match self {
+            Self::Held(answer) | Self::TimedOut(answer) => answer,
+        }
+    }
+}
+
+/// Asks `probe` every 20 ms until `done` holds of its answer or `limit` passes, and says
+/// which with the last answer, so that a caller's error can show what it saw. A failed
+/// probe fails the wait.
+pub fn poll_blocking<T>(
+    limit: Duration,
+    mut probe: impl FnMut() -> TestResult<T>,
+    mut done: impl FnMut(&T) -> bool,
+) -> TestResult<Polled<T>> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let answer = probe()?;
+        if done(&answer) {
+            return Ok(Polled::Held(answer));
+        }
+        if Instant::now() > deadline {
+            return Ok(Polled::TimedOut(answer));
+        }
+        std::thread::sleep(PROBE);
+    }
+}
+
 /// Awaits `future` for at most `limit`; fails naming `what` after that.
 pub async fn within<T>(
     limit: Duration,
@@ -123,6 +164,28 @@ mod tests {
         let started = Instant::now();
         assert!(eventually_blocking(Duration::from_millis(30), "never", || false).is_err());
         assert!(started.elapsed() >= Duration::from_millis(30));
+    }
+
+    #[test]
+    fn polls_answer_the_first_answer_that_holds_or_the_last_one() -> TestResult {
+        let mut n = 0;
+        let counting = || {
+            n += 1;
+            Ok(n)
+        };
+        let held = poll_blocking(Duration::from_secs(5), counting, |n| *n == 3)?;
+        assert_eq!(held, Polled::Held(3));
+        let ran_out = poll_blocking(Duration::from_millis(30), || Ok(7), |_| false)?;
+        assert_eq!(ran_out, Polled::TimedOut(7));
+        assert!(
+            poll_blocking(
+                Duration::from_secs(1),
+                || Err::<u8, _>("down".into()),
+                |_| true
+            )
+            .is_err()
+        );
+        Ok(())
     }
 
     #[tokio::test]

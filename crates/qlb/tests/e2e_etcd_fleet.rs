@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
-use qlb_testkit::etcd_available;
+use qlb_testkit::{Polled, etcd_available, poll_blocking};
 use serde_json::Value;
 use support::TestResult;
 use support::fleet::{Fleet, FleetLb, MEMBER_TTL};
@@ -238,14 +238,8 @@ fn two_lbs_reach_one_revision_and_send_every_new_connection_alike() -> TestResul
 
 /// Each load balancer's fleet revision, once they agree (or after [`STEP`]).
 fn converged(fleet: &Fleet) -> TestResult<Vec<i64>> {
-    let deadline = Instant::now() + STEP;
-    loop {
-        let revisions = revisions(fleet)?;
-        if revisions.windows(2).all(|w| w[0] == w[1]) || Instant::now() > deadline {
-            return Ok(revisions);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let agree = |revisions: &Vec<i64>| revisions.windows(2).all(|w| w[0] == w[1]);
+    Ok(poll_blocking(STEP, || revisions(fleet), agree)?.into_inner())
 }
 
 /// Each load balancer's fleet revision.
@@ -285,24 +279,20 @@ fn fallback_choices(lb: &FleetLb, count: u8) -> TestResult<Vec<String>> {
         initial.extend_from_slice(&[0; 2]);
         initial.resize(1200, 0);
         UdpSocket::bind("127.0.0.1:0")?.send_to(&initial, lb.addr)?;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let chosen = loop {
-            let now = counts(&lb.status()?);
-            let grown: Vec<&String> = now
-                .iter()
-                .filter(|(name, packets)| **packets > before.get(*name).copied().unwrap_or(0))
+        let grown = || -> TestResult<Vec<String>> {
+            Ok(counts(&lb.status()?)
+                .into_iter()
+                .filter(|(name, packets)| *packets > before.get(name).copied().unwrap_or(0))
                 .map(|(name, _)| name)
-                .collect();
-            if let [name] = grown[..] {
-                break name.clone();
-            }
-            if Instant::now() > deadline {
+                .collect())
+        };
+        match poll_blocking(Duration::from_secs(5), grown, |grown| grown.len() == 1)? {
+            Polled::Held(mut grown) => choices.extend(grown.pop()),
+            Polled::TimedOut(grown) => {
                 return Err(format!("Initial {n}: forwarded to {grown:?}").into());
             }
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        }
         before = counts(&lb.status()?);
-        choices.push(chosen);
     }
     Ok(choices)
 }

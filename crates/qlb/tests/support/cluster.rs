@@ -8,9 +8,9 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use qlb_testkit::SelfSigned;
+use qlb_testkit::{Polled, SelfSigned, poll_blocking};
 use serde_json::Value;
 
 use super::TestResult;
@@ -403,20 +403,13 @@ impl Backend {
         at_least: f64,
         timeout: Duration,
     ) -> TestResult<f64> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let value = self.metric(series)?;
-            if value >= at_least {
-                return Ok(value);
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "{}: {series} is {value} after {timeout:?}, want {at_least}",
-                    self.name
-                )
-                .into());
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        match poll_blocking(timeout, || self.metric(series), |value| *value >= at_least)? {
+            Polled::Held(value) => Ok(value),
+            Polled::TimedOut(value) => Err(format!(
+                "{}: {series} is {value} after {timeout:?}, want {at_least}",
+                self.name
+            )
+            .into()),
         }
     }
 
@@ -501,16 +494,11 @@ impl Lb {
         timeout: Duration,
         done: impl Fn(&Value) -> bool,
     ) -> TestResult<Value> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let status = self.backend_status(name)?;
-            if done(&status) {
-                return Ok(status);
+        match poll_blocking(timeout, || self.backend_status(name), done)? {
+            Polled::Held(status) => Ok(status),
+            Polled::TimedOut(status) => {
+                Err(format!("{name} not {what} after {timeout:?}: {status}").into())
             }
-            if Instant::now() > deadline {
-                return Err(format!("{name} not {what} after {timeout:?}: {status}").into());
-            }
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use qlb_testkit::Etcd;
+use qlb_testkit::{Etcd, Polled, poll_blocking};
 use serde_json::Value;
 
 use super::TestResult;
@@ -135,22 +135,15 @@ impl FleetLb {
         timeout: Duration,
         done: impl Fn(&Value) -> bool,
     ) -> TestResult<Value> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let status = self.status()?;
-            if done(&status) {
-                return Ok(status);
-            }
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "{}: not {what} after {timeout:?}: fleet {}, backends {:?}",
-                    self.name,
-                    status["fleet"],
-                    self.backends()?
-                )
-                .into());
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        match poll_blocking(timeout, || self.status(), done)? {
+            Polled::Held(status) => Ok(status),
+            Polled::TimedOut(status) => Err(format!(
+                "{}: not {what} after {timeout:?}: fleet {}, backends {:?}",
+                self.name,
+                status["fleet"],
+                self.backends()?
+            )
+            .into()),
         }
     }
 
