@@ -185,15 +185,27 @@ impl FleetStatus {
         was
     }
 
-    /// Records `fleet` applied, with the members the configuration left out.
+    /// Records `fleet` applied (a change on etcd), with the members the configuration left
+    /// out.
     pub(crate) fn applied(&mut self, fleet: &Fleet, routed: usize, left_out: &[LeftOut]) {
+        self.rerouted(fleet, routed, left_out);
+        self.updates += 1;
+    }
+
+    /// Records what `fleet` routes to after the file was reloaded: the same fleet, so not
+    /// an update, but the file may have made room for a member or taken it.
+    pub(crate) fn rerouted(&mut self, fleet: &Fleet, routed: usize, left_out: &[LeftOut]) {
         self.revision = fleet.revision();
         self.members = routed;
         self.left_out = left_out
             .iter()
             .map(|l| (l.name.clone(), l.why.clone()))
             .collect();
-        self.updates += 1;
+    }
+
+    /// Whether `member` is left out for a reason not recorded yet: worth a warning, once.
+    pub(crate) fn newly_left_out(&self, member: &LeftOut) -> bool {
+        self.left_out.get(&member.name) != Some(&member.why)
     }
 }
 
@@ -281,5 +293,29 @@ mod tests {
         assert!(!status.lost("still down".into()));
         assert_eq!(status.disconnects, 1);
         assert_eq!(status.last_error.as_deref(), Some("still down"));
+    }
+
+    #[test]
+    fn only_fleet_changes_count_as_updates_and_each_reason_is_new_once() {
+        let keys = ClusterKeys::new("t");
+        let fleet = Fleet::listed(&keys, vec![kv("b1", 5, &record("b1", "01", "serving"))]);
+        let taken = LeftOut {
+            name: "b1".into(),
+            why: "server ID 01 is a1's".into(),
+        };
+        let mut status = FleetStatus::default();
+        assert!(status.newly_left_out(&taken));
+        status.applied(&fleet, 0, std::slice::from_ref(&taken));
+        assert_eq!((status.updates, status.members, status.revision), (1, 0, 5));
+        assert!(!status.newly_left_out(&taken), "warned of already");
+        let other = LeftOut {
+            why: "name b1 is the file's".into(),
+            ..taken.clone()
+        };
+        assert!(status.newly_left_out(&other), "a new reason");
+        // The file changed and made room: the same fleet routes to it, no update.
+        status.rerouted(&fleet, 1, &[]);
+        assert_eq!((status.updates, status.members), (1, 1));
+        assert!(status.left_out.is_empty());
     }
 }

@@ -255,8 +255,9 @@ impl ControlPlane {
                 sources.file = file;
                 let sources = &mut *sources;
                 if let (Some(link), Some(fleet)) = (&mut sources.link, &sources.fleet) {
+                    warn_left_out(link, &left_out);
                     let routed = fleet.len().saturating_sub(left_out.len());
-                    link.applied(fleet, routed, &left_out);
+                    link.rerouted(fleet, routed, &left_out);
                 }
                 tracing::info!("configuration reloaded: {report}");
                 Ok(report)
@@ -275,9 +276,6 @@ impl ControlPlane {
         let (merged, left_out) = Sources::merged(&sources.file, Some(&fleet));
         match self.swap(&mut state, merged, Unchanged::Keep) {
             Ok(report) => {
-                for member in &left_out {
-                    tracing::warn!(member = %member.name, "fleet member left out: {}", member.why);
-                }
                 if !report.is_empty() {
                     tracing::info!(
                         revision = fleet.revision(),
@@ -285,6 +283,7 @@ impl ControlPlane {
                     );
                 }
                 if let Some(link) = &mut sources.link {
+                    warn_left_out(link, &left_out);
                     link.applied(
                         &fleet,
                         fleet.len().saturating_sub(left_out.len()),
@@ -425,6 +424,14 @@ impl Sources {
         let (merged, mut left_out) = file.with_members(members);
         left_out.append(&mut unreadable);
         (merged, left_out)
+    }
+}
+
+/// Warns of each member `left_out` for a reason `link` had not recorded: once per member
+/// and reason, not at every fleet change.
+fn warn_left_out(link: &FleetStatus, left_out: &[LeftOut]) {
+    for member in left_out.iter().filter(|m| link.newly_left_out(m)) {
+        tracing::warn!(member = %member.name, "fleet member left out: {}", member.why);
     }
 }
 
