@@ -134,11 +134,14 @@ impl EtcdClient {
                 result: "EQUAL",
                 mod_revision,
             }],
-            success: vec![wire::RequestOp {
-                request_put: put(key, value, lease),
-            }],
+            success: vec![wire::RequestOp::Put(put(key, value, lease))],
         };
-        let done: wire::TxnDone = self.call("/v3/kv/txn", &txn).await?;
+        self.txn(&txn).await
+    }
+
+    /// Runs `txn`: the store's revision after it, or `None` if a comparison failed.
+    pub(crate) async fn txn(&self, txn: &wire::Txn) -> Result<Option<i64>, EtcdError> {
+        let done: wire::TxnDone = self.call("/v3/kv/txn", txn).await?;
         Ok(done.succeeded.then_some(done.header.revision))
     }
 
@@ -239,7 +242,7 @@ impl EtcdClient {
     }
 }
 
-fn put(key: &[u8], value: &[u8], lease: Option<Lease>) -> wire::Put {
+pub(crate) fn put(key: &[u8], value: &[u8], lease: Option<Lease>) -> wire::Put {
     wire::Put {
         key: key.to_vec(),
         value: value.to_vec(),

@@ -40,6 +40,11 @@ impl ClusterKeys {
         }
     }
 
+    /// Every key of the cluster starts with this.
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
     /// Everything the load balancers route by starts with this.
     pub fn fleet(&self) -> String {
         format!("{}fleet/", self.root)
@@ -53,6 +58,18 @@ impl ClusterKeys {
     /// The record of the member named `name`.
     pub fn member(&self, name: &str) -> String {
         format!("{}{name}", self.members())
+    }
+
+    /// The cluster's shared configuration (QUIC-LB tables, the codepoint servers issue
+    /// under, the cluster secret): under `fleet/`, so a load balancer's watch of the fleet
+    /// sees it, and the revision it records covers it.
+    pub fn cluster(&self) -> String {
+        format!("{}cluster", self.fleet())
+    }
+
+    /// The key rotation in progress, if any (`qlb cluster rotate`).
+    pub fn rotation(&self) -> String {
+        format!("{}rotation", self.root)
     }
 
     /// Every server ID's holder starts with this.
@@ -96,6 +113,9 @@ mod tests {
         assert_eq!(keys.server_id("0a01"), "/qlb/edge/server-ids/0a01");
         assert_eq!(keys.load_balancer("lb1"), "/qlb/edge/lbs/lb1");
         assert!(keys.member("b1").starts_with(&keys.fleet()));
+        assert_eq!(keys.cluster(), "/qlb/edge/fleet/cluster");
+        assert!(!keys.cluster().starts_with(&keys.members()));
+        assert_eq!(keys.rotation(), "/qlb/edge/rotation");
         assert!(!keys.load_balancer("lb1").starts_with(&keys.fleet()));
         assert!(!keys.server_id("01").starts_with(&keys.fleet()));
     }

@@ -11,17 +11,27 @@
 
 mod allocate;
 mod client;
+mod cluster_follower;
+mod cluster_record;
 mod error;
 mod keys;
 mod lb_record;
 mod membership;
+mod rotation;
+mod snapshot;
+mod transaction;
 mod watch;
 mod wire;
 
 pub use client::{EtcdClient, Lease};
+pub use cluster_follower::{ClusterFollower, Version};
+pub use cluster_record::{ClusterRecord, RecordError, TableRecord};
 pub use error::EtcdError;
 pub use keys::{ClusterKeys, valid_name};
 pub use lb_record::LbRecord;
 pub use membership::{JoinSpec, Member, MemberState, Membership, Reservation};
+pub use rotation::{Phase, RotationRecord, Step, next_step};
+pub use snapshot::{Snapshot, Versioned};
+pub use transaction::Transaction;
 pub use watch::{Change, Changes, Watch};
 pub use wire::KeyValue;

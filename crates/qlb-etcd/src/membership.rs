@@ -42,6 +42,10 @@ pub struct Member {
     pub server_id: String,
     /// Serving or draining.
     pub state: MemberState,
+    /// The QUIC-LB codepoint its new connection IDs use, when it says (`qlb cluster
+    /// rotate` waits for every serving member to report the new one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codepoint: Option<u8>,
 }
 
 /// How a member joins.
@@ -61,6 +65,8 @@ pub struct JoinSpec {
     /// How long its server ID stays taken after it leaves or dies: at least the fleet's max
     /// connection age, so that no later member receives a connection of this one.
     pub quarantine: Duration,
+    /// The QUIC-LB codepoint it issues under, published in its record.
+    pub codepoint: Option<u8>,
 }
 
 /// A member's two leases, renewed in a task until stopped.
@@ -104,6 +110,7 @@ pub struct Reservation {
 ///     server_id: None,
 ///     member_ttl: Duration::from_secs(10),
 ///     quarantine: Duration::from_secs(3600),
+///     codepoint: Some(0),
 /// })
 /// .await?;
 /// println!("serving as server ID {}", reserved.server_id());
@@ -119,7 +126,7 @@ pub struct Reservation {
 pub struct Membership {
     etcd: Arc<EtcdClient>,
     keys: ClusterKeys,
-    record: Member,
+    record: std::sync::Mutex<Member>,
     server_id: ServerId,
     leases: Leases,
 }
@@ -183,15 +190,31 @@ impl Membership {
     }
 
     /// The member's record as published.
-    pub fn record(&self) -> &Member {
-        &self.record
+    pub fn record(&self) -> Member {
+        self.lock().clone()
     }
 
     /// Marks the member draining, so the load balancers send it no new connections; call
     /// before its graceful shutdown starts.
     pub async fn drain(&self) -> Result<(), EtcdError> {
-        let mut record = self.record.clone();
-        record.state = MemberState::Draining;
+        self.republish(|record| record.state = MemberState::Draining)
+            .await
+    }
+
+    /// Says that the member's new connection IDs use `codepoint` from now on (after a
+    /// rotation told it to move).
+    pub async fn issuing_under(&self, codepoint: u8) -> Result<(), EtcdError> {
+        self.republish(|record| record.codepoint = Some(codepoint))
+            .await
+    }
+
+    /// Changes the record with `change` and writes it again, under the member's lease.
+    async fn republish(&self, change: impl FnOnce(&mut Member)) -> Result<(), EtcdError> {
+        let record = {
+            let mut record = self.lock();
+            change(&mut record);
+            record.clone()
+        };
         self.etcd
             .put(
                 self.keys.member(&record.name).as_bytes(),
@@ -201,12 +224,18 @@ impl Membership {
             .await
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Member> {
+        self.record
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Deletes the member's record and stops renewing; its server ID stays taken until the
     /// quarantine runs out.
     pub async fn leave(self) -> Result<(), EtcdError> {
         let _ = self.leases.stop.send(true);
         self.etcd.revoke(self.leases.member).await?;
-        tracing::info!(name = %self.record.name, "left the fleet on etcd");
+        tracing::info!(name = %self.record().name, "left the fleet on etcd");
         Ok(())
     }
 }
@@ -234,6 +263,7 @@ impl Reservation {
             health_addr,
             server_id: self.server_id.to_string(),
             state: MemberState::Serving,
+            codepoint: self.spec.codepoint,
         };
         let created = self
             .etcd
@@ -265,7 +295,7 @@ impl Reservation {
         Ok(Membership {
             etcd: Arc::clone(&self.etcd),
             keys: self.keys.clone(),
-            record,
+            record: std::sync::Mutex::new(record),
             server_id: self.server_id,
             leases,
         })
@@ -384,6 +414,7 @@ mod tests {
             health_addr: Some("10.0.0.5:4433".parse().expect("addr")),
             server_id: "0a01".into(),
             state: MemberState::Draining,
+            codepoint: Some(3),
         };
         let text = String::from_utf8(json(&record)).expect("utf-8");
         assert!(text.contains(r#""state":"draining""#), "{text}");

@@ -136,7 +136,7 @@ pub(crate) struct Compaction {
 }
 
 /// A transaction that puts `put` only if its key's last change is the one expected.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub(crate) struct Txn {
     pub(crate) compare: Vec<Compare>,
     pub(crate) success: Vec<RequestOp>,
@@ -152,10 +152,13 @@ pub(crate) struct Compare {
     pub(crate) mod_revision: i64,
 }
 
+/// One operation of a transaction: a put or a delete.
 #[derive(Debug, Serialize)]
-pub(crate) struct RequestOp {
+pub(crate) enum RequestOp {
     #[serde(rename = "requestPut")]
-    pub(crate) request_put: Put,
+    Put(Put),
+    #[serde(rename = "requestDeleteRange")]
+    Delete(DeleteRange),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -254,10 +257,19 @@ mod tests {
                 result: "EQUAL",
                 mod_revision: 0,
             }],
-            success: vec![RequestOp { request_put: put }],
+            success: vec![
+                RequestOp::Put(put),
+                RequestOp::Delete(DeleteRange {
+                    key: b"old".to_vec(),
+                }),
+            ],
         };
         let text = serde_json::to_string(&txn).expect("json");
-        assert!(text.contains(r#""target":"MOD""#) && text.contains(r#""requestPut""#));
+        assert!(text.contains(r#""target":"MOD""#) && text.contains(r#""requestPut":{"key""#));
+        assert!(
+            text.contains(r#"{"requestDeleteRange":{"key":"b2xk"}}"#),
+            "{text}"
+        );
     }
 
     #[test]

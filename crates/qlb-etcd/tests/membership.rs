@@ -23,6 +23,7 @@ fn spec(name: &str, server_id_len: usize) -> JoinSpec {
         // etcd's shortest lease is about 2 s (a few election timeouts).
         member_ttl: Duration::from_secs(3),
         quarantine: Duration::from_secs(6),
+        codepoint: Some(0),
     }
 }
 
@@ -86,7 +87,7 @@ async fn members_racing_to_join_get_distinct_server_ids() -> TestResult {
         let stored = record(&client, &member.record().name)
             .await?
             .ok_or("no record")?;
-        assert_eq!(&stored, member.record());
+        assert_eq!(stored, member.record());
         assert_eq!(stored.state, MemberState::Serving);
         assert!(id_held(&client, &stored.server_id).await?);
     }

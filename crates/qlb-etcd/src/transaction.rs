@@ -1,0 +1,67 @@
+//! Writes to several keys at once, each compared key unchanged since it was read: how a
+//! rotation moves the cluster's record and its own record together, so that an interrupted
+//! rotation never leaves one without the other.
+
+use crate::client::{EtcdClient, put};
+use crate::error::EtcdError;
+use crate::wire::{Compare, DeleteRange, RequestOp, Txn};
+
+/// A transaction being built: comparisons, then the writes made if they all hold.
+///
+/// ```no_run
+/// # async fn demo(etcd: qlb_etcd::EtcdClient) -> Result<(), qlb_etcd::EtcdError> {
+/// use qlb_etcd::Transaction;
+///
+/// // Only if `a` is still at revision 7 and `b` does not exist.
+/// let txn = Transaction::new()
+///     .if_at(b"a", 7)
+///     .if_at(b"b", 0)
+///     .put(b"a", b"new")
+///     .put(b"b", b"created");
+/// match etcd.commit(&txn).await? {
+///     Some(revision) => println!("both written at revision {revision}"),
+///     None => println!("someone wrote first: read again"),
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Default)]
+pub struct Transaction(Txn);
+
+impl Transaction {
+    /// An empty transaction (it always succeeds).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Only if `key`'s last change is at `mod_revision` (0: only if it does not exist).
+    pub fn if_at(mut self, key: &[u8], mod_revision: i64) -> Self {
+        self.0.compare.push(Compare {
+            key: key.to_vec(),
+            target: "MOD",
+            result: "EQUAL",
+            mod_revision,
+        });
+        self
+    }
+
+    /// Sets `key` to `value` (no lease).
+    pub fn put(mut self, key: &[u8], value: &[u8]) -> Self {
+        self.0.success.push(RequestOp::Put(put(key, value, None)));
+        self
+    }
+
+    /// Deletes `key`.
+    pub fn delete(mut self, key: &[u8]) -> Self {
+        let delete = DeleteRange { key: key.to_vec() };
+        self.0.success.push(RequestOp::Delete(delete));
+        self
+    }
+}
+
+impl EtcdClient {
+    /// Runs `txn`: the store's revision after its writes, or `None` if a comparison failed
+    /// (nothing was written).
+    pub async fn commit(&self, txn: &Transaction) -> Result<Option<i64>, EtcdError> {
+        self.txn(&txn.0).await
+    }
+}
