@@ -1,5 +1,6 @@
-//! Following the fleet on etcd: list its members, apply them, watch from the next revision
-//! and apply every change, each through the control plane's reload path. The data plane
+//! Following the fleet on etcd: list its members and the cluster's record (QUIC-LB tables
+//! and secret), apply them, watch from the next revision and apply every change, each
+//! through the control plane's reload path. The data plane
 //! never waits on etcd: while etcd cannot be reached the last fleet stays in force, and the
 //! watch resumes from the revision after the last one applied, so that no change is missed.
 //!
@@ -116,7 +117,7 @@ impl Follower {
         let mut fleet = match self.fleet.take() {
             Some(fleet) => fleet,
             None => {
-                let (listing, at) = self.etcd.get_prefix(self.keys.members().as_bytes()).await?;
+                let (listing, at) = self.etcd.get_prefix(self.keys.fleet().as_bytes()).await?;
                 self.listed_at = at;
                 let fleet = Fleet::listed(&self.keys, listing);
                 self.apply(&fleet).await;

@@ -53,6 +53,11 @@ impl ConfigError {
             problem: problem.into(),
         }
     }
+
+    /// A field of the cluster's record on etcd is wrong.
+    pub(crate) fn etcd_record(field: &str, problem: impl Into<String>) -> Self {
+        Self::invalid(format!("etcd fleet/cluster: {field}"), problem)
+    }
 }
 
 /// `text` as the raw schema `T`, or the parser's complaint with its line.

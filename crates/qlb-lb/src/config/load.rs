@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::error::{ConfigError, field_error, parse, read_file};
 use super::raw::{RawCluster, RawConfig, RawQuicLb};
 use super::schema::{ClusterConfig, ForwardingMode, LbConfig};
+use super::secret::Secret;
 use super::validation::{
     admin, backends, cluster_secret, etcd, flow_caps, gue_backends, health, listen_addresses, mode,
     positive_duration, quic_lb_configs, retry, workers,
@@ -111,6 +112,30 @@ impl ClusterConfig {
             raw.cluster_secret_file.as_deref(),
             base,
         )
+    }
+
+    /// The shared part from the cluster's record on etcd (`qlb cluster init` put it
+    /// there); errors name the record's field.
+    ///
+    /// ```
+    /// use qlb_etcd::{ClusterRecord, TableRecord};
+    /// use qlb_lb::config::ClusterConfig;
+    ///
+    /// let record = ClusterRecord {
+    ///     quic_lb: vec![TableRecord::plaintext(0, 2, 6)],
+    ///     issuing: 0,
+    ///     cluster_secret: None,
+    /// };
+    /// assert_eq!(ClusterConfig::from_record(&record)?.quic_lb.len(), 1);
+    /// let err = ClusterConfig::from_record(&record.issuing_under(3)).unwrap_err();
+    /// assert_eq!(err.field, "issuing");
+    /// # Ok::<(), qlb_etcd::RecordError>(())
+    /// ```
+    pub fn from_record(record: &qlb_etcd::ClusterRecord) -> Result<Self, qlb_etcd::RecordError> {
+        Ok(Self {
+            quic_lb: record.configs()?,
+            cluster_secret: record.secret()?.map(Secret::new),
+        })
     }
 
     /// The shared part from its raw fields, whichever file they came from.

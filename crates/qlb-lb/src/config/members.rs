@@ -4,7 +4,8 @@
 
 use std::collections::HashSet;
 
-use super::schema::{BackendConfig, ForwardingMode, LbConfig};
+use super::error::ConfigError;
+use super::schema::{BackendConfig, ClusterConfig, ForwardingMode, LbConfig};
 use super::validation::{gue_backend, server_id_fits};
 
 /// A member left out of the configuration, and why.
@@ -17,6 +18,20 @@ pub struct LeftOut {
 }
 
 impl LbConfig {
+    /// This configuration with `cluster`'s QUIC-LB tables and secret instead of the file's
+    /// (the cluster's record on etcd rules), refused if a `[[backend]]` of the file does
+    /// not fit its tables.
+    pub fn with_cluster(&self, cluster: ClusterConfig) -> Result<LbConfig, ConfigError> {
+        for (i, backend) in self.backends.iter().enumerate() {
+            server_id_fits(&backend.server_id, &cluster.quic_lb)
+                .map_err(|why| ConfigError::invalid(format!("backend[{i}].server_id"), why))?;
+        }
+        Ok(LbConfig {
+            cluster,
+            ..self.clone()
+        })
+    }
+
     /// This configuration with `members` routed to after the file's backends, in the order
     /// given. A member is left out when its name or server ID is already taken (by the file
     /// or an earlier member), its server ID's length differs from the `[[quic_lb]]` tables',

@@ -4,33 +4,47 @@
 
 use std::collections::BTreeMap;
 
-use qlb_etcd::{Change, Changes, ClusterKeys, KeyValue, Member, MemberState};
+use qlb_etcd::{Change, Changes, ClusterKeys, ClusterRecord, KeyValue, Member, MemberState};
 use qlb_router::BackendState;
 use serde::Serialize;
 
-use crate::config::{BackendConfig, EtcdConfig, LeftOut};
+use crate::config::{BackendConfig, ClusterConfig, ConfigError, EtcdConfig, LeftOut};
 
-/// The members of a fleet at a revision.
+/// The members of a fleet, and the cluster's shared configuration, at a revision.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Fleet {
     /// The key every member's record starts with.
     prefix: Vec<u8>,
+    /// The key of the cluster's record.
+    cluster_key: Vec<u8>,
     /// The store revision of the last change applied: every change up to it is in.
     revision: i64,
     /// Each record by the name in its key: the member, or why its record does not parse.
     members: BTreeMap<String, Result<Member, String>>,
+    /// The cluster's record (QUIC-LB tables and secret), if `qlb cluster init` wrote one:
+    /// the configuration, or why it cannot be one.
+    cluster: Option<Result<ClusterConfig, Unusable>>,
+}
+
+/// Why the cluster's record cannot be used: the record's field and what is wrong with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Unusable {
+    field: String,
+    problem: String,
 }
 
 impl Fleet {
-    /// The fleet of cluster `keys` from a listing of its members' prefix. Its revision is
+    /// The fleet of cluster `keys` from a listing of its `fleet/` prefix. Its revision is
     /// the newest record's: a watch from the next one replays the deletions since, so that
     /// every load balancer ends at the revision of the fleet's last change, however late it
     /// listed.
     pub(crate) fn listed(keys: &ClusterKeys, listing: Vec<KeyValue>) -> Self {
         let mut fleet = Self {
             prefix: keys.members().into_bytes(),
+            cluster_key: keys.cluster().into_bytes(),
             revision: 0,
             members: BTreeMap::new(),
+            cluster: None,
         };
         for kv in listing {
             fleet.revision = fleet.revision.max(kv.mod_revision);
@@ -49,13 +63,14 @@ impl Fleet {
         self.revision = self.revision.max(revision);
     }
 
-    /// Applies a watch's batch; whether the members changed (a batch of changes elsewhere,
+    /// Applies a watch's batch; whether the fleet changed (a batch of changes elsewhere,
     /// or of deletions already applied, changes nothing).
     pub(crate) fn apply(&mut self, changes: &Changes) -> bool {
-        let before = self.members.clone();
+        let before = (self.members.clone(), self.cluster.clone());
         for change in &changes.changes {
             match change {
                 Change::Put(kv) => self.put(kv),
+                Change::Delete { key } if *key == self.cluster_key => self.cluster = None,
                 Change::Delete { key } => {
                     if let Some(name) = self.name(key) {
                         self.members.remove(&name);
@@ -64,7 +79,18 @@ impl Fleet {
             }
         }
         self.revision = self.revision.max(changes.revision);
-        self.members != before
+        (&self.members, &self.cluster) != (&before.0, &before.1)
+    }
+
+    /// The cluster's shared configuration from etcd, if it has a record there; an error if
+    /// the record cannot be one (the load balancer then refuses the fleet and keeps the
+    /// last one).
+    pub(crate) fn cluster(&self) -> Option<Result<&ClusterConfig, ConfigError>> {
+        self.cluster.as_ref().map(|cluster| {
+            cluster
+                .as_ref()
+                .map_err(|u| ConfigError::etcd_record(&u.field, u.problem.clone()))
+        })
     }
 
     /// How many records the fleet holds, readable or not.
@@ -89,6 +115,10 @@ impl Fleet {
     }
 
     fn put(&mut self, kv: &KeyValue) {
+        if kv.key == self.cluster_key {
+            self.cluster = Some(cluster_config(&kv.value));
+            return;
+        }
         let Some(name) = self.name(&kv.key) else {
             return;
         };
@@ -106,6 +136,16 @@ impl Fleet {
         let name = key.strip_prefix(self.prefix.as_slice())?;
         Some(String::from_utf8_lossy(name).into_owned())
     }
+}
+
+/// The cluster's record as a configuration.
+fn cluster_config(value: &[u8]) -> Result<ClusterConfig, Unusable> {
+    ClusterRecord::from_json(value)
+        .and_then(|record| ClusterConfig::from_record(&record))
+        .map_err(|e| Unusable {
+            field: e.field,
+            problem: e.reason,
+        })
 }
 
 /// A member's record as a backend: weight 1, draining when it says so.
@@ -293,6 +333,63 @@ mod tests {
         assert!(!status.lost("still down".into()));
         assert_eq!(status.disconnects, 1);
         assert_eq!(status.last_error.as_deref(), Some("still down"));
+    }
+
+    #[test]
+    fn the_cluster_s_record_rides_along_and_a_bad_one_is_an_error() {
+        let keys = ClusterKeys::new("t");
+        let shared = qlb_etcd::ClusterRecord {
+            quic_lb: vec![qlb_etcd::TableRecord::plaintext(2, 1, 6)],
+            issuing: 2,
+            cluster_secret: None,
+        };
+        let cluster_kv = |revision: i64, value: Vec<u8>| KeyValue {
+            key: keys.cluster().into_bytes(),
+            value,
+            lease: 0,
+            mod_revision: revision,
+        };
+        let mut fleet = Fleet::listed(
+            &keys,
+            vec![
+                kv("b1", 5, &record("b1", "01", "serving")),
+                cluster_kv(7, shared.to_json()),
+            ],
+        );
+        assert_eq!(
+            (fleet.revision(), fleet.len()),
+            (7, 1),
+            "the record is no member"
+        );
+        let cluster = fleet
+            .cluster()
+            .and_then(Result::ok)
+            .expect("a usable record");
+        assert_eq!(cluster.quic_lb[0].id().get(), 2);
+        let broken = Changes {
+            revision: 8,
+            changes: vec![Change::Put(cluster_kv(
+                8,
+                shared.issuing_under(5).to_json(),
+            ))],
+        };
+        assert!(fleet.apply(&broken));
+        let err = fleet
+            .cluster()
+            .and_then(Result::err)
+            .expect("an unusable record");
+        assert!(
+            err.to_string().starts_with("etcd fleet/cluster: issuing: "),
+            "{err}"
+        );
+        let deleted = Changes {
+            revision: 9,
+            changes: vec![Change::Delete {
+                key: keys.cluster().into_bytes(),
+            }],
+        };
+        assert!(fleet.apply(&deleted));
+        assert!(fleet.cluster().is_none());
     }
 
     #[test]

@@ -245,7 +245,7 @@ impl ControlPlane {
         let mut state = lock(&self.running);
         let mut sources = lock(&self.sources);
         let outcome = new.map_err(ReloadError::from).and_then(|file| {
-            let (merged, left_out) = Sources::merged(&file, sources.fleet.as_ref());
+            let (merged, left_out) = Sources::merged(&file, sources.fleet.as_ref())?;
             let swap = self.swap(&mut state, merged, Unchanged::SwapAnyway)?;
             Ok((file, left_out, swap))
         });
@@ -273,9 +273,12 @@ impl ControlPlane {
     fn apply_fleet_now(self: &Arc<Self>, fleet: Fleet) -> Result<ReloadReport, ReloadError> {
         let mut state = lock(&self.running);
         let mut sources = lock(&self.sources);
-        let (merged, left_out) = Sources::merged(&sources.file, Some(&fleet));
-        match self.swap(&mut state, merged, Unchanged::Keep) {
-            Ok(report) => {
+        let merged = Sources::merged(&sources.file, Some(&fleet)).map_err(ReloadError::from);
+        match merged.and_then(|(merged, left_out)| {
+            let report = self.swap(&mut state, merged, Unchanged::Keep)?;
+            Ok((report, left_out))
+        }) {
+            Ok((report, left_out)) => {
                 if !report.is_empty() {
                     tracing::info!(
                         revision = fleet.revision(),
@@ -415,15 +418,23 @@ struct Sources {
 }
 
 impl Sources {
-    /// `file` with `fleet`'s members after its own backends, and the members left out.
-    fn merged(file: &LbConfig, fleet: Option<&Fleet>) -> (LbConfig, Vec<LeftOut>) {
+    /// `file` with the cluster's QUIC-LB tables and secret from etcd (when it has them) and
+    /// `fleet`'s members after its own backends; and the members left out.
+    fn merged(
+        file: &LbConfig,
+        fleet: Option<&Fleet>,
+    ) -> Result<(LbConfig, Vec<LeftOut>), ConfigError> {
         let Some(fleet) = fleet else {
-            return (file.clone(), Vec::new());
+            return Ok((file.clone(), Vec::new()));
+        };
+        let base = match fleet.cluster() {
+            Some(cluster) => file.with_cluster(cluster?.clone())?,
+            None => file.clone(),
         };
         let (members, mut unreadable) = fleet.backends();
-        let (merged, mut left_out) = file.with_members(members);
+        let (merged, mut left_out) = base.with_members(members);
         left_out.append(&mut unreadable);
-        (merged, left_out)
+        Ok((merged, left_out))
     }
 }
 
