@@ -16,7 +16,7 @@ use qlb_client::{
 use crate::client_args::{TrustArgs, Url};
 use crate::durations::{up_to_a_day, up_to_a_year};
 use crate::process::{Threads, runtime};
-use crate::traffic::{Keys, Limit, Load, LoadSpec, Progress, Resumption};
+use crate::traffic::{Keys, Limit, Load, LoadSpec, Progress};
 
 #[derive(Args)]
 #[command(group = clap::ArgGroup::new("limit").required(true).args(["duration", "requests"]))]
@@ -185,8 +185,6 @@ impl LoadArgs {
             }
         };
         progress.clear();
-        let mut summary = summary;
-        summary.resumption = resumption(&clients);
         if self.json {
             println!("{}", serde_json::to_string(&summary)?);
         } else {
@@ -204,15 +202,4 @@ impl LoadArgs {
             ExitCode::FAILURE
         })
     }
-}
-
-/// The clients' resumption and 0-RTT numbers, over every backend.
-fn resumption(clients: &[Client]) -> Resumption {
-    let mut total = Resumption::default();
-    for backend in clients.iter().flat_map(|client| client.snapshot().backends) {
-        total.resumed += backend.resumed;
-        total.zero_rtt_accepted += backend.zero_rtt_accepted;
-        total.zero_rtt_rejected += backend.zero_rtt_rejected;
-    }
-    total
 }

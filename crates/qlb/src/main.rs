@@ -3,6 +3,7 @@
 
 mod cid;
 mod client_args;
+mod cluster;
 mod demo;
 mod durations;
 mod get;
@@ -29,6 +30,9 @@ enum Command {
     /// QUIC-LB connection IDs: encode, decode, generate a configuration.
     #[command(subcommand)]
     Cid(cid::CidCommand),
+    /// The cluster's QUIC-LB tables and secret on etcd: init, status, key rotation.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
     /// Run an HTTP/3 backend with QUIC-LB connection IDs and a graceful shutdown.
     Serve(serve::ServeArgs),
     /// Run the QUIC load balancer (`--config FILE`), or validate a file (`--check-config FILE`).
@@ -46,6 +50,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Cid(command) => command.run(),
+        Command::Cluster(command) => command.run(),
         Command::Serve(args) => args.run(),
         Command::Lb(args) => args.run(),
         Command::Get(args) => args.run(),

@@ -15,7 +15,7 @@ use anyhow::{Context, Result, anyhow};
 use axum::response::IntoResponse;
 use clap::Args;
 use prometheus_client::registry::Registry;
-use qlb_etcd::{EtcdClient, JoinSpec, Membership, Reservation};
+use qlb_etcd::{ClusterFollower, EtcdClient, JoinSpec, Membership, Reservation};
 use qlb_lb::config::ClusterConfig;
 use qlb_server::{GueReturn, GueSource, Identity, Server, builtin_routes};
 use quic_lb::{Config, ServerId};
@@ -53,10 +53,13 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_parser = up_to_a_year, requires = "etcd")]
     server_id_quarantine: Option<Duration>,
     /// The cluster file: its [[quic_lb]] tables and cluster secret. A load balancer's whole
-    /// file does too: the load balancer's own sections are ignored.
-    #[arg(long)]
-    config: PathBuf,
-    /// Issue CIDs under this config rotation codepoint [default: the file's first table].
+    /// file does too: the load balancer's own sections are ignored. With --etcd, the
+    /// cluster's record on etcd (`qlb cluster init`) takes precedence and the file is needed
+    /// only when there is none.
+    #[arg(long, required_unless_present = "etcd")]
+    config: Option<PathBuf>,
+    /// Issue CIDs under this config rotation codepoint [default: the file's first table;
+    /// with a cluster record on etcd, the record's, and this is refused].
     #[arg(long)]
     config_id: Option<u8>,
     /// TLS certificate chain, PEM [default: a fresh self-signed certificate for localhost].
@@ -116,11 +119,13 @@ impl ServeArgs {
     }
 
     async fn serve(self) -> Result<()> {
-        let cluster = ClusterConfig::load(&self.config)
-            .with_context(|| format!("reading {}", self.config.display()))?;
-        let config = select_config(&cluster.quic_lb, self.config_id)
-            .with_context(|| format!("{}: quic_lb", self.config.display()))?;
-        let reservation = self.reserve_on_etcd(&config).await?;
+        let etcd = match self.etcd.is_empty() {
+            true => None,
+            false => Some(Arc::new(EtcdClient::new(&self.etcd).context("--etcd")?)),
+        };
+        let (cluster, config, follower) = self.cluster_config(etcd.as_ref()).await?;
+        let reservation = self.reserve_on_etcd(etcd.as_ref(), &config).await?;
+        let codepoint = config.id().get();
         let server_id = match (&reservation, self.server_id) {
             (Some(reservation), _) => reservation.server_id(),
             (None, Some(server_id)) => server_id,
@@ -130,8 +135,7 @@ impl ServeArgs {
         match &cluster.cluster_secret {
             Some(secret) => builder = builder.cluster_secret(secret.as_bytes()),
             None => tracing::warn!(
-                "{} has no cluster_secret: stateless resets will not work across servers",
-                self.config.display()
+                "the cluster has no cluster_secret: stateless resets will not work across servers"
             ),
         }
         if self.no_0rtt {
@@ -194,15 +198,23 @@ impl ServeArgs {
         let membership = match reservation {
             Some(reservation) => {
                 let (published, health) = self.published_addrs(addr, server.gue_addr())?;
-                Some(
+                Some(Arc::new(
                     reservation
                         .publish(published, health)
                         .await
                         .context("publishing this server on etcd")?,
-                )
+                ))
             }
             None => None,
         };
+        let issuing = follower.map(|follower| {
+            tokio::spawn(follow_issuing(
+                follower,
+                server.clone(),
+                membership.clone(),
+                codepoint,
+            ))
+        });
         let serving = tokio::spawn({
             let server = server.clone();
             let routes = builtin_routes(server.drain_state());
@@ -240,7 +252,11 @@ impl ServeArgs {
             }
         }
         serving.await.context("the server task failed")?;
-        if let Some(membership) = membership {
+        if let Some(issuing) = issuing {
+            issuing.abort();
+            let _ = issuing.await;
+        }
+        if let Some(membership) = membership.and_then(Arc::into_inner) {
             if let Err(error) = membership.leave().await {
                 tracing::warn!(%error, "could not delete this server's record on etcd; it expires");
             }
@@ -249,12 +265,61 @@ impl ServeArgs {
         Ok(())
     }
 
+    /// The cluster's QUIC-LB tables and secret, the table to issue under, and with --etcd
+    /// a follower of the cluster's record: from that record when etcd has one, else from
+    /// the --config file.
+    async fn cluster_config(
+        &self,
+        etcd: Option<&Arc<EtcdClient>>,
+    ) -> Result<(ClusterConfig, Config, Option<ClusterFollower>)> {
+        let (found, follower) = match (etcd, &self.cluster) {
+            (Some(etcd), Some(cluster)) => {
+                let (now, follower) = ClusterFollower::read(etcd.clone(), cluster)
+                    .await
+                    .with_context(|| format!("reading cluster `{cluster}` on etcd"))?;
+                (now.context("the cluster's record on etcd")?, Some(follower))
+            }
+            _ => (None, None),
+        };
+        if let Some(record) = found {
+            if let Some(id) = self.config_id {
+                return Err(anyhow!(
+                    "--config-id {id}: the cluster's record on etcd says which codepoint to                      issue under ({}); `qlb cluster rotate` changes it",
+                    record.issuing
+                ));
+            }
+            let cluster =
+                ClusterConfig::from_record(&record).context("the cluster's record on etcd")?;
+            let config = record
+                .issuing_config()
+                .context("the cluster's record on etcd")?;
+            tracing::info!(
+                codepoint = record.issuing,
+                "QUIC-LB tables and cluster secret from etcd"
+            );
+            return Ok((cluster, config, follower));
+        }
+        let Some(path) = &self.config else {
+            return Err(anyhow!(
+                "--config: the cluster has no record on etcd (`qlb cluster init` writes                  one), so its QUIC-LB tables must come from a file"
+            ));
+        };
+        let cluster =
+            ClusterConfig::load(path).with_context(|| format!("reading {}", path.display()))?;
+        let config = select_config(&cluster.quic_lb, self.config_id)
+            .with_context(|| format!("{}: quic_lb", path.display()))?;
+        Ok((cluster, config, follower))
+    }
+
     /// With --etcd: a server ID taken on etcd for this server, before it binds.
-    async fn reserve_on_etcd(&self, config: &Config) -> Result<Option<Reservation>> {
-        let Some(cluster) = &self.cluster else {
+    async fn reserve_on_etcd(
+        &self,
+        etcd: Option<&Arc<EtcdClient>>,
+        config: &Config,
+    ) -> Result<Option<Reservation>> {
+        let (Some(cluster), Some(etcd)) = (&self.cluster, etcd) else {
             return Ok(None);
         };
-        let etcd = EtcdClient::new(&self.etcd).context("--etcd")?;
         let quarantine = self.server_id_quarantine.unwrap_or_else(|| {
             match self.max_connection_age {
                 // The last connection may live the max age (+10% jitter) and the grace.
@@ -269,8 +334,9 @@ impl ServeArgs {
             server_id: self.server_id,
             member_ttl: self.etcd_ttl,
             quarantine,
+            codepoint: Some(config.id().get()),
         };
-        let reservation = Membership::reserve(Arc::new(etcd), spec)
+        let reservation = Membership::reserve(etcd.clone(), spec)
             .await
             .with_context(|| format!("joining cluster `{cluster}` on etcd"))?;
         tracing::info!(
@@ -304,6 +370,51 @@ impl ServeArgs {
                 Some(reachable(listen)?),
             )),
             None => Ok((self.advertise.map_or_else(|| reachable(listen), Ok)?, None)),
+        }
+    }
+}
+
+/// Moves `server` to the codepoint the cluster's record issues under whenever a rotation
+/// changes it (`qlb cluster rotate`), and says so in its record on etcd, which the rotation
+/// waits for. A record that cannot be used changes nothing.
+async fn follow_issuing(
+    mut follower: ClusterFollower,
+    server: Server,
+    membership: Option<Arc<Membership>>,
+    mut issuing: u8,
+) {
+    loop {
+        let record = match follower.next().await {
+            Ok(Some(record)) => record,
+            Ok(None) => {
+                tracing::warn!(
+                    "the cluster's record left etcd: issuing under codepoint {issuing} still"
+                );
+                continue;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "issuing under codepoint {issuing} still");
+                continue;
+            }
+        };
+        if record.issuing == issuing {
+            continue;
+        }
+        let moved = record
+            .issuing_config()
+            .map_err(anyhow::Error::from)
+            .and_then(|config| Ok(server.rotate_config(config)?));
+        if let Err(error) = moved {
+            tracing::warn!(%error, "cannot issue under codepoint {}: issuing under {issuing} still", record.issuing);
+            continue;
+        }
+        issuing = record.issuing;
+        if let Some(membership) = &membership {
+            // The rotation waits for this: retry until etcd takes it.
+            while let Err(error) = membership.issuing_under(issuing).await {
+                tracing::warn!(%error, "cannot tell etcd this server issues under codepoint {issuing}; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
         }
     }
 }

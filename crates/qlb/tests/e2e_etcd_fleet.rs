@@ -8,7 +8,9 @@
 //! * etcd killed for 10 s mid-run: forwarding goes on with the last fleet (the load
 //!   balancers say they lost etcd), and they catch up when it returns;
 //! * two load balancers follow one fleet to the same revision and send every new
-//!   connection to the same backend.
+//!   connection to the same backend;
+//! * a full key rotation (`qlb cluster rotate`, interrupted once and resumed) with no
+//!   connection lost.
 
 mod support;
 
@@ -16,11 +18,13 @@ use std::collections::BTreeMap;
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
+use qlb_etcd::Snapshot;
 use qlb_testkit::{Polled, etcd_available, poll_blocking};
 use serde_json::Value;
 use support::TestResult;
 use support::fleet::{Fleet, FleetLb, MEMBER_TTL};
 use support::load::LoadRun;
+use support::process::{Process, run};
 
 /// The longest a fleet change may take to reach a load balancer and pass health checks.
 const STEP: Duration = Duration::from_secs(20);
@@ -233,6 +237,120 @@ fn two_lbs_reach_one_revision_and_send_every_new_connection_alike() -> TestResul
         spread.len() >= 4,
         "48 Initials over 5 backends reached {spread:?}"
     );
+    Ok(())
+}
+
+/// A full key rotation under load. `qlb cluster init` puts the backends' cluster file on
+/// etcd; two load balancers and three backends (max connection age 1 s, grace 1 s) follow
+/// it. `qlb cluster rotate --retire-after 3s` publishes a new codepoint and is SIGKILLed
+/// right after; run again, it resumes, waits until both load balancers decode the new
+/// codepoint, moves the servers, and retires the old one. No request fails and no
+/// connection is lost, through either load balancer.
+#[test]
+fn a_key_rotation_under_load_loses_no_connection_and_resumes_after_a_kill() -> TestResult {
+    if !etcd_available() {
+        return Ok(());
+    }
+    let mut fleet = Fleet::start(2)?;
+    let init = fleet.init_cluster()?;
+    assert!(init.contains("servers issue under 1"), "{init}");
+    let ages = [
+        "--max-connection-age",
+        "1s",
+        "--max-connection-age-grace",
+        "1s",
+    ];
+    for name in ["b1", "b2", "b3"] {
+        fleet.add_backend_with(name, &ages)?;
+    }
+    for lb in &fleet.lbs {
+        lb.wait_for_members(&["b1", "b2", "b3"], STEP)?;
+    }
+    let before = fleet.snapshot()?;
+    assert!(
+        before.members.iter().all(|m| m.codepoint == Some(1)),
+        "{before:?}"
+    );
+    let loads: Vec<LoadRun> = fleet
+        .lbs
+        .iter()
+        .map(|lb| LoadRun::start(&whoami(lb), Duration::from_secs(16), &LOAD_ARGS))
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+
+    let mut interrupted = Process::spawn(
+        "qlb cluster rotate",
+        fleet
+            .cluster_command("rotate")
+            .args(["--retire-after", "3s"]),
+    )?;
+    let published = |snapshot: &Snapshot| snapshot.rotation.is_some();
+    if let Polled::TimedOut(snapshot) = poll_blocking(STEP, || fleet.snapshot(), published)? {
+        return Err(format!("no rotation published: {snapshot:?}").into());
+    }
+    interrupted.kill();
+    let rotated = run(
+        "qlb cluster rotate",
+        fleet
+            .cluster_command("rotate")
+            .args(["--retire-after", "3s"]),
+        Duration::from_secs(60),
+    )?;
+    let said = String::from_utf8_lossy(&rotated.stdout).into_owned();
+    assert!(
+        rotated.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&rotated.stderr)
+    );
+    for step in [
+        "resuming the rotation from codepoint 1 to 2",
+        "every load balancer decodes codepoint 2; servers issue under it",
+        "every server issues under codepoint 2; codepoint 1 retires in 3s",
+        "codepoint 1 retired",
+    ] {
+        assert!(said.contains(step), "missing {step:?} in:\n{said}");
+    }
+    let after = fleet.snapshot()?;
+    let cluster = after.cluster.as_ref().ok_or("no cluster record")?;
+    let record = cluster.record.as_ref().map_err(|e| e.to_string())?;
+    assert_eq!((record.codepoints(), record.issuing), (vec![2], 2));
+    assert!(after.rotation.is_none(), "{after:?}");
+    assert!(
+        after.members.iter().all(|m| m.codepoint == Some(2)),
+        "{after:?}"
+    );
+    let applied = |snapshot: &Snapshot| {
+        snapshot.lbs.len() == 2 && snapshot.lbs.iter().all(|lb| lb.codepoints == [2])
+    };
+    if let Polled::TimedOut(snapshot) = poll_blocking(STEP, || fleet.snapshot(), applied)? {
+        return Err(format!(
+            "the load balancers did not drop codepoint 1: {:?}",
+            snapshot.lbs
+        )
+        .into());
+    }
+    for load in loads {
+        let summary = load.finish_without_errors()?;
+        assert_eq!(summary["connections"]["lost"], 0, "{summary}");
+        assert!(
+            summary["connections"]["goaway"].as_u64() > Some(0),
+            "{summary}"
+        );
+    }
+    let status = run(
+        "qlb cluster status",
+        &mut fleet.cluster_command("status"),
+        STEP,
+    )?;
+    let shown = String::from_utf8_lossy(&status.stdout);
+    eprintln!("rotation 1 -> 2 under load:\n{said}\n{shown}");
+    assert!(
+        shown.contains("2: 2-octet server IDs, 6-octet nonces"),
+        "{shown}"
+    );
+    for member in ["b1", "b2", "b3"] {
+        assert!(shown.contains(member), "{shown}");
+    }
     Ok(())
 }
 

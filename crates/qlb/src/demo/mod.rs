@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use qlb_client::{Client, CloseReason, Connection, Target, Trust};
+use qlb_client::{Client, Connection, Target, Trust};
 use qlb_lb::config::parse_duration;
 
 use crate::process::{Threads, runtime};
@@ -172,8 +172,8 @@ impl DemoArgs {
         if let Some(path) = &self.histogram {
             summary.write_latency_plot(path, "qlb demo")?;
         }
+        report.connections = ConnectionCounts::of(clients.len(), &summary);
         report.traffic = Some(summary);
-        report.connections = connection_counts(&clients);
         print!("{report}");
         if let Some(path) = &self.histogram {
             println!("latency histogram: {}", path.display());
@@ -256,25 +256,6 @@ async fn cohort(connections: &[Connection]) -> Cohort {
         }
     }
     cohort
-}
-
-fn connection_counts(clients: &[Client]) -> ConnectionCounts {
-    let mut counts = ConnectionCounts {
-        first: clients.len() as u64,
-        ..ConnectionCounts::default()
-    };
-    for backend in clients.iter().flat_map(|client| client.snapshot().backends) {
-        counts.resumed += backend.resumed;
-        counts.zero_rtt += backend.zero_rtt_accepted;
-        let closed = &backend.connections_closed;
-        counts.opened += backend.connections_opened;
-        counts.goaway += closed.get(CloseReason::GoAway);
-        counts.retired += closed.get(CloseReason::MaxLifetime)
-            + closed.get(CloseReason::Idle)
-            + closed.get(CloseReason::Removed);
-        counts.lost += closed.get(CloseReason::Lost);
-    }
-    counts
 }
 
 /// Prints how to reach the cluster and waits for Ctrl-C (or SIGTERM).

@@ -47,6 +47,22 @@ pub(super) struct ConnectionCounts {
     pub zero_rtt: u64,
 }
 
+impl ConnectionCounts {
+    /// The counts of a run of `clients` clients that `summary` sums up.
+    pub(super) fn of(clients: usize, summary: &Summary) -> Self {
+        let c = &summary.connections;
+        Self {
+            opened: c.opened,
+            first: clients as u64,
+            goaway: c.goaway,
+            retired: c.retired,
+            lost: c.lost,
+            resumed: summary.resumption.resumed,
+            zero_rtt: summary.resumption.zero_rtt_accepted,
+        }
+    }
+}
+
 /// What became of the connections open at one moment of the run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(super) struct Cohort {

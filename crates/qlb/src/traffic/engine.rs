@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::balancing::Balancing;
+use super::connections::{Connections, Resumption};
 use super::migrate::migrate;
 use super::tally::{Summary, Tally};
 
@@ -152,6 +153,8 @@ impl Load {
         };
         let snapshots: Vec<_> = self.clients.iter().map(Client::snapshot).collect();
         summary.balancing = Balancing::of(&snapshots);
+        summary.connections = Connections::of(&snapshots);
+        summary.resumption = Resumption::of(&snapshots);
         summary
     }
 }

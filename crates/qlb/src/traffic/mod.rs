@@ -3,6 +3,7 @@
 //! clients' balancing did, and the latency percentile plot (`--histogram`).
 
 mod balancing;
+mod connections;
 mod engine;
 mod migrate;
 mod plot;
@@ -11,4 +12,4 @@ mod tally;
 
 pub(crate) use engine::{Keys, Limit, Load, LoadSpec, LoadView};
 pub(crate) use progress::Progress;
-pub(crate) use tally::{Resumption, Summary, Tally};
+pub(crate) use tally::{Summary, Tally};

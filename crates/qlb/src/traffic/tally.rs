@@ -10,6 +10,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::balancing::Balancing;
+use super::connections::{Connections, Resumption};
 use super::plot;
 
 /// Latencies are recorded in microseconds, from 1 µs to 10 min, at 3 significant digits.
@@ -116,6 +117,7 @@ impl Tally {
             migrations_failed: self.migrations_failed.clone(),
             per_backend: self.per_backend.clone(),
             resumption: Resumption::default(),
+            connections: Connections::default(),
             balancing: Balancing::default(),
             latency_plot: Vec::new(),
         }
@@ -150,24 +152,13 @@ pub(crate) struct Summary {
     pub balancing: Balancing,
     /// How the clients' connections resumed sessions and used 0-RTT.
     pub resumption: Resumption,
+    /// What became of the clients' connections.
+    pub connections: Connections,
     /// The latency percentile points, for `--histogram` (not in the JSON summary): filled
     /// once, at the end of the run ([`Tally::latency_plot`]), not by the live views'
     /// summaries every tick.
     #[serde(skip)]
     pub latency_plot: Vec<plot::Point>,
-}
-
-/// Connections that resumed a session, and what became of their 0-RTT early data (the
-/// clients' numbers: `resumed` = `zero_rtt_accepted` + `zero_rtt_rejected` once every
-/// handshake is over).
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
-pub(crate) struct Resumption {
-    /// Connections opened with a session ticket (0-RTT attempted).
-    pub resumed: u64,
-    /// Of those, the ones whose early data the server accepted.
-    pub zero_rtt_accepted: u64,
-    /// The ones whose early data the server refused (full handshake; requests sent again).
-    pub zero_rtt_rejected: u64,
 }
 
 /// Latency percentiles, in milliseconds.
@@ -231,6 +222,12 @@ impl fmt::Display for Summary {
             write!(f, "  failed {kind}: {count}")?;
         }
         writeln!(f)?;
+        let c = &self.connections;
+        writeln!(
+            f,
+            "connections opened {}  goaway {}  retired {}  lost {}",
+            c.opened, c.goaway, c.retired, c.lost
+        )?;
         let resumption = &self.resumption;
         writeln!(
             f,
@@ -304,6 +301,7 @@ mod tests {
             "migrations",
             "per_backend",
             "resumption",
+            "connections",
         ] {
             assert!(json.get(key).is_some(), "{key}");
         }

@@ -5,15 +5,17 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
+use qlb_etcd::{ClusterKeys, EtcdClient, Snapshot};
 use qlb_testkit::{Etcd, Polled, poll_blocking};
 use serde_json::Value;
 
 use super::TestResult;
 use super::cluster::{Spec, config_text, spawn_lb, spawn_serve, write_keys};
 use super::http;
-use super::process::Process;
+use super::process::{Process, run};
 
 /// The cluster's name on etcd.
 pub(crate) const CLUSTER: &str = "edge";
@@ -80,6 +82,15 @@ impl Fleet {
 
     /// Starts backend `name`, joining the fleet; its HTTP/3 address.
     pub(crate) fn add_backend(&mut self, name: &str) -> TestResult<SocketAddr> {
+        self.add_backend_with(name, &[])
+    }
+
+    /// [`Fleet::add_backend`] with more `qlb serve` arguments.
+    pub(crate) fn add_backend_with(
+        &mut self,
+        name: &str,
+        extra: &[&str],
+    ) -> TestResult<SocketAddr> {
         let url = self.etcd.url();
         let ttl = format!("{}s", MEMBER_TTL.as_secs());
         let args = [
@@ -92,9 +103,49 @@ impl Fleet {
             "--server-id-quarantine",
             "1h",
         ];
+        let args: Vec<&str> = args.iter().chain(extra).copied().collect();
         let (process, addr, _) = spawn_serve(name, None, "127.0.0.1:0", &self.cluster_file, &args)?;
         self.backends.insert(name.to_owned(), process);
         Ok(addr)
+    }
+
+    /// `qlb cluster SUBCOMMAND --etcd URL --cluster edge`, to run.
+    pub(crate) fn cluster_command(&self, subcommand: &str) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_qlb"));
+        command
+            .args(["cluster", subcommand, "--etcd", &self.etcd.url()])
+            .args(["--cluster", CLUSTER]);
+        command
+    }
+
+    /// `qlb cluster init` from the backends' cluster file: its table and secret go to etcd.
+    pub(crate) fn init_cluster(&self) -> TestResult<String> {
+        let output = run(
+            "qlb cluster init",
+            self.cluster_command("init")
+                .arg("--from")
+                .arg(&self.cluster_file),
+            Duration::from_secs(30),
+        )?;
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        if !output.status.success() {
+            return Err(format!(
+                "qlb cluster init: {}: {stdout}{}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            )
+            .into());
+        }
+        Ok(stdout)
+    }
+
+    /// Everything etcd holds of the cluster now.
+    pub(crate) fn snapshot(&self) -> TestResult<Snapshot> {
+        let etcd = EtcdClient::new([self.etcd.url()])?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        Ok(runtime.block_on(Snapshot::read(&etcd, &ClusterKeys::new(CLUSTER)))?)
     }
 
     /// The temporary directory, for the test's own files.
