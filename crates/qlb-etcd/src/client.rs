@@ -1,19 +1,20 @@
 //! An etcd v3 client over the JSON gateway every etcd since 3.4 serves on its client port
 //! (`POST /v3/kv/range` and so on, HTTP/1.1): nothing to generate, no protoc. Each call
-//! tries the endpoints in turn, starting with the one that answered last.
+//! tries the endpoints in turn, starting with the one that answered last. TLS and etcd's
+//! user authentication are optional ([`EtcdClientBuilder`]).
 
+use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use http_body_util::{BodyExt, Limited};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::task::JoinHandle;
 
 use crate::error::EtcdError;
+use crate::transport::{Endpoint, EtcdTls, SendError, send};
 use crate::wire::{self, KeyValue};
 
 /// How long one request to one endpoint may take, connection included.
@@ -44,26 +45,118 @@ impl Lease {
 /// ```
 #[derive(Debug)]
 pub struct EtcdClient {
-    endpoints: Vec<String>,
+    endpoints: Vec<Endpoint>,
     /// The endpoint that answered last, tried first.
     preferred: AtomicUsize,
+    tls: Option<EtcdTls>,
+    auth: Option<EtcdAuth>,
+    /// The token of the authenticated user, once etcd gave one.
+    token: Mutex<Option<Arc<str>>>,
 }
 
-impl EtcdClient {
-    /// A client of the etcd cluster at `endpoints` (`http://HOST:PORT`, tried in turn).
-    /// Refuses an empty list and anything but plain `http` URLs.
-    pub fn new<S: AsRef<str>>(endpoints: impl IntoIterator<Item = S>) -> Result<Self, EtcdError> {
-        let endpoints = endpoints
-            .into_iter()
-            .map(|url| authority(url.as_ref()))
+/// An etcd user's name and password (etcd's `auth enable`): requests carry the token etcd
+/// gives for them, renewed when it expires. The password is not shown by `Debug`.
+#[derive(Clone)]
+pub struct EtcdAuth {
+    user: String,
+    password: String,
+}
+
+impl EtcdAuth {
+    /// The user `user` with `password`.
+    pub fn new(user: impl Into<String>, password: impl Into<String>) -> Self {
+        Self {
+            user: user.into(),
+            password: password.into(),
+        }
+    }
+}
+
+impl fmt::Debug for EtcdAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdAuth")
+            .field("user", &self.user)
+            .field("password", &"..")
+            .finish()
+    }
+}
+
+/// How to reach etcd: endpoints, TLS, a user.
+///
+/// ```
+/// use qlb_etcd::{EtcdAuth, EtcdClient};
+///
+/// let etcd = EtcdClient::builder(["http://127.0.0.1:2379"])
+///     .auth(EtcdAuth::new("qlb", "s3cret"))
+///     .build()?;
+/// assert!(!format!("{etcd:?}").contains("s3cret"));
+/// // https:// needs a CA to check etcd's certificate against.
+/// assert!(EtcdClient::builder(["https://127.0.0.1:2379"]).build().is_err());
+/// # Ok::<(), qlb_etcd::EtcdError>(())
+/// ```
+#[derive(Debug)]
+pub struct EtcdClientBuilder {
+    urls: Vec<String>,
+    tls: Option<EtcdTls>,
+    auth: Option<EtcdAuth>,
+}
+
+impl EtcdClientBuilder {
+    /// Checks etcd's certificates (and presents ours) as `tls` says: for `https://` URLs.
+    pub fn tls(mut self, tls: EtcdTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Authenticates as `auth`'s user.
+    pub fn auth(mut self, auth: EtcdAuth) -> Self {
+        self.auth = Some(auth);
+        self
+    }
+
+    /// The client. Refuses an empty list, URLs other than `http://HOST:PORT` and
+    /// `https://HOST:PORT`, and `https://` without [`tls`](Self::tls).
+    pub fn build(self) -> Result<EtcdClient, EtcdError> {
+        let endpoints = self
+            .urls
+            .iter()
+            .map(|url| Endpoint::parse(url))
             .collect::<Result<Vec<_>, _>>()?;
         if endpoints.is_empty() {
             return Err(EtcdError::Endpoint(String::new()));
         }
-        Ok(Self {
+        if self.tls.is_none() && endpoints.iter().any(Endpoint::is_tls) {
+            return Err(EtcdError::Tls(
+                "https:// endpoints need a CA to check etcd's certificate against".into(),
+            ));
+        }
+        Ok(EtcdClient {
             endpoints,
             preferred: AtomicUsize::new(0),
+            tls: self.tls,
+            auth: self.auth,
+            token: Mutex::new(None),
         })
+    }
+}
+
+impl EtcdClient {
+    /// A client of the etcd cluster at `endpoints` (`http://HOST:PORT`, tried in turn),
+    /// without TLS or a user. Refuses an empty list and malformed URLs.
+    pub fn new<S: AsRef<str>>(endpoints: impl IntoIterator<Item = S>) -> Result<Self, EtcdError> {
+        Self::builder(endpoints).build()
+    }
+
+    /// A client of `endpoints` with TLS or a user: see [`EtcdClientBuilder`].
+    pub fn builder<S: AsRef<str>>(endpoints: impl IntoIterator<Item = S>) -> EtcdClientBuilder {
+        EtcdClientBuilder {
+            urls: endpoints
+                .into_iter()
+                .map(|u| u.as_ref().to_owned())
+                .collect(),
+            tls: None,
+            auth: None,
+        }
     }
 
     /// Grants a lease of `ttl` (whole seconds, at least 1).
@@ -192,13 +285,61 @@ impl EtcdClient {
         Ok(())
     }
 
-    /// The endpoints (`host:port`) in the order calls try them: the last good one first.
-    pub(crate) fn endpoints_in_order(&self) -> impl Iterator<Item = (usize, &str)> {
+    /// The endpoints in the order calls try them: the last good one first.
+    pub(crate) fn endpoints_in_order(&self) -> impl Iterator<Item = (usize, &Endpoint)> {
         let first = self.preferred.load(Ordering::Relaxed);
         (0..self.endpoints.len()).map(move |offset| {
             let index = (first + offset) % self.endpoints.len();
-            (index, self.endpoints[index].as_str())
+            (index, &self.endpoints[index])
         })
+    }
+
+    /// The TLS settings, for `https://` endpoints.
+    pub(crate) fn tls(&self) -> Option<&EtcdTls> {
+        self.tls.as_ref()
+    }
+
+    /// The token requests carry, with a user: the one etcd gave, or a new one.
+    pub(crate) async fn token(&self) -> Result<Option<Arc<str>>, EtcdError> {
+        let Some(auth) = &self.auth else {
+            return Ok(None);
+        };
+        if let Some(token) = self.cached_token() {
+            return Ok(Some(token));
+        }
+        let request = wire::Authenticate {
+            name: &auth.user,
+            password: &auth.password,
+        };
+        let body = encode("/v3/auth/authenticate", &request)?;
+        let answer: wire::Authenticated =
+            self.call_with("/v3/auth/authenticate", &body, None).await?;
+        let token: Arc<str> = answer.token.into();
+        *self.token.lock().unwrap_or_else(PoisonError::into_inner) = Some(token.clone());
+        Ok(Some(token))
+    }
+
+    fn cached_token(&self) -> Option<Arc<str>> {
+        self.token
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Forgets the token if `error` says it expired (etcd: `Unauthenticated`, HTTP 401);
+    /// whether it did, so that the request may be sent again with a new one.
+    pub(crate) fn token_expired(&self, error: &EtcdError) -> bool {
+        let expired = self.auth.is_some()
+            && match error {
+                EtcdError::Status {
+                    status, message, ..
+                } => *status == 401 || message.contains("invalid auth token"),
+                _ => false,
+            };
+        if expired {
+            *self.token.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        }
+        expired
     }
 
     /// Remembers that endpoint `index` answered.
@@ -208,25 +349,47 @@ impl EtcdClient {
 
     /// Every endpoint, comma-separated, for messages.
     pub(crate) fn endpoint_list(&self) -> String {
-        self.endpoints.join(", ")
+        let authorities: Vec<&str> = self
+            .endpoints
+            .iter()
+            .map(|e| e.authority.as_str())
+            .collect();
+        authorities.join(", ")
     }
 
-    /// POSTs `body` to `path`, trying every endpoint once, the last good one first.
+    /// POSTs `body` to `path`, trying every endpoint once, the last good one first; with a
+    /// user, once more with a new token if etcd says the token expired.
     async fn call<Q: Serialize, A: DeserializeOwned>(
         &self,
         path: &'static str,
         body: &Q,
     ) -> Result<A, EtcdError> {
-        let body = Bytes::from(serde_json::to_vec(body).map_err(|e| EtcdError::Decode {
-            path,
-            reason: e.to_string(),
-        })?);
+        let body = encode(path, body)?;
+        let token = self.token().await?;
+        match self.call_with(path, &body, token.as_deref()).await {
+            Err(error) if self.token_expired(&error) => {
+                let token = self.token().await?;
+                self.call_with(path, &body, token.as_deref()).await
+            }
+            outcome => outcome,
+        }
+    }
+
+    /// POSTs `body` to `path` with `token`, trying every endpoint once.
+    async fn call_with<A: DeserializeOwned>(
+        &self,
+        path: &'static str,
+        body: &Bytes,
+        token: Option<&str>,
+    ) -> Result<A, EtcdError> {
         let mut last = String::new();
         for (index, endpoint) in self.endpoints_in_order() {
-            let answer = tokio::time::timeout(REQUEST_TIMEOUT, post(endpoint, path, body.clone()))
+            let authority = &endpoint.authority;
+            let post = post(endpoint, self.tls(), token, path, body.clone());
+            let answer = tokio::time::timeout(REQUEST_TIMEOUT, post)
                 .await
-                .map_err(|_| format!("{endpoint}: no answer within {REQUEST_TIMEOUT:?}"))
-                .and_then(|answer| answer.map_err(|e| format!("{endpoint}: {e}")));
+                .map_err(|_| format!("{authority}: no answer within {REQUEST_TIMEOUT:?}"))
+                .and_then(|answer| answer.map_err(|e| format!("{authority}: {e}")));
             match answer {
                 Ok((status, octets)) => {
                     self.answered(index);
@@ -250,26 +413,25 @@ pub(crate) fn put(key: &[u8], value: &[u8], lease: Option<Lease>) -> wire::Put {
     }
 }
 
-/// `host:port` of an `http://host:port[/]` URL.
-fn authority(url: &str) -> Result<String, EtcdError> {
-    let refused = || EtcdError::Endpoint(url.to_owned());
-    let rest = url.strip_prefix("http://").ok_or_else(refused)?;
-    let rest = rest.strip_suffix('/').unwrap_or(rest);
-    let port_ok = rest
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-    if !port_ok || rest.contains('/') {
-        return Err(refused());
-    }
-    Ok(rest.to_owned())
+/// `body` as JSON.
+fn encode<Q: Serialize>(path: &'static str, body: &Q) -> Result<Bytes, EtcdError> {
+    serde_json::to_vec(body)
+        .map(Bytes::from)
+        .map_err(|e| EtcdError::Decode {
+            path,
+            reason: e.to_string(),
+        })
 }
 
-/// What [`send`] fails with: anything of TCP, HTTP or the body, as text in the end.
-pub(crate) type SendError = Box<dyn std::error::Error + Send + Sync>;
-
-/// One HTTP/1.1 POST on a fresh connection: the status and the body.
-async fn post(authority: &str, path: &'static str, body: Bytes) -> Result<(u16, Bytes), SendError> {
-    let (response, driver) = send(authority, path, body).await?;
+/// One POST on a fresh connection: the status and the body.
+async fn post(
+    endpoint: &Endpoint,
+    tls: Option<&EtcdTls>,
+    token: Option<&str>,
+    path: &'static str,
+    body: Bytes,
+) -> Result<(u16, Bytes), SendError> {
+    let (response, driver) = send(endpoint, tls, token, path, body).await?;
     let status = response.status().as_u16();
     let octets = Limited::new(response.into_body(), MAX_ANSWER)
         .collect()
@@ -277,32 +439,6 @@ async fn post(authority: &str, path: &'static str, body: Bytes) -> Result<(u16, 
         .to_bytes();
     driver.abort();
     Ok((status, octets))
-}
-
-/// Sends one POST on a fresh connection; the answer's head, and the task driving the
-/// connection (abort it when done with the body).
-pub(crate) async fn send(
-    authority: &str,
-    path: &'static str,
-    body: Bytes,
-) -> Result<(http::Response<Incoming>, JoinHandle<()>), SendError> {
-    let stream = tokio::net::TcpStream::connect(authority).await?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    let driver = tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    let request = http::Request::post(path)
-        .header(http::header::HOST, authority)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(body))?;
-    match sender.send_request(request).await {
-        Ok(response) => Ok((response, driver)),
-        Err(error) => {
-            driver.abort();
-            Err(error.into())
-        }
-    }
 }
 
 /// etcd's answer: the documented body on 200, its error message otherwise.
@@ -337,23 +473,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn endpoints_are_plain_http_urls() {
-        assert_eq!(
-            authority("http://127.0.0.1:2379").expect("ok"),
-            "127.0.0.1:2379"
-        );
-        assert_eq!(authority("http://etcd-0:2379/").expect("ok"), "etcd-0:2379");
-        assert_eq!(authority("http://[::1]:2379").expect("ok"), "[::1]:2379");
-        for bad in [
-            "https://etcd:2379",
-            "etcd:2379",
-            "http://etcd",
-            "http://:2379",
-            "http://e:1/v3",
-        ] {
-            assert!(authority(bad).is_err(), "{bad}");
-        }
+    fn a_client_needs_an_endpoint() {
         assert!(EtcdClient::new(Vec::<String>::new()).is_err());
+        assert!(EtcdClient::new(["etcd:2379"]).is_err());
     }
 
     #[test]

@@ -42,9 +42,12 @@ pub enum EtcdError {
         /// etcd's reason, or what broke.
         reason: String,
     },
-    /// An endpoint is not an `http://host:port` URL.
-    #[error("etcd endpoint `{0}` is not an http://HOST:PORT URL")]
+    /// An endpoint is not an `http://host:port` or `https://host:port` URL.
+    #[error("etcd endpoint `{0}` is not an http://HOST:PORT or https://HOST:PORT URL")]
     Endpoint(String),
+    /// The TLS settings cannot be used (a PEM file that cannot be read, a bad key).
+    #[error("etcd TLS: {0}")]
+    Tls(String),
     /// A cluster name with characters other than `[a-zA-Z0-9._-]`, or empty or over 64.
     #[error("cluster name `{0}`: use 1 to 64 of a-z, A-Z, 0-9, `.`, `_`, `-`")]
     ClusterName(String),

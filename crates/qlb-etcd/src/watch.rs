@@ -7,8 +7,9 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::task::JoinHandle;
 
-use crate::client::{EtcdClient, MAX_ANSWER, REQUEST_TIMEOUT, SendError, decode, send};
+use crate::client::{EtcdClient, MAX_ANSWER, REQUEST_TIMEOUT, decode};
 use crate::error::EtcdError;
+use crate::transport::{Endpoint, EtcdTls, SendError, send};
 use crate::wire::{self, KeyValue, WatchMessage, WatchResult};
 
 const PATH: &str = "/v3/watch";
@@ -75,18 +76,25 @@ impl EtcdClient {
             path: PATH,
             reason: e.to_string(),
         })?);
+        let token = self.token().await?;
         let mut last = String::new();
         for (index, endpoint) in self.endpoints_in_order() {
-            let opened = tokio::time::timeout(REQUEST_TIMEOUT, open(endpoint, body.clone()))
+            let authority = &endpoint.authority;
+            let open = open(endpoint, self.tls(), token.as_deref(), body.clone());
+            let opened = tokio::time::timeout(REQUEST_TIMEOUT, open)
                 .await
-                .map_err(|_| format!("{endpoint}: no answer within {REQUEST_TIMEOUT:?}"))
-                .and_then(|opened| opened.map_err(|e| format!("{endpoint}: {e}")));
+                .map_err(|_| format!("{authority}: no answer within {REQUEST_TIMEOUT:?}"))
+                .and_then(|opened| opened.map_err(|e| format!("{authority}: {e}")));
             match opened {
                 Ok(Opened::Watching(watch)) => {
                     self.answered(index);
                     return Ok(watch);
                 }
-                Ok(Opened::Refused(error)) => return Err(error),
+                Ok(Opened::Refused(error)) => {
+                    // An expired token is forgotten: the next watch gets a new one.
+                    self.token_expired(&error);
+                    return Err(error);
+                }
                 Err(error) => last = error,
             }
         }
@@ -179,8 +187,13 @@ enum Opened {
 }
 
 /// Opens the watch at `endpoint` and waits for its creation (or its immediate end).
-async fn open(endpoint: &str, body: Bytes) -> Result<Opened, SendError> {
-    let (response, driver) = send(endpoint, PATH, body).await?;
+async fn open(
+    endpoint: &Endpoint,
+    tls: Option<&EtcdTls>,
+    token: Option<&str>,
+    body: Bytes,
+) -> Result<Opened, SendError> {
+    let (response, driver) = send(endpoint, tls, token, PATH, body).await?;
     let status = response.status().as_u16();
     if status != 200 {
         let octets = http_body_util::Limited::new(response.into_body(), MAX_ANSWER)
@@ -199,7 +212,7 @@ async fn open(endpoint: &str, body: Bytes) -> Result<Opened, SendError> {
     let mut watch = Watch {
         body: response.into_body(),
         pending: Vec::new(),
-        endpoint: endpoint.to_owned(),
+        endpoint: endpoint.authority.clone(),
         driver,
     };
     let first = match watch.message().await {

@@ -135,6 +135,20 @@ pub(crate) struct Compaction {
     pub(crate) revision: i64,
 }
 
+/// `/v3/auth/authenticate`'s request: a user's name and password.
+#[derive(Serialize)]
+pub(crate) struct Authenticate<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) password: &'a str,
+}
+
+/// `/v3/auth/authenticate`'s answer: the token later requests carry.
+#[derive(Deserialize)]
+pub(crate) struct Authenticated {
+    #[serde(default)]
+    pub(crate) token: String,
+}
+
 /// A transaction that puts `put` only if its key's last change is the one expected.
 #[derive(Debug, Default, Serialize)]
 pub(crate) struct Txn {

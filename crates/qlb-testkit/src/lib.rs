@@ -34,7 +34,7 @@ pub mod peers;
 mod trace;
 mod wait;
 
-pub use etcd::{Etcd, etcd_available};
+pub use etcd::{ETCD_USER, Etcd, etcd_available};
 pub use h3_client::{H3Client, Reply, SendRequest, closed_with, fetch, transport};
 pub use identity::SelfSigned;
 pub use trace::init_tracing;
