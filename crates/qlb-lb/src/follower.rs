@@ -41,7 +41,7 @@ impl FollowerTask {
         let (stop, stopped) = watch::channel(false);
         let follower = Follower {
             control: Arc::downgrade(control),
-            etcd: EtcdClient::new(&config.endpoints)?,
+            etcd: config.client()?,
             keys: ClusterKeys::checked(&config.cluster)?,
             config: config.clone(),
             lease: None,

@@ -653,3 +653,41 @@ fn gue_mode_refuses_bad_values_naming_their_field() {
         );
     }
 }
+
+/// An `[etcd]` table reaching `endpoint`, with `more` lines.
+fn etcd_table(endpoint: &str, more: &str) -> String {
+    format!(
+        "listen = [\"127.0.0.1:4433\"]\n[etcd]\nendpoints = [\"{endpoint}\"]\ncluster = \"edge\"\n\
+         name = \"lb-1\"\n{more}"
+    )
+}
+
+#[test]
+fn etcd_tls_and_user_settings_are_checked_naming_the_field() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("https://etcd-0:2379", "", "etcd.ca_file:"),
+        ("https://etcd-0:2379", "ca_file = \"missing.pem\"", "missing.pem"),
+        ("http://etcd-0:2379", "cert_file = \"c.pem\"", "etcd.key_file:"),
+        ("http://etcd-0:2379", "user = \"qlb\"", "etcd.password:"),
+        ("http://etcd-0:2379", "password_file = \"admin.token\"", "etcd.user:"),
+        (
+            "http://etcd-0:2379",
+            "user = \"qlb\"\npassword = \"a\"\npassword_file = \"admin.token\"",
+            "etcd.password:",
+        ),
+        ("etcd-0:2379", "", "etcd.endpoints[0]:"),
+    ];
+    for (endpoint, more, field) in cases {
+        let refused = refusal(&etcd_table(endpoint, more));
+        assert!(refused.contains(field), "{more}: {refused}");
+    }
+    let config = load(&etcd_table(
+        "http://etcd-0:2379",
+        "user = \"qlb\"\npassword_file = \"admin.token\"",
+    ))
+    .expect("valid");
+    let etcd = config.etcd.expect("an [etcd] table");
+    let (user, password) = etcd.user.as_ref().expect("a user");
+    assert_eq!((user.as_str(), password.as_bytes()), ("qlb", &b"s3cret-token"[..]));
+    assert!(!format!("{etcd:?}").contains("s3cret"), "{etcd:?}");
+}

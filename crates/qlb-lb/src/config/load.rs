@@ -60,7 +60,7 @@ impl LbConfig {
             cluster,
             health: health(raw.health.as_ref())?,
             admin: raw.admin.as_ref().map(|a| admin(a, base)).transpose()?,
-            etcd: raw.etcd.as_ref().map(etcd).transpose()?,
+            etcd: raw.etcd.as_ref().map(|e| etcd(e, base)).transpose()?,
         };
         if let ForwardingMode::Gue(gue) = &config.mode {
             gue_backends(gue, &config.backends, &config.health)?;

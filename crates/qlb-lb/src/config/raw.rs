@@ -132,4 +132,10 @@ pub(super) struct RawEtcd {
     pub cluster: Option<String>,
     pub name: Option<String>,
     pub ttl: Option<String>,
+    pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub password_file: Option<String>,
 }

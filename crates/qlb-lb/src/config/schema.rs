@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use qlb_router::BackendState;
@@ -222,6 +223,33 @@ pub struct EtcdConfig {
     pub name: String,
     /// How long this load balancer's record outlives it (its lease), whole seconds.
     pub ttl: Duration,
+    /// The CA certificates (PEM) etcd's certificate is checked against: required for
+    /// `https://` endpoints.
+    pub ca_file: Option<PathBuf>,
+    /// This load balancer's certificate chain and private key (PEM), for an etcd that
+    /// asks for client certificates (`--client-cert-auth`).
+    pub identity: Option<(PathBuf, PathBuf)>,
+    /// The etcd user to authenticate as, and its password.
+    pub user: Option<(String, Secret)>,
+}
+
+impl EtcdConfig {
+    /// A client of etcd as the table says: its endpoints, TLS and user.
+    pub fn client(&self) -> Result<qlb_etcd::EtcdClient, qlb_etcd::EtcdError> {
+        let mut builder = qlb_etcd::EtcdClient::builder(&self.endpoints);
+        if let Some(ca) = &self.ca_file {
+            let identity = self
+                .identity
+                .as_ref()
+                .map(|(c, k)| (c.as_path(), k.as_path()));
+            builder = builder.tls(qlb_etcd::EtcdTls::from_pem_files(ca, identity)?);
+        }
+        if let Some((user, password)) = &self.user {
+            let password = String::from_utf8_lossy(password.as_bytes()).into_owned();
+            builder = builder.auth(qlb_etcd::EtcdAuth::new(user, password));
+        }
+        builder.build()
+    }
 }
 
 /// A validated load balancer configuration.

@@ -473,7 +473,7 @@ fn allowed_host(field: &str, text: &str) -> Result<String, ConfigError> {
 /// most in `qlb cluster status` and holds up rotations as long.
 const MAX_ETCD_TTL: Duration = Duration::from_secs(300);
 
-pub(super) fn etcd(raw: &RawEtcd) -> Result<EtcdConfig, ConfigError> {
+pub(super) fn etcd(raw: &RawEtcd, base: &Path) -> Result<EtcdConfig, ConfigError> {
     if raw.endpoints.is_empty() {
         return Err(ConfigError::invalid(
             "etcd.endpoints",
@@ -481,8 +481,10 @@ pub(super) fn etcd(raw: &RawEtcd) -> Result<EtcdConfig, ConfigError> {
         ));
     }
     for (i, url) in raw.endpoints.iter().enumerate() {
-        qlb_etcd::EtcdClient::new([url])
-            .map_err(|e| ConfigError::invalid(format!("etcd.endpoints[{i}]"), e.to_string()))?;
+        // (An https:// URL without a CA is the CA's fault: found below.)
+        if let Err(e @ qlb_etcd::EtcdError::Endpoint(_)) = qlb_etcd::EtcdClient::new([url]) {
+            return Err(ConfigError::invalid(format!("etcd.endpoints[{i}]"), e.to_string()));
+        }
     }
     let cluster = raw
         .cluster
@@ -509,12 +511,69 @@ pub(super) fn etcd(raw: &RawEtcd) -> Result<EtcdConfig, ConfigError> {
             format!("whole seconds from 2s to {MAX_ETCD_TTL:?} (etcd's leases count seconds)"),
         ));
     }
-    Ok(EtcdConfig {
+    let identity = match (&raw.cert_file, &raw.key_file) {
+        (Some(cert), Some(key)) => Some((base.join(cert), base.join(key))),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ConfigError::invalid(
+                "etcd.key_file",
+                "required with etcd.cert_file",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::invalid(
+                "etcd.cert_file",
+                "required with etcd.key_file",
+            ));
+        }
+    };
+    let password = inline_or_file(
+        "etcd.password",
+        raw.password.as_deref(),
+        raw.password_file.as_deref(),
+        base,
+    )?;
+    let user = match (&raw.user, password) {
+        (Some(user), Some(password)) => Some((user.clone(), Secret::new(password.into_bytes()))),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ConfigError::invalid(
+                "etcd.password",
+                "required with etcd.user (or etcd.password_file)",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::invalid(
+                "etcd.user",
+                "required with etcd.password",
+            ));
+        }
+    };
+    let config = EtcdConfig {
         endpoints: raw.endpoints.clone(),
         cluster,
         name,
         ttl,
-    })
+        ca_file: raw.ca_file.as_ref().map(|ca| base.join(ca)),
+        identity,
+        user,
+    };
+    // Reads the PEM files: a file that cannot be used is refused now, not at the first
+    // connection.
+    if let Err(error) = config.client() {
+        let field = match (&error, &config.ca_file) {
+            (qlb_etcd::EtcdError::Tls(_), None) => "etcd.ca_file",
+            (qlb_etcd::EtcdError::Tls(why), Some(ca))
+                if why.contains(&ca.display().to_string()) =>
+            {
+                "etcd.ca_file"
+            }
+            (qlb_etcd::EtcdError::Tls(_), Some(_)) => "etcd.cert_file",
+            _ => "etcd.endpoints",
+        };
+        return Err(ConfigError::invalid(field, error.to_string()));
+    }
+    Ok(config)
 }
 
 /// This host's name, if it is fit for a key.
