@@ -6,6 +6,7 @@ mod client_args;
 mod cluster;
 mod demo;
 mod durations;
+mod etcd_access;
 mod get;
 mod lb;
 mod load;
@@ -34,7 +35,7 @@ enum Command {
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
     /// Run an HTTP/3 backend with QUIC-LB connection IDs and a graceful shutdown.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Run the QUIC load balancer (`--config FILE`), or validate a file (`--check-config FILE`).
     Lb(lb::LbArgs),
     /// Fetch one HTTP/3 URL: the body to stdout (`-v`: the heads to stderr).

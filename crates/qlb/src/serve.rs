@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::durations::{up_to_a_day, up_to_a_year};
+use crate::etcd_access::EtcdAccess;
 use crate::process::{Threads, runtime};
 use anyhow::{Context, Result, anyhow};
 use axum::response::IntoResponse;
@@ -41,6 +42,8 @@ pub(crate) struct ServeArgs {
     /// The fleet's name on etcd (keys under `/qlb/NAME/`).
     #[arg(long, value_name = "NAME", requires = "etcd")]
     cluster: Option<String>,
+    #[command(flatten)]
+    etcd_access: EtcdAccess,
     /// The address published on etcd for the load balancers [default: the bound --gue
     /// address, or the --listen one; refused when it is a wildcard].
     #[arg(long, value_name = "ADDR", requires = "etcd")]
@@ -121,7 +124,7 @@ impl ServeArgs {
     async fn serve(self) -> Result<()> {
         let etcd = match self.etcd.is_empty() {
             true => None,
-            false => Some(Arc::new(EtcdClient::new(&self.etcd).context("--etcd")?)),
+            false => Some(Arc::new(self.etcd_access.client(&self.etcd)?)),
         };
         let (cluster, config, follower) = self.cluster_config(etcd.as_ref()).await?;
         let reservation = self.reserve_on_etcd(etcd.as_ref(), &config).await?;

@@ -354,6 +354,48 @@ fn a_key_rotation_under_load_loses_no_connection_and_resumes_after_a_kill() -> T
     Ok(())
 }
 
+/// The fleet on an etcd with TLS (a self-signed certificate, trusted as the CA) and
+/// authentication on: `qlb cluster init`, `qlb serve` and `qlb lb` all reach it with the CA
+/// and a user, the load balancer routes to the backends it learnt there, and without the
+/// user etcd refuses `qlb cluster status`.
+#[test]
+fn a_fleet_on_an_etcd_with_tls_and_a_user_runs_as_on_a_plain_one() -> TestResult {
+    if !etcd_available() {
+        return Ok(());
+    }
+    let mut fleet = Fleet::start_secure(1)?;
+    assert!(fleet.etcd.url().starts_with("https://"));
+    fleet.init_cluster()?;
+    fleet.add_backend("b1")?;
+    fleet.add_backend("b2")?;
+    let status = fleet.lbs[0].wait_for_members(&["b1", "b2"], STEP)?;
+    assert_eq!(status["fleet"]["connected"], true, "{}", status["fleet"]);
+    let load = LoadRun::start(&whoami(&fleet.lbs[0]), Duration::from_secs(3), &LOAD_ARGS);
+    let summary = load.finish_without_errors()?;
+    let served = summary["per_backend"].as_object().map(serde_json::Map::len);
+    assert_eq!(served, Some(2), "{summary}");
+    let snapshot = fleet.snapshot()?;
+    assert_eq!((snapshot.lbs.len(), snapshot.members.len()), (1, 2));
+    assert!(snapshot.cluster.is_some());
+
+    let ca = fleet.etcd.ca_file().ok_or("a CA")?;
+    let anonymous = run(
+        "qlb cluster status",
+        std::process::Command::new(env!("CARGO_BIN_EXE_qlb"))
+            .args(["cluster", "status", "--etcd", &fleet.etcd.url()])
+            .args(["--cluster", "edge", "--etcd-ca"])
+            .arg(ca),
+        STEP,
+    )?;
+    let said = String::from_utf8_lossy(&anonymous.stderr);
+    assert!(!anonymous.status.success(), "{said}");
+    assert!(
+        said.contains("user name is empty") || said.contains("permission denied"),
+        "{said}"
+    );
+    Ok(())
+}
+
 /// Each load balancer's fleet revision, once they agree (or after [`STEP`]).
 fn converged(fleet: &Fleet) -> TestResult<Vec<i64>> {
     let agree = |revisions: &Vec<i64>| revisions.windows(2).all(|w| w[0] == w[1]);

@@ -14,6 +14,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use qlb_etcd::{ClusterKeys, EtcdClient};
 
+use crate::etcd_access::EtcdAccess;
 use crate::process::{Threads, runtime};
 
 #[derive(Subcommand)]
@@ -39,12 +40,14 @@ pub(crate) struct ClusterAt {
     /// The cluster's name on etcd (keys under `/qlb/NAME/`).
     #[arg(long, value_name = "NAME")]
     cluster: String,
+    #[command(flatten)]
+    access: EtcdAccess,
 }
 
 impl ClusterAt {
     /// A client of etcd and the cluster's keys.
     fn open(&self) -> Result<(Arc<EtcdClient>, ClusterKeys)> {
-        let etcd = EtcdClient::new(&self.etcd).context("--etcd")?;
+        let etcd = self.access.client(&self.etcd)?;
         let keys = ClusterKeys::checked(&self.cluster).context("--cluster")?;
         Ok((Arc::new(etcd), keys))
     }

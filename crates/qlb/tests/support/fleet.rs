@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use qlb_etcd::{ClusterKeys, EtcdClient, Snapshot};
-use qlb_testkit::{Etcd, Polled, poll_blocking};
+use qlb_etcd::{ClusterKeys, EtcdAuth, EtcdClient, EtcdTls, Snapshot};
+use qlb_testkit::{ETCD_USER, Etcd, Polled, poll_blocking};
 use serde_json::Value;
 
 use super::TestResult;
@@ -31,6 +31,8 @@ pub(crate) struct Fleet {
     pub backends: BTreeMap<String, Process>,
     /// What the backends read (`--config`): the QUIC-LB table and the secret.
     cluster_file: PathBuf,
+    /// `qlb serve` and `qlb cluster`'s flags for a secure etcd (TLS and a user).
+    access: Vec<String>,
     dir: tempfile::TempDir,
 }
 
@@ -45,8 +47,38 @@ pub(crate) struct FleetLb {
 impl Fleet {
     /// Starts etcd and `lbs` load balancers following it (no backends yet).
     pub(crate) fn start(lbs: usize) -> TestResult<Self> {
-        let etcd = Etcd::start()?;
+        Self::start_on(Etcd::start()?, lbs)
+    }
+
+    /// [`Fleet::start`] on an etcd with TLS and authentication, which every process of the
+    /// fleet reaches with the CA and user [`Etcd::start_secure`] made.
+    pub(crate) fn start_secure(lbs: usize) -> TestResult<Self> {
+        Self::start_on(Etcd::start_secure()?, lbs)
+    }
+
+    fn start_on(etcd: Etcd, lbs: usize) -> TestResult<Self> {
         let dir = tempfile::tempdir()?;
+        let password_file = dir.path().join("etcd-password");
+        std::fs::write(&password_file, format!("{}\n", ETCD_USER.1))?;
+        let (access, lb_access) = match etcd.ca_file() {
+            Some(ca) => (
+                vec![
+                    "--etcd-ca".to_owned(),
+                    ca.display().to_string(),
+                    "--etcd-user".to_owned(),
+                    ETCD_USER.0.to_owned(),
+                    "--etcd-password-file".to_owned(),
+                    password_file.display().to_string(),
+                ],
+                format!(
+                    "ca_file = \"{}\"\nuser = \"{}\"\npassword_file = \"{}\"\n",
+                    ca.display(),
+                    ETCD_USER.0,
+                    password_file.display()
+                ),
+            ),
+            None => (Vec::new(), String::new()),
+        };
         write_keys(dir.path())?;
         let spec = Spec::checked();
         let cluster_file = dir.path().join("cluster.toml");
@@ -57,7 +89,7 @@ impl Fleet {
                 let config = dir.path().join(format!("{name}.toml"));
                 let text = format!(
                     "{}\n[etcd]\nendpoints = [\"{}\"]\ncluster = \"{CLUSTER}\"\nname = \"{name}\"\n\
-                     ttl = \"3s\"\n",
+                     ttl = \"3s\"\n{lb_access}",
                     config_text(&spec, &[])?,
                     etcd.url()
                 );
@@ -76,6 +108,7 @@ impl Fleet {
             lbs,
             backends: BTreeMap::new(),
             cluster_file,
+            access,
             dir,
         })
     }
@@ -103,7 +136,13 @@ impl Fleet {
             "--server-id-quarantine",
             "1h",
         ];
-        let args: Vec<&str> = args.iter().chain(extra).copied().collect();
+        let access = self.access.iter().map(String::as_str);
+        let args: Vec<&str> = args
+            .iter()
+            .copied()
+            .chain(access)
+            .chain(extra.iter().copied())
+            .collect();
         let (process, addr, _) = spawn_serve(name, None, "127.0.0.1:0", &self.cluster_file, &args)?;
         self.backends.insert(name.to_owned(), process);
         Ok(addr)
@@ -114,7 +153,8 @@ impl Fleet {
         let mut command = Command::new(env!("CARGO_BIN_EXE_qlb"));
         command
             .args(["cluster", subcommand, "--etcd", &self.etcd.url()])
-            .args(["--cluster", CLUSTER]);
+            .args(["--cluster", CLUSTER])
+            .args(&self.access);
         command
     }
 
@@ -141,7 +181,13 @@ impl Fleet {
 
     /// Everything etcd holds of the cluster now.
     pub(crate) fn snapshot(&self) -> TestResult<Snapshot> {
-        let etcd = EtcdClient::new([self.etcd.url()])?;
+        let mut etcd = EtcdClient::builder([self.etcd.url()]);
+        if let Some(ca) = self.etcd.ca_file() {
+            etcd = etcd
+                .tls(EtcdTls::from_pem_files(ca, None)?)
+                .auth(EtcdAuth::new(ETCD_USER.0, ETCD_USER.1));
+        }
+        let etcd = etcd.build()?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
