@@ -666,10 +666,22 @@ fn etcd_table(endpoint: &str, more: &str) -> String {
 fn etcd_tls_and_user_settings_are_checked_naming_the_field() {
     let cases: &[(&str, &str, &str)] = &[
         ("https://etcd-0:2379", "", "etcd.ca_file:"),
-        ("https://etcd-0:2379", "ca_file = \"missing.pem\"", "missing.pem"),
-        ("http://etcd-0:2379", "cert_file = \"c.pem\"", "etcd.key_file:"),
+        (
+            "https://etcd-0:2379",
+            "ca_file = \"missing.pem\"",
+            "missing.pem",
+        ),
+        (
+            "http://etcd-0:2379",
+            "cert_file = \"c.pem\"",
+            "etcd.key_file:",
+        ),
         ("http://etcd-0:2379", "user = \"qlb\"", "etcd.password:"),
-        ("http://etcd-0:2379", "password_file = \"admin.token\"", "etcd.user:"),
+        (
+            "http://etcd-0:2379",
+            "password_file = \"admin.token\"",
+            "etcd.user:",
+        ),
         (
             "http://etcd-0:2379",
             "user = \"qlb\"\npassword = \"a\"\npassword_file = \"admin.token\"",
@@ -688,6 +700,9 @@ fn etcd_tls_and_user_settings_are_checked_naming_the_field() {
     .expect("valid");
     let etcd = config.etcd.expect("an [etcd] table");
     let (user, password) = etcd.user.as_ref().expect("a user");
-    assert_eq!((user.as_str(), password.as_bytes()), ("qlb", &b"s3cret-token"[..]));
+    assert_eq!(
+        (user.as_str(), password.as_bytes()),
+        ("qlb", &b"s3cret-token"[..])
+    );
     assert!(!format!("{etcd:?}").contains("s3cret"), "{etcd:?}");
 }

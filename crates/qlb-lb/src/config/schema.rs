@@ -215,7 +215,7 @@ pub struct AdminConfig {
 /// ```
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct EtcdConfig {
-    /// etcd's client URLs (`http://HOST:PORT`), tried in turn.
+    /// etcd's client URLs (`http://HOST:PORT` or `https://HOST:PORT`), tried in turn.
     pub endpoints: Vec<String>,
     /// The cluster's name: its keys are under `/qlb/<cluster>/`.
     pub cluster: String,

@@ -477,13 +477,16 @@ pub(super) fn etcd(raw: &RawEtcd, base: &Path) -> Result<EtcdConfig, ConfigError
     if raw.endpoints.is_empty() {
         return Err(ConfigError::invalid(
             "etcd.endpoints",
-            "list at least one etcd client URL (http://HOST:PORT)",
+            "list at least one etcd client URL (http://HOST:PORT or https://HOST:PORT)",
         ));
     }
     for (i, url) in raw.endpoints.iter().enumerate() {
         // (An https:// URL without a CA is the CA's fault: found below.)
         if let Err(e @ qlb_etcd::EtcdError::Endpoint(_)) = qlb_etcd::EtcdClient::new([url]) {
-            return Err(ConfigError::invalid(format!("etcd.endpoints[{i}]"), e.to_string()));
+            return Err(ConfigError::invalid(
+                format!("etcd.endpoints[{i}]"),
+                e.to_string(),
+            ));
         }
     }
     let cluster = raw

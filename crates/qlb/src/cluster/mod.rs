@@ -34,7 +34,7 @@ pub(crate) enum ClusterCommand {
 /// Where the cluster is: every `qlb cluster` command takes these.
 #[derive(Args)]
 pub(crate) struct ClusterAt {
-    /// etcd's client URLs (`http://HOST:PORT`, comma-separated).
+    /// etcd's client URLs (`http://HOST:PORT` or `https://HOST:PORT`, comma-separated).
     #[arg(long, value_name = "URL", value_delimiter = ',', required = true)]
     etcd: Vec<String>,
     /// The cluster's name on etcd (keys under `/qlb/NAME/`).

@@ -138,19 +138,16 @@ impl Rotation<'_> {
                         .write(&cluster, &cluster.record, rotation, Some(&retiring))
                         .await?
                     {
+                        let left = Duration::from_millis(record.retire_after_ms);
                         println!(
-                            "every server issues under codepoint {}; codepoint {} retires in {:?}",
-                            record.to,
-                            record.from,
-                            Duration::from_millis(record.retire_after_ms)
+                            "every server issues under codepoint {}; codepoint {} retires in {left:?}",
+                            record.to, record.from
                         );
+                        said = countdown(record.from, left);
                     }
                     continue;
                 }
-                Step::AwaitRetirement(left) => say(
-                    &mut said,
-                    format!("codepoint {} retires in {left:.0?}", record.from),
-                ),
+                Step::AwaitRetirement(left) => say(&mut said, countdown(record.from, *left)),
                 Step::Retire => {
                     let next = cluster.record.without(record.from);
                     if self.write(&cluster, &next, rotation, None).await? {
@@ -252,6 +249,11 @@ fn cluster(snapshot: &Snapshot) -> Result<Versioned<ClusterRecord>> {
         }),
         Err(err) => Err(anyhow!("{err}")),
     }
+}
+
+/// How long codepoint `from` has left, in whole seconds (rounded up).
+fn countdown(from: u8, left: Duration) -> String {
+    format!("codepoint {from} retires in {}s", left.as_secs_f64().ceil())
 }
 
 /// Prints `line` unless it was the last thing said.
