@@ -5,10 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use quic_lb::Config;
+
 use crate::client::EtcdClient;
 use crate::cluster_record::{ClusterRecord, RecordError};
 use crate::error::EtcdError;
 use crate::keys::ClusterKeys;
+use crate::membership::Membership;
 use crate::watch::{Change, Watch};
 
 /// The first wait after etcd failed; it doubles up to [`MAX_BACKOFF`].
@@ -69,6 +72,54 @@ impl ClusterFollower {
                     tracing::warn!(%error, "following the cluster's record on etcd; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    /// Keeps a server issuing under the codepoint the record says, from `issuing` on:
+    /// whenever a rotation (`qlb cluster rotate`) moves it, hands the new table to `rotate`
+    /// (`qlb_server::Server::rotate_config`, say) and, once that took, writes the codepoint
+    /// into `membership`'s record, which the rotation waits for (retried until etcd takes
+    /// it). A record that cannot be used, or a table `rotate` refuses, changes nothing and
+    /// is logged. Runs until dropped (spawn it, abort it before leaving the fleet).
+    pub async fn follow_issuing(
+        mut self,
+        membership: Option<Arc<Membership>>,
+        mut issuing: u8,
+        mut rotate: impl FnMut(Config) -> Result<(), String>,
+    ) {
+        loop {
+            let record = match self.next().await {
+                Ok(Some(record)) => record,
+                Ok(None) => {
+                    tracing::warn!(
+                        "the cluster's record left etcd: issuing under codepoint {issuing} still"
+                    );
+                    continue;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "issuing under codepoint {issuing} still");
+                    continue;
+                }
+            };
+            if record.issuing == issuing {
+                continue;
+            }
+            let moved = record
+                .issuing_config()
+                .map_err(|e| e.to_string())
+                .and_then(&mut rotate);
+            if let Err(error) = moved {
+                tracing::warn!(%error, "cannot issue under codepoint {}: issuing under {issuing} still", record.issuing);
+                continue;
+            }
+            issuing = record.issuing;
+            tracing::info!("issuing under codepoint {issuing}, as the cluster's record says");
+            if let Some(membership) = &membership {
+                while let Err(error) = membership.issuing_under(issuing).await {
+                    tracing::warn!(%error, "cannot tell etcd this server issues under codepoint {issuing}; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
         }

@@ -211,12 +211,9 @@ impl ServeArgs {
             None => None,
         };
         let issuing = follower.map(|follower| {
-            tokio::spawn(follow_issuing(
-                follower,
-                server.clone(),
-                membership.clone(),
-                codepoint,
-            ))
+            let server = server.clone();
+            let rotate = move |config| server.rotate_config(config).map_err(|e| e.to_string());
+            tokio::spawn(follower.follow_issuing(membership.clone(), codepoint, rotate))
         });
         let serving = tokio::spawn({
             let server = server.clone();
@@ -373,51 +370,6 @@ impl ServeArgs {
                 Some(reachable(listen)?),
             )),
             None => Ok((self.advertise.map_or_else(|| reachable(listen), Ok)?, None)),
-        }
-    }
-}
-
-/// Moves `server` to the codepoint the cluster's record issues under whenever a rotation
-/// changes it (`qlb cluster rotate`), and says so in its record on etcd, which the rotation
-/// waits for. A record that cannot be used changes nothing.
-async fn follow_issuing(
-    mut follower: ClusterFollower,
-    server: Server,
-    membership: Option<Arc<Membership>>,
-    mut issuing: u8,
-) {
-    loop {
-        let record = match follower.next().await {
-            Ok(Some(record)) => record,
-            Ok(None) => {
-                tracing::warn!(
-                    "the cluster's record left etcd: issuing under codepoint {issuing} still"
-                );
-                continue;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "issuing under codepoint {issuing} still");
-                continue;
-            }
-        };
-        if record.issuing == issuing {
-            continue;
-        }
-        let moved = record
-            .issuing_config()
-            .map_err(anyhow::Error::from)
-            .and_then(|config| Ok(server.rotate_config(config)?));
-        if let Err(error) = moved {
-            tracing::warn!(%error, "cannot issue under codepoint {}: issuing under {issuing} still", record.issuing);
-            continue;
-        }
-        issuing = record.issuing;
-        if let Some(membership) = &membership {
-            // The rotation waits for this: retry until etcd takes it.
-            while let Err(error) = membership.issuing_under(issuing).await {
-                tracing::warn!(%error, "cannot tell etcd this server issues under codepoint {issuing}; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
         }
     }
 }
