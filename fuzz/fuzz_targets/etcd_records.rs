@@ -6,7 +6,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use qlb_etcd::{ClusterKeys, ClusterRecord, KeyValue, RotationRecord, Snapshot, next_step};
+use qlb_etcd::{
+    ClusterKeys, ClusterRecord, FleetView, KeyValue, RotationRecord, Snapshot, next_step,
+};
 use qlb_lb::config::ClusterConfig;
 
 fuzz_target!(|data: &[u8]| {
@@ -40,8 +42,17 @@ fuzz_target!(|data: &[u8]| {
     .collect();
     let snapshot = Snapshot::of(&keys, listing, 2);
     if let Some(Ok(rotation)) = snapshot.rotation.as_ref().map(|r| r.record.as_ref()) {
-        let _ = next_step(rotation, 1, &snapshot.lbs, &snapshot.members, u64::MAX);
-        let _ = next_step(rotation, 1, &snapshot.lbs, &snapshot.members, 0);
+        let unreadable: Vec<String> = snapshot.unreadable.iter().map(|(n, _)| n.clone()).collect();
+        let fleet = FleetView {
+            published_at: 1,
+            lbs: &snapshot.lbs,
+            members: &snapshot.members,
+            unreadable: &unreadable,
+            forgotten: &[],
+        };
+        let _ = next_step(rotation, &fleet, u64::MAX);
+        let _ = next_step(rotation, &fleet, 0);
+        let _ = rotation.retiring(u64::MAX, &snapshot.members);
         let _: Result<RotationRecord, _> = serde_json::from_slice(&rotation.to_json());
     }
 });

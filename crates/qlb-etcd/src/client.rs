@@ -43,7 +43,6 @@ impl Lease {
 /// assert!(created || etcd.get(b"/qlb/demo/lock").await?.is_some());
 /// # Ok(()) }
 /// ```
-#[derive(Debug)]
 pub struct EtcdClient {
     endpoints: Vec<Endpoint>,
     /// The endpoint that answered last, tried first.
@@ -72,6 +71,17 @@ impl EtcdAuth {
     }
 }
 
+impl fmt::Debug for EtcdClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Not the token: it is as good as the password until it expires.
+        f.debug_struct("EtcdClient")
+            .field("endpoints", &self.endpoint_list())
+            .field("tls", &self.tls.is_some())
+            .field("user", &self.auth.as_ref().map(|a| &a.user))
+            .finish()
+    }
+}
+
 impl fmt::Debug for EtcdAuth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EtcdAuth")
@@ -90,6 +100,7 @@ impl fmt::Debug for EtcdAuth {
 ///     .auth(EtcdAuth::new("qlb", "s3cret"))
 ///     .build()?;
 /// assert!(!format!("{etcd:?}").contains("s3cret"));
+/// assert!(format!("{etcd:?}").contains("qlb"));
 /// // https:// needs a CA to check etcd's certificate against.
 /// assert!(EtcdClient::builder(["https://127.0.0.1:2379"]).build().is_err());
 /// # Ok::<(), qlb_etcd::EtcdError>(())

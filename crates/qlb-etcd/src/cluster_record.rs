@@ -205,7 +205,9 @@ impl ClusterRecord {
     /// The next codepoint after the issuing one (cyclically, 0 to 6) that no table uses.
     pub fn next_codepoint(&self) -> Option<u8> {
         (1..=MAX_CODEPOINT)
-            .map(|step| (self.issuing + step) % (MAX_CODEPOINT + 1))
+            .map(|step| {
+                ((u16::from(self.issuing) + u16::from(step)) % u16::from(MAX_CODEPOINT + 1)) as u8
+            })
             .find(|id| !self.codepoints().contains(id))
     }
 
@@ -242,8 +244,20 @@ impl ClusterRecord {
 
     /// A stored record.
     pub fn from_json(bytes: &[u8]) -> Result<Self, RecordError> {
-        serde_json::from_slice(bytes).map_err(|e| RecordError::new("(record)", e))
+        serde_json::from_slice(bytes).map_err(|e| RecordError::new("(record)", json_problem(&e)))
     }
+}
+
+/// What is wrong with a record's JSON, without serde's message, which may quote a value
+/// (a key, the secret).
+pub(crate) fn json_problem(error: &serde_json::Error) -> String {
+    let what = match error.classify() {
+        serde_json::error::Category::Io => "unreadable",
+        serde_json::error::Category::Syntax => "not JSON",
+        serde_json::error::Category::Data => "a field is missing or of the wrong type",
+        serde_json::error::Category::Eof => "cut short",
+    };
+    format!("{what} (line {}, column {})", error.line(), error.column())
 }
 
 impl fmt::Debug for ClusterRecord {
@@ -332,6 +346,15 @@ mod tests {
             "cluster_secret"
         );
         assert!(ClusterRecord::from_json(b"{").is_err());
+        // serde's message would quote the value: the error names the place only.
+        let err = ClusterRecord::from_json(br#"{"quic_lb":[],"issuing":0,"cluster_secret":4242}"#)
+            .expect_err("a number");
+        assert!(!err.to_string().contains("4242"), "{err}");
+        let odd = ClusterRecord {
+            issuing: 255,
+            ..ClusterRecord::from_json(br#"{"quic_lb":[],"issuing":0}"#).expect("parses")
+        };
+        assert_eq!(odd.next_codepoint(), Some(4), "(255 + 1) % 7, no overflow");
     }
 
     #[test]

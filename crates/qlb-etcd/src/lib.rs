@@ -31,7 +31,7 @@ pub use error::EtcdError;
 pub use keys::{ClusterKeys, valid_name};
 pub use lb_record::LbRecord;
 pub use membership::{JoinSpec, Member, MemberState, Membership, Reservation};
-pub use rotation::{Phase, RotationRecord, Step, next_step};
+pub use rotation::{FleetView, Phase, RotationRecord, Step, next_step};
 pub use snapshot::{Snapshot, Versioned};
 pub use transaction::Transaction;
 pub use transport::EtcdTls;

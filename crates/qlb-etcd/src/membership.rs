@@ -46,6 +46,10 @@ pub struct Member {
     /// rotate` waits for every serving member to report the new one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub codepoint: Option<u8>,
+    /// How long its connections may live at most, in milliseconds (max connection age,
+    /// jitter and grace): a rotation keeps the old codepoint at least this long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connection_lifetime_ms: Option<u64>,
 }
 
 /// How a member joins.
@@ -67,6 +71,9 @@ pub struct JoinSpec {
     pub quarantine: Duration,
     /// The QUIC-LB codepoint it issues under, published in its record.
     pub codepoint: Option<u8>,
+    /// How long its connections may live at most (none: unbounded), published in its
+    /// record.
+    pub max_connection_lifetime: Option<Duration>,
 }
 
 /// A member's two leases, renewed in a task until stopped.
@@ -111,6 +118,7 @@ pub struct Reservation {
 ///     member_ttl: Duration::from_secs(10),
 ///     quarantine: Duration::from_secs(3600),
 ///     codepoint: Some(0),
+///     max_connection_lifetime: Some(Duration::from_secs(660)),
 /// })
 /// .await?;
 /// println!("serving as server ID {}", reserved.server_id());
@@ -126,7 +134,9 @@ pub struct Reservation {
 pub struct Membership {
     etcd: Arc<EtcdClient>,
     keys: ClusterKeys,
-    record: std::sync::Mutex<Member>,
+    /// Held across each write, so that two changes (a drain, a new codepoint) land in the
+    /// order they were made and neither undoes the other.
+    record: tokio::sync::Mutex<Member>,
     server_id: ServerId,
     leases: Leases,
 }
@@ -190,8 +200,8 @@ impl Membership {
     }
 
     /// The member's record as published.
-    pub fn record(&self) -> Member {
-        self.lock().clone()
+    pub async fn record(&self) -> Member {
+        self.record.lock().await.clone()
     }
 
     /// Marks the member draining, so the load balancers send it no new connections; call
@@ -210,11 +220,8 @@ impl Membership {
 
     /// Changes the record with `change` and writes it again, under the member's lease.
     async fn republish(&self, change: impl FnOnce(&mut Member)) -> Result<(), EtcdError> {
-        let record = {
-            let mut record = self.lock();
-            change(&mut record);
-            record.clone()
-        };
+        let mut record = self.record.lock().await;
+        change(&mut record);
         self.etcd
             .put(
                 self.keys.member(&record.name).as_bytes(),
@@ -224,18 +231,12 @@ impl Membership {
             .await
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Member> {
-        self.record
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// Deletes the member's record and stops renewing; its server ID stays taken until the
     /// quarantine runs out.
     pub async fn leave(self) -> Result<(), EtcdError> {
         let _ = self.leases.stop.send(true);
         self.etcd.revoke(self.leases.member).await?;
-        tracing::info!(name = %self.record().name, "left the fleet on etcd");
+        tracing::info!(name = %self.record.lock().await.name, "left the fleet on etcd");
         Ok(())
     }
 }
@@ -264,6 +265,10 @@ impl Reservation {
             server_id: self.server_id.to_string(),
             state: MemberState::Serving,
             codepoint: self.spec.codepoint,
+            max_connection_lifetime_ms: self
+                .spec
+                .max_connection_lifetime
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         };
         let created = self
             .etcd
@@ -295,7 +300,7 @@ impl Reservation {
         Ok(Membership {
             etcd: Arc::clone(&self.etcd),
             keys: self.keys.clone(),
-            record: std::sync::Mutex::new(record),
+            record: tokio::sync::Mutex::new(record),
             server_id: self.server_id,
             leases,
         })
@@ -415,6 +420,7 @@ mod tests {
             server_id: "0a01".into(),
             state: MemberState::Draining,
             codepoint: Some(3),
+            max_connection_lifetime_ms: None,
         };
         let text = String::from_utf8(json(&record)).expect("utf-8");
         assert!(text.contains(r#""state":"draining""#), "{text}");

@@ -18,7 +18,7 @@ use crate::membership::{Member, MemberState};
 /// ```
 /// use qlb_etcd::{Phase, RotationRecord};
 ///
-/// let rotation = RotationRecord::published(0, 1, 3_000);
+/// let rotation = RotationRecord::published(0, 1, 3_000, vec!["lb1".into()]);
 /// assert_eq!(rotation.phase, Phase::Published);
 /// assert_eq!(rotation.retire_after_ms, 3_000);
 /// ```
@@ -30,8 +30,12 @@ pub struct RotationRecord {
     pub to: u8,
     /// Where the rotation is.
     pub phase: Phase,
-    /// How long after the servers moved the old codepoint goes (the fleet's maximum
-    /// connection age and grace), in milliseconds.
+    /// The load balancers live when it was published: each must apply the new table, or be
+    /// forgotten by the operator (one cut off from etcd still forwards by what it knew).
+    #[serde(default)]
+    pub load_balancers: Vec<String>,
+    /// How long after the servers moved the old codepoint goes at least, in milliseconds;
+    /// longer if a server's connections may live longer (its max connection age and grace).
     pub retire_after_ms: u64,
     /// When the old codepoint goes, in milliseconds since the Unix epoch (set by
     /// [`Phase::Retiring`]).
@@ -53,12 +57,13 @@ pub enum Phase {
 }
 
 impl RotationRecord {
-    /// A rotation whose new table is being published.
-    pub fn published(from: u8, to: u8, retire_after_ms: u64) -> Self {
+    /// A rotation whose new table is being published, with the load balancers live now.
+    pub fn published(from: u8, to: u8, retire_after_ms: u64, load_balancers: Vec<String>) -> Self {
         Self {
             from,
             to,
             phase: Phase::Published,
+            load_balancers,
             retire_after_ms,
             retire_at_unix_ms: None,
         }
@@ -72,13 +77,32 @@ impl RotationRecord {
         }
     }
 
-    /// The record once every server issues under `to`, at `now_unix_ms`.
-    pub fn retiring(&self, now_unix_ms: u64) -> Self {
+    /// The record once every server issues under `to`, at `now_unix_ms`: the old codepoint
+    /// goes after [`retire_after`](Self::retire_after).
+    pub fn retiring(&self, now_unix_ms: u64, members: &[Member]) -> Self {
+        let wait = u64::try_from(self.retire_after(members).0.as_millis()).unwrap_or(u64::MAX);
         Self {
             phase: Phase::Retiring,
-            retire_at_unix_ms: Some(now_unix_ms.saturating_add(self.retire_after_ms)),
+            retire_at_unix_ms: Some(now_unix_ms.saturating_add(wait)),
             ..self.clone()
         }
+    }
+
+    /// How long the old codepoint stays once every server moved: the longer of
+    /// `retire_after_ms` and the longest connection lifetime a serving member publishes;
+    /// and the serving members that publish none (their connections may outlive it).
+    pub fn retire_after(&self, members: &[Member]) -> (Duration, Vec<String>) {
+        let serving = members.iter().filter(|m| m.state == MemberState::Serving);
+        let longest = serving
+            .clone()
+            .filter_map(|m| m.max_connection_lifetime_ms)
+            .max();
+        let unbounded = serving
+            .filter(|m| m.max_connection_lifetime_ms.is_none())
+            .map(|m| m.name.clone())
+            .collect();
+        let wait = longest.unwrap_or(0).max(self.retire_after_ms);
+        (Duration::from_millis(wait), unbounded)
     }
 
     /// The record as stored.
@@ -92,11 +116,12 @@ impl RotationRecord {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
     /// Wait: these load balancers have not applied the published table yet (name, the
-    /// revision each applied).
-    AwaitLoadBalancers(Vec<(String, i64)>),
+    /// revision each applied; none if it has no record: down, or cut off from etcd).
+    AwaitLoadBalancers(Vec<(String, Option<i64>)>),
     /// Tell the servers to issue under the new codepoint.
     Issue,
-    /// Wait: these serving members do not issue under the new codepoint yet.
+    /// Wait: these serving members do not issue under the new codepoint yet (or their
+    /// records cannot be read).
     AwaitServers(Vec<String>),
     /// Every server issues under it: start the retirement clock.
     StartRetiring,
@@ -106,46 +131,74 @@ pub enum Step {
     Retire,
 }
 
-/// The next step of `rotation`, given the revision of the cluster's record (in the
-/// published phase, the revision the new table came with: a load balancer that applied it
-/// records this one or a later one), the live load balancers' records, the members'
-/// records and the time.
+/// What etcd holds of the fleet, for [`next_step`].
+#[derive(Clone, Copy, Debug)]
+pub struct FleetView<'a> {
+    /// The revision of the cluster's record (in the published phase, the revision the new
+    /// table came with: a load balancer that applied it records this one or a later one).
+    pub published_at: i64,
+    /// The live load balancers' records.
+    pub lbs: &'a [LbRecord],
+    /// The members' records.
+    pub members: &'a [Member],
+    /// Members whose records cannot be read.
+    pub unreadable: &'a [String],
+    /// Load balancers the operator says are gone for good (`--forget-lb`).
+    pub forgotten: &'a [String],
+}
+
+/// The next step of `rotation`, given the fleet and the time.
 ///
 /// ```
-/// use qlb_etcd::{LbRecord, RotationRecord, Step, next_step};
+/// use qlb_etcd::{FleetView, LbRecord, RotationRecord, Step, next_step};
 ///
-/// let rotation = RotationRecord::published(0, 1, 3_000);
+/// let rotation = RotationRecord::published(0, 1, 3_000, vec!["lb1".into(), "lb2".into()]);
 /// let behind = LbRecord { name: "lb1".into(), revision: 40, members: 3, codepoints: vec![0] };
+/// let fleet = FleetView { published_at: 42, lbs: &[behind], members: &[], unreadable: &[], forgotten: &[] };
 /// assert_eq!(
-///     next_step(&rotation, 42, &[behind], &[], 0),
-///     Step::AwaitLoadBalancers(vec![("lb1".into(), 40)])
+///     next_step(&rotation, &fleet, 0),
+///     Step::AwaitLoadBalancers(vec![("lb1".into(), Some(40)), ("lb2".into(), None)])
 /// );
 /// ```
-pub fn next_step(
-    rotation: &RotationRecord,
-    published_at: i64,
-    lbs: &[LbRecord],
-    members: &[Member],
-    now_unix_ms: u64,
-) -> Step {
+pub fn next_step(rotation: &RotationRecord, fleet: &FleetView<'_>, now_unix_ms: u64) -> Step {
     match rotation.phase {
         Phase::Published => {
-            let behind: Vec<(String, i64)> = lbs
+            // Those live now, and those live at the publication that have no record now.
+            let mut behind: Vec<(String, Option<i64>)> = fleet
+                .lbs
                 .iter()
-                .filter(|lb| lb.revision < published_at || !lb.codepoints.contains(&rotation.to))
-                .map(|lb| (lb.name.clone(), lb.revision))
+                .filter(|lb| {
+                    lb.revision < fleet.published_at || !lb.codepoints.contains(&rotation.to)
+                })
+                .map(|lb| (lb.name.clone(), Some(lb.revision)))
                 .collect();
+            behind.extend(
+                rotation
+                    .load_balancers
+                    .iter()
+                    .filter(|name| !fleet.lbs.iter().any(|lb| lb.name == **name))
+                    .map(|name| (name.clone(), None)),
+            );
+            behind.retain(|(name, _)| !fleet.forgotten.contains(name));
             match behind.is_empty() {
                 true => Step::Issue,
                 false => Step::AwaitLoadBalancers(behind),
             }
         }
         Phase::Issuing => {
-            // A draining member is on its way out and issues no new connection's IDs.
-            let behind: Vec<String> = members
+            // A draining member is on its way out and issues no new connection's IDs; one
+            // whose record cannot be read may still issue under the old codepoint.
+            let behind: Vec<String> = fleet
+                .members
                 .iter()
                 .filter(|m| m.state == MemberState::Serving && m.codepoint != Some(rotation.to))
                 .map(|m| m.name.clone())
+                .chain(
+                    fleet
+                        .unreadable
+                        .iter()
+                        .map(|name| format!("{name} (record unreadable)")),
+                )
                 .collect();
             match behind.is_empty() {
                 true => Step::StartRetiring,
@@ -184,30 +237,52 @@ mod tests {
             server_id: "01".into(),
             state,
             codepoint,
+            max_connection_lifetime_ms: Some(2_000),
+        }
+    }
+
+    fn fleet<'a>(lbs: &'a [LbRecord], members: &'a [Member]) -> FleetView<'a> {
+        FleetView {
+            published_at: 50,
+            lbs,
+            members,
+            unreadable: &[],
+            forgotten: &[],
         }
     }
 
     #[test]
     fn the_servers_move_only_once_every_load_balancer_decodes_the_new_codepoint() {
-        let rotation = RotationRecord::published(0, 1, 1_000);
+        let rotation = RotationRecord::published(0, 1, 1_000, vec!["a".into(), "gone".into()]);
         let lbs = [lb("a", 50, &[0, 1]), lb("b", 49, &[0]), lb("c", 60, &[0])];
         assert_eq!(
-            next_step(&rotation, 50, &lbs, &[], 0),
-            Step::AwaitLoadBalancers(vec![("b".into(), 49), ("c".into(), 60)]),
-            "c is past the revision but was refused the table"
+            next_step(&rotation, &fleet(&lbs, &[]), 0),
+            Step::AwaitLoadBalancers(vec![
+                ("b".into(), Some(49)),
+                ("c".into(), Some(60)),
+                ("gone".into(), None),
+            ]),
+            "c is past the revision but was refused the table; gone was live at the start"
         );
         let caught_up = [lb("a", 50, &[0, 1]), lb("b", 51, &[0, 1])];
-        assert_eq!(next_step(&rotation, 50, &caught_up, &[], 0), Step::Issue);
         assert_eq!(
-            next_step(&rotation, 50, &[], &[], 0),
-            Step::Issue,
-            "no live load balancer"
+            next_step(&rotation, &fleet(&caught_up, &[]), 0),
+            Step::AwaitLoadBalancers(vec![("gone".into(), None)]),
+            "a load balancer cut off from etcd still forwards by what it knew"
         );
+        let forgotten = ["gone".to_owned()];
+        let view = FleetView {
+            forgotten: &forgotten,
+            ..fleet(&caught_up, &[])
+        };
+        assert_eq!(next_step(&rotation, &view, 0), Step::Issue);
+        let alone = RotationRecord::published(0, 1, 1_000, Vec::new());
+        assert_eq!(next_step(&alone, &fleet(&[], &[]), 0), Step::Issue);
     }
 
     #[test]
     fn the_old_codepoint_goes_once_every_serving_member_moved_and_the_max_age_passed() {
-        let issuing = RotationRecord::published(0, 1, 1_000).issuing();
+        let issuing = RotationRecord::published(0, 1, 1_000, Vec::new()).issuing();
         let members = [
             member("b1", MemberState::Serving, Some(1)),
             member("b2", MemberState::Serving, Some(0)),
@@ -215,30 +290,58 @@ mod tests {
             member("b4", MemberState::Draining, Some(0)),
         ];
         assert_eq!(
-            next_step(&issuing, 50, &[], &members, 0),
+            next_step(&issuing, &fleet(&[], &members), 0),
             Step::AwaitServers(vec!["b2".into(), "b3".into()])
         );
+        let unreadable = ["b9".to_owned()];
+        let view = FleetView {
+            unreadable: &unreadable,
+            ..fleet(&[], &members[..1])
+        };
         assert_eq!(
-            next_step(&issuing, 50, &[], &members[..1], 0),
+            next_step(&issuing, &view, 0),
+            Step::AwaitServers(vec!["b9 (record unreadable)".into()])
+        );
+        assert_eq!(
+            next_step(&issuing, &fleet(&[], &members[..1]), 0),
             Step::StartRetiring
         );
-        let retiring = issuing.retiring(10_000);
-        assert_eq!(retiring.retire_at_unix_ms, Some(11_000));
+        // b1's connections live up to 2 s: longer than the 1 s asked for.
+        let retiring = issuing.retiring(10_000, &members[..1]);
+        assert_eq!(retiring.retire_at_unix_ms, Some(12_000));
         assert_eq!(
-            next_step(&retiring, 50, &[], &[], 10_400),
+            next_step(&retiring, &fleet(&[], &[]), 11_400),
             Step::AwaitRetirement(Duration::from_millis(600))
         );
-        assert_eq!(next_step(&retiring, 50, &[], &[], 11_000), Step::Retire);
+        assert_eq!(next_step(&retiring, &fleet(&[], &[]), 12_000), Step::Retire);
         let no_time = RotationRecord {
             retire_at_unix_ms: None,
             ..retiring
         };
-        assert_eq!(next_step(&no_time, 50, &[], &[], 0), Step::StartRetiring);
+        assert_eq!(
+            next_step(&no_time, &fleet(&[], &[]), 0),
+            Step::StartRetiring
+        );
+    }
+
+    #[test]
+    fn members_without_a_connection_lifetime_are_named() {
+        let rotation = RotationRecord::published(0, 1, 5_000, Vec::new());
+        let mut unbounded = member("b2", MemberState::Serving, Some(1));
+        unbounded.max_connection_lifetime_ms = None;
+        let (wait, named) =
+            rotation.retire_after(&[member("b1", MemberState::Serving, Some(1)), unbounded]);
+        assert_eq!(
+            (wait, named),
+            (Duration::from_secs(5), vec!["b2".to_owned()])
+        );
     }
 
     #[test]
     fn records_round_trip() -> Result<(), serde_json::Error> {
-        let record = RotationRecord::published(6, 0, 500).issuing().retiring(7);
+        let record = RotationRecord::published(6, 0, 500, vec!["lb1".into()])
+            .issuing()
+            .retiring(7, &[]);
         let back: RotationRecord = serde_json::from_slice(&record.to_json())?;
         assert_eq!(back, record);
         assert!(String::from_utf8_lossy(&record.to_json()).contains("\"retiring\""));

@@ -2,7 +2,7 @@
 //! shows and what `qlb cluster rotate` decides by.
 
 use crate::client::EtcdClient;
-use crate::cluster_record::{ClusterRecord, RecordError};
+use crate::cluster_record::{ClusterRecord, RecordError, json_problem};
 use crate::error::EtcdError;
 use crate::keys::ClusterKeys;
 use crate::lb_record::LbRecord;
@@ -63,7 +63,7 @@ impl Snapshot {
                     mod_revision,
                 });
             } else if key == rotation {
-                let record = serde_json::from_slice(&kv.value).map_err(|e| e.to_string());
+                let record = serde_json::from_slice(&kv.value).map_err(|e| json_problem(&e));
                 snapshot.rotation = Some(Versioned {
                     record,
                     mod_revision,
@@ -71,7 +71,9 @@ impl Snapshot {
             } else if let Some(name) = key.strip_prefix(&members) {
                 match serde_json::from_slice::<Member>(&kv.value) {
                     Ok(member) => snapshot.members.push(member),
-                    Err(e) => snapshot.unreadable.push((name.to_owned(), e.to_string())),
+                    Err(e) => snapshot
+                        .unreadable
+                        .push((name.to_owned(), json_problem(&e))),
                 }
             } else if key.starts_with(&lbs) {
                 // A record that does not parse is not a live load balancer's.
@@ -121,7 +123,7 @@ mod tests {
         let listing =
             vec![
             kv(keys.cluster(), &record.to_json(), 4),
-            kv(keys.rotation(), &RotationRecord::published(0, 1, 10).to_json(), 8),
+            kv(keys.rotation(), &RotationRecord::published(0, 1, 10, Vec::new()).to_json(), 8),
             kv(
                 keys.member("b2"),
                 br#"{"name":"b2","addr":"127.0.0.1:5002","server_id":"0002","state":"serving"}"#,

@@ -24,8 +24,18 @@ use crate::wire::{Compare, DeleteRange, RequestOp, Txn};
 /// }
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Transaction(Txn);
+
+impl std::fmt::Debug for Transaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the values: the cluster's record holds its keys and secret.
+        f.debug_struct("Transaction")
+            .field("compares", &self.0.compare.len())
+            .field("writes", &self.0.success.len())
+            .finish()
+    }
+}
 
 impl Transaction {
     /// An empty transaction (it always succeeds).

@@ -106,8 +106,9 @@ pub(crate) struct Ranged {
     pub(crate) kvs: Vec<KeyValue>,
 }
 
-/// A key and its value as etcd stores it.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+/// A key and its value as etcd stores it. `Debug` shows the value's length only: the
+/// cluster's record holds its keys and secret.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 pub struct KeyValue {
     /// The key.
     #[serde(with = "b64")]
@@ -121,6 +122,17 @@ pub struct KeyValue {
     /// The revision that last changed it.
     #[serde(default, with = "int64")]
     pub mod_revision: i64,
+}
+
+impl std::fmt::Debug for KeyValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyValue")
+            .field("key", &String::from_utf8_lossy(&self.key))
+            .field("value", &format_args!("{} octets", self.value.len()))
+            .field("lease", &self.lease)
+            .field("mod_revision", &self.mod_revision)
+            .finish()
+    }
 }
 
 #[derive(Debug, Serialize)]

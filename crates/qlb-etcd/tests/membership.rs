@@ -24,6 +24,7 @@ fn spec(name: &str, server_id_len: usize) -> JoinSpec {
         member_ttl: Duration::from_secs(3),
         quarantine: Duration::from_secs(6),
         codepoint: Some(0),
+        max_connection_lifetime: None,
     }
 }
 
@@ -84,10 +85,10 @@ async fn members_racing_to_join_get_distinct_server_ids() -> TestResult {
     let ids: HashSet<String> = members.iter().map(|m| m.server_id().to_string()).collect();
     assert_eq!(ids.len(), 16, "{ids:?}");
     for member in &members {
-        let stored = record(&client, &member.record().name)
+        let stored = record(&client, &member.record().await.name)
             .await?
             .ok_or("no record")?;
-        assert_eq!(stored, member.record());
+        assert_eq!(stored, member.record().await);
         assert_eq!(stored.state, MemberState::Serving);
         assert!(id_held(&client, &stored.server_id).await?);
     }

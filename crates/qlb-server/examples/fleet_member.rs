@@ -44,6 +44,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             member_ttl: Duration::from_secs(10),
             quarantine: Duration::from_secs(3600),
             codepoint: Some(record.issuing),
+            max_connection_lifetime: None,
         },
     )
     .await?;

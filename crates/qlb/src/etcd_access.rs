@@ -23,7 +23,7 @@ pub(crate) struct EtcdAccess {
     /// Authenticate to etcd as this user.
     #[arg(long, value_name = "NAME", requires = "etcd_password_file")]
     etcd_user: Option<String>,
-    /// The file holding --etcd-user's password (a trailing newline is ignored).
+    /// The file holding --etcd-user's password (surrounding whitespace is ignored).
     #[arg(long, value_name = "FILE", requires = "etcd_user")]
     etcd_password_file: Option<PathBuf>,
 }
@@ -39,7 +39,7 @@ impl EtcdAccess {
         if let (Some(user), Some(file)) = (&self.etcd_user, &self.etcd_password_file) {
             let password = std::fs::read_to_string(file)
                 .with_context(|| format!("--etcd-password-file {}", file.display()))?;
-            let password = password.trim_end_matches(['\r', '\n']);
+            let password = password.trim();
             builder = builder.auth(EtcdAuth::new(user, password));
         }
         builder.build().context("--etcd")

@@ -284,7 +284,8 @@ impl ServeArgs {
         if let Some(record) = found {
             if let Some(id) = self.config_id {
                 return Err(anyhow!(
-                    "--config-id {id}: the cluster's record on etcd says which codepoint to                      issue under ({}); `qlb cluster rotate` changes it",
+                    "--config-id {id}: the cluster's record on etcd says which codepoint to \
+                     issue under ({}); `qlb cluster rotate` changes it",
                     record.issuing
                 ));
             }
@@ -301,7 +302,8 @@ impl ServeArgs {
         }
         let Some(path) = &self.config else {
             return Err(anyhow!(
-                "--config: the cluster has no record on etcd (`qlb cluster init` writes                  one), so its QUIC-LB tables must come from a file"
+                "--config: the cluster has no record on etcd (`qlb cluster init` writes \
+                 one), so its QUIC-LB tables must come from a file"
             ));
         };
         let cluster =
@@ -335,6 +337,7 @@ impl ServeArgs {
             member_ttl: self.etcd_ttl,
             quarantine,
             codepoint: Some(config.id().get()),
+            max_connection_lifetime: self.max_connection_lifetime(),
         };
         let reservation = Membership::reserve(etcd.clone(), spec)
             .await
@@ -345,6 +348,13 @@ impl ServeArgs {
             "took server ID {} on etcd", reservation.server_id()
         );
         Ok(Some(reservation))
+    }
+
+    /// How long a connection may live at most: the max connection age with its jitter
+    /// (+10%), then the grace; unbounded without both.
+    fn max_connection_lifetime(&self) -> Option<Duration> {
+        let (age, grace) = (self.max_connection_age?, self.max_connection_age_grace?);
+        Some(age.mul_f64(1.1).saturating_add(grace))
     }
 
     /// What etcd publishes: where the load balancers send datagrams (--advertise, the GUE

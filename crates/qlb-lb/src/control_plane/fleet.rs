@@ -21,9 +21,13 @@ pub(crate) struct Fleet {
     revision: i64,
     /// Each record by the name in its key: the member, or why its record does not parse.
     members: BTreeMap<String, Result<Member, String>>,
-    /// The cluster's record (QUIC-LB tables and secret), if `qlb cluster init` wrote one:
-    /// the configuration, or why it cannot be one.
-    cluster: Option<Result<ClusterConfig, Unusable>>,
+    /// The cluster's shared configuration (QUIC-LB tables and secret) from the last usable
+    /// version of its record, if `qlb cluster init` wrote one. Kept when a later version
+    /// cannot be used or the record is deleted: the servers still issue under its tables,
+    /// and falling back to the file's could misroute their connections.
+    cluster: Option<ClusterConfig>,
+    /// Why the record's newest version is not the one in use, if it is not.
+    cluster_problem: Option<Unusable>,
 }
 
 /// Why the cluster's record cannot be used: the record's field and what is wrong with it.
@@ -45,6 +49,7 @@ impl Fleet {
             revision: 0,
             members: BTreeMap::new(),
             cluster: None,
+            cluster_problem: None,
         };
         for kv in listing {
             fleet.revision = fleet.revision.max(kv.mod_revision);
@@ -66,11 +71,20 @@ impl Fleet {
     /// Applies a watch's batch; whether the fleet changed (a batch of changes elsewhere,
     /// or of deletions already applied, changes nothing).
     pub(crate) fn apply(&mut self, changes: &Changes) -> bool {
-        let before = (self.members.clone(), self.cluster.clone());
+        let before = (
+            self.members.clone(),
+            self.cluster.clone(),
+            self.cluster_problem.clone(),
+        );
         for change in &changes.changes {
             match change {
                 Change::Put(kv) => self.put(kv),
-                Change::Delete { key } if *key == self.cluster_key => self.cluster = None,
+                Change::Delete { key } if *key == self.cluster_key => {
+                    self.cluster_problem = Some(Unusable {
+                        field: "(record)".into(),
+                        problem: "deleted: the last tables stay in use".into(),
+                    });
+                }
                 Change::Delete { key } => {
                     if let Some(name) = self.name(key) {
                         self.members.remove(&name);
@@ -79,18 +93,19 @@ impl Fleet {
             }
         }
         self.revision = self.revision.max(changes.revision);
-        (&self.members, &self.cluster) != (&before.0, &before.1)
+        (&self.members, &self.cluster, &self.cluster_problem) != (&before.0, &before.1, &before.2)
     }
 
-    /// The cluster's shared configuration from etcd, if it has a record there; an error if
-    /// the record cannot be one (the load balancer then refuses the fleet and keeps the
-    /// last one).
-    pub(crate) fn cluster(&self) -> Option<Result<&ClusterConfig, ConfigError>> {
-        self.cluster.as_ref().map(|cluster| {
-            cluster
-                .as_ref()
-                .map_err(|u| ConfigError::etcd_record(&u.field, u.problem.clone()))
-        })
+    /// The cluster's shared configuration from etcd: its record's last usable version.
+    pub(crate) fn cluster(&self) -> Option<&ClusterConfig> {
+        self.cluster.as_ref()
+    }
+
+    /// Why the record's newest version is not in use (it cannot be, or it was deleted).
+    pub(crate) fn cluster_problem(&self) -> Option<String> {
+        self.cluster_problem
+            .as_ref()
+            .map(|u| ConfigError::etcd_record(&u.field, u.problem.clone()).to_string())
     }
 
     /// How many records the fleet holds, readable or not.
@@ -116,7 +131,13 @@ impl Fleet {
 
     fn put(&mut self, kv: &KeyValue) {
         if kv.key == self.cluster_key {
-            self.cluster = Some(cluster_config(&kv.value));
+            match cluster_config(&kv.value) {
+                Ok(cluster) => {
+                    self.cluster = Some(cluster);
+                    self.cluster_problem = None;
+                }
+                Err(problem) => self.cluster_problem = Some(problem),
+            }
             return;
         }
         let Some(name) = self.name(&kv.key) else {
@@ -192,6 +213,9 @@ pub struct FleetStatus {
     pub members: usize,
     /// Members left out, and why (a server ID already held, a record that does not parse).
     pub left_out: BTreeMap<String, String>,
+    /// Why the cluster's record on etcd is not the one in use, if it is not (it cannot be
+    /// used, or it was deleted): its last usable version stays.
+    pub cluster_problem: Option<String>,
     /// Fleet changes applied since start.
     pub updates: u64,
     /// Times the link to etcd was lost since start.
@@ -226,8 +250,13 @@ impl FleetStatus {
     }
 
     /// Records `fleet` applied (a change on etcd), with the members the configuration left
-    /// out.
+    /// out; warns of a problem with the cluster's record once.
     pub(crate) fn applied(&mut self, fleet: &Fleet, routed: usize, left_out: &[LeftOut]) {
+        let problem = fleet.cluster_problem();
+        if problem.is_some() && problem != self.cluster_problem {
+            tracing::warn!("{}", problem.as_deref().unwrap_or_default());
+        }
+        self.cluster_problem = problem;
         self.rerouted(fleet, routed, left_out);
         self.updates += 1;
     }
@@ -336,7 +365,7 @@ mod tests {
     }
 
     #[test]
-    fn the_cluster_s_record_rides_along_and_a_bad_one_is_an_error() {
+    fn the_cluster_s_record_rides_along_and_its_last_usable_version_stays() {
         let keys = ClusterKeys::new("t");
         let shared = qlb_etcd::ClusterRecord {
             quic_lb: vec![qlb_etcd::TableRecord::plaintext(2, 1, 6)],
@@ -361,27 +390,26 @@ mod tests {
             (7, 1),
             "the record is no member"
         );
-        let cluster = fleet
-            .cluster()
-            .and_then(Result::ok)
-            .expect("a usable record");
-        assert_eq!(cluster.quic_lb[0].id().get(), 2);
+        let codepoint = |fleet: &Fleet| fleet.cluster().map(|c| c.quic_lb[0].id().get());
+        assert_eq!(codepoint(&fleet), Some(2));
+        assert_eq!(fleet.cluster_problem(), None);
+        // A version that cannot be used: the last usable one stays, and members still move.
         let broken = Changes {
             revision: 8,
-            changes: vec![Change::Put(cluster_kv(
-                8,
-                shared.issuing_under(5).to_json(),
-            ))],
+            changes: vec![
+                Change::Put(cluster_kv(8, shared.issuing_under(5).to_json())),
+                Change::Put(kv("b1", 8, &record("b1", "01", "draining"))),
+            ],
         };
         assert!(fleet.apply(&broken));
-        let err = fleet
-            .cluster()
-            .and_then(Result::err)
-            .expect("an unusable record");
+        assert_eq!(codepoint(&fleet), Some(2));
+        let problem = fleet.cluster_problem().expect("a problem");
         assert!(
-            err.to_string().starts_with("etcd fleet/cluster: issuing: "),
-            "{err}"
+            problem.starts_with("etcd fleet/cluster: issuing: "),
+            "{problem}"
         );
+        assert_eq!(fleet.backends().0[0].state, BackendState::Draining);
+        // Deleted: the servers still issue under its tables, which stay.
         let deleted = Changes {
             revision: 9,
             changes: vec![Change::Delete {
@@ -389,7 +417,18 @@ mod tests {
             }],
         };
         assert!(fleet.apply(&deleted));
-        assert!(fleet.cluster().is_none());
+        assert_eq!(codepoint(&fleet), Some(2));
+        assert!(
+            fleet
+                .cluster_problem()
+                .is_some_and(|p| p.contains("deleted"))
+        );
+        let fixed = Changes {
+            revision: 10,
+            changes: vec![Change::Put(cluster_kv(10, shared.to_json()))],
+        };
+        assert!(fleet.apply(&fixed));
+        assert_eq!(fleet.cluster_problem(), None);
     }
 
     #[test]

@@ -428,7 +428,7 @@ impl Sources {
             return Ok((file.clone(), Vec::new()));
         };
         let base = match fleet.cluster() {
-            Some(cluster) => file.with_cluster(cluster?.clone())?,
+            Some(cluster) => file.with_cluster(cluster.clone())?,
             None => file.clone(),
         };
         let (members, mut unreadable) = fleet.backends();

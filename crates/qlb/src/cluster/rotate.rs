@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, anyhow};
 use clap::Args;
 use qlb_etcd::{
-    ClusterKeys, ClusterRecord, EtcdClient, RotationRecord, Snapshot, Step, Transaction, Versioned,
-    next_step,
+    ClusterKeys, ClusterRecord, EtcdClient, FleetView, RotationRecord, Snapshot, Step, Transaction,
+    Versioned, next_step,
 };
 use quic_lb::Key;
 
@@ -18,36 +18,51 @@ use crate::durations::{up_to_a_day, up_to_a_year};
 
 /// How often the rotation looks at etcd while it waits.
 const POLL: Duration = Duration::from_millis(200);
+/// How much longer than the retirement wait the whole run may take by default.
+const TIMEOUT_MARGIN: Duration = Duration::from_secs(15 * 60);
 
 #[derive(Args)]
 pub(crate) struct RotateArgs {
     #[command(flatten)]
     at: ClusterAt,
-    /// How long after every server moved the old codepoint stays decodable: at least the
-    /// fleet's max connection age plus its grace, so that no connection still using an
-    /// old connection ID is misrouted. Taken when the rotation starts.
+    /// How long after every server moved the old codepoint stays decodable, at least: the
+    /// longest connection lifetime a server publishes (its max connection age, jitter and
+    /// grace) if that is longer. Taken when the rotation starts.
     #[arg(long, value_parser = up_to_a_year, default_value = "1h")]
     retire_after: Duration,
-    /// Give up (the rotation stays where it is, to resume) after this long.
-    #[arg(long, value_parser = up_to_a_day, default_value = "1h")]
-    timeout: Duration,
+    /// Only resume the rotation in progress; fail if there is none.
+    #[arg(long)]
+    resume: bool,
+    /// Stop waiting for this load balancer (repeat, or separate with commas): it was live
+    /// when the rotation began and has no record now. Only for one that is gone for good: a
+    /// load balancer cut off from etcd still forwards with the tables it knew.
+    #[arg(long, value_name = "NAME", value_delimiter = ',')]
+    forget_lb: Vec<String>,
+    /// Give up (the rotation stays where it is, to resume) after this long [default: the
+    /// retirement wait plus 15 minutes].
+    #[arg(long, value_parser = up_to_a_day)]
+    timeout: Option<Duration>,
 }
 
 impl RotateArgs {
     pub(super) async fn run(self) -> Result<()> {
         let (etcd, keys) = self.at.open()?;
+        let timeout = self
+            .timeout
+            .unwrap_or(self.retire_after.saturating_add(TIMEOUT_MARGIN));
         let rotation = Rotation {
             etcd: &etcd,
             keys: &keys,
             retire_after: self.retire_after,
+            resume_only: self.resume,
+            forgotten: &self.forget_lb,
         };
-        tokio::time::timeout(self.timeout, rotation.run())
+        tokio::time::timeout(timeout, rotation.run())
             .await
             .map_err(|_| {
                 anyhow!(
-                    "gave up after {:?}: the rotation stays where it is; run `qlb cluster \
-                     rotate` again to resume it",
-                    self.timeout
+                    "gave up after {timeout:?}: the rotation stays where it is; run `qlb cluster \
+                     rotate --resume` to go on with it"
                 )
             })?
     }
@@ -57,11 +72,14 @@ struct Rotation<'a> {
     etcd: &'a EtcdClient,
     keys: &'a ClusterKeys,
     retire_after: Duration,
+    resume_only: bool,
+    forgotten: &'a [String],
 }
 
 impl Rotation<'_> {
     async fn run(&self) -> Result<()> {
         let mut said = String::new();
+        // Whether this run is in a rotation: once it is, no rotation record means done.
         let mut started = false;
         loop {
             let snapshot = Snapshot::read(self.etcd, self.keys)
@@ -72,8 +90,10 @@ impl Rotation<'_> {
                 if started {
                     return Ok(());
                 }
-                self.start(&cluster).await?;
-                started = true;
+                if self.resume_only {
+                    return Err(anyhow!("--resume: no rotation is in progress"));
+                }
+                started = self.start(&cluster, &snapshot).await?;
                 continue;
             };
             let record = rotation
@@ -87,29 +107,36 @@ impl Rotation<'_> {
                 );
                 started = true;
             }
-            let step = next_step(
-                record,
-                cluster.mod_revision,
-                &snapshot.lbs,
-                &snapshot.members,
-                unix_ms(),
-            );
+            let unreadable: Vec<String> =
+                snapshot.unreadable.iter().map(|(n, _)| n.clone()).collect();
+            let fleet = FleetView {
+                published_at: cluster.mod_revision,
+                lbs: &snapshot.lbs,
+                members: &snapshot.members,
+                unreadable: &unreadable,
+                forgotten: self.forgotten,
+            };
+            let step = next_step(record, &fleet, unix_ms());
             // A write that fails its comparison means someone else wrote first (another
             // rotation, an operator): the loop reads again.
             match &step {
                 Step::AwaitLoadBalancers(behind) => {
                     let names: Vec<String> = behind
                         .iter()
-                        .map(|(name, revision)| format!("{name} (at revision {revision})"))
+                        .map(|(name, revision)| match revision {
+                            Some(revision) => format!("{name} (at revision {revision})"),
+                            None => format!(
+                                "{name} (no record: down or cut off from etcd; --forget-lb \
+                                 {name} if it is gone for good)"
+                            ),
+                        })
                         .collect();
-                    say(
-                        &mut said,
-                        format!(
-                            "waiting for load balancers to decode codepoint {}: {}",
-                            record.to,
-                            names.join(", ")
-                        ),
+                    let line = format!(
+                        "waiting for load balancers to decode codepoint {}: {}",
+                        record.to,
+                        names.join(", ")
                     );
+                    say(&mut said, line);
                 }
                 Step::Issue => {
                     let next = cluster.record.issuing_under(record.to);
@@ -118,31 +145,39 @@ impl Rotation<'_> {
                         .await?
                     {
                         println!(
-                            "every load balancer decodes codepoint {}; servers issue under it from now on",
+                            "every load balancer decodes codepoint {}; servers issue under it \
+                             from now on",
                             record.to
                         );
                     }
                     continue;
                 }
-                Step::AwaitServers(behind) => say(
-                    &mut said,
-                    format!(
+                Step::AwaitServers(behind) => {
+                    let line = format!(
                         "waiting for servers to issue under codepoint {}: {}",
                         record.to,
                         behind.join(", ")
-                    ),
-                ),
+                    );
+                    say(&mut said, line);
+                }
                 Step::StartRetiring => {
-                    let retiring = record.retiring(unix_ms());
+                    let retiring = record.retiring(unix_ms(), &snapshot.members);
+                    let (left, unbounded) = record.retire_after(&snapshot.members);
                     if self
                         .write(&cluster, &cluster.record, rotation, Some(&retiring))
                         .await?
                     {
-                        let left = Duration::from_millis(record.retire_after_ms);
                         println!(
                             "every server issues under codepoint {}; codepoint {} retires in {left:?}",
                             record.to, record.from
                         );
+                        if !unbounded.is_empty() {
+                            println!(
+                                "warning: {} publish no max connection age and grace: their \
+                                 connections older than that will not be routable",
+                                unbounded.join(", ")
+                            );
+                        }
                         said = countdown(record.from, left);
                     }
                     continue;
@@ -169,8 +204,8 @@ impl Rotation<'_> {
     }
 
     /// Publishes a new table at the next free codepoint, with a fresh key, and the
-    /// rotation's record with it.
-    async fn start(&self, cluster: &Versioned<ClusterRecord>) -> Result<()> {
+    /// rotation's record with it; whether it did (someone else may have written first).
+    async fn start(&self, cluster: &Versioned<ClusterRecord>, snapshot: &Snapshot) -> Result<bool> {
         let record = &cluster.record;
         let to = record.next_codepoint().ok_or_else(|| {
             anyhow!("every codepoint (0 to 6) has a table: none is free to rotate to")
@@ -181,35 +216,37 @@ impl Rotation<'_> {
             .find(|t| t.config_id == record.issuing)
             .ok_or_else(|| {
                 anyhow!(
-                    "the cluster's record has no table for its issuing codepoint {}",
+                    "the cluster's record has no table for codepoint {}",
                     record.issuing
                 )
             })?;
         let next = record.with_table(issuing.successor(to, &Key::random()));
+        next.configs().context("the new table")?;
         let retire_after_ms = u64::try_from(self.retire_after.as_millis()).unwrap_or(u64::MAX);
-        let rotation = RotationRecord::published(record.issuing, to, retire_after_ms);
+        let lbs = snapshot.lbs.iter().map(|lb| lb.name.clone()).collect();
+        let rotation = RotationRecord::published(record.issuing, to, retire_after_ms, lbs);
         let txn = Transaction::new()
             .if_at(self.keys.cluster().as_bytes(), cluster.mod_revision)
             .if_at(self.keys.rotation().as_bytes(), 0)
             .put(self.keys.cluster().as_bytes(), &next.to_json())
             .put(self.keys.rotation().as_bytes(), &rotation.to_json());
-        match self
+        let committed = self
             .etcd
             .commit(&txn)
             .await
-            .context("publishing the new codepoint")?
-        {
+            .context("publishing the new codepoint")?;
+        match committed {
             Some(revision) => println!(
                 "published codepoint {to} (a new key, beside codepoint {}) at revision {revision}",
                 record.issuing
             ),
             None => println!("the cluster changed meanwhile: reading it again"),
         }
-        Ok(())
+        Ok(committed.is_some())
     }
 
-    /// Writes the cluster's record and the rotation's (or deletes it) together, if neither
-    /// changed since read; whether it did.
+    /// Writes the cluster's record (checked first) and the rotation's (or deletes it)
+    /// together, if neither changed since read; whether it did.
     async fn write(
         &self,
         cluster: &Versioned<ClusterRecord>,
@@ -217,6 +254,8 @@ impl Rotation<'_> {
         rotation: &Versioned<Result<RotationRecord, String>>,
         next_rotation: Option<&RotationRecord>,
     ) -> Result<bool> {
+        next.configs()
+            .context("the cluster's record this step would write")?;
         let (cluster_key, rotation_key) = (self.keys.cluster(), self.keys.rotation());
         let mut txn = Transaction::new()
             .if_at(cluster_key.as_bytes(), cluster.mod_revision)
@@ -237,18 +276,17 @@ impl Rotation<'_> {
     }
 }
 
-/// The cluster's record, which a rotation needs.
+/// The cluster's record, which a rotation needs, checked.
 fn cluster(snapshot: &Snapshot) -> Result<Versioned<ClusterRecord>> {
     let found = snapshot.cluster.as_ref().ok_or_else(|| {
         anyhow!("the cluster has no record on etcd: `qlb cluster init` writes one")
     })?;
-    match &found.record {
-        Ok(record) => Ok(Versioned {
-            record: record.clone(),
-            mod_revision: found.mod_revision,
-        }),
-        Err(err) => Err(anyhow!("{err}")),
-    }
+    let record = found.record.as_ref().map_err(|err| anyhow!("{err}"))?;
+    record.configs()?;
+    Ok(Versioned {
+        record: record.clone(),
+        mod_revision: found.mod_revision,
+    })
 }
 
 /// How long codepoint `from` has left, in whole seconds (rounded up).
