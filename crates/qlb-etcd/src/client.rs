@@ -199,15 +199,16 @@ impl EtcdClient {
         Ok(())
     }
 
-    /// Sets `key` to `value`, under `lease` if given.
+    /// Sets `key` to `value`, under `lease` if given; the store's revision after the put
+    /// (the key's new `mod_revision`).
     pub async fn put(
         &self,
         key: &[u8],
         value: &[u8],
         lease: Option<Lease>,
-    ) -> Result<(), EtcdError> {
-        let _: serde_json::Value = self.call("/v3/kv/put", &put(key, value, lease)).await?;
-        Ok(())
+    ) -> Result<i64, EtcdError> {
+        let done: wire::Headed = self.call("/v3/kv/put", &put(key, value, lease)).await?;
+        Ok(done.header.revision)
     }
 
     /// Creates `key` with `value` (under `lease` if given) only if it does not exist, in one

@@ -7,16 +7,13 @@ use std::time::Duration;
 
 use quic_lb::Config;
 
+use crate::backoff::Backoff;
 use crate::client::EtcdClient;
 use crate::cluster_record::{ClusterRecord, RecordError};
 use crate::error::EtcdError;
 use crate::keys::ClusterKeys;
 use crate::membership::Membership;
 use crate::watch::{Change, Watch};
-
-/// The first wait after etcd failed; it doubles up to [`MAX_BACKOFF`].
-const MIN_BACKOFF: Duration = Duration::from_millis(250);
-const MAX_BACKOFF: Duration = Duration::from_secs(4);
 
 /// One version of the record: the record, `None` once deleted, or why it cannot be used.
 pub type Version = Result<Option<ClusterRecord>, RecordError>;
@@ -63,15 +60,14 @@ impl ClusterFollower {
     /// The record's next version; waits for it, retrying etcd as long as it takes (drop
     /// the future to stop).
     pub async fn next(&mut self) -> Version {
-        let mut backoff = MIN_BACKOFF;
+        let mut backoff = Backoff::default();
         loop {
             match self.step().await {
                 Ok(Some(version)) => return version,
-                Ok(None) => backoff = MIN_BACKOFF,
+                Ok(None) => backoff.reset(),
                 Err(error) => {
                     tracing::warn!(%error, "following the cluster's record on etcd; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    tokio::time::sleep(backoff.next_wait()).await;
                 }
             }
         }

@@ -10,6 +10,7 @@
 //! nothing generated, no protoc. Key layout: [`ClusterKeys`].
 
 mod allocate;
+mod backoff;
 mod client;
 mod cluster_follower;
 mod cluster_record;
@@ -24,6 +25,7 @@ mod transport;
 mod watch;
 mod wire;
 
+pub use backoff::Backoff;
 pub use client::{EtcdAuth, EtcdClient, EtcdClientBuilder, Lease};
 pub use cluster_follower::{ClusterFollower, Version};
 pub use cluster_record::{ClusterRecord, RecordError, TableRecord};

@@ -14,6 +14,7 @@ use crate::allocate::candidates;
 use crate::client::{EtcdClient, Lease};
 use crate::error::EtcdError;
 use crate::keys::{ClusterKeys, valid_name};
+use crate::lb_record::LbRecord;
 
 /// Server IDs tried before joining gives up.
 const ALLOCATION_TRIES: usize = 64;
@@ -205,21 +206,54 @@ impl Membership {
     }
 
     /// Marks the member draining, so the load balancers send it no new connections; call
-    /// before its graceful shutdown starts.
-    pub async fn drain(&self) -> Result<(), EtcdError> {
+    /// before its graceful shutdown starts, and let [`await_load_balancers`](Self::await_load_balancers)
+    /// see the load balancers take it (they apply it a moment later). Returns the revision
+    /// of the change.
+    pub async fn drain(&self) -> Result<i64, EtcdError> {
         self.republish(|record| record.state = MemberState::Draining)
             .await
+    }
+
+    /// Waits, for at most `within`, until every live load balancer's record (`lbs/`) shows
+    /// `revision` or a later one applied; whether they all did. Before a graceful shutdown,
+    /// after [`drain`](Self::drain): a load balancer still sending new connections here
+    /// would see them refused.
+    pub async fn await_load_balancers(
+        &self,
+        revision: i64,
+        within: Duration,
+    ) -> Result<bool, EtcdError> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let (records, _) = self
+                .etcd
+                .get_prefix(self.keys.load_balancers().as_bytes())
+                .await?;
+            let caught_up = records.iter().all(|kv| {
+                serde_json::from_slice::<LbRecord>(&kv.value)
+                    .is_ok_and(|lb| lb.revision >= revision)
+            });
+            if caught_up {
+                return Ok(true);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Says that the member's new connection IDs use `codepoint` from now on (after a
     /// rotation told it to move).
     pub async fn issuing_under(&self, codepoint: u8) -> Result<(), EtcdError> {
         self.republish(|record| record.codepoint = Some(codepoint))
-            .await
+            .await?;
+        Ok(())
     }
 
-    /// Changes the record with `change` and writes it again, under the member's lease.
-    async fn republish(&self, change: impl FnOnce(&mut Member)) -> Result<(), EtcdError> {
+    /// Changes the record with `change` and writes it again, under the member's lease; the
+    /// revision of the write.
+    async fn republish(&self, change: impl FnOnce(&mut Member)) -> Result<i64, EtcdError> {
         let mut record = self.record.lock().await;
         change(&mut record);
         self.etcd

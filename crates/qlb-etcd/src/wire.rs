@@ -147,6 +147,13 @@ pub(crate) struct Compaction {
     pub(crate) revision: i64,
 }
 
+/// An answer's header alone: the store revision it was made at.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct Headed {
+    #[serde(default)]
+    pub(crate) header: Header,
+}
+
 /// `/v3/auth/authenticate`'s request: a user's name and password.
 #[derive(Serialize)]
 pub(crate) struct Authenticate<'a> {

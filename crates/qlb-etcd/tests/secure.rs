@@ -42,9 +42,9 @@ async fn a_client_with_tls_and_a_user_works_and_renews_its_token() -> TestResult
     );
     assert!(etcd_client.get(b"/qlb/secure/b").await?.is_some());
 
-    let refused = |outcome: Result<(), EtcdError>| match outcome {
+    let refused = |outcome: Result<i64, EtcdError>| match outcome {
         Err(error) => error.to_string(),
-        Ok(()) => "accepted".to_owned(),
+        Ok(_) => "accepted".to_owned(),
     };
     let wrong = client(&etcd, Some(EtcdAuth::new(user, "not the password")))?;
     let error = refused(wrong.put(b"/qlb/secure/c", b"3", None).await);

@@ -11,16 +11,12 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use qlb_etcd::{ClusterKeys, EtcdClient, EtcdError, Lease};
+use qlb_etcd::{Backoff, ClusterKeys, EtcdClient, EtcdError, Lease};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::EtcdConfig;
 use crate::control_plane::{ControlPlane, Fleet};
-
-/// The first wait after etcd is lost; it doubles up to [`MAX_BACKOFF`].
-const MIN_BACKOFF: Duration = Duration::from_millis(250);
-const MAX_BACKOFF: Duration = Duration::from_secs(4);
 
 /// The follower task; stopped by [`FollowerTask::stop`], or when dropped (its stop channel
 /// closes).
@@ -78,7 +74,7 @@ struct Follower {
 
 impl Follower {
     async fn run(mut self, mut stopped: watch::Receiver<bool>) {
-        let mut backoff = MIN_BACKOFF;
+        let mut backoff = Backoff::default();
         loop {
             let outcome = tokio::select! {
                 outcome = self.follow() => outcome,
@@ -89,7 +85,7 @@ impl Follower {
             };
             match outcome {
                 // A compaction: list afresh, at once.
-                Ok(()) => backoff = MIN_BACKOFF,
+                Ok(()) => backoff.reset(),
                 Err(error) => {
                     let revision = self.fleet.as_ref().map_or(0, Fleet::revision);
                     if control.fleet_lost(error.to_string()) {
@@ -101,10 +97,9 @@ impl Follower {
                     }
                     drop(control);
                     tokio::select! {
-                        _ = tokio::time::sleep(jittered(backoff)) => {}
+                        _ = tokio::time::sleep(backoff.next_wait()) => {}
                         _ = stopped.changed() => break,
                     }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
         }
@@ -196,7 +191,8 @@ impl Follower {
         // A record of strings and numbers always serializes.
         let value = serde_json::to_vec(&record).unwrap_or_default();
         let key = self.keys.load_balancer(&self.config.name);
-        self.etcd.put(key.as_bytes(), &value, Some(lease)).await
+        self.etcd.put(key.as_bytes(), &value, Some(lease)).await?;
+        Ok(())
     }
 
     /// Renews the record's lease; a lease found expired (etcd was gone longer than the
@@ -221,10 +217,4 @@ impl Follower {
             }
         }
     }
-}
-
-/// `wait`, give or take a quarter, so that load balancers that lost etcd together do not
-/// all come back at the same instant.
-fn jittered(wait: Duration) -> Duration {
-    wait.mul_f64(0.75 + rand::random::<f64>() / 2.0)
 }

@@ -71,7 +71,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         async move { server.serve(routes).await }
     });
     tokio::signal::ctrl_c().await?;
-    member.drain().await?; // the load balancers send no new connection from now on
+    // The load balancers send no new connection from now on, once they took the drain.
+    let drained = member.drain().await?;
+    member
+        .await_load_balancers(drained, Duration::from_secs(3))
+        .await?;
     server.shutdown(Duration::from_secs(10)).await;
     serving.await?;
     issuing.abort();

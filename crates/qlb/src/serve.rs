@@ -235,7 +235,23 @@ impl ServeArgs {
         if let Some(membership) = &membership {
             // Before the GOAWAYs: the load balancers stop sending new connections here.
             match membership.drain().await {
-                Ok(()) => tracing::info!("marked draining on etcd"),
+                Ok(revision) => {
+                    tracing::info!("marked draining on etcd");
+                    // New connections still on their way would be refused once the
+                    // shutdown starts: let the load balancers take the drain first.
+                    match membership
+                        .await_load_balancers(revision, DRAIN_PROPAGATION)
+                        .await
+                    {
+                        Ok(true) => {}
+                        Ok(false) => tracing::warn!(
+                            "not every load balancer applied the drain within {DRAIN_PROPAGATION:?}; shutting down anyway"
+                        ),
+                        Err(error) => {
+                            tracing::warn!(%error, "could not read the load balancers' records on etcd")
+                        }
+                    }
+                }
                 Err(error) => tracing::warn!(%error, "could not mark this server draining on etcd"),
             }
         }
@@ -383,6 +399,9 @@ impl ServeArgs {
         }
     }
 }
+
+/// How long a server waits for the load balancers to take its drain before its shutdown.
+const DRAIN_PROPAGATION: Duration = Duration::from_secs(3);
 
 /// How long a server ID stays taken after its server leaves, when no max connection age
 /// bounds its connections' lives.

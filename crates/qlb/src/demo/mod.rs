@@ -20,7 +20,7 @@ use qlb_lb::config::parse_duration;
 use crate::process::{Threads, runtime};
 use crate::traffic::{Limit, Load, LoadSpec, LoadView};
 use cluster::Cluster;
-use report::{Cohort, ConnectionCounts, Report};
+use report::{Cohort, Report};
 use script::{RESTARTED, Step, migration_period, script};
 use view::{BackendLine, LiveView};
 
@@ -172,7 +172,7 @@ impl DemoArgs {
         if let Some(path) = &self.histogram {
             summary.write_latency_plot(path, "qlb demo")?;
         }
-        report.connections = ConnectionCounts::of(clients.len(), &summary);
+        report.first_connections = clients.len() as u64;
         report.traffic = Some(summary);
         print!("{report}");
         if let Some(path) = &self.histogram {

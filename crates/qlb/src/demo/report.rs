@@ -14,8 +14,8 @@ pub(super) struct Report {
     pub traffic: Option<Summary>,
     /// Backends: name and server ID, in order.
     pub backends: Vec<(String, String)>,
-    /// Connections the clients opened, and closed by reason.
-    pub connections: ConnectionCounts,
+    /// The clients' first connections (nothing to resume yet): one per client.
+    pub first_connections: u64,
     /// The restarted backend's name.
     pub restarted: String,
     /// Requests the restarted backend answered after its restart.
@@ -26,41 +26,6 @@ pub(super) struct Report {
     pub rotation: (u8, u8),
     /// Connections open when the load balancer learnt the new codepoint.
     pub rotation_cohort: Cohort,
-}
-
-/// Connection counts over every client.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(super) struct ConnectionCounts {
-    /// Opened.
-    pub opened: u64,
-    /// Of those, the first of each client (nothing to resume yet).
-    pub first: u64,
-    /// Closed because the server sent GOAWAY (drain, max connection age).
-    pub goaway: u64,
-    /// Closed by the client's own lifetime or idle rules.
-    pub retired: u64,
-    /// Closed without a drain: the connection broke.
-    pub lost: u64,
-    /// Opened resuming a session (a ticket from an earlier connection, of any backend).
-    pub resumed: u64,
-    /// Of the resumed, those whose 0-RTT early data the server accepted.
-    pub zero_rtt: u64,
-}
-
-impl ConnectionCounts {
-    /// The counts of a run of `clients` clients that `summary` sums up.
-    pub(super) fn of(clients: usize, summary: &Summary) -> Self {
-        let c = &summary.connections;
-        Self {
-            opened: c.opened,
-            first: clients as u64,
-            goaway: c.goaway,
-            retired: c.retired,
-            lost: c.lost,
-            resumed: summary.resumption.resumed,
-            zero_rtt: summary.resumption.zero_rtt_accepted,
-        }
-    }
 }
 
 /// What became of the connections open at one moment of the run.
@@ -84,6 +49,8 @@ impl Report {
         let errors = traffic.map_or(0, |t| t.errors);
         let migrations = traffic.map_or(0, |t| t.migrations);
         let migrations_failed: u64 = traffic.map_or(0, |t| t.migrations_failed.values().sum());
+        let lost = traffic.map_or(0, |t| t.connections.lost);
+        let zero_rtt = traffic.map_or(0, |t| t.resumption.zero_rtt_accepted);
         let mut checks = vec![
             (
                 format!("{requests} requests, {errors} failed"),
@@ -93,16 +60,10 @@ impl Report {
                 format!("{migrations} migrations, {migrations_failed} failed"),
                 migrations > 0 && migrations_failed == 0,
             ),
+            (format!("{lost} connections lost"), lost == 0),
             (
-                format!("{} connections lost", self.connections.lost),
-                self.connections.lost == 0,
-            ),
-            (
-                format!(
-                    "{} reconnects resumed with 0-RTT",
-                    self.connections.zero_rtt
-                ),
-                self.connections.zero_rtt > 0,
+                format!("{zero_rtt} reconnects resumed with 0-RTT"),
+                zero_rtt > 0,
             ),
             (
                 format!(
@@ -180,7 +141,7 @@ impl fmt::Display for Report {
                 traffic.migrations_skipped
             )?;
         }
-        let c = &self.connections;
+        let (c, r) = (&traffic.connections, &traffic.resumption);
         writeln!(
             f,
             "  connections   {} opened; {} drained by GOAWAY (restart, max age), {} retired by the client; {} lost",
@@ -189,9 +150,9 @@ impl fmt::Display for Report {
         writeln!(
             f,
             "  resumption    {} of the {} opened after the first resumed a session, {} with 0-RTT accepted",
-            c.resumed,
-            c.opened.saturating_sub(c.first),
-            c.zero_rtt
+            r.resumed,
+            c.opened.saturating_sub(self.first_connections),
+            r.zero_rtt_accepted
         )?;
         let r = &self.restart_cohort;
         writeln!(
@@ -235,7 +196,7 @@ impl fmt::Display for Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::traffic::Tally;
+    use crate::traffic::{Connections, Resumption, Tally};
     use std::time::Duration;
 
     fn passing() -> Report {
@@ -244,21 +205,25 @@ mod tests {
             tally.success(Duration::from_millis(2), Some(server_id));
         }
         tally.migration();
+        let mut traffic = tally.summary(Duration::from_secs(1));
+        traffic.connections = Connections {
+            opened: 3,
+            goaway: 1,
+            retired: 0,
+            lost: 0,
+        };
+        traffic.resumption = Resumption {
+            resumed: 2,
+            zero_rtt_accepted: 2,
+            zero_rtt_rejected: 0,
+        };
         Report {
             vip: "127.0.0.1:4433".into(),
-            traffic: Some(tally.summary(Duration::from_secs(1))),
+            traffic: Some(traffic),
             backends: [("b1", "0001"), ("b2", "0002"), ("b3", "0003")]
                 .map(|(n, s)| (n.to_owned(), s.to_owned()))
                 .to_vec(),
-            connections: ConnectionCounts {
-                opened: 3,
-                goaway: 1,
-                retired: 0,
-                lost: 0,
-                first: 1,
-                resumed: 2,
-                zero_rtt: 2,
-            },
+            first_connections: 1,
             restarted: "b2".into(),
             served_after_restart: 1,
             restart_cohort: Cohort {
@@ -294,7 +259,9 @@ mod tests {
     #[test]
     fn any_failure_fails_the_run() {
         let mut lost = passing();
-        lost.connections.lost = 1;
+        if let Some(traffic) = lost.traffic.as_mut() {
+            traffic.connections.lost = 1;
+        }
         let mut error = passing();
         let mut tally = Tally::default();
         tally.error("timeout");
@@ -308,7 +275,9 @@ mod tests {
         let mut rotation = passing();
         rotation.rotation_cohort.failed = 1;
         let mut no_0rtt = passing();
-        no_0rtt.connections.zero_rtt = 0;
+        if let Some(traffic) = no_0rtt.traffic.as_mut() {
+            traffic.resumption.zero_rtt_accepted = 0;
+        }
         for report in [
             lost,
             no_0rtt,

@@ -12,4 +12,7 @@ mod tally;
 
 pub(crate) use engine::{Keys, Limit, Load, LoadSpec, LoadView};
 pub(crate) use progress::Progress;
+// The demo's report tests build summaries.
+#[cfg(test)]
+pub(crate) use connections::{Connections, Resumption};
 pub(crate) use tally::{Summary, Tally};

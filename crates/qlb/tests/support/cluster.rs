@@ -130,6 +130,17 @@ impl HealthChecks {
         unhealthy_threshold: 2,
     };
 
+    /// A check every 500 ms with a 500 ms timeout, four failures in a row to take a backend
+    /// out: for tests whose backends leave by other means (a fleet on etcd), so that a
+    /// debug-build backend slow to answer on a busy machine is not taken for dead, its
+    /// connections sent elsewhere and reset.
+    pub(crate) const TOLERANT: Self = Self {
+        interval: Duration::from_millis(500),
+        timeout: Duration::from_millis(500),
+        healthy_threshold: 2,
+        unhealthy_threshold: 4,
+    };
+
     /// About how long a dead backend may still get new connections (config.md): `interval`
     /// times `unhealthy_threshold`, plus `timeout`.
     pub(crate) fn detection_time(&self) -> Duration {

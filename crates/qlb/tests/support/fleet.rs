@@ -1,6 +1,7 @@
 //! A fleet on a real etcd (started here): `qlb lb` instances following cluster `edge`
 //! through their `[etcd]` table, and `qlb serve --etcd` backends that join it with server
-//! IDs etcd allocates. Health checks and admin APIs as [`Spec::checked`] has them.
+//! IDs etcd allocates. Admin APIs as [`Spec::checked`] has them; tolerant health checks
+//! ([`HealthChecks::TOLERANT`]): members leave through etcd.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -13,7 +14,7 @@ use qlb_testkit::{ETCD_USER, Etcd, Polled, poll_blocking};
 use serde_json::Value;
 
 use super::TestResult;
-use super::cluster::{Spec, config_text, spawn_lb, spawn_serve, write_keys};
+use super::cluster::{HealthChecks, Spec, config_text, spawn_lb, spawn_serve, write_keys};
 use super::http;
 use super::process::{Process, run};
 
@@ -80,7 +81,10 @@ impl Fleet {
             None => (Vec::new(), String::new()),
         };
         write_keys(dir.path())?;
-        let spec = Spec::checked();
+        let spec = Spec {
+            health: Some(HealthChecks::TOLERANT),
+            ..Spec::checked()
+        };
         let cluster_file = dir.path().join("cluster.toml");
         std::fs::write(&cluster_file, config_text(&spec, &[])?)?;
         let lbs = (1..=lbs)
