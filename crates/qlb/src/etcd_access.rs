@@ -1,12 +1,14 @@
-//! How `qlb serve --etcd` and `qlb cluster` reach a secured etcd: TLS (`https://` endpoints
-//! with the cluster's CA, a client certificate when etcd asks for one) and a user. The
-//! password is read from a file, never taken on the command line, where `ps` would show it.
+//! How `qlb serve --etcd` and `qlb cluster` reach etcd: the endpoints and cluster name of
+//! `qlb cluster`, and for a secured etcd TLS (`https://` endpoints with the cluster's CA, a
+//! client certificate when etcd asks for one) and a user. The password is read from a file,
+//! never taken on the command line, where `ps` would show it.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use qlb_etcd::{EtcdAuth, EtcdClient, EtcdTls};
+use qlb_etcd::{ClusterKeys, EtcdAuth, EtcdClient, EtcdTls};
 
 #[derive(Args, Clone, Debug, Default)]
 pub(crate) struct EtcdAccess {
@@ -43,5 +45,32 @@ impl EtcdAccess {
             builder = builder.auth(EtcdAuth::new(user, password));
         }
         builder.build().context("--etcd")
+    }
+}
+
+/// Where the cluster is: every `qlb cluster` command takes these.
+#[derive(Args)]
+pub(crate) struct ClusterAt {
+    /// etcd's client URLs (`http://HOST:PORT` or `https://HOST:PORT`, comma-separated).
+    #[arg(long, value_name = "URL", value_delimiter = ',', required = true)]
+    etcd: Vec<String>,
+    /// The cluster's name on etcd (keys under `/qlb/NAME/`).
+    #[arg(long, value_name = "NAME")]
+    cluster: String,
+    #[command(flatten)]
+    access: EtcdAccess,
+}
+
+impl ClusterAt {
+    /// The cluster's name.
+    pub(crate) fn cluster(&self) -> &str {
+        &self.cluster
+    }
+
+    /// A client of etcd and the cluster's keys.
+    pub(crate) fn open(&self) -> Result<(Arc<EtcdClient>, ClusterKeys)> {
+        let etcd = self.access.client(&self.etcd)?;
+        let keys = ClusterKeys::checked(&self.cluster).context("--cluster")?;
+        Ok((Arc::new(etcd), keys))
     }
 }

@@ -34,9 +34,9 @@ pub(crate) struct ServeArgs {
     /// --etcd it is allocated when not given, and claimed (refused if held) when given.
     #[arg(long, required_unless_present = "etcd")]
     server_id: Option<ServerId>,
-    /// Join the fleet on etcd at these endpoints (`http://HOST:PORT` or `https://`, comma-separated): take
-    /// a server ID nobody holds, publish this server's addresses and state, mark it draining
-    /// before a graceful shutdown and delete it at exit.
+    /// Join the fleet on etcd at these endpoints (`http://HOST:PORT` or `https://HOST:PORT`,
+    /// comma-separated): take a server ID nobody holds, publish this server's addresses and
+    /// state, mark it draining before a graceful shutdown and delete it at exit.
     #[arg(long, value_name = "URL", value_delimiter = ',', requires = "cluster")]
     etcd: Vec<String>,
     /// The fleet's name on etcd (keys under `/qlb/NAME/`).

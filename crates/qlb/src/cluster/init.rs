@@ -7,7 +7,7 @@ use clap::Args;
 use qlb_etcd::ClusterRecord;
 use qlb_lb::config::ClusterConfig;
 
-use super::ClusterAt;
+use crate::etcd_access::ClusterAt;
 
 #[derive(Args)]
 pub(crate) struct InitArgs {
@@ -49,13 +49,13 @@ impl InitArgs {
             return Err(anyhow!(
                 "cluster `{}` has its record on etcd already: `qlb cluster status` shows it, \
                  `qlb cluster rotate` changes its key",
-                self.at.cluster
+                self.at.cluster()
             ));
         }
         println!(
             "cluster `{}` on etcd: codepoints {:?}, servers issue under {issuing}; cluster \
              secret {}",
-            self.at.cluster,
+            self.at.cluster(),
             record.codepoints(),
             if record.cluster_secret.is_some() {
                 "set"

@@ -8,13 +8,10 @@ mod rotate;
 mod status;
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use anyhow::{Context, Result};
-use clap::{Args, Subcommand};
-use qlb_etcd::{ClusterKeys, EtcdClient};
+use anyhow::Result;
+use clap::Subcommand;
 
-use crate::etcd_access::EtcdAccess;
 use crate::process::{Threads, runtime};
 
 #[derive(Subcommand)]
@@ -29,28 +26,6 @@ pub(crate) enum ClusterCommand {
     /// decodes it, tell the servers to issue under it, retire the old one after the max
     /// connection age. Resumes a rotation that was interrupted.
     Rotate(rotate::RotateArgs),
-}
-
-/// Where the cluster is: every `qlb cluster` command takes these.
-#[derive(Args)]
-pub(crate) struct ClusterAt {
-    /// etcd's client URLs (`http://HOST:PORT` or `https://HOST:PORT`, comma-separated).
-    #[arg(long, value_name = "URL", value_delimiter = ',', required = true)]
-    etcd: Vec<String>,
-    /// The cluster's name on etcd (keys under `/qlb/NAME/`).
-    #[arg(long, value_name = "NAME")]
-    cluster: String,
-    #[command(flatten)]
-    access: EtcdAccess,
-}
-
-impl ClusterAt {
-    /// A client of etcd and the cluster's keys.
-    fn open(&self) -> Result<(Arc<EtcdClient>, ClusterKeys)> {
-        let etcd = self.access.client(&self.etcd)?;
-        let keys = ClusterKeys::checked(&self.cluster).context("--cluster")?;
-        Ok((Arc::new(etcd), keys))
-    }
 }
 
 impl ClusterCommand {

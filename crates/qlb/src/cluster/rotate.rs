@@ -13,8 +13,8 @@ use qlb_etcd::{
 };
 use quic_lb::Key;
 
-use super::ClusterAt;
 use crate::durations::{up_to_a_day, up_to_a_year};
+use crate::etcd_access::ClusterAt;
 
 /// How often the rotation looks at etcd while it waits.
 const POLL: Duration = Duration::from_millis(200);

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use qlb_etcd::{ClusterRecord, Snapshot, TableRecord};
 
-use super::ClusterAt;
+use crate::etcd_access::ClusterAt;
 
 #[derive(Args)]
 pub(crate) struct StatusArgs {
@@ -21,7 +21,7 @@ impl StatusArgs {
         let snapshot = Snapshot::read(&etcd, &keys)
             .await
             .context("reading the cluster on etcd")?;
-        print!("{}", render(&self.at.cluster, &snapshot));
+        print!("{}", render(self.at.cluster(), &snapshot));
         Ok(())
     }
 }
