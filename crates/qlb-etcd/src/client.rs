@@ -222,34 +222,6 @@ impl EtcdClient {
         Ok(self.put_if(key, value, lease, 0).await?.is_some())
     }
 
-    /// Sets `key` to `value` (under `lease` if given) only if its last change is at
-    /// `mod_revision` (0: only if it does not exist), in one transaction: the store's
-    /// revision after the put, or `None` if someone changed the key meanwhile.
-    pub async fn put_if(
-        &self,
-        key: &[u8],
-        value: &[u8],
-        lease: Option<Lease>,
-        mod_revision: i64,
-    ) -> Result<Option<i64>, EtcdError> {
-        let txn = wire::Txn {
-            compare: vec![wire::Compare {
-                key: key.to_vec(),
-                target: "MOD",
-                result: "EQUAL",
-                mod_revision,
-            }],
-            success: vec![wire::RequestOp::Put(put(key, value, lease))],
-        };
-        self.txn(&txn).await
-    }
-
-    /// Runs `txn`: the store's revision after it, or `None` if a comparison failed.
-    pub(crate) async fn txn(&self, txn: &wire::Txn) -> Result<Option<i64>, EtcdError> {
-        let done: wire::TxnDone = self.call("/v3/kv/txn", txn).await?;
-        Ok(done.succeeded.then_some(done.header.revision))
-    }
-
     /// The value of `key`, if it exists.
     pub async fn get(&self, key: &[u8]) -> Result<Option<KeyValue>, EtcdError> {
         let ranged: wire::Ranged = self
@@ -371,7 +343,7 @@ impl EtcdClient {
 
     /// POSTs `body` to `path`, trying every endpoint once, the last good one first; with a
     /// user, once more with a new token if etcd says the token expired.
-    async fn call<Q: Serialize, A: DeserializeOwned>(
+    pub(crate) async fn call<Q: Serialize, A: DeserializeOwned>(
         &self,
         path: &'static str,
         body: &Q,

@@ -2,9 +2,9 @@
 //! rotation moves the cluster's record and its own record together, so that an interrupted
 //! rotation never leaves one without the other.
 
-use crate::client::{EtcdClient, put};
+use crate::client::{EtcdClient, Lease, put};
 use crate::error::EtcdError;
-use crate::wire::{Compare, DeleteRange, RequestOp, Txn};
+use crate::wire::{Compare, DeleteRange, RequestOp, Txn, TxnDone};
 
 /// A transaction being built: comparisons, then the writes made if they all hold.
 ///
@@ -55,8 +55,13 @@ impl Transaction {
     }
 
     /// Sets `key` to `value` (no lease).
-    pub fn put(mut self, key: &[u8], value: &[u8]) -> Self {
-        self.0.success.push(RequestOp::Put(put(key, value, None)));
+    pub fn put(self, key: &[u8], value: &[u8]) -> Self {
+        self.put_leased(key, value, None)
+    }
+
+    /// Sets `key` to `value`, under `lease` if given.
+    pub(crate) fn put_leased(mut self, key: &[u8], value: &[u8], lease: Option<Lease>) -> Self {
+        self.0.success.push(RequestOp::Put(put(key, value, lease)));
         self
     }
 
@@ -69,9 +74,26 @@ impl Transaction {
 }
 
 impl EtcdClient {
+    /// Sets `key` to `value` (under `lease` if given) only if its last change is at
+    /// `mod_revision` (0: only if it does not exist), in one transaction: the store's
+    /// revision after the put, or `None` if someone changed the key meanwhile.
+    pub async fn put_if(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        lease: Option<Lease>,
+        mod_revision: i64,
+    ) -> Result<Option<i64>, EtcdError> {
+        let txn = Transaction::new()
+            .if_at(key, mod_revision)
+            .put_leased(key, value, lease);
+        self.commit(&txn).await
+    }
+
     /// Runs `txn`: the store's revision after its writes, or `None` if a comparison failed
     /// (nothing was written).
     pub async fn commit(&self, txn: &Transaction) -> Result<Option<i64>, EtcdError> {
-        self.txn(&txn.0).await
+        let done: TxnDone = self.call("/v3/kv/txn", &txn.0).await?;
+        Ok(done.succeeded.then_some(done.header.revision))
     }
 }
