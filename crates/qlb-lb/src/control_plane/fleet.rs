@@ -250,13 +250,9 @@ impl FleetStatus {
     }
 
     /// Records `fleet` applied (a change on etcd), with the members the configuration left
-    /// out; warns of a problem with the cluster's record once.
+    /// out.
     pub(crate) fn applied(&mut self, fleet: &Fleet, routed: usize, left_out: &[LeftOut]) {
-        let problem = fleet.cluster_problem();
-        if problem.is_some() && problem != self.cluster_problem {
-            tracing::warn!("{}", problem.as_deref().unwrap_or_default());
-        }
-        self.cluster_problem = problem;
+        self.cluster_problem = fleet.cluster_problem();
         self.rerouted(fleet, routed, left_out);
         self.updates += 1;
     }

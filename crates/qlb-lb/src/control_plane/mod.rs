@@ -287,6 +287,10 @@ impl ControlPlane {
                 }
                 if let Some(link) = &mut sources.link {
                     warn_left_out(link, &left_out);
+                    let problem = fleet.cluster_problem();
+                    if problem.is_some() && problem != link.cluster_problem {
+                        tracing::warn!("{}", problem.as_deref().unwrap_or_default());
+                    }
                     link.applied(
                         &fleet,
                         fleet.len().saturating_sub(left_out.len()),
