@@ -1,4 +1,4 @@
-//! The client: picks a backend per request, sends it on a pooled connection, retries once
+//! The client: picks a backend per request, sends it on a pooled connection, retries
 //! elsewhere what no server processed.
 
 use std::fmt;
@@ -18,6 +18,7 @@ use crate::discovery::target::Target;
 use crate::error::{BoxError, Error};
 use crate::requests::body::{Deadline, ResponseBody};
 use crate::requests::request::{Failure, RequestHead};
+use crate::requests::retry::RetryBudget;
 use crate::stats::prometheus::Collector;
 use crate::stats::snapshot::ClientSnapshot;
 use crate::tls::Trust;
@@ -40,8 +41,9 @@ pub struct RequestTimeout(pub Duration);
 /// backend has a pool of connections with a minimum size, a max lifetime (the replacement is
 /// ready before the old connection stops taking requests) and an idle timeout. After GOAWAY a
 /// connection takes no new request and is replaced; a request no server processed (GOAWAY,
-/// H3_REQUEST_REJECTED, no connection) is retried once on another backend; every other error
-/// goes back to the caller.
+/// H3_REQUEST_REJECTED, no connection) is retried once on another backend, and one that
+/// never left the client (its connection had read a GOAWAY) does not use up that retry;
+/// every other error goes back to the caller.
 ///
 /// Clones share everything. Dropping the last one stops its tasks and drains its connections.
 ///
@@ -126,7 +128,9 @@ impl Client {
     /// The timeout (the client's, or the request's [`RequestTimeout`]) covers the whole
     /// exchange, waiting for the first resolution and reading the body included. A request
     /// no server processed is retried once on another backend (the same one if it is the
-    /// only healthy one), within the same timeout.
+    /// only healthy one), within the same timeout; one that never left the client, because
+    /// its connection had read a GOAWAY, goes out again without using up that retry (at most
+    /// four attempts in all).
     ///
     /// ```no_run
     /// # async fn demo(client: qlb_client::Client) -> Result<(), Box<dyn std::error::Error>> {
@@ -165,7 +169,8 @@ impl Client {
             .unwrap_or(Err(Error::Timeout(timeout)))
     }
 
-    /// The first attempt, and the one retry of an unprocessed request on another backend.
+    /// The first attempt, and the retries of an unprocessed request on another backend
+    /// that its [`RetryBudget`] allows.
     async fn attempts<B>(
         &self,
         head: &RequestHead,
@@ -179,20 +184,23 @@ impl Client {
         B::Error: Into<BoxError>,
     {
         let balancer = &self.inner.balancer;
-        let first = balancer.pick(None, key).await?;
-        let first_addr = first.addr();
-        let (error, body) = match first.send(head, body, deadline).await {
-            Ok(response) => return Ok(response),
-            Err(Failure::Failed(error)) => return Err(error),
-            Err(Failure::Unprocessed { error, body }) => (error, body),
-        };
-        tracing::debug!(backend = %first_addr, %error, "not processed: retrying on another backend");
-        self.inner.retries.fetch_add(1, Ordering::Relaxed);
-        let second = balancer.pick(Some(first_addr), key).await?;
-        second
-            .send(head, body, deadline)
-            .await
-            .map_err(Failure::into_error)
+        let mut budget = RetryBudget::default();
+        let (mut body, mut previous) = (body, None);
+        loop {
+            let picked = balancer.pick(previous, key).await?;
+            let addr = picked.addr();
+            let (error, unsent) = match picked.send(head, body, deadline).await {
+                Ok(response) => return Ok(response),
+                Err(Failure::Failed(error)) => return Err(error),
+                Err(Failure::Unprocessed { error, body }) => (error, body),
+            };
+            if !budget.again_after(&error) {
+                return Err(error);
+            }
+            tracing::debug!(backend = %addr, %error, "not processed: retrying on another backend");
+            self.inner.retries.fetch_add(1, Ordering::Relaxed);
+            (body, previous) = (unsent, Some(addr));
+        }
     }
 
     /// The connections that take requests now, over all backends: for a load generator

@@ -13,8 +13,9 @@
 //!   picker: `docs/client-balancing.md`. Each backend has a pool of connections: `min_connections`,
 //!   `max_lifetime` with jitter (the replacement is ready before the old connection stops
 //!   taking requests, which then drains), idle timeout. After GOAWAY a connection takes no
-//!   new request and is replaced; a request no server processed is retried once elsewhere,
-//!   nothing else is. Streaming bodies both ways, a per-request timeout, numbers per backend
+//!   new request and is replaced; a request no server processed is retried once elsewhere
+//!   (one that never left the client, its connection having read a GOAWAY, without using up
+//!   that retry), nothing else is. Streaming bodies both ways, a per-request timeout, numbers per backend
 //!   ([`ClientSnapshot`], Prometheus). Session resumption with 0-RTT
 //!   ([`ClientBuilder::zero_rtt`], off by default): new connections resume with the tickets
 //!   the client kept and send their GET, HEAD and OPTIONS requests as early data; others wait

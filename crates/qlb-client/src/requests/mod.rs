@@ -3,3 +3,4 @@
 
 pub(crate) mod body;
 pub(crate) mod request;
+pub(crate) mod retry;

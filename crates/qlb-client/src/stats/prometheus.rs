@@ -147,7 +147,7 @@ impl prometheus_client::collector::Collector for Collector {
         }
         let retries = encoder.encode_descriptor(
             "retries",
-            "Requests no server processed (GOAWAY, H3_REQUEST_REJECTED, no connection), retried once on another backend",
+            "Attempts of requests no server processed (GOAWAY, H3_REQUEST_REJECTED, no connection) sent again on another backend",
             None,
             MetricType::Counter,
         )?;

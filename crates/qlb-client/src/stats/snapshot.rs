@@ -171,7 +171,8 @@ pub struct BackendSnapshot {
 pub struct ClientSnapshot {
     /// The backends of the target now (after subsetting).
     pub backends: Vec<BackendSnapshot>,
-    /// Requests retried on another connection after a rejection or GOAWAY.
+    /// Attempts sent again on another connection after a rejection or GOAWAY (a request
+    /// that never left the client may be sent again more than once).
     pub retries: u64,
     /// The backends in the `aperture` picker's window now: its load-sized aperture, or more
     /// where the client's share of the ring (1 / clients) is wider (None with other
