@@ -38,10 +38,12 @@ mod checksum;
 mod decap;
 mod ecn;
 mod encap;
+mod source_port;
 
 pub use decap::{DecapError, Packet, decapsulate};
 pub use ecn::Ecn;
 pub use encap::{EncapError, encapsulate, overhead};
+pub use source_port::source_port_index;
 
 /// Octets of the GUE header this crate writes: variant 0 with no optional fields.
 pub const GUE_HEADER_LEN: usize = 4;

@@ -212,8 +212,8 @@ mod tests {
 
     use super::*;
     use crate::dataplane::flow_table::FlowId;
-    use crate::dataplane::gue::port_index;
     use crate::dataplane::segments::datagrams;
+    use qlb_gue::source_port_index as port_index;
 
     /// A socket on 127.0.0.1 set up by quinn-udp (GRO on, non-blocking).
     fn quinn_socket() -> (UdpSocket, UdpSocketState) {

@@ -31,7 +31,7 @@ use quinn_udp::{EcnCodepoint, Transmit, UdpSocketState};
 use super::buffers::{Batch, DatagramSpan, Octets, back_to_back, broken};
 use super::flow_key::FlowKey;
 use super::flow_table::{FlowId, FlowTable, Full};
-use super::gue::{inner_ecn, is_client, port_index, reply_ecn, reply_listener, vip};
+use super::gue::{inner_ecn, is_client, reply_ecn, reply_listener, vip};
 use super::options::DataplaneOptions;
 use super::outbox::Outbox;
 use super::retry::{RetryState, Verdict, exchange, unix_now};
@@ -429,13 +429,16 @@ impl Forwarder {
             }
             let ecn = inner_ecn(meta.ecn);
             let datagram = batch.octets(span);
-            let pushed = self
-                .outbox
-                .push(port_index(meta.addr, ports), backend, meta.ecn, |out| {
+            let pushed = self.outbox.push(
+                qlb_gue::source_port_index(meta.addr, ports),
+                backend,
+                meta.ecn,
+                |out| {
                     vip(local, meta.dst_ip).is_some_and(|vip| {
                         qlb_gue::encapsulate(out, meta.addr, vip, ecn, datagram).is_ok()
                     })
-                });
+                },
+            );
             if !pushed {
                 self.counters.dropped(DataplaneDrop::EncapsulationFailed, 1);
             }

@@ -87,27 +87,6 @@ impl GueOptions {
     }
 }
 
-/// The GUE socket (of `ports`, at least 1) that `client`'s datagrams leave from: a hash of
-/// its address, so one flow keeps one outer source port (its packets stay in order on one
-/// receive queue of the backend) and many flows spread over them. The hash has no key: every
-/// worker and every instance picks alike, so a restart changes nothing the backend sees.
-pub(super) fn port_index(client: SocketAddr, ports: usize) -> usize {
-    let address = match client.ip() {
-        IpAddr::V4(ip) => u64::from(ip.to_bits()),
-        IpAddr::V6(ip) => {
-            let bits = ip.to_bits();
-            (bits >> 64) as u64 ^ bits as u64
-        }
-    };
-    // The splitmix64 finalizer: every input bit moves every output bit.
-    let mut x = address.rotate_left(16) ^ u64::from(client.port());
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^= x >> 31;
-    // Lemire's reduction: uniform without a division.
-    ((u128::from(x) * ports.max(1) as u128) >> 64) as usize
-}
-
 /// The VIP a client datagram was sent to: the listening socket's address, or, for a wildcard
 /// listener, the destination address the kernel reported (`IP_PKTINFO`) with its port;
 /// `None` when a wildcard listener's datagram came without one.
@@ -166,37 +145,11 @@ pub(super) fn reply_ecn(outer: Option<EcnCodepoint>, inner: Ecn) -> Option<EcnCo
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{BTreeMap, BTreeSet};
 
     use super::*;
 
     fn addr(text: &str) -> SocketAddr {
         text.parse().expect("address")
-    }
-
-    #[test]
-    fn a_client_keeps_its_port_and_clients_spread_over_all_ports() {
-        let mut per_port: BTreeMap<usize, usize> = BTreeMap::new();
-        for n in 0..8000u32 {
-            let client = SocketAddr::from(([10, (n >> 16) as u8, (n >> 8) as u8, n as u8], 443));
-            let index = port_index(client, 8);
-            assert_eq!(index, port_index(client, 8), "stable");
-            assert!(index < 8);
-            *per_port.entry(index).or_default() += 1;
-        }
-        // 1,000 each on average; a fair hash stays well within 20% of it.
-        assert_eq!(per_port.len(), 8);
-        assert!(
-            per_port.values().all(|&n| (800..1200).contains(&n)),
-            "{per_port:?}"
-        );
-        // The port alone moves it, IPv6 too.
-        let ports: BTreeSet<usize> = (50_000..50_100)
-            .map(|port| port_index(SocketAddr::new(addr("[2001:db8::1]:0").ip(), port), 8))
-            .collect();
-        assert_eq!(ports.len(), 8);
-        assert_eq!(port_index(addr("192.0.2.1:1"), 1), 0);
-        assert_eq!(port_index(addr("192.0.2.1:1"), 0), 0);
     }
 
     #[test]
