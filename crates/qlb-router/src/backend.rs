@@ -246,6 +246,22 @@ impl Backend {
     pub(crate) fn key(&self) -> BackendKey {
         self.key
     }
+
+    /// Its key in the flow tables (a fixed-key hash of its name), which stays the same
+    /// across pools: for a data path outside this process (the XDP program) that keeps
+    /// flow tables of its own.
+    ///
+    /// ```
+    /// use qlb_router::Backend;
+    ///
+    /// let a = Backend::new("a", "192.0.2.1:443".parse()?);
+    /// assert_eq!(a.table_key(), Backend::new("a", "192.0.2.9:443".parse()?).table_key());
+    /// assert_ne!(a.table_key(), Backend::new("b", "192.0.2.1:443".parse()?).table_key());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn table_key(&self) -> u64 {
+        self.key.0
+    }
 }
 
 /// A backend's identity in the flow tables, stable across pools: a fixed-key 64-bit hash of

@@ -53,6 +53,19 @@ impl HashKey {
     }
 }
 
+impl HashKey {
+    /// The two SipHash key words, `k0` and `k1`: for a data path outside this process (the
+    /// XDP program) that must hash alike. Secret: never log them.
+    ///
+    /// ```
+    /// let key = qlb_router::HashKey::new([1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0]);
+    /// assert_eq!(key.words(), (1, 2));
+    /// ```
+    pub fn words(&self) -> (u64, u64) {
+        (self.k0, self.k1)
+    }
+}
+
 impl std::fmt::Debug for HashKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("HashKey(..)")

@@ -95,6 +95,11 @@ impl Maglev {
     }
 
     /// The backend for a key with this fixed-key hash; `None` when the table has no members.
+    /// The slots, in order: what [`Maglev::lookup`] indexes.
+    pub(crate) fn slots(&self) -> &[BackendIndex] {
+        &self.slots
+    }
+
     pub(crate) fn lookup(&self, key_hash: u64) -> Option<BackendIndex> {
         // Multiply-shift maps the hash onto the slots without a division.
         let slot = ((u128::from(key_hash) * self.slots.len() as u128) >> 64) as usize;

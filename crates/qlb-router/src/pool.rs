@@ -278,6 +278,36 @@ impl Pool {
         self.hash_key.is_some()
     }
 
+    /// The key of the fallback hash, if [`Pool::with_hash_key`] set one: for a data path
+    /// outside this process (the XDP program) that must hash alike.
+    ///
+    /// ```
+    /// use qlb_router::{HashKey, Pool};
+    ///
+    /// let pool = Pool::new(quic_lb::Decoder::new(), [])?.with_hash_key(HashKey::new([7; 16]));
+    /// assert_eq!(pool.hash_key(), Some(&HashKey::new([7; 16])));
+    /// # Ok::<(), qlb_router::PoolError>(())
+    /// ```
+    pub fn hash_key(&self) -> Option<&HashKey> {
+        self.hash_key.as_ref()
+    }
+
+    /// The Maglev table: slot `s` holds the backend a fallback hash `h` picks when
+    /// `(h * len) >> 64 == s`. Empty when no backend takes new connections. For a data path
+    /// outside this process (the XDP program) that must choose alike.
+    ///
+    /// ```
+    /// use qlb_router::{Backend, Pool};
+    ///
+    /// let pool = Pool::with_maglev_size(quic_lb::Decoder::new(), [Backend::new("a", "192.0.2.1:443".parse()?)], 251)?;
+    /// assert_eq!(pool.maglev_slots().len(), 251);
+    /// assert!(pool.maglev_slots().iter().all(|index| index.get() == 0));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn maglev_slots(&self) -> &[BackendIndex] {
+        self.maglev.slots()
+    }
+
     /// The backends, sorted by name; a [`BackendIndex`] is a position here.
     ///
     /// ```
@@ -459,7 +489,10 @@ fn server_id_maps(backends: &[Backend]) -> [ServerIdMap; ConfigId::COUNT] {
 }
 
 fn is_prime(n: usize) -> bool {
-    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+    n >= 2
+        && (2..)
+            .take_while(|d| d * d <= n)
+            .all(|d| !n.is_multiple_of(d))
 }
 
 #[cfg(test)]

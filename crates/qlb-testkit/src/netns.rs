@@ -32,7 +32,9 @@ static MADE: AtomicUsize = AtomicUsize::new(0);
 /// Whether network namespaces can be made here (root, iproute2): when not, fails in CI and
 /// elsewhere says loudly that the test skipped ([`missing`]).
 pub fn available() -> bool {
-    let probe = format!("qlbt-{}-probe", std::process::id());
+    // Numbered as namespaces are: tests of one process probe in parallel.
+    let serial = MADE.fetch_add(1, Ordering::Relaxed);
+    let probe = format!("qlbt-{}-{serial}-probe", std::process::id());
     let made = run_ip(&["netns", "add", &probe]).is_ok();
     if made {
         let _ = run_ip(&["netns", "del", &probe]);
@@ -95,6 +97,28 @@ impl Netns {
         let mut all = vec!["-n", &self.name];
         all.extend_from_slice(args);
         run_ip(&all)
+    }
+
+    /// Moves the calling thread into the namespace (setns), for what must run there
+    /// in-process: a `BPF_PROG_TEST_RUN` whose route lookups see the namespace's routes. The
+    /// thread stays there; use a thread of its own.
+    pub fn enter(&self) -> TestResult {
+        let file = std::fs::File::open(format!("/run/netns/{}", self.name))?;
+        rustix::thread::move_into_link_name_space(
+            std::os::fd::AsFd::as_fd(&file),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )?;
+        Ok(())
+    }
+
+    /// The index of the namespace's interface `name`.
+    pub fn ifindex(&self, name: &str) -> TestResult<u32> {
+        let output = self.ip(&["-o", "link", "show", "dev", name])?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        text.split(':')
+            .next()
+            .and_then(|index| index.trim().parse().ok())
+            .ok_or_else(|| format!("no index for {name} in {text:?}").into())
     }
 
     /// Sets a sysctl in the namespace (`key` as `sysctl` names it).

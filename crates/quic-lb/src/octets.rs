@@ -30,7 +30,7 @@ impl<const N: usize> Octets<N> {
     /// Parses hex: `None` inner means not hex (odd length or a bad digit), an `Err` the
     /// number of octets that did not fit.
     pub(crate) fn from_hex(s: &str) -> Result<Option<Self>, usize> {
-        if s.len() % 2 != 0 {
+        if !s.len().is_multiple_of(2) {
             return Ok(None);
         }
         let len = s.len() / 2;
