@@ -7,9 +7,9 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 # Third-party QUIC peers the interop tests run against: ngtcp2's gtlsclient/gtlsserver
-# (Debian), aioquic (PyPI) and Chromium (Debian), etcd for the fleet tests, and iproute2 for
-# network namespaces. Installed when missing; in CI a test whose peer is still
-# missing fails rather than skipping.
+# (Debian), aioquic (PyPI) and Chromium (Debian), etcd for the fleet tests, iproute2 for
+# network namespaces, and clang with libbpf's headers for the XDP program. Installed when
+# missing; in CI a test whose peer is still missing fails rather than skipping.
 install_peers() {
     local packages=()
     [ -x /usr/bin/gtlsclient ] || packages+=(ngtcp2-client)
@@ -20,6 +20,10 @@ install_peers() {
     command -v ip >/dev/null || packages+=(iproute2)
     # The browser tests (e2e_chromium) drive headless Chromium.
     command -v chromium >/dev/null || packages+=(chromium)
+    # The XDP program's committed object is checked against its C source (qlb-xdp).
+    command -v clang >/dev/null || packages+=(clang)
+    command -v llvm-strip >/dev/null || packages+=(llvm)
+    [ -f /usr/include/bpf/bpf_helpers.h ] || packages+=(libbpf-dev)
     if [ ${#packages[@]} -gt 0 ]; then
         step "installing ${packages[*]} (Debian)"
         local sudo=()
