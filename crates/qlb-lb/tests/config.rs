@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use qlb_lb::config::{
     ClusterConfig, ConfigError, ForwardingMode, GueConfig, LbConfig, RetryConfig, RetryMode,
+    XdpAttach,
 };
 use qlb_router::BackendState;
 use quic_lb::Mode;
@@ -637,12 +638,12 @@ fn gue_mode_refuses_bad_values_naming_their_field() {
         (
             "mode = \"gue\"",
             "mode = \"proxy\"",
-            "gue: only with mode = \"gue\"",
+            "gue: only with mode = \"gue\" or \"xdp\"",
         ),
         (
             "mode = \"gue\"",
             "mode = \"dsr\"",
-            "mode: unsupported \"dsr\"; supported: \"proxy\", \"gue\"",
+            "mode: unsupported \"dsr\"; supported: \"proxy\", \"gue\", \"xdp\"",
         ),
     ];
     for &(from, to, expected) in cases {
@@ -652,6 +653,76 @@ fn gue_mode_refuses_bad_values_naming_their_field() {
             "{to:?}: expected {expected:?} in {message:?}"
         );
     }
+}
+
+#[test]
+fn xdp_mode_is_gue_mode_with_an_interface_and_refuses_what_the_program_cannot_use() {
+    let xdp = gue_variant("mode = \"gue\"", "mode = \"xdp\"") + "[xdp]\ninterface = \"veth0\"\n";
+    let config = load(&xdp).expect("valid");
+    let ForwardingMode::Xdp(table) = config.mode else {
+        panic!("{:?}", config.mode)
+    };
+    assert_eq!(config.mode.as_str(), "xdp");
+    assert_eq!(table.interface.as_str(), "veth0");
+    assert_eq!(table.attach, XdpAttach::Auto);
+    assert_eq!(config.mode.gue(), Some(&table.gue));
+    assert_eq!(table.gue.bind.to_string(), "127.0.0.1:6080");
+    // gue mode's rules hold: the backends need health addresses.
+    assert!(
+        refusal(&xdp.replacen("health_addr = \"127.0.0.1:5001\"\n", "", 1))
+            .contains("backend[0].health_addr: required")
+    );
+    let generic = xdp.replace(
+        "interface = \"veth0\"",
+        "interface = \"veth0\"\nattach = \"generic\"",
+    );
+    let ForwardingMode::Xdp(table) = load(&generic).expect("valid").mode else {
+        panic!("xdp")
+    };
+    assert_eq!(table.attach, XdpAttach::Generic);
+
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "interface = \"veth0\"\n",
+            "",
+            "xdp.interface: required with mode = \"xdp\"",
+        ),
+        (
+            "interface = \"veth0\"",
+            "interface = \"a-name-far-too-long\"",
+            "xdp.interface: \"a-name-far-too-long\" is not an interface name",
+        ),
+        (
+            "interface = \"veth0\"",
+            "interface = \"veth0\"\nattach = \"offload\"",
+            "xdp.attach: unsupported \"offload\"",
+        ),
+        (
+            "bind = \"127.0.0.1:6080\"",
+            "bind = \"0.0.0.0:6080\"",
+            "gue.bind: 0.0.0.0:6080 cannot be the XDP program's outer source",
+        ),
+        (
+            "mode = \"xdp\"",
+            "mode = \"gue\"",
+            "xdp: only with mode = \"xdp\"",
+        ),
+        (
+            "interface = \"veth0\"",
+            "interfaces = \"veth0\"",
+            "interfaces",
+        ),
+    ];
+    for &(from, to, expected) in cases {
+        assert!(xdp.contains(from), "{from:?}");
+        let message = refusal(&xdp.replacen(from, to, 1));
+        assert!(
+            message.contains(expected),
+            "{to:?}: expected {expected:?} in {message:?}"
+        );
+    }
+    // A backend reading the shared part skips both tables.
+    assert!(load_cluster(&xdp).is_ok());
 }
 
 /// An `[etcd]` table reaching `endpoint`, with `more` lines.

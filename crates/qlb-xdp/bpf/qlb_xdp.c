@@ -1048,9 +1048,8 @@ int qlb_xdp(struct xdp_md *ctx)
 
 	sc->route = QLB_C_CID;
 	struct qlb_backend *backend = route_by_cid(generation, sc);
-	if (backend)
-		count(QLB_C_CODEPOINT_0 + (sc->codepoint & 7));
-	else
+	int by_cid = backend != 0;
+	if (!by_cid)
 		backend = route_unroutable(generation, settings, sc);
 	if (!backend) {
 		count(QLB_C_DROP_NO_BACKEND);
@@ -1060,6 +1059,8 @@ int qlb_xdp(struct xdp_md *ctx)
 	if (up)
 		return pass(up);
 	count(sc->route);
+	if (by_cid)
+		count(QLB_C_CODEPOINT_0 + (sc->codepoint & 7));
 	if (sc->fib.ifindex == ctx->ingress_ifindex)
 		return XDP_TX;
 	return bpf_redirect(sc->fib.ifindex, 0);

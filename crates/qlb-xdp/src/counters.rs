@@ -1,5 +1,7 @@
 //! The program's per-CPU counters (`enum qlb_counter` in `bpf/layout.h`), summed over CPUs.
 
+use qlb_router::{DropReason, Route};
+
 /// One counter of the program.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 #[non_exhaustive]
@@ -55,7 +57,59 @@ pub enum Counter {
     Codepoint(u8),
 }
 
+/// What a counter counts, in `qlb-router`'s terms where they mean the same.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[non_exhaustive]
+pub enum CounterKind {
+    /// Datagrams forwarded by this route.
+    Routed(Route),
+    /// Datagrams dropped for this reason.
+    Dropped(DropReason),
+    /// Datagrams passed up to the userspace data plane, and why (a stable snake_case label).
+    Passed(&'static str),
+    /// CID-routed datagrams under this codepoint.
+    Codepoint(u8),
+}
+
 impl Counter {
+    /// What it counts.
+    ///
+    /// ```
+    /// use qlb_xdp::{Counter, CounterKind};
+    ///
+    /// assert_eq!(Counter::Fallback.kind(), CounterKind::Routed(qlb_router::Route::Fallback));
+    /// assert_eq!(Counter::PassNoRoute.kind(), CounterKind::Passed("no_route"));
+    /// ```
+    pub fn kind(self) -> CounterKind {
+        use CounterKind::{Dropped, Passed, Routed};
+        match self {
+            Self::Cid => Routed(Route::Cid),
+            Self::DcidTable => Routed(Route::DcidTable),
+            Self::TupleTable => Routed(Route::TupleTable),
+            Self::Fallback => Routed(Route::Fallback),
+            Self::DropEmpty => Dropped(DropReason::Empty),
+            Self::DropTruncated => Dropped(DropReason::Truncated),
+            Self::DropCidTooLong => Dropped(DropReason::CidTooLong),
+            Self::DropVersionNegotiation => Dropped(DropReason::VersionNegotiation),
+            Self::DropRetry => Dropped(DropReason::Retry),
+            Self::DropInitialTooSmall => Dropped(DropReason::InitialTooSmall),
+            Self::DropTooShort => Dropped(DropReason::TooShort),
+            Self::DropNoBackend => Dropped(DropReason::NoBackend),
+            Self::PassIpOptions => Passed("ip_options"),
+            Self::PassFragment => Passed("fragment"),
+            Self::PassMalformed => Passed("malformed"),
+            Self::PassNoChecksum => Passed("no_checksum"),
+            Self::PassLongDcid => Passed("long_dcid"),
+            Self::PassInitial => Passed("initial"),
+            Self::PassFamily => Passed("family"),
+            Self::PassNoRoute => Passed("no_route"),
+            Self::PassForwardingOff => Passed("forwarding_off"),
+            Self::PassTooBig => Passed("too_big"),
+            Self::PassNoRoom => Passed("no_room"),
+            Self::Codepoint(codepoint) => CounterKind::Codepoint(codepoint),
+        }
+    }
+
     /// Every counter, in map order.
     pub const ALL: [Counter; 31] = [
         Self::Cid,

@@ -38,6 +38,6 @@ mod layout;
 mod program;
 mod tables;
 
-pub use counters::{Counter, XdpCounters};
+pub use counters::{Counter, CounterKind, XdpCounters};
 pub use error::XdpError;
 pub use program::{Action, AttachMode, TestOutcome, XdpOptions, XdpProgram};

@@ -391,6 +391,18 @@ fn check_counters(program: &XdpProgram, routers: &[Router; 2]) -> TestResult {
     for (counter, expected) in pairs {
         assert_eq!(xdp.get(counter), expected, "{counter:?}");
     }
+    for codepoint in 0..7u8 {
+        let id = quic_lb::ConfigId::new(codepoint)?;
+        let expected: u64 = routers
+            .iter()
+            .map(|router| router.counters().routed_by_codepoint(id))
+            .sum();
+        assert_eq!(
+            xdp.get(Counter::Codepoint(codepoint)),
+            expected,
+            "codepoint {codepoint}"
+        );
+    }
     Ok(())
 }
 

@@ -9,6 +9,9 @@
 //!   answer the client from the VIP, and nothing comes back through the load balancer.
 //!   qlb-client, aioquic and ngtcp2's gtlsclient (moving to a new local address
 //!   mid-transfer) all work.
+//! * The same lab in `xdp` mode: the XDP program on the load balancer's interface decides
+//!   and encapsulates in the kernel (generic XDP on the veth); the userspace data plane sees
+//!   only what the program passed up, and the clients cannot tell the difference.
 
 mod support;
 
@@ -120,8 +123,17 @@ const VIP_PORT: u16 = 443;
 const QUIC_PORT: u16 = 4433;
 const GUE_PORT: u16 = 6080;
 
+/// How the lab's load balancer forwards.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Forwarding {
+    /// `mode = "gue"`: the userspace data plane.
+    Userspace,
+    /// `mode = "xdp"`: the XDP program on its `eth0`, generic mode.
+    Xdp,
+}
+
 impl Lab {
-    fn start() -> TestResult<Self> {
+    fn start(path: Forwarding) -> TestResult<Self> {
         let lan = Lan::new("dsr", "10.77.0")?;
         let client = lan.host("client", 10)?;
         let lb = lan.host("lb", 2)?;
@@ -131,6 +143,18 @@ impl Lab {
             backend.add_local(VIP)?;
         }
         client.route_via(VIP, lb.ip())?;
+        let xdp = match path {
+            Forwarding::Userspace => "",
+            Forwarding::Xdp => {
+                // The program's route lookup forwards only where the interface does.
+                lb.netns().sysctl("net.ipv4.conf.all.forwarding", "1")?;
+                "[xdp]\ninterface = \"eth0\"\nattach = \"generic\"\n"
+            }
+        };
+        let mode = match path {
+            Forwarding::Userspace => "gue",
+            Forwarding::Xdp => "xdp",
+        };
 
         let dir = tempfile::tempdir()?;
         let secret: String = fixtures::CLUSTER_SECRET
@@ -144,8 +168,8 @@ impl Lab {
         let mut metrics = Vec::new();
         // Top-level keys first: after a table header, keys are the table's.
         let mut lb_file = format!(
-            "{secret}listen = [\"{VIP}:{VIP_PORT}\"]\nworkers = 1\nmode = \"gue\"\n{table}\
-             [gue]\nbind = \"{}:{GUE_PORT}\"\nports = 4\n\
+            "{secret}listen = [\"{VIP}:{VIP_PORT}\"]\nworkers = 1\nmode = \"{mode}\"\n{table}\
+             [gue]\nbind = \"{}:{GUE_PORT}\"\nports = 4\n{xdp}\
              [health]\ninterval = \"200ms\"\ntimeout = \"200ms\"\nhealthy_threshold = 1\n\
              unhealthy_threshold = 3\n[admin]\nlisten = \"127.0.0.1:8080\"\n",
             lb.ip(),
@@ -279,7 +303,7 @@ fn direct_server_return_in_network_namespaces() -> TestResult {
     if !netns::available() {
         return Ok(());
     }
-    let lab = Lab::start()?;
+    let lab = Lab::start(Forwarding::Userspace)?;
     let vip = lab.vip();
 
     // qlb-client: several connections, each seen from the client's own address.
@@ -333,5 +357,79 @@ fn direct_server_return_in_network_namespaces() -> TestResult {
     assert!(traffic.iter().all(|&(_, back)| back == 0), "{traffic:?}");
     let status = lab.status()?;
     assert_eq!(status["flows"]["created"], 0, "{status}");
+    Ok(())
+}
+
+#[test]
+fn xdp_mode_decides_in_the_kernel_and_passes_up_only_what_it_cannot() -> TestResult {
+    if !netns::available() {
+        return Ok(());
+    }
+    let lab = Lab::start(Forwarding::Xdp)?;
+    let vip = lab.vip();
+    let status = lab.status()?;
+    assert_eq!(status["mode"], "xdp", "{status}");
+    assert_eq!(status["xdp"]["running"], true, "{status}");
+
+    for _ in 0..4 {
+        let url = format!("https://{vip}/whoami");
+        let whoami = qlb_get_json(&url, |c| lab.client.wrap(&c), CLIENT_TIMEOUT)?;
+        let peer: SocketAddr = whoami["peer"].as_str().ok_or("peer")?.parse()?;
+        assert_eq!(peer.ip(), lab.client.ip(), "{whoami}");
+    }
+    if aioquic_available() {
+        let connections = aioquic_whoami_on(Some(&lab.client), vip, 8, 2, false, CLIENT_TIMEOUT)?;
+        for connection in &connections {
+            connection.as_ref().map_err(|e| e.to_owned())?;
+        }
+    }
+    // 20 MB up and back, moving to a new local address, then rebinding its port, mid-way.
+    if gtlsclient_available() {
+        for (n, moves) in ["--change-local-addr=50ms", "--nat-rebinding"]
+            .into_iter()
+            .enumerate()
+        {
+            let dir = lab.dir().join(format!("echo-{n}"));
+            std::fs::create_dir(&dir)?;
+            let echo = Echo::new(&dir, 20_000_000)?;
+            run_gtlsclient(
+                &mut lab.client.wrap(&echo.gtlsclient(vip, &[moves])),
+                CLIENT_TIMEOUT,
+            )?;
+            echo.check()?;
+        }
+    }
+
+    let status = lab.status()?;
+    let xdp = &status["xdp"];
+    let sum = |counts: &Value| -> u64 {
+        counts
+            .as_object()
+            .map_or(0, |counts| counts.values().filter_map(Value::as_u64).sum())
+    };
+    eprintln!("XDP: {xdp}");
+    eprintln!(
+        "userspace: routed {} dropped {}",
+        status["routed"], status["dropped"]["router"]
+    );
+    // The kernel carried the traffic, by CID for established connections.
+    assert!(xdp["routed"]["cid"].as_u64() > Some(1000), "{xdp}");
+    // The userspace data plane decided exactly what the program passed up.
+    let userspace = sum(&status["routed"]) + sum(&status["dropped"]["router"]);
+    assert_eq!(userspace, sum(&xdp["passed"]), "{status}");
+    // And the backends answered directly, as in gue mode.
+    let traffic = lab.lb_traffic()?;
+    assert!(traffic.iter().all(|&(_, back)| back == 0), "{traffic:?}");
+    // The program's counters are in /metrics beside the userspace ones.
+    let metrics = Lab::http_get(&lab.lb, &format!("http://{}/metrics", lab.admin))?;
+    for series in [
+        "qlb_lb_decisions_total{kind=\"cid\",path=\"xdp\"} ",
+        "qlb_lb_codepoint_decisions_total{config_id=\"1\",path=\"xdp\"} ",
+        "qlb_lb_dropped_total{stage=\"xdp\",reason=\"truncated\"} 0",
+        "qlb_lb_xdp_passed_total{reason=\"no_route\"} ",
+        "qlb_lb_xdp_running{interface=\"eth0\"} 1",
+    ] {
+        assert!(metrics.contains(series), "no {series} in\n{metrics}");
+    }
     Ok(())
 }

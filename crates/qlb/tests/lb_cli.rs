@@ -286,3 +286,46 @@ fn a_gue_mode_lb_encapsulates_client_datagrams_to_its_backend() -> TestResult {
     lb.wait_for("stopped")?;
     Ok(())
 }
+
+#[test]
+fn an_xdp_mode_lb_whose_program_cannot_attach_forwards_in_userspace_and_says_why() -> TestResult {
+    let backend = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    backend.set_read_timeout(Some(PATIENCE))?;
+    // xdp mode needs a concrete GUE port: a free one.
+    let gue_port = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("lb.toml");
+    let text = format!(
+        "listen = [\"127.0.0.1:0\"]\nworkers = 1\nmode = \"xdp\"\n{}\
+         [gue]\nbind = \"127.0.0.1:{gue_port}\"\nports = 1\n\
+         [xdp]\ninterface = \"qlbnone0\"\n[health]\nenabled = false\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[backend]]\nname = \"b1\"\naddr = \"{}\"\nserver_id = \"0001\"\n",
+        fixtures::table(0),
+        backend.local_addr()?
+    );
+    std::fs::write(&path, &text)?;
+    let mut lb = Lb::start(&path)?;
+    let vip = lb.listen_addr()?;
+    let warning = lb.wait_for("the XDP program is not running")?;
+    assert!(warning.contains("gue mode"), "{warning}");
+    let admin: SocketAddr = lb.wait_for("admin API on http://")?.trim().parse()?;
+    let (_, running) = status(admin)?;
+    assert_eq!(running["mode"], "xdp");
+    assert_eq!(running["xdp"]["running"], false, "{running}");
+    assert_eq!(running["xdp"]["interface"], "qlbnone0");
+    assert!(running["xdp"]["error"].is_string(), "{running}");
+
+    // The userspace data plane forwards as in gue mode.
+    let client = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let mut datagram = vec![0xc0, 0, 0, 0, 1, 8, 0xe1, 2, 3, 4, 5, 6, 7, 8, 0];
+    datagram.resize(1200, 0x5a);
+    client.send_to(&datagram, vip)?;
+    let mut buffer = [0; 2048];
+    let (len, from) = backend.recv_from(&mut buffer)?;
+    assert_eq!(from.port(), gue_port);
+    assert_eq!(&buffer[32..len], &datagram[..]);
+    lb.signal("TERM")?;
+    lb.wait_for("stopped")?;
+    Ok(())
+}

@@ -78,6 +78,15 @@ impl Collector for Snapshot {
             directed(|b| [b.to_backend.bytes, b.to_client.bytes]),
         )?;
         let dropped_by_router: u64 = status.dropped.router.values().sum();
+        // `xdp` mode's program decides in the kernel: its series are the same families,
+        // told apart by path="xdp" (decisions) and stage="xdp" (drops).
+        let xdp = status.xdp.as_ref();
+        let on_xdp = |labels: Vec<(&'static str, String)>| {
+            labels
+                .into_iter()
+                .chain([("path", "xdp".to_owned())])
+                .collect::<Vec<_>>()
+        };
         family(
             &mut encoder,
             MetricType::Counter,
@@ -88,35 +97,83 @@ impl Collector for Snapshot {
             status
                 .routed_by_codepoint
                 .iter()
-                .map(|(config_id, count)| ([("config_id", config_id.to_string())], *count)),
+                .map(|(config_id, count)| (vec![("config_id", config_id.to_string())], *count))
+                .chain(xdp.into_iter().flat_map(|xdp| {
+                    xdp.routed_by_codepoint
+                        .iter()
+                        .map(move |(config_id, count)| {
+                            (on_xdp(vec![("config_id", config_id.to_string())]), *count)
+                        })
+                })),
         )?;
         family(
             &mut encoder,
             MetricType::Counter,
             "qlb_lb_decisions",
             "Routing decisions for client datagrams: forwarded by route (cid, dcid_table, \
-             tuple_table, fallback), or drop",
+             tuple_table, fallback), or drop; path=\"xdp\" for the XDP program's",
             status
                 .routed
                 .iter()
-                .map(|(route, count)| ([("kind", *route)], *count))
-                .chain([([("kind", "drop")], dropped_by_router)]),
+                .map(|(route, count)| (vec![("kind", (*route).to_owned())], *count))
+                .chain([(vec![("kind", "drop".to_owned())], dropped_by_router)])
+                .chain(xdp.into_iter().flat_map(|xdp| {
+                    xdp.routed
+                        .iter()
+                        .map(move |(route, count)| {
+                            (on_xdp(vec![("kind", (*route).to_owned())]), *count)
+                        })
+                        .chain([(
+                            on_xdp(vec![("kind", "drop".to_owned())]),
+                            xdp.dropped.values().sum(),
+                        )])
+                })),
         )?;
         family(
             &mut encoder,
             MetricType::Counter,
             "qlb_lb_dropped",
             "Datagrams dropped, by stage (router: before forwarding; dataplane: flows, sends \
-             and GUE) and reason",
+             and GUE; xdp: the XDP program, with the router's reasons) and reason",
             status
                 .dropped
                 .router
                 .iter()
                 .map(|(reason, count)| ([("stage", "router"), ("reason", *reason)], *count))
-                .chain(status.dropped.dataplane.iter().map(|(reason, count)| {
-                    ([("stage", "dataplane"), ("reason", *reason)], *count)
+                .chain(
+                    status.dropped.dataplane.iter().map(|(reason, count)| {
+                        ([("stage", "dataplane"), ("reason", *reason)], *count)
+                    }),
+                )
+                .chain(xdp.into_iter().flat_map(|xdp| {
+                    xdp.dropped
+                        .iter()
+                        .map(|(reason, count)| ([("stage", "xdp"), ("reason", *reason)], *count))
                 })),
         )?;
+        if let Some(xdp) = xdp {
+            family(
+                &mut encoder,
+                MetricType::Counter,
+                "qlb_lb_xdp_passed",
+                "Client datagrams the XDP program passed up to the userspace data plane, by \
+                 reason",
+                xdp.passed
+                    .iter()
+                    .map(|(reason, count)| ([("reason", *reason)], *count)),
+            )?;
+            family(
+                &mut encoder,
+                MetricType::Gauge,
+                "qlb_lb_xdp_running",
+                "1 while the XDP program is attached and deciding, 0 when it could not be \
+                 loaded or attached (the userspace data plane forwards everything)",
+                [(
+                    [("interface", xdp.interface.as_str())],
+                    u64::from(xdp.running),
+                )],
+            )?;
+        }
         for (kind, name, help, value) in [
             (
                 MetricType::Counter,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::error::{ConfigError, field_error, parse, read_file};
 use super::raw::{RawCluster, RawConfig, RawQuicLb};
-use super::schema::{ClusterConfig, ForwardingMode, LbConfig};
+use super::schema::{ClusterConfig, LbConfig};
 use super::secret::Secret;
 use super::validation::{
     admin, backends, cluster_secret, etcd, flow_caps, gue_backends, health, listen_addresses, mode,
@@ -46,7 +46,12 @@ impl LbConfig {
         let listen = listen_addresses(&raw.listen)?;
         let config = Self {
             workers: workers(raw.workers)?,
-            mode: mode(raw.mode.as_deref(), raw.gue.as_ref(), &listen)?,
+            mode: mode(
+                raw.mode.as_deref(),
+                raw.gue.as_ref(),
+                raw.xdp.as_ref(),
+                &listen,
+            )?,
             listen,
             flow_idle_timeout: positive_duration(
                 "flow_idle_timeout",
@@ -62,7 +67,7 @@ impl LbConfig {
             admin: raw.admin.as_ref().map(|a| admin(a, base)).transpose()?,
             etcd: raw.etcd.as_ref().map(|e| etcd(e, base)).transpose()?,
         };
-        if let ForwardingMode::Gue(gue) = &config.mode {
+        if let Some(gue) = config.mode.gue() {
             gue_backends(gue, &config.backends, &config.health)?;
         }
         // Duplicate server IDs and the like are the pool's to find; finding them here makes

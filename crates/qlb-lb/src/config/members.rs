@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use super::error::ConfigError;
-use super::schema::{BackendConfig, ClusterConfig, ForwardingMode, LbConfig};
+use super::schema::{BackendConfig, ClusterConfig, LbConfig};
 use super::validation::{gue_backend, server_id_fits};
 
 /// A member left out of the configuration, and why.
@@ -93,7 +93,7 @@ impl LbConfig {
         }
         server_id_fits(&member.server_id, &self.cluster.quic_lb)
             .map_err(|problem| format!("server ID {}: {problem}", member.server_id))?;
-        if let ForwardingMode::Gue(gue) = &self.mode {
+        if let Some(gue) = self.mode.gue() {
             gue_backend(gue, member, &self.health)
                 .map_err(|(key, problem)| format!("{key}: {problem}"))?;
         }

@@ -24,6 +24,6 @@ pub use error::ConfigError;
 pub use members::LeftOut;
 pub use schema::{
     AdminConfig, BackendConfig, ClusterConfig, EtcdConfig, ForwardingMode, GueConfig, HealthConfig,
-    LbConfig, RetryConfig, RetryMode,
+    InterfaceName, LbConfig, RetryConfig, RetryMode, XdpAttach, XdpConfig,
 };
 pub use secret::Secret;

@@ -25,6 +25,7 @@ pub(super) struct RawConfig {
     pub admin: Option<RawAdmin>,
     pub retry: Option<RawRetry>,
     pub gue: Option<RawGue>,
+    pub xdp: Option<RawXdp>,
     pub etcd: Option<RawEtcd>,
 }
 
@@ -60,6 +61,8 @@ pub(super) struct RawCluster {
     _retry: Option<IgnoredAny>,
     #[serde(rename = "gue")]
     _gue: Option<IgnoredAny>,
+    #[serde(rename = "xdp")]
+    _xdp: Option<IgnoredAny>,
     #[serde(rename = "etcd")]
     _etcd: Option<IgnoredAny>,
 }
@@ -122,6 +125,13 @@ pub(super) struct RawRetry {
 pub(super) struct RawGue {
     pub bind: Option<String>,
     pub ports: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawXdp {
+    pub interface: Option<String>,
+    pub attach: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -1,5 +1,6 @@
 //! The validated configuration: what the file says, in types.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
@@ -36,6 +37,10 @@ pub enum ForwardingMode {
     /// `[gue]` sockets, without flows; backends answer the client directly, or
     /// re-encapsulated through any load balancer's `[gue]` sockets.
     Gue(GueConfig),
+    /// `gue` mode with an XDP program on `[xdp] interface` that makes the same decisions
+    /// and writes the same GUE packets in the kernel, passing up to the userspace data plane
+    /// only what it cannot decide; where the program cannot be loaded, `gue` mode as it is.
+    Xdp(XdpConfig),
 }
 
 impl ForwardingMode {
@@ -48,7 +53,134 @@ impl ForwardingMode {
         match self {
             Self::Proxy => "proxy",
             Self::Gue(_) => "gue",
+            Self::Xdp(_) => "xdp",
         }
+    }
+
+    /// The `[gue]` table of `gue` and `xdp` modes.
+    ///
+    /// ```
+    /// assert!(qlb_lb::config::ForwardingMode::Proxy.gue().is_none());
+    /// ```
+    pub fn gue(&self) -> Option<&GueConfig> {
+        match self {
+            Self::Proxy => None,
+            Self::Gue(gue) => Some(gue),
+            Self::Xdp(xdp) => Some(&xdp.gue),
+        }
+    }
+}
+
+/// `mode = "xdp"`: the `[gue]` table, and the `[xdp]` table's interface and attach mode.
+///
+/// ```
+/// use qlb_lb::config::{ForwardingMode, LbConfig, XdpAttach};
+///
+/// let config = LbConfig::from_toml(r#"
+///     listen = ["192.0.2.1:443"]
+///     mode = "xdp"
+///     [gue]
+///     bind = "10.0.0.1:6080"
+///     [xdp]
+///     interface = "eth0"
+///     [health]
+///     enabled = false
+/// "#, ".".as_ref())?;
+/// let ForwardingMode::Xdp(xdp) = config.mode else { panic!("xdp") };
+/// assert_eq!((xdp.interface.as_str(), xdp.attach), ("eth0", XdpAttach::Auto));
+/// # Ok::<(), qlb_lb::config::ConfigError>(())
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct XdpConfig {
+    /// The GUE sockets: the program's outer source is `bind`'s address and ports, so
+    /// `bind` must name an address of the interface (not the unspecified one) and a port.
+    pub gue: GueConfig,
+    /// The interface the program runs on: where client datagrams to the VIPs arrive.
+    pub interface: InterfaceName,
+    /// Native (driver) or generic XDP.
+    pub attach: XdpAttach,
+}
+
+/// `[xdp] attach`: how the program is attached.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+#[non_exhaustive]
+pub enum XdpAttach {
+    /// `"auto"` (the default): native where the driver has XDP, else generic.
+    #[default]
+    Auto,
+    /// `"native"`: in the driver, before any socket buffer; refused where the driver has
+    /// no XDP.
+    Native,
+    /// `"generic"`: in the network stack, on any device, slower.
+    Generic,
+}
+
+impl XdpAttach {
+    /// Its name in the file.
+    ///
+    /// ```
+    /// assert_eq!(qlb_lb::config::XdpAttach::Generic.as_str(), "generic");
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Native => "native",
+            Self::Generic => "generic",
+        }
+    }
+}
+
+/// A network interface's name: 1 to 15 octets (the kernel's `IFNAMSIZ` less its NUL), no
+/// `/`, whitespace or NUL.
+///
+/// ```
+/// use qlb_lb::config::InterfaceName;
+///
+/// assert_eq!(InterfaceName::new("eth0").map(|name| name.as_str().len()), Some(4));
+/// assert!(InterfaceName::new("a-name-far-too-long").is_none());
+/// assert!(InterfaceName::new("").is_none());
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct InterfaceName {
+    octets: [u8; 15],
+    len: u8,
+}
+
+impl InterfaceName {
+    /// `name`, if it can name an interface.
+    pub fn new(name: &str) -> Option<Self> {
+        let valid = (1..=15).contains(&name.len())
+            && !name
+                .chars()
+                .any(|c| c == '/' || c == '\0' || c.is_whitespace())
+            && name != "."
+            && name != "..";
+        if !valid {
+            return None;
+        }
+        let mut octets = [0; 15];
+        octets[..name.len()].copy_from_slice(name.as_bytes());
+        Some(Self {
+            octets,
+            len: name.len() as u8,
+        })
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.octets[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for InterfaceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for InterfaceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

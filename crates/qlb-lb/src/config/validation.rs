@@ -11,10 +11,10 @@ use quic_lb::{Config, ConfigId, Key, ServerId};
 
 use super::duration::parse_duration;
 use super::error::{ConfigError, field_error, read_file};
-use super::raw::{RawAdmin, RawBackend, RawEtcd, RawGue, RawHealth, RawQuicLb, RawRetry};
+use super::raw::{RawAdmin, RawBackend, RawEtcd, RawGue, RawHealth, RawQuicLb, RawRetry, RawXdp};
 use super::schema::{
     AdminConfig, BackendConfig, ClusterConfig, EtcdConfig, ForwardingMode, GueConfig, HealthConfig,
-    RetryConfig, RetryMode,
+    InterfaceName, RetryConfig, RetryMode, XdpAttach, XdpConfig,
 };
 use super::secret::Secret;
 use crate::dataplane::{DataplaneOptions, GueOptions, MAX_GUE_PORTS};
@@ -122,22 +122,81 @@ const DEFAULT_GUE_PORT: u16 = 6080;
 /// over 8 receive queues.
 const DEFAULT_GUE_PORTS: u16 = 8;
 
-/// `mode`, with the `[gue]` table that only `mode = "gue"` takes (as `[retry] threshold` only
-/// goes with `mode = "above"`: a table that would do nothing is refused, not ignored).
+/// `mode`, with the `[gue]` table that only `mode = "gue"` and `"xdp"` take and the `[xdp]`
+/// table that only `"xdp"` takes (as `[retry] threshold` only goes with `mode = "above"`: a
+/// table that would do nothing is refused, not ignored).
 pub(super) fn mode(
     raw: Option<&str>,
     gue: Option<&RawGue>,
+    xdp: Option<&RawXdp>,
     listen: &[SocketAddr],
 ) -> Result<ForwardingMode, ConfigError> {
-    match (raw.unwrap_or("proxy"), gue) {
+    let mode = raw.unwrap_or("proxy");
+    if xdp.is_some() && mode != "xdp" {
+        return Err(ConfigError::invalid("xdp", "only with mode = \"xdp\""));
+    }
+    match (mode, gue) {
         ("proxy", None) => Ok(ForwardingMode::Proxy),
-        ("proxy", Some(_)) => Err(ConfigError::invalid("gue", "only with mode = \"gue\"")),
+        ("proxy", Some(_)) => Err(ConfigError::invalid(
+            "gue",
+            "only with mode = \"gue\" or \"xdp\"",
+        )),
         ("gue", gue) => Ok(ForwardingMode::Gue(gue_table(gue, listen)?)),
+        ("xdp", gue) => Ok(ForwardingMode::Xdp(xdp_table(
+            gue_table(gue, listen)?,
+            xdp,
+        )?)),
         (other, _) => Err(ConfigError::invalid(
             "mode",
-            format!("unsupported {other:?}; supported: \"proxy\", \"gue\""),
+            format!("unsupported {other:?}; supported: \"proxy\", \"gue\", \"xdp\""),
         )),
     }
+}
+
+/// The `[xdp]` table: `interface` (required) and `attach` (`"auto"`, `"native"`,
+/// `"generic"`); the program writes the GUE packets' outer headers itself, so `gue.bind` must
+/// be a concrete address and port.
+fn xdp_table(gue: GueConfig, raw: Option<&RawXdp>) -> Result<XdpConfig, ConfigError> {
+    if gue.bind.ip().is_unspecified() || gue.bind.port() == 0 {
+        return Err(ConfigError::invalid(
+            "gue.bind",
+            format!(
+                "{} cannot be the XDP program's outer source: mode = \"xdp\" needs an \
+                 address of the interface and a port",
+                gue.bind
+            ),
+        ));
+    }
+    let interface = match raw.and_then(|r| r.interface.as_deref()) {
+        None => {
+            return Err(ConfigError::invalid(
+                "xdp.interface",
+                "required with mode = \"xdp\"",
+            ));
+        }
+        Some(name) => InterfaceName::new(name).ok_or_else(|| {
+            ConfigError::invalid(
+                "xdp.interface",
+                format!("{name:?} is not an interface name (1 to 15 octets, no '/' or space)"),
+            )
+        })?,
+    };
+    let attach = match raw.and_then(|r| r.attach.as_deref()) {
+        None | Some("auto") => XdpAttach::Auto,
+        Some("native") => XdpAttach::Native,
+        Some("generic") => XdpAttach::Generic,
+        Some(other) => {
+            return Err(ConfigError::invalid(
+                "xdp.attach",
+                format!("unsupported {other:?}; supported: \"auto\", \"native\", \"generic\""),
+            ));
+        }
+    };
+    Ok(XdpConfig {
+        gue,
+        interface,
+        attach,
+    })
 }
 
 /// The `[gue]` table: `bind` (default port 6080 on the unspecified address, IPv6 when every

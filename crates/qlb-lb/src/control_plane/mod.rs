@@ -21,19 +21,21 @@ use tokio::task::AbortHandle;
 
 use crate::config::{AdminConfig, ConfigError, LbConfig, LeftOut};
 use crate::dataplane::{
-    Dataplane, DataplaneDrop, DataplaneError, DataplaneHandle, FlowEviction, FlowRefusal, Stats,
+    Dataplane, DataplaneDrop, DataplaneError, DataplaneHandle, FlowEviction, FlowRefusal,
+    KernelPathState, Stats,
 };
 use crate::health::{self, Health, Outcome};
 use crate::sync::lock;
 pub(crate) use fleet::Fleet;
 pub use fleet::FleetStatus;
+use qlb_xdp::CounterKind;
 pub use reload::{ReloadError, ReloadReport};
 pub(crate) use running::Running;
 pub use running::UnknownBackend;
 pub(crate) use snapshot::{Addresses, AdminRefusal};
 pub use snapshot::{
     AdminOverride, BackendStatus, DropCounts, FlowCounts, HealthStatus, ReloadCounts, Status,
-    TrafficCount,
+    TrafficCount, XdpStatus,
 };
 
 /// The running state and the data plane it drives, shared by every [`Balancer`](crate::Balancer)
@@ -343,6 +345,10 @@ impl ControlPlane {
             }
         }
         status.fleet = sources.link.clone();
+        status.xdp = self
+            .handle
+            .kernel_path()
+            .map(|state| xdp_status(state, stats.xdp.as_ref()));
         status.admin_refused = AdminRefusal::ALL
             .iter()
             .map(|&r| {
@@ -538,7 +544,46 @@ fn status(addresses: &Addresses, running: &Running, stats: &Stats) -> Status {
         reloads: running.reloads(),
         admin_refused: BTreeMap::new(),
         fleet: None,
+        xdp: None,
     }
+}
+
+/// `xdp` mode's part of the status: the program's state and counters, in the router's labels.
+fn xdp_status(state: &KernelPathState, counters: Option<&qlb_xdp::XdpCounters>) -> XdpStatus {
+    let mut status = match state {
+        KernelPathState::Attached { interface } => XdpStatus {
+            running: true,
+            interface: interface.clone(),
+            ..XdpStatus::default()
+        },
+        KernelPathState::Failed { interface, reason } => XdpStatus {
+            interface: interface.clone(),
+            error: Some(reason.clone()),
+            ..XdpStatus::default()
+        },
+    };
+    let Some(counters) = counters else {
+        return status;
+    };
+    for counter in qlb_xdp::Counter::ALL {
+        let count = counters.get(counter);
+        match counter.kind() {
+            CounterKind::Routed(route) => {
+                status.routed.insert(route.as_str(), count);
+            }
+            CounterKind::Dropped(reason) => {
+                status.dropped.insert(reason.as_str(), count);
+            }
+            CounterKind::Passed(reason) => {
+                status.passed.insert(reason, count);
+            }
+            CounterKind::Codepoint(codepoint) if count > 0 => {
+                status.routed_by_codepoint.insert(codepoint, count);
+            }
+            _ => {}
+        }
+    }
+    status
 }
 
 #[cfg(test)]

@@ -85,19 +85,28 @@ pub(crate) fn check_live_changes(running: &LbConfig, new: &LbConfig) -> Result<(
     if running.workers != new.workers {
         return Err(refuse("workers", running.workers, new.workers));
     }
-    match (running.mode, new.mode) {
-        (ForwardingMode::Gue(running), ForwardingMode::Gue(new)) => {
-            if running.bind != new.bind {
-                return Err(refuse("gue.bind", running.bind, new.bind));
-            }
-            if running.ports != new.ports {
-                return Err(refuse("gue.ports", running.ports, new.ports));
-            }
+    if running.mode.as_str() != new.mode.as_str() {
+        return Err(refuse("mode", running.mode.as_str(), new.mode.as_str()));
+    }
+    if let (Some(running), Some(new)) = (running.mode.gue(), new.mode.gue()) {
+        if running.bind != new.bind {
+            return Err(refuse("gue.bind", running.bind, new.bind));
         }
-        (running, new) if running.as_str() != new.as_str() => {
-            return Err(refuse("mode", running.as_str(), new.as_str()));
+        if running.ports != new.ports {
+            return Err(refuse("gue.ports", running.ports, new.ports));
         }
-        _ => {}
+    }
+    if let (ForwardingMode::Xdp(running), ForwardingMode::Xdp(new)) = (running.mode, new.mode) {
+        if running.interface != new.interface {
+            return Err(refuse("xdp.interface", running.interface, new.interface));
+        }
+        if running.attach != new.attach {
+            return Err(refuse(
+                "xdp.attach",
+                running.attach.as_str(),
+                new.attach.as_str(),
+            ));
+        }
     }
     if running.flow_idle_timeout != new.flow_idle_timeout {
         return Err(refuse(

@@ -43,7 +43,7 @@ pub enum AdminOverride {
 #[derive(Clone, Debug, Serialize)]
 #[non_exhaustive]
 pub struct Status {
-    /// The forwarding mode: `proxy` or `gue`.
+    /// The forwarding mode: `proxy`, `gue` or `xdp`.
     pub mode: &'static str,
     /// The bound UDP addresses clients send to.
     pub listen: Vec<SocketAddr>,
@@ -84,6 +84,31 @@ pub struct Status {
     pub admin_refused: BTreeMap<&'static str, u64>,
     /// The fleet on etcd this load balancer follows, with an `[etcd]` table.
     pub fleet: Option<FleetStatus>,
+    /// `xdp` mode: the XDP program and its counters.
+    pub xdp: Option<XdpStatus>,
+}
+
+/// `xdp` mode's kernel fast path: whether the program runs, and what it decided. Its
+/// datagrams are not in the other counts of [`Status`], which are the userspace data
+/// plane's: that sees only what the program passed up (or everything, when it is not
+/// running).
+#[derive(Clone, Debug, Default, Serialize)]
+#[non_exhaustive]
+pub struct XdpStatus {
+    /// Whether the program is attached and deciding.
+    pub running: bool,
+    /// The interface it runs on, or was to.
+    pub interface: String,
+    /// Why it is not running, if it is not.
+    pub error: Option<String>,
+    /// Datagrams it forwarded, by route (as [`Status::routed`]).
+    pub routed: BTreeMap<&'static str, u64>,
+    /// CID-routed datagrams by codepoint.
+    pub routed_by_codepoint: BTreeMap<u8, u64>,
+    /// Datagrams it dropped, by reason (as the router's).
+    pub dropped: BTreeMap<&'static str, u64>,
+    /// Datagrams it passed up to the userspace data plane, by reason.
+    pub passed: BTreeMap<&'static str, u64>,
 }
 
 /// One backend: what the file says, what operators and health checks add, and the result.

@@ -52,18 +52,20 @@ use std::time::Duration;
 use qlb_client::{Prober, ProberBuildError, Trust};
 use qlb_retry::{TokenKey, TokenKeys};
 use qlb_router::{BackendState, PoolError};
+use qlb_xdp::AttachMode;
 use thiserror::Error;
 use tokio::net::TcpListener;
 
 use crate::admin::AdminServer;
-use crate::config::{EtcdConfig, ForwardingMode, LbConfig, RetryMode};
+use crate::config::{EtcdConfig, ForwardingMode, LbConfig, RetryMode, XdpAttach};
 use crate::control_plane::{Addresses, ControlPlane, Running};
 pub use crate::control_plane::{
     AdminOverride, BackendStatus, DropCounts, FleetStatus, FlowCounts, HealthStatus, ReloadCounts,
-    ReloadError, ReloadReport, Status, TrafficCount, UnknownBackend,
+    ReloadError, ReloadReport, Status, TrafficCount, UnknownBackend, XdpStatus,
 };
 use crate::dataplane::{
-    Dataplane, DataplaneError, DataplaneOptions, GueOptions, RetryOffload, RetryTrigger, Stats,
+    Dataplane, DataplaneError, DataplaneOptions, GueOptions, KernelPathOptions, RetryOffload,
+    RetryTrigger, Stats,
 };
 use crate::follower::FollowerTask;
 pub use crate::health::Health;
@@ -404,12 +406,20 @@ pub fn dataplane_options(config: &LbConfig) -> DataplaneOptions {
         max_flows: config.max_flows,
         max_unconfirmed_flows: config.max_unconfirmed_flows,
         retry: retry_offload(config),
-        gue: match config.mode {
-            ForwardingMode::Gue(gue) => Some(GueOptions {
-                bind: gue.bind,
-                ports: gue.ports,
+        gue: config.mode.gue().map(|gue| GueOptions {
+            bind: gue.bind,
+            ports: gue.ports,
+        }),
+        xdp: match config.mode {
+            ForwardingMode::Xdp(xdp) => Some(KernelPathOptions {
+                interface: xdp.interface.to_string(),
+                attach: match xdp.attach {
+                    XdpAttach::Native => AttachMode::Native,
+                    XdpAttach::Generic => AttachMode::Generic,
+                    _ => AttachMode::Auto,
+                },
             }),
-            ForwardingMode::Proxy => None,
+            _ => None,
         },
         ..DataplaneOptions::default()
     }

@@ -77,6 +77,7 @@ mod flow_key;
 mod flow_table;
 mod forward;
 mod gue;
+mod kernel;
 mod options;
 mod outbox;
 mod retry;
@@ -101,6 +102,8 @@ pub use error::DataplaneError;
 use event_loop::Worker;
 use forward::WAKER;
 pub use gue::{GueOptions, MAX_GUE_PORTS};
+use kernel::KernelPath;
+pub use kernel::{KernelPathOptions, KernelPathState};
 pub use options::{DEFAULT_MAX_UNCONFIRMED_FLOWS, DataplaneOptions};
 pub use retry::{RetryCounts, RetryOffload, RetryTrigger};
 pub use stats::{DataplaneDrop, FlowEviction, FlowRefusal, Stats};
@@ -225,7 +228,7 @@ impl Dataplane {
                     .map_err(|source| DataplaneError::Worker { worker, source })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let board = Arc::new(Board::new(pool, wakers));
+        let board = Arc::new(Board::new(Arc::clone(&pool), wakers));
         let prepared = polls
             .into_iter()
             .zip(sockets.into_iter().zip(gue_sockets))
@@ -243,7 +246,11 @@ impl Dataplane {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let mut dataplane = Self {
-            handle: DataplaneHandle { board },
+            handle: DataplaneHandle {
+                board,
+                kernel: None,
+                kernel_state: None,
+            },
             local_addrs,
             gue_addrs,
             threads: Vec::with_capacity(workers),
@@ -259,6 +266,35 @@ impl Dataplane {
                     source,
                 })?;
             dataplane.threads.push(thread);
+        }
+        // The workers run: what the program passes up from now on is forwarded.
+        if let (Some(xdp), Some(gue)) = (&options.xdp, &options.gue) {
+            let initials_up = options.retry.is_some();
+            let started = KernelPath::start(
+                xdp,
+                gue,
+                options.table_limits,
+                initials_up,
+                &dataplane.local_addrs,
+                &pool,
+            );
+            dataplane.handle.kernel_state = Some(match &started {
+                Ok(_) => KernelPathState::Attached {
+                    interface: xdp.interface.clone(),
+                },
+                Err(error) => {
+                    tracing::warn!(
+                        interface = %xdp.interface,
+                        "the XDP program is not running ({error}): the userspace data plane \
+                         forwards every datagram, as in gue mode"
+                    );
+                    KernelPathState::Failed {
+                        interface: xdp.interface.clone(),
+                        reason: error.to_string(),
+                    }
+                }
+            });
+            dataplane.handle.kernel = started.ok();
         }
         Ok(dataplane)
     }
@@ -428,6 +464,9 @@ impl Drop for Dataplane {
 #[derive(Clone, Debug)]
 pub struct DataplaneHandle {
     board: Arc<Board>,
+    /// `xdp` mode's program, when it runs.
+    kernel: Option<Arc<KernelPath>>,
+    kernel_state: Option<KernelPathState>,
 }
 
 impl DataplaneHandle {
@@ -452,7 +491,32 @@ impl DataplaneHandle {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn set_pool(&self, pool: Arc<Pool>) {
-        self.board.set_pool(pool, ANSWER_TIMEOUT);
+        self.board.set_pool(Arc::clone(&pool), ANSWER_TIMEOUT);
+        if let Some(kernel) = &self.kernel {
+            if let Err(error) = kernel.set_pool(&pool) {
+                // The program keeps deciding with the pool it had: as a bad reload.
+                tracing::warn!(
+                    interface = kernel.interface(),
+                    "the XDP program kept its pool: {error}"
+                );
+            }
+        }
+    }
+
+    /// `xdp` mode: whether the XDP program runs, and if not why; `None` in other modes.
+    ///
+    /// ```
+    /// use qlb_lb::dataplane::{Dataplane, DataplaneOptions};
+    /// use std::{num::NonZeroUsize, sync::Arc};
+    ///
+    /// let pool = Arc::new(qlb_router::Pool::new(quic_lb::Decoder::new(), [])?);
+    /// let dataplane = Dataplane::start(
+    ///     &["127.0.0.1:0".parse()?], NonZeroUsize::MIN, pool, DataplaneOptions::default())?;
+    /// assert!(dataplane.handle().kernel_path().is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn kernel_path(&self) -> Option<&KernelPathState> {
+        self.kernel_state.as_ref()
     }
 
     /// The pool last given (workers may take a batch to take it up).
@@ -491,7 +555,18 @@ impl DataplaneHandle {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn stats(&self) -> Stats {
-        self.board.stats(ANSWER_TIMEOUT)
+        let mut stats = self.board.stats(ANSWER_TIMEOUT);
+        stats.xdp = self
+            .kernel
+            .as_ref()
+            .and_then(|kernel| match kernel.counters() {
+                Ok(counters) => Some(counters),
+                Err(error) => {
+                    tracing::warn!(interface = kernel.interface(), "the XDP counters: {error}");
+                    None
+                }
+            });
+        stats
     }
 }
 

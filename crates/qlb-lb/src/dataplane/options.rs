@@ -5,6 +5,7 @@ use std::time::Duration;
 use qlb_router::TableLimits;
 
 use super::gue::GueOptions;
+use super::kernel::KernelPathOptions;
 use super::retry::RetryOffload;
 
 /// Settings of a [`Dataplane`](super::Dataplane) beyond its addresses, workers and pool.
@@ -41,6 +42,11 @@ pub struct DataplaneOptions {
     /// backends' encapsulated replies come back on them; no flows. `None` (the default):
     /// `proxy` mode, and the flow settings above apply.
     pub gue: Option<GueOptions>,
+    /// `xdp` mode (with `gue`): the XDP program on this interface decides and encapsulates
+    /// in the kernel, and passes up what it cannot decide; if it cannot be loaded or
+    /// attached, the data plane runs as in `gue` mode and says why
+    /// ([`DataplaneHandle::kernel_path`](super::DataplaneHandle::kernel_path)).
+    pub xdp: Option<KernelPathOptions>,
 }
 
 /// The default [`DataplaneOptions::max_unconfirmed_flows`]. A real client's flow is
@@ -61,6 +67,7 @@ impl Default for DataplaneOptions {
             table_limits: TableLimits::default(),
             retry: None,
             gue: None,
+            xdp: None,
         }
     }
 }

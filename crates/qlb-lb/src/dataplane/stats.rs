@@ -205,6 +205,8 @@ pub struct Stats {
     pub receive_errors: u64,
     /// Retry offload: Retries sent and tokens seen.
     pub retry: RetryCounts,
+    /// `xdp` mode: the XDP program's counters, when it runs.
+    pub xdp: Option<qlb_xdp::XdpCounters>,
     dropped: [u64; DataplaneDrop::ALL.len()],
     evicted: [u64; FlowEviction::ALL.len()],
     refused: [u64; FlowRefusal::ALL.len()],
