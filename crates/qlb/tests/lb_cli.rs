@@ -292,7 +292,9 @@ fn an_xdp_mode_lb_whose_program_cannot_attach_forwards_in_userspace_and_says_why
     let backend = std::net::UdpSocket::bind("127.0.0.1:0")?;
     backend.set_read_timeout(Some(PATIENCE))?;
     // xdp mode needs a concrete GUE port: a free one.
-    let gue_port = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
+    let gue_port = std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("lb.toml");
     let text = format!(
