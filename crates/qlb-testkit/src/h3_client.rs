@@ -82,7 +82,17 @@ impl H3Client {
     /// Connects to `addr` (server name `localhost`) with `config`, from a fresh endpoint on
     /// the loopback address of `addr`'s family.
     pub async fn connect_with(addr: SocketAddr, config: quinn::ClientConfig) -> TestResult<Self> {
-        let mut endpoint = quinn::Endpoint::client(SocketAddr::new(loopback_like(addr), 0))?;
+        Self::connect_from(SocketAddr::new(loopback_like(addr), 0), addr, config).await
+    }
+
+    /// Connects to `addr` (server name `localhost`) with `config`, from a fresh endpoint
+    /// bound to `local`: for a client in a network namespace, where loopback reaches nothing.
+    pub async fn connect_from(
+        local: SocketAddr,
+        addr: SocketAddr,
+        config: quinn::ClientConfig,
+    ) -> TestResult<Self> {
+        let mut endpoint = quinn::Endpoint::client(local)?;
         endpoint.set_default_client_config(config);
         let quic = tokio::time::timeout(HANDSHAKE, endpoint.connect(addr, "localhost")?)
             .await

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use qlb_testkit::netns::{self, Host, Lan};
 use qlb_testkit::peers::{aioquic_available, gtlsclient_available};
-use qlb_testkit::{H3Client, fixtures};
+use qlb_testkit::{H3Client, fixtures, transport, within};
 use serde_json::Value;
 use support::TestResult;
 use support::cluster::{Cluster, Mode, Spec};
@@ -234,6 +234,20 @@ impl Lab {
         }
     }
 
+    /// POST `url` (no body) from `host`; its JSON answer.
+    fn http_post(host: &Host, url: &str) -> TestResult<Value> {
+        let script = format!(
+            "import urllib.request,sys\n\
+             request = urllib.request.Request('{url}', data=b'', method='POST')\n\
+             sys.stdout.write(urllib.request.urlopen(request, timeout=10).read().decode())"
+        );
+        let output = host.command("python3").args(["-c", &script]).output()?;
+        match output.status.success() {
+            true => Ok(serde_json::from_slice(&output.stdout)?),
+            false => Err(format!("POST {url}: {}", String::from_utf8_lossy(&output.stderr)).into()),
+        }
+    }
+
     fn status(&self) -> TestResult<Value> {
         Ok(serde_json::from_str(&Self::http_get(
             &self.lb,
@@ -431,5 +445,135 @@ fn xdp_mode_decides_in_the_kernel_and_passes_up_only_what_it_cannot() -> TestRes
     ] {
         assert!(metrics.contains(series), "no {series} in\n{metrics}");
     }
+    Ok(())
+}
+
+/// A client of the lab: a quinn connection with HTTP/3, and the backend that answers it.
+struct LabClient {
+    h3: H3Client,
+    backend: String,
+}
+
+impl LabClient {
+    /// Connects to `vip` from the calling thread's namespace, with a keep-alive, so that a
+    /// connection whose backend died hears of it from the stateless reset, not its idle timeout.
+    async fn connect(vip: SocketAddr) -> TestResult<Self> {
+        let mut config = qlb_client::Trust::Insecure.client_config()?;
+        config.transport_config(transport(
+            Duration::from_secs(30),
+            Some(Duration::from_millis(500)),
+        )?);
+        let mut h3 = H3Client::connect_from("0.0.0.0:0".parse()?, vip, config).await?;
+        let backend = within(CLIENT_TIMEOUT, "GET /whoami", h3.backend()).await??;
+        Ok(Self { h3, backend })
+    }
+}
+
+/// What the client thread is told to do next, and answers when done.
+enum Step {
+    Drained,
+    Killed,
+}
+
+#[test]
+fn xdp_mode_a_drained_then_killed_backends_clients_are_reset_by_the_fleet() -> TestResult {
+    if !netns::available() {
+        return Ok(());
+    }
+    let mut lab = Lab::start(Forwarding::Xdp)?;
+    let vip = lab.vip();
+    let admin = lab.admin;
+    let (client_host, lb_host, processes) = (&lab.client, &lab.lb, &mut lab.processes);
+    let (to_clients, steps) = std::sync::mpsc::channel::<Step>();
+    let (to_main, done) = std::sync::mpsc::channel::<String>();
+    std::thread::scope(|scope| -> TestResult {
+        let clients = scope.spawn(move || -> TestResult {
+            client_host.netns().enter()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                // Until each backend has a connection.
+                let mut placed: Vec<LabClient> = Vec::new();
+                for _ in 0..40 {
+                    if ["b1", "b2"]
+                        .iter()
+                        .all(|b| placed.iter().any(|c| c.backend == *b))
+                    {
+                        break;
+                    }
+                    placed.push(LabClient::connect(vip).await?);
+                }
+                let (mut victims, mut survivors): (Vec<_>, Vec<_>) =
+                    placed.into_iter().partition(|c| c.backend == "b1");
+                if victims.is_empty() || survivors.is_empty() {
+                    return Err("40 connections did not reach both backends".into());
+                }
+                to_main.send("placed".into())?;
+
+                // Drained: its connections keep it, new ones go elsewhere.
+                let Ok(Step::Drained) = steps.recv() else {
+                    return Err("no drain".into());
+                };
+                assert_eq!(victims[0].h3.backend().await?, "b1");
+                for _ in 0..8 {
+                    assert_eq!(LabClient::connect(vip).await?.backend, "b2");
+                }
+                to_main.send("drained".into())?;
+
+                // Killed: the fleet's stateless reset reaches its clients well before their
+                // idle timeout.
+                let Ok(Step::Killed) = steps.recv() else {
+                    return Err("no kill".into());
+                };
+                let killed = std::time::Instant::now();
+                let end = tokio::time::timeout(Duration::from_secs(15), victims[0].h3.closed())
+                    .await
+                    .map_err(|_| "no stateless reset within 15 s")?;
+                assert!(
+                    matches!(end, quinn::ConnectionError::Reset),
+                    "the victim's connection ended with {end:?}"
+                );
+                eprintln!(
+                    "XDP: the killed backend's client was reset after {:?}",
+                    killed.elapsed()
+                );
+                for survivor in &mut survivors {
+                    assert_eq!(survivor.h3.backend().await?, "b2");
+                }
+                victims.clear();
+                to_main.send("reset".into())?;
+                TestResult::Ok(())
+            })
+        });
+        let failed = |clients: std::thread::ScopedJoinHandle<'_, TestResult>| -> TestResult {
+            match clients.join() {
+                Ok(result) => result.and(Err("the clients stopped early".into())),
+                Err(_) => Err("the client thread panicked".into()),
+            }
+        };
+        let Ok(_placed) = done.recv_timeout(CLIENT_TIMEOUT) else {
+            return failed(clients);
+        };
+        let drained = Lab::http_post(lb_host, &format!("http://{admin}/backends/b1/drain"))?;
+        assert_eq!(drained["effective_state"], "draining", "{drained}");
+        to_clients.send(Step::Drained)?;
+        let Ok(_drained) = done.recv_timeout(CLIENT_TIMEOUT) else {
+            return failed(clients);
+        };
+        // b1 is the first process started.
+        processes[0].kill();
+        to_clients.send(Step::Killed)?;
+        let Ok(_reset) = done.recv_timeout(CLIENT_TIMEOUT) else {
+            return failed(clients);
+        };
+        clients.join().map_err(|_| "the client thread panicked")?
+    })?;
+    // The program carried the clients: by CID, as the status says.
+    let status = lab.status()?;
+    assert!(
+        status["xdp"]["routed"]["cid"].as_u64() > Some(0),
+        "{status}"
+    );
     Ok(())
 }
