@@ -11,7 +11,8 @@
 //!   mid-transfer) all work.
 //! * The same lab in `xdp` mode: the XDP program on the load balancer's interface decides
 //!   and encapsulates in the kernel (generic XDP on the veth); the userspace data plane sees
-//!   only what the program passed up, and the clients cannot tell the difference.
+//!   only what the program passed up, and the clients cannot tell the difference; a backend
+//!   drained keeps its connections, and once killed its clients are reset by the fleet.
 
 mod support;
 
