@@ -222,6 +222,18 @@ impl Lab {
         SocketAddr::new(IpAddr::V4(VIP), VIP_PORT)
     }
 
+    /// qlb-client: several connections, each seen by its backend from the client's own
+    /// address.
+    fn backends_see_the_clients_address(&self) -> TestResult {
+        for _ in 0..4 {
+            let url = format!("https://{}/whoami", self.vip());
+            let whoami = qlb_get_json(&url, |c| self.client.wrap(&c), CLIENT_TIMEOUT)?;
+            let peer: SocketAddr = whoami["peer"].as_str().ok_or("peer")?.parse()?;
+            assert_eq!(peer.ip(), self.client.ip(), "{whoami}");
+        }
+        Ok(())
+    }
+
     /// GET `url` from `host` (the test's own namespace cannot reach the lab).
     fn http_get(host: &Host, url: &str) -> TestResult<String> {
         let script = format!(
@@ -321,13 +333,7 @@ fn direct_server_return_in_network_namespaces() -> TestResult {
     let lab = Lab::start(Forwarding::Userspace)?;
     let vip = lab.vip();
 
-    // qlb-client: several connections, each seen from the client's own address.
-    for _ in 0..4 {
-        let url = format!("https://{vip}/whoami");
-        let whoami = qlb_get_json(&url, |c| lab.client.wrap(&c), CLIENT_TIMEOUT)?;
-        let peer: SocketAddr = whoami["peer"].as_str().ok_or("peer")?.parse()?;
-        assert_eq!(peer.ip(), lab.client.ip(), "{whoami}");
-    }
+    lab.backends_see_the_clients_address()?;
 
     // aioquic: connections spread over both backends, each answered by one.
     if aioquic_available() {
@@ -385,13 +391,7 @@ fn xdp_mode_decides_in_the_kernel_and_passes_up_only_what_it_cannot() -> TestRes
     let status = lab.status()?;
     assert_eq!(status["mode"], "xdp", "{status}");
     assert_eq!(status["xdp"]["running"], true, "{status}");
-
-    for _ in 0..4 {
-        let url = format!("https://{vip}/whoami");
-        let whoami = qlb_get_json(&url, |c| lab.client.wrap(&c), CLIENT_TIMEOUT)?;
-        let peer: SocketAddr = whoami["peer"].as_str().ok_or("peer")?.parse()?;
-        assert_eq!(peer.ip(), lab.client.ip(), "{whoami}");
-    }
+    lab.backends_see_the_clients_address()?;
     if aioquic_available() {
         let connections = aioquic_whoami_on(Some(&lab.client), vip, 8, 2, false, CLIENT_TIMEOUT)?;
         for connection in &connections {

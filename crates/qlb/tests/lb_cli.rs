@@ -272,16 +272,8 @@ fn a_gue_mode_lb_encapsulates_client_datagrams_to_its_backend() -> TestResult {
 
     // A new connection's Initial reaches the backend whole behind GUE and inner IPv4 + UDP
     // headers (32 octets), from one of the GUE sockets.
-    let client = std::net::UdpSocket::bind("127.0.0.1:0")?;
-    let mut datagram = vec![0xc0, 0, 0, 0, 1, 8, 0xe1, 2, 3, 4, 5, 6, 7, 8, 0];
-    datagram.resize(1200, 0x5a);
-    client.send_to(&datagram, vip)?;
-    let mut buffer = [0; 2048];
-    let (len, from) = backend.recv_from(&mut buffer)?;
+    let from = an_initial_arrives_encapsulated(vip, &backend)?;
     assert!(gue.contains(&from), "{from} among {gue:?}");
-    assert_eq!(len, 32 + datagram.len());
-    assert_eq!(&buffer[..2], &[0, 4], "GUE, IPv4 inside");
-    assert_eq!(&buffer[32..len], &datagram[..]);
     lb.signal("TERM")?;
     lb.wait_for("stopped")?;
     Ok(())
@@ -319,15 +311,27 @@ fn an_xdp_mode_lb_whose_program_cannot_attach_forwards_in_userspace_and_says_why
     assert!(running["xdp"]["error"].is_string(), "{running}");
 
     // The userspace data plane forwards as in gue mode.
+    let from = an_initial_arrives_encapsulated(vip, &backend)?;
+    assert_eq!(from.port(), gue_port);
+    lb.signal("TERM")?;
+    lb.wait_for("stopped")?;
+    Ok(())
+}
+
+/// Sends an Initial to `vip`; checks that `backend` receives it whole behind GUE and inner IPv4
+/// and UDP headers (32 octets); returns where it came from.
+fn an_initial_arrives_encapsulated(
+    vip: SocketAddr,
+    backend: &std::net::UdpSocket,
+) -> TestResult<SocketAddr> {
     let client = std::net::UdpSocket::bind("127.0.0.1:0")?;
     let mut datagram = vec![0xc0, 0, 0, 0, 1, 8, 0xe1, 2, 3, 4, 5, 6, 7, 8, 0];
     datagram.resize(1200, 0x5a);
     client.send_to(&datagram, vip)?;
     let mut buffer = [0; 2048];
     let (len, from) = backend.recv_from(&mut buffer)?;
-    assert_eq!(from.port(), gue_port);
+    assert_eq!(len, 32 + datagram.len());
+    assert_eq!(&buffer[..2], &[0, 4], "GUE, IPv4 inside");
     assert_eq!(&buffer[32..len], &datagram[..]);
-    lb.signal("TERM")?;
-    lb.wait_for("stopped")?;
-    Ok(())
+    Ok(from)
 }

@@ -154,16 +154,6 @@ impl Collector for Snapshot {
         if let Some(xdp) = xdp {
             family(
                 &mut encoder,
-                MetricType::Counter,
-                "qlb_lb_xdp_passed",
-                "Client datagrams the XDP program passed up to the userspace data plane, by \
-                 reason",
-                xdp.passed
-                    .iter()
-                    .map(|(reason, count)| ([("reason", *reason)], *count)),
-            )?;
-            family(
-                &mut encoder,
                 MetricType::Gauge,
                 "qlb_lb_xdp_running",
                 "1 while the XDP program is attached and deciding, 0 when it could not be \
@@ -261,7 +251,16 @@ impl Collector for Snapshot {
                  upstream_socket: no socket)",
                 &status.flows.refused,
             ),
-        ] {
+        ]
+        .into_iter()
+        .chain(xdp.map(|xdp| {
+            (
+                "qlb_lb_xdp_passed",
+                "Client datagrams the XDP program passed up to the userspace data plane, by \
+                 reason",
+                &xdp.passed,
+            )
+        })) {
             family(
                 &mut encoder,
                 MetricType::Counter,

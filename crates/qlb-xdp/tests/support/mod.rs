@@ -44,29 +44,20 @@ impl Lab {
         for n in 0..backends {
             let v4 = format!("10.78.0.{}", 10 + n);
             let v6 = format!("fd00:78::{:x}", 0x10 + n);
-            netns.ip(&[
-                "neigh",
-                "replace",
-                &v4,
-                "lladdr",
-                &mac,
-                "dev",
-                INTERFACE,
-                "nud",
-                "permanent",
-            ])?;
-            netns.ip(&[
-                "-6",
-                "neigh",
-                "replace",
-                &v6,
-                "lladdr",
-                &mac,
-                "dev",
-                INTERFACE,
-                "nud",
-                "permanent",
-            ])?;
+            for (family, ip) in [("-4", &v4), ("-6", &v6)] {
+                netns.ip(&[
+                    family,
+                    "neigh",
+                    "replace",
+                    ip,
+                    "lladdr",
+                    &mac,
+                    "dev",
+                    INTERFACE,
+                    "nud",
+                    "permanent",
+                ])?;
+            }
         }
         let ifindex = netns.ifindex(INTERFACE)?;
         let output = netns.ip(&["-o", "link", "show", "dev", INTERFACE])?;
