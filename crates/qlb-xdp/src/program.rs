@@ -263,7 +263,29 @@ impl XdpProgram {
         generation: u32,
         tables: &GenerationTables,
     ) -> Result<(), XdpError> {
+        // Until the writes are done, the generation may hold the old entries and the new:
+        // a failed write leaves them all on record, for the next write to clear.
         let old = std::mem::take(&mut self.written[generation as usize]);
+        let new = Written {
+            server_ids: tables.server_ids.iter().map(|(key, _)| *key).collect(),
+            backend_keys: tables.backend_keys.iter().map(|(key, _)| *key).collect(),
+            backends: tables.backends.len() as u32,
+        };
+        self.written[generation as usize] = Written {
+            server_ids: old
+                .server_ids
+                .iter()
+                .chain(&new.server_ids)
+                .copied()
+                .collect(),
+            backend_keys: old
+                .backend_keys
+                .iter()
+                .chain(&new.backend_keys)
+                .copied()
+                .collect(),
+            backends: old.backends.max(new.backends),
+        };
         {
             let mut map: HashMap<&mut MapData, [u8; 20], u32> = self.hash_mut("qlb_server_ids")?;
             for key in &old.server_ids {
@@ -317,11 +339,7 @@ impl XdpProgram {
         let mut map: Array<&mut MapData, [u8; 32]> = self.map_mut("qlb_pools")?;
         map.set(generation, tables.pool, 0)
             .map_err(map_error("qlb_pools"))?;
-        self.written[generation as usize] = Written {
-            server_ids: tables.server_ids.iter().map(|(key, _)| *key).collect(),
-            backend_keys: tables.backend_keys.iter().map(|(key, _)| *key).collect(),
-            backends: tables.backends.len() as u32,
-        };
+        self.written[generation as usize] = new;
         Ok(())
     }
 
