@@ -19,12 +19,19 @@ pub struct KernelPathOptions {
     pub attach: AttachMode,
 }
 
-/// The program, loaded and attached; detached when the last handle goes.
+/// The program, loaded and attached, until [`KernelPath::stop`] detaches and unloads it.
 #[derive(Debug)]
 pub(crate) struct KernelPath {
-    program: Mutex<XdpProgram>,
+    program: Mutex<Running>,
     listen: Vec<SocketAddr>,
     interface: String,
+}
+
+/// The program while it runs, and its last counters once stopped.
+#[derive(Debug)]
+enum Running {
+    Attached(XdpProgram),
+    Stopped(Option<XdpCounters>),
 }
 
 /// What `/status` says of the kernel path.
@@ -72,26 +79,42 @@ impl KernelPath {
         program.install(pool, listen)?;
         program.attach(&options.interface, options.attach)?;
         Ok(Arc::new(Self {
-            program: Mutex::new(program),
+            program: Mutex::new(Running::Attached(program)),
             listen: listen.to_vec(),
             interface: options.interface.clone(),
         }))
     }
 
-    /// Gives the program `pool`, swapped in whole.
-    pub(crate) fn set_pool(&self, pool: &Pool) -> Result<(), XdpError> {
-        self.program
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .install(pool, &self.listen)
+    fn running(&self) -> std::sync::MutexGuard<'_, Running> {
+        self.program.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The program's counters, summed over CPUs.
+    /// Gives the program `pool`, swapped in whole (nothing once stopped).
+    pub(crate) fn set_pool(&self, pool: &Pool) -> Result<(), XdpError> {
+        match &mut *self.running() {
+            Running::Attached(program) => program.install(pool, &self.listen),
+            Running::Stopped(_) => Ok(()),
+        }
+    }
+
+    /// The program's counters, summed over CPUs (once stopped, the last ones read).
     pub(crate) fn counters(&self) -> Result<XdpCounters, XdpError> {
-        self.program
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .counters()
+        match &*self.running() {
+            Running::Attached(program) => program.counters(),
+            Running::Stopped(last) => Ok(last.clone().unwrap_or_default()),
+        }
+    }
+
+    /// Detaches and unloads the program, its counters kept: its interface's datagrams go
+    /// up the stack again.
+    pub(crate) fn stop(&self) {
+        let mut running = self.running();
+        let last = match &*running {
+            Running::Attached(program) => program.counters().ok(),
+            Running::Stopped(last) => last.clone(),
+        };
+        // Dropping the program detaches it.
+        *running = Running::Stopped(last);
     }
 
     pub(crate) fn interface(&self) -> &str {

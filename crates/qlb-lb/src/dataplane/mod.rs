@@ -419,11 +419,17 @@ impl Dataplane {
     /// ```
     pub fn shutdown(mut self) -> Result<Stats, DataplaneError> {
         self.stop_and_join()?;
-        Ok(self.handle.board.stats(Duration::ZERO))
+        Ok(self
+            .handle
+            .with_kernel(self.handle.board.stats(Duration::ZERO)))
     }
 
     /// Stops every worker and waits for its thread; the first failure is reported.
     fn stop_and_join(&mut self) -> Result<(), DataplaneError> {
+        // The kernel path first: a stopped data plane forwards nothing, in the kernel either.
+        if let Some(kernel) = &self.handle.kernel {
+            kernel.stop();
+        }
         self.handle.board.stop();
         let mut outcome = Ok(());
         for (worker, thread) in self.threads.drain(..).enumerate() {
@@ -555,7 +561,11 @@ impl DataplaneHandle {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn stats(&self) -> Stats {
-        let mut stats = self.board.stats(ANSWER_TIMEOUT);
+        self.with_kernel(self.board.stats(ANSWER_TIMEOUT))
+    }
+
+    /// `stats` with the XDP program's counters, in `xdp` mode.
+    fn with_kernel(&self, mut stats: Stats) -> Stats {
         stats.xdp = self
             .kernel
             .as_ref()
