@@ -13,15 +13,6 @@ use qlb_testkit::TestResult;
 use qlb_testkit::netns::Netns;
 use qlb_xdp::AttachMode;
 
-/// The XDP flag `ip link` shows for `xa`, if any.
-fn xdp_flag(netns: &Netns) -> TestResult<Option<String>> {
-    let output = netns.ip(&["link", "show", "dev", "xa"])?;
-    Ok(String::from_utf8_lossy(&output.stdout)
-        .split_whitespace()
-        .find(|word| word.starts_with("xdp"))
-        .map(str::to_owned))
-}
-
 #[test]
 fn the_program_runs_while_the_data_plane_does() -> TestResult {
     if !qlb_testkit::netns::available() {
@@ -58,7 +49,7 @@ fn the_program_runs_while_the_data_plane_does() -> TestResult {
                 interface: "xa".to_owned()
             })
         );
-        assert_eq!(xdp_flag(&netns)?.as_deref(), Some("xdpgeneric"));
+        assert_eq!(netns.xdp_attached("xa")?.as_deref(), Some("xdpgeneric"));
         // A datagram sent to the VIP from this namespace goes out through the stack, not
         // in through xa: the program saw nothing yet, and counts are there.
         UdpSocket::bind("10.79.0.1:0")?.send_to(&[0x40; 64], listen)?;
@@ -67,7 +58,7 @@ fn the_program_runs_while_the_data_plane_does() -> TestResult {
         let stats = dataplane.shutdown()?;
         assert!(stats.xdp.is_some(), "the last counters are kept");
         assert_eq!(
-            xdp_flag(&netns)?,
+            netns.xdp_attached("xa")?,
             None,
             "detached when the data plane stopped"
         );

@@ -121,6 +121,16 @@ impl Netns {
             .ok_or_else(|| format!("no index for {name} in {text:?}").into())
     }
 
+    /// The XDP flag `ip link` shows for the namespace's interface `name`: `xdp` (native),
+    /// `xdpgeneric`, or `None` when no program is attached.
+    pub fn xdp_attached(&self, name: &str) -> TestResult<Option<String>> {
+        let output = self.ip(&["link", "show", "dev", name])?;
+        Ok(String::from_utf8_lossy(&output.stdout)
+            .split_whitespace()
+            .find(|word| word.starts_with("xdp"))
+            .map(str::to_owned))
+    }
+
     /// Sets a sysctl in the namespace (`key` as `sysctl` names it).
     pub fn sysctl(&self, key: &str, value: &str) -> TestResult {
         let output = self

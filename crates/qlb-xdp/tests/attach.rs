@@ -8,16 +8,6 @@ use qlb_testkit::TestResult;
 use qlb_xdp::{AttachMode, XdpOptions, XdpProgram};
 use support::{INTERFACE, LB_V4, Lab};
 
-/// The XDP flag `ip link` shows for the interface: `xdp` (native), `xdpgeneric`, or none.
-fn attached(lab: &Lab) -> TestResult<Option<String>> {
-    let output = lab.netns.ip(&["link", "show", "dev", INTERFACE])?;
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    Ok(text
-        .split_whitespace()
-        .find(|word| word.starts_with("xdp"))
-        .map(str::to_owned))
-}
-
 #[test]
 fn attaches_natively_and_generically_on_veth_and_detaches_on_drop() -> TestResult {
     if !qlb_testkit::netns::available() {
@@ -39,9 +29,17 @@ fn attaches_natively_and_generically_on_veth_and_detaches_on_drop() -> TestResul
         ] {
             let mut program = XdpProgram::load(options)?;
             program.attach(INTERFACE, mode)?;
-            assert_eq!(attached(&lab)?.as_deref(), Some(shown), "{mode:?}");
+            assert_eq!(
+                lab.netns.xdp_attached(INTERFACE)?.as_deref(),
+                Some(shown),
+                "{mode:?}"
+            );
             drop(program);
-            assert_eq!(attached(&lab)?, None, "{mode:?} after drop");
+            assert_eq!(
+                lab.netns.xdp_attached(INTERFACE)?,
+                None,
+                "{mode:?} after drop"
+            );
         }
         Ok(())
     })
